@@ -1,0 +1,1 @@
+"""DICOM CT + RTSTRUCT discovery and conversion to NIfTI image and label map."""

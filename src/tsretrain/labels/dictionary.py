@@ -1,0 +1,260 @@
+"""Load, validate and apply organ dictionaries (YAML).
+
+A dictionary fixes the label ids of a model and, per label, where its voxels come from. ROI names from
+an RTSTRUCT are matched case-insensitively after trimming and folding inner white space, by full-match
+regular expressions. Format::
+
+    name: radcure-oar21
+    version: "1.0"
+    labels:
+      - id: 1
+        name: GTVp
+        required: true          # a case without it is excluded (reason no_gtvp)
+        multiple: union         # several matching ROIs (GTVp, GTVp2) are merged; default: ambiguous
+        sources:
+          - rtstruct: ["gtvp", "gtvp\\d+"]
+    precedence: [...]           # write order for overlapping voxels, last wins; default: id order, GTVp last
+    ignore: ["z_.*", "ptv.*"]   # names that are known not to be labels (reported as ignored, not unmapped)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tsretrain.reasons import CaseError, Reason, precedence
+
+TUMOUR_LABEL = "GTVp"
+KNOWN_SOURCES = ("rtstruct",)
+
+
+class DictionaryError(ValueError):
+    """An organ dictionary is invalid; the message says where and how to fix it."""
+
+
+def normalise_roi_name(raw: str) -> str:
+    """The form ROI names are matched in: trimmed, case-folded, inner white space folded."""
+    return re.sub(r"\s+", " ", raw.strip()).casefold()
+
+
+@dataclass(frozen=True)
+class Label:
+    """One label of a dictionary."""
+
+    id: int
+    name: str
+    rtstruct_patterns: tuple[re.Pattern[str], ...]
+    required: bool = False
+    union: bool = False
+
+    def matches(self, raw_name: str) -> bool:
+        name = normalise_roi_name(raw_name)
+        return any(p.fullmatch(name) for p in self.rtstruct_patterns)
+
+
+@dataclass(frozen=True)
+class RoiMapping:
+    """How the ROI names of one structure set map onto a dictionary."""
+
+    label_of_roi: dict[str, str]  # raw ROI name -> label name
+    unmapped: list[str]
+    ignored: list[str]
+    missing: list[str]  # labels of the dictionary without a ROI
+    problems: list[tuple[Reason, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OrganDictionary:
+    """A validated organ dictionary."""
+
+    name: str
+    version: str
+    description: str
+    labels: tuple[Label, ...]
+    precedence: tuple[str, ...]
+    ignore: tuple[re.Pattern[str], ...]
+    sha256: str
+
+    def by_name(self, name: str) -> Label:
+        for label in self.labels:
+            if label.name == name:
+                return label
+        raise KeyError(name)
+
+    @property
+    def required(self) -> list[str]:
+        return [label.name for label in self.labels if label.required]
+
+    def nnunet_labels(self) -> dict[str, int]:
+        """The ``labels`` entry of an nnU-Net ``dataset.json``."""
+        return {"background": 0, **{label.name: label.id for label in self.labels}}
+
+    def map_rois(self, raw_names: list[str]) -> RoiMapping:
+        """Assign raw ROI names to labels and collect ambiguity and missing-label problems."""
+        label_of_roi: dict[str, str] = {}
+        unmapped: list[str] = []
+        ignored: list[str] = []
+        problems: list[tuple[Reason, str]] = []
+        contested: set[str] = set()
+        by_normal: dict[str, list[str]] = {}
+        for raw in raw_names:
+            by_normal.setdefault(normalise_roi_name(raw), []).append(raw)
+        for normal, raws in by_normal.items():
+            hits = [label for label in self.labels if label.matches(normal)]
+            if len(hits) > 1:
+                problems.append(
+                    (Reason.AMBIGUOUS_ROI, f"ROI {raws[0]!r} matches labels {[h.name for h in hits]}")
+                )
+                continue
+            if not hits:
+                if any(p.fullmatch(normal) for p in self.ignore):
+                    ignored.extend(raws)
+                else:
+                    unmapped.extend(raws)
+                continue
+            if len(raws) > 1:
+                problems.append(
+                    (Reason.AMBIGUOUS_ROI, f"ROIs {raws} are the same name for label {hits[0].name}")
+                )
+                contested.add(hits[0].name)
+                continue
+            label_of_roi[raws[0]] = hits[0].name
+        for label in self.labels:
+            sources = [raw for raw, name in label_of_roi.items() if name == label.name]
+            if len(sources) > 1 and not label.union:
+                problems.append(
+                    (Reason.AMBIGUOUS_ROI, f"ROIs {sorted(sources)} all match label {label.name}")
+                )
+        present = set(label_of_roi.values()) | contested
+        missing = [label.name for label in self.labels if label.name not in present]
+        for name in self.required:
+            if name in missing:
+                reason = Reason.NO_GTVP if name == TUMOUR_LABEL else Reason.MISSING_REQUIRED_LABEL
+                problems.append((reason, f"no ROI matches required label {name}"))
+        return RoiMapping(label_of_roi, unmapped, ignored, missing, problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+def _compile(patterns: object, where: str) -> tuple[re.Pattern[str], ...]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise DictionaryError(f"{where}: expected a list of pattern strings")
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(normalise_roi_name(pattern)))
+        except re.error as exc:
+            raise DictionaryError(f"{where}: invalid pattern {pattern!r}: {exc}") from exc
+    return tuple(compiled)
+
+
+def _parse_label(entry: Any, n: int) -> Label:
+    where = f"labels[{n}]"
+    if not isinstance(entry, dict):
+        raise DictionaryError(f"{where}: expected a mapping with id, name and sources")
+    unknown_keys = set(entry) - {"id", "name", "required", "multiple", "sources", "description"}
+    if unknown_keys:
+        raise DictionaryError(f"{where}: unknown keys {sorted(unknown_keys)}")
+    label_id, name = entry.get("id"), entry.get("name")
+    if not isinstance(label_id, int) or isinstance(label_id, bool):
+        raise DictionaryError(f"{where}: id must be an integer")
+    if label_id == 0:
+        raise DictionaryError(f"{where} ({name}): id 0 is reserved for background")
+    if not 0 < label_id < 256:
+        raise DictionaryError(f"{where} ({name}): id {label_id} outside 1..255 (label maps are uint8)")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        raise DictionaryError(f"{where}: name {name!r} must be an identifier (letters, digits, _)")
+    multiple = entry.get("multiple", "ambiguous")
+    if multiple not in ("ambiguous", "union"):
+        raise DictionaryError(f"{where} ({name}): multiple must be 'ambiguous' or 'union'")
+    patterns: tuple[re.Pattern[str], ...] = ()
+    for m, source in enumerate(entry.get("sources") or []):
+        if not isinstance(source, dict) or len(source) != 1:
+            raise DictionaryError(f"{where}.sources[{m}]: expected one mapping like {{rtstruct: [...]}}")
+        kind, value = next(iter(source.items()))
+        if kind not in KNOWN_SOURCES:
+            raise DictionaryError(f"{where}.sources[{m}]: unknown source {kind!r}; known: {KNOWN_SOURCES}")
+        patterns += _compile(value, f"{where}.sources[{m}].{kind}")
+    if not patterns:
+        raise DictionaryError(f"{where} ({name}): no source; give at least one rtstruct pattern")
+    return Label(label_id, name, patterns, bool(entry.get("required", False)), multiple == "union")
+
+
+def parse_dictionary(text: str, origin: str = "<string>") -> OrganDictionary:
+    """Parse and validate a dictionary from YAML text."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DictionaryError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DictionaryError(f"{origin}: expected a mapping at the top level")
+    for key in ("name", "version", "labels"):
+        if key not in data:
+            raise DictionaryError(f"{origin}: missing key {key!r}")
+    try:
+        labels = tuple(_parse_label(entry, n) for n, entry in enumerate(data["labels"]))
+    except DictionaryError as exc:
+        raise DictionaryError(f"{origin}: {exc}") from exc
+    ids = [label.id for label in labels]
+    names = [label.name for label in labels]
+    for values, what in ((ids, "id"), ([n.casefold() for n in names], "name")):
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise DictionaryError(f"{origin}: duplicate label {what}(s) {duplicates}")
+    for label in labels:
+        for pattern in label.rtstruct_patterns:
+            if re.escape(pattern.pattern) != pattern.pattern.replace(" ", "\\ "):
+                continue  # only literal names can be checked against the other labels
+            others = [o.name for o in labels if o is not label and o.matches(pattern.pattern)]
+            if others:
+                raise DictionaryError(
+                    f"{origin}: ROI name {pattern.pattern!r} of {label.name} also matches {others}"
+                )
+    default_order = [n for n in names if n != TUMOUR_LABEL] + [n for n in names if n == TUMOUR_LABEL]
+    order = data.get("precedence") or default_order
+    if sorted(order) != sorted(names):
+        raise DictionaryError(f"{origin}: precedence must list every label exactly once")
+    if TUMOUR_LABEL in names and order[-1] != TUMOUR_LABEL:
+        raise DictionaryError(f"{origin}: precedence must end with {TUMOUR_LABEL} (the tumour is written last)")
+    return OrganDictionary(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        description=str(data.get("description", "")).strip(),
+        labels=labels,
+        precedence=tuple(order),
+        ignore=_compile(data.get("ignore", []), f"{origin}: ignore"),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def builtin_names() -> list[str]:
+    """Names of the dictionaries shipped with tsretrain."""
+    folder = resources.files("tsretrain.labels") / "dictionaries"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_dictionary(name_or_path: str) -> OrganDictionary:
+    """Load a shipped dictionary by name, or a user's YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise DictionaryError(f"dictionary file {path} does not exist")
+        return parse_dictionary(path.read_text(), str(path))
+    if name_or_path not in builtin_names():
+        raise DictionaryError(f"unknown dictionary {name_or_path!r}; shipped: {builtin_names()} or a YAML path")
+    resource = resources.files("tsretrain.labels") / "dictionaries" / f"{name_or_path}.yaml"
+    return parse_dictionary(resource.read_text(), name_or_path)
+
+
+def require_no_problems(mapping: RoiMapping) -> None:
+    """Raise the highest-precedence problem of a mapping as a :class:`CaseError`."""
+    if mapping.problems:
+        reason, _ = min(mapping.problems, key=lambda p: precedence(p[0]))
+        raise CaseError(reason, "; ".join(detail for _, detail in mapping.problems))

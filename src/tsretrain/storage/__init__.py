@@ -1,0 +1,1 @@
+"""Where stage outputs live, and how they are written safely."""

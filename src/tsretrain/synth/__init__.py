@@ -1,0 +1,1 @@
+"""Seeded synthetic head-and-neck DICOM-RT cohorts with analytic ground truth."""

@@ -1,0 +1,262 @@
+"""Write a phantom as a DICOM CT series and an RTSTRUCT, the way a treatment-planning system would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tsretrain.conversion.headers import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE
+from tsretrain.synth.phantom import Phantom, ScanSpec
+
+UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
+STUDY_DATE = "20200101"
+COLOURS = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255], [255, 128, 0]]
+
+
+def seeded_uid(*parts: object) -> str:
+    """A deterministic UID from the given parts (same inputs, same UID)."""
+    return str(generate_uid(prefix=UID_ROOT, entropy_srcs=[str(p) for p in parts]))
+
+
+@dataclass
+class SeriesIds:
+    """UIDs shared by the files of one patient."""
+
+    patient_id: str
+    study_uid: str
+    frame_uid: str
+    ct_series_uid: str
+    ct_sop_uids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_patient(cls, patient_id: str, seed: int, slices: int, tag: str = "ct") -> SeriesIds:
+        return cls(
+            patient_id=patient_id,
+            study_uid=seeded_uid(seed, patient_id, "study"),
+            frame_uid=seeded_uid(seed, patient_id, "frame"),
+            ct_series_uid=seeded_uid(seed, patient_id, tag, "series"),
+            ct_sop_uids=[seeded_uid(seed, patient_id, tag, "sop", k) for k in range(slices)],
+        )
+
+
+def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID_ROOT + "1"
+    return meta
+
+
+def _patient_study(ds: Dataset, ids: SeriesIds) -> None:
+    ds.PatientID = ids.patient_id
+    ds.PatientName = ids.patient_id.replace("-", "^")
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = ids.study_uid
+    ds.StudyDate = STUDY_DATE
+    ds.StudyTime = "120000"
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "RT PLANNING CT"
+    ds.FrameOfReferenceUID = ids.frame_uid
+
+
+def _ds(v: float) -> str:
+    """Format a number as a DICOM decimal string (max 16 characters)."""
+    text = f"{v:.6f}".rstrip("0").rstrip(".")
+    return text if len(text) <= 16 else f"{v:.8g}"
+
+
+@dataclass(frozen=True)
+class PixelEncoding:
+    """How CT numbers are stored: signed or unsigned 16-bit with a rescale intercept."""
+
+    pixel_representation: int = 1
+    intercept: float = -1024.0
+
+
+def ct_slices(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, encoding: PixelEncoding,
+              rng: np.random.Generator, series_number: int = 2,
+              description: str = "CT HEAD NECK") -> Iterable[Dataset]:
+    """One dataset per slice, in slice order; stored values = HU - intercept."""
+    rotation = spec.rotation()
+    orientation = [_ds(v) for v in (*rotation[:, 0], *rotation[:, 1])]
+    for k in range(spec.slices):
+        hu = phantom.paint_slice(spec, k, rng)
+        stored = np.rint(hu - encoding.intercept)
+        if encoding.pixel_representation == 0:
+            pixels = np.clip(stored, 0, 65535).astype(np.uint16)
+        else:
+            pixels = np.clip(stored, -32768, 32767).astype(np.int16)
+        sop_uid = ids.ct_sop_uids[k]
+        ds = Dataset()
+        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid)
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uid
+        ds.Modality = "CT"
+        ds.Manufacturer = "tsretrain synthetic"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        _patient_study(ds, ids)
+        ds.SeriesInstanceUID = ids.ct_series_uid
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = description
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [_ds(v) for v in spec.slice_position(k)]
+        ds.ImageOrientationPatient = orientation
+        ds.SliceThickness = _ds(spec.slice_thickness)
+        ds.PixelSpacing = [_ds(spec.pixel_spacing[0]), _ds(spec.pixel_spacing[1])]
+        ds.KVP = "120"
+        ds.PatientPosition = "HFS"
+        if spec.tilt_shift:
+            ds.GantryDetectorTilt = _ds(float(np.degrees(np.arctan2(spec.tilt_shift, spec.slice_thickness))))
+        ds.Rows, ds.Columns = spec.rows, spec.columns
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = encoding.pixel_representation
+        ds.RescaleIntercept = _ds(encoding.intercept)
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        ds.PixelData = pixels.tobytes()
+        yield ds
+
+
+@dataclass(frozen=True)
+class RtstructOptions:
+    """Variations of an RTSTRUCT used to build edge cases."""
+
+    contour_offset: float = 0.0  # mm added along the slice normal to every contour point
+    contour_image_sequence: bool = True
+    referenced_series_uid: str | None = None  # default: the CT series
+    referenced_series: bool = True  # write RTReferencedSeriesSequence at all
+    frame_uid: str | None = None  # default: the CT's frame of reference
+    rename: tuple[tuple[str, str], ...] = ()  # (ROI name, new name)
+    add_point_roi: bool = False
+    extra_w: tuple[str, float] = ("", 0.0)  # (ROI name, w) for a contour above or below the scan
+    label: str = "RTSTRUCT"
+    date_time: tuple[str, str] = (STUDY_DATE, "130000")
+    sop_tag: str = "rtstruct"
+    seed: int = 0
+
+
+def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: RtstructOptions) -> Dataset:
+    """The RTSTRUCT of a phantom: CLOSED_PLANAR contours on every slice plane each structure crosses."""
+    sop_uid = seeded_uid(options.seed, ids.patient_id, options.sop_tag)
+    ds = Dataset()
+    ds.file_meta = _file_meta(RTSTRUCT_STORAGE, sop_uid)
+    ds.SOPClassUID = RTSTRUCT_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = "RTSTRUCT"
+    ds.Manufacturer = "tsretrain synthetic"
+    _patient_study(ds, ids)
+    del ds.FrameOfReferenceUID
+    ds.SeriesInstanceUID = seeded_uid(options.seed, ids.patient_id, options.sop_tag, "series")
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = options.label
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = options.label
+    ds.StructureSetDate, ds.StructureSetTime = options.date_time
+    frame_uid = options.frame_uid or ids.frame_uid
+
+    frame = Dataset()
+    frame.FrameOfReferenceUID = frame_uid
+    if options.referenced_series:
+        series = Dataset()
+        series.SeriesInstanceUID = options.referenced_series_uid or ids.ct_series_uid
+        series.ContourImageSequence = Sequence([_image_ref(uid) for uid in ids.ct_sop_uids])
+        study = Dataset()
+        study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+        study.ReferencedSOPInstanceUID = ids.study_uid
+        study.RTReferencedSeriesSequence = Sequence([series])
+        frame.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+
+    renames = dict(options.rename)
+    roi_seq, contour_seq, obs_seq = Sequence(), Sequence(), Sequence()
+    rotation = spec.rotation()
+    for number, structure in enumerate(phantom.structures, start=1):
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = frame_uid
+        roi.ROIName = renames.get(structure.roi_name, structure.roi_name)
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        roi_seq.append(roi)
+        contours = Sequence()
+        planes = [(float(w), k) for k, w in enumerate(spec.w_axis())]
+        if options.extra_w[0] == structure.roi_name:
+            planes.append((options.extra_w[1], -1))
+        for w, k in planes:
+            for ellipse in structure.section(w):
+                uv = ellipse.polygon()
+                shift = k * spec.tilt_shift if k >= 0 else 0.0
+                points = spec.to_patient(uv[:, 0], uv[:, 1] + shift, w)
+                points = points + options.contour_offset * rotation[:, 2]
+                contour = Dataset()
+                if options.contour_image_sequence and k >= 0:
+                    contour.ContourImageSequence = Sequence([_image_ref(ids.ct_sop_uids[k])])
+                contour.ContourGeometricType = "CLOSED_PLANAR"
+                contour.NumberOfContourPoints = len(points)
+                contour.ContourData = [_ds(v) for v in points.reshape(-1)]
+                contours.append(contour)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ROIDisplayColor = COLOURS[number % len(COLOURS)]
+        item.ContourSequence = contours
+        contour_seq.append(item)
+        obs = Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = structure.interpreted_type
+        obs.ROIInterpreter = ""
+        obs_seq.append(obs)
+    if options.add_point_roi:
+        number = len(phantom.structures) + 1
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = frame_uid
+        roi.ROIName = "REF_PT"
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        roi_seq.append(roi)
+        point = Dataset()
+        point.ContourGeometricType = "POINT"
+        point.NumberOfContourPoints = 1
+        point.ContourData = [_ds(v) for v in spec.to_patient(0.0, 0.0, float(spec.w_axis()[0]))]
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ROIDisplayColor = [255, 255, 255]
+        item.ContourSequence = Sequence([point])
+        contour_seq.append(item)
+        obs = Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = "MARKER"
+        obs.ROIInterpreter = ""
+        obs_seq.append(obs)
+    ds.StructureSetROISequence = roi_seq
+    ds.ROIContourSequence = contour_seq
+    ds.RTROIObservationsSequence = obs_seq
+    return ds
+
+
+def _image_ref(sop_uid: str) -> Dataset:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+    ref.ReferencedSOPInstanceUID = sop_uid
+    return ref
+
+
+def save(ds: Dataset, path: str) -> None:
+    """Write a dataset as a DICOM Part 10 file (with preamble and file meta)."""
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
