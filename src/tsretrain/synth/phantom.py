@@ -119,13 +119,13 @@ def make_phantom(patient_id: str, rng: np.random.Generator, gtvp_radius: float |
         Cylinder((0.0, 20 * s), (8.0, 6.0), -1e3, -25.0), Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0))
     add("Larynx", "Larynx", 60.0, Cylinder((0.0, -22 * s), (18.0, 15.0), -55.0, -15.0), airway)
     add("Bone_Mandible" if var(0.4) else "Mandible_Bone", "Mandible_Bone", 900.0,
-        Cylinder((48 * s, 5 * s), (5.0, 11.0), 0.0, 40.0), Cylinder((-48 * s, 5 * s), (5.0, 11.0), 0.0, 40.0),
+        Cylinder((44 * s, -2 * s), (5.0, 10.0), 0.0, 40.0), Cylinder((-44 * s, -2 * s), (5.0, 10.0), 0.0, 40.0),
         Ellipsoid((0.0, -58 * s, 5.0), (30 * s, 8.0, 9.0)))
     add("Lips", "Lips", 50.0, Ellipsoid((0.0, -80 * s, 15.0), (22.0, 6.0, 9.0)))
     add("OpticChiasm", "OpticChiasm", 36.0, Ellipsoid((0.0, -18 * s, 82.0), (9.0, 4.0, 3.0)))
     for side, sign in (("L", 1.0), ("R", -1.0)):
         add(f"PAROTID_{side}" if var(0.15) else f"Parotid_{side}", f"Parotid_{side}", -20.0,
-            Ellipsoid((sign * 52 * s, 12 * s, 30.0), (11.0, 17.0, 19.0)))
+            Ellipsoid((sign * 57 * s, 20 * s, 30.0), (10.0, 15.0, 18.0)))
         add(f"Eye_{side}", f"Eye_{side}", 15.0, Ellipsoid((sign * 32.0, -62 * s, 78.0), (12.0, 12.0, 12.0)))
         add(f"Lens_{side}", f"Lens_{side}", 75.0, Ellipsoid((sign * 32.0, -72 * s, 78.0), (4.5, 2.4, 3.5)))
         add(f"OpticNrv_{side}" if var(0.4) else f"Nrv_Optic_{side}", f"Nrv_Optic_{side}", 36.0,

@@ -1,0 +1,311 @@
+"""The ``convert`` stage: per case, CT to int16 HU NIfTI and RTSTRUCT to one uint8 label map on its grid.
+
+Output folder::
+
+    cases/<case>/<case>_0000.nii.gz   CT (HU, exact DICOM geometry)
+    cases/<case>/<case>.nii.gz        label map (organ dictionary ids)
+    cases/<case>/manifest.json        raw names, mapping, volumes, overlaps, warnings, status, reason
+    cases.csv                         listing of every case, converted or excluded
+    scan/                             the inventory this run used (unless --inventory was given)
+
+Cases run in worker processes; a case that fails never stops the others. A finished case is skipped on
+re-run while its inputs, dictionary and tsretrain version are unchanged (``--force`` redoes it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tsretrain import __version__
+from tsretrain.conversion.ct import read_hu_volume
+from tsretrain.conversion.geometry import VolumeGeometry
+from tsretrain.conversion.listing import write_listing
+from tsretrain.conversion.nifti import write_nifti
+from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
+from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
+from tsretrain.conversion.scan import ScanConfig, default_workers, listing_row, scan
+from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
+from tsretrain.reasons import CaseError, Reason
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
+from tsretrain.ui import log, progress
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Configuration of the ``convert`` stage."""
+
+    input: Path
+    out: Path
+    dictionary: str = "radcure-oar21"
+    workers: int = 0
+    force: bool = False
+    inventory: Path | None = None  # reuse a scan's inventory instead of scanning again
+    cases: tuple[str, ...] = ()  # restrict to these case ids (a batch of a fan-out)
+    rtstruct_choice: str = "fail"
+
+
+def image_name(case_id: str) -> str:
+    return f"{case_id}_0000.nii.gz"
+
+
+def label_name(case_id: str) -> str:
+    return f"{case_id}.nii.gz"
+
+
+def _geometry(plan: CasePlan) -> VolumeGeometry:
+    g = plan.geometry or {}
+    return VolumeGeometry(
+        shape=tuple(g["shape_zyx"]),  # type: ignore[arg-type]
+        origin=tuple(g["origin"]),  # type: ignore[arg-type]
+        spacing=tuple(g["spacing_xyz"]),  # type: ignore[arg-type]
+        direction=tuple(g["direction"]),
+    )
+
+
+def base_manifest(plan: CasePlan, dictionary: OrganDictionary) -> dict[str, Any]:
+    return {
+        "format": "tsretrain-case/1",
+        "tsretrain_version": __version__,
+        "case_id": plan.case_id,
+        "patient_id": plan.patient_id,
+        "status": plan.status,
+        "reason": plan.reason,
+        "detail": plan.detail,
+        "fingerprint": plan.fingerprint(dictionary.sha256, __version__),
+        "dictionary": dictionary.to_json(),
+        "input": {
+            "ct_series_uid": plan.ct_series_uid,
+            "rtstruct_sop_uid": plan.rtstruct_sop_uid,
+            "frame_of_reference_uid": plan.frame_of_reference_uid,
+            "ct_files": len(plan.ct_files),
+            "rtstruct_file": plan.rtstruct_file,
+        },
+        "geometry": plan.geometry,
+        "roi_names": plan.roi_names,
+        "mapping": plan.label_of_roi,
+        "unmapped_rois": plan.unmapped_rois,
+        "ignored_rois": plan.ignored_rois,
+        "missing_labels": plan.missing_labels,
+        "warnings": list(plan.warnings),
+    }
+
+
+def convert_case(plan: CasePlan, input_root: Path, case_dir: Path, dictionary: OrganDictionary) -> dict[str, Any]:
+    """Convert one planned case into ``case_dir`` (written as a whole, atomically); returns its manifest."""
+    started = time.perf_counter()
+    manifest = base_manifest(plan, dictionary)
+    with staged_dir(case_dir) as tmp:
+        if plan.status == OK:
+            try:
+                _convert_ok_case(plan, input_root, tmp, dictionary, manifest)
+            except CaseError as exc:
+                manifest.update(status=EXCLUDED, reason=exc.reason.value, detail=exc.detail)
+            except MemoryError:
+                manifest.update(status=FAILED, reason=Reason.WORKER_CRASHED.value, detail="out of memory")
+            except Exception:  # any other bug must not take the run down; it is reported with its traceback
+                manifest.update(status=FAILED, reason=Reason.INTERNAL_ERROR.value, detail=traceback.format_exc())
+            if manifest["status"] != OK:
+                for leftover in tmp.glob("*.nii.gz"):
+                    leftover.unlink()
+                manifest.pop("outputs", None)
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _convert_ok_case(plan: CasePlan, input_root: Path, out: Path, dictionary: OrganDictionary,
+                     manifest: dict[str, Any]) -> None:
+    geometry = _geometry(plan)
+    structure_set = read_structure_set(input_root / plan.rtstruct_file)
+    label_ids = {label.name: label.id for label in dictionary.labels}
+    labels, burn = burn_label_map(structure_set, geometry, plan.label_of_roi, label_ids, dictionary.precedence)
+    manifest["warnings"].extend(burn.warnings)
+    manifest["rois"] = burn.rois
+    manifest["overlaps"] = burn.overlaps
+    counts = np.bincount(labels.reshape(-1), minlength=256)
+    per_label: dict[str, Any] = {}
+    for label in dictionary.labels:
+        sources = sorted(r for r, name in plan.label_of_roi.items() if name == label.name)
+        voxels = int(counts[label.id])
+        per_label[label.name] = {
+            "id": label.id,
+            "present": voxels > 0,
+            "sources": sources,
+            "voxels": voxels,
+            "volume_ml": round(voxels * geometry.voxel_volume_ml, 4),
+        }
+    manifest["labels"] = per_label
+    manifest["missing_labels"] = [name for name, info in per_label.items() if not info["present"]]
+    for name in dictionary.required:
+        if not per_label[name]["present"]:
+            reason = Reason.NO_GTVP if name == "GTVp" else Reason.MISSING_REQUIRED_LABEL
+            raise CaseError(reason, f"required label {name} is empty after rasterization (sources {per_label[name]['sources']})")
+    write_nifti(labels, geometry, out / label_name(plan.case_id))
+    del labels
+    volume = read_hu_volume(input_root, plan.ct_files, plan.ct_sop_uids, geometry)
+    manifest["ct"] = {"hu_min": int(volume.min()), "hu_max": int(volume.max()), "dtype": "int16"}
+    write_nifti(volume, geometry, out / image_name(plan.case_id))
+    manifest["outputs"] = {"image": image_name(plan.case_id), "label": label_name(plan.case_id)}
+
+
+def _worker(args: tuple[dict[str, Any], str, str, str]) -> dict[str, Any]:
+    plan_json, input_root, case_dir, dictionary_name = args
+    plan = CasePlan.from_json(plan_json)
+    return convert_case(plan, Path(input_root), Path(case_dir), load_dictionary(dictionary_name))
+
+
+def _finished(case_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest of a case already converted from the same inputs, if any."""
+    path = case_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("fingerprint") != fingerprint or manifest.get("status") == FAILED:
+        return None
+    if manifest.get("status") == OK and not all((case_dir / f).is_file() for f in manifest["outputs"].values()):
+        return None
+    return manifest
+
+
+def _crash_manifest(plan: CasePlan, dictionary: OrganDictionary, case_dir: Path) -> dict[str, Any]:
+    manifest = base_manifest(plan, dictionary)
+    manifest.update(status=FAILED, reason=Reason.WORKER_CRASHED.value,
+                    detail="the worker process died while converting this case (out of memory?)")
+    with staged_dir(case_dir) as tmp:
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def run_cases(plans: list[CasePlan], input_root: Path, cases_dir: Path, dictionary: OrganDictionary,
+              dictionary_name: str, workers: int) -> list[dict[str, Any]]:
+    """Convert plans in worker processes; a crashed worker's case is retried alone, then reported."""
+    manifests: list[dict[str, Any]] = []
+    pending = list(plans)
+    isolate = False
+    with progress("convert: cases", total=len(plans)) as advance:
+        while pending:
+            batch = pending if not isolate else pending[:1]
+            pending = pending[len(batch):]
+            crashed: list[CasePlan] = []
+            with ProcessPoolExecutor(max_workers=1 if isolate else workers) as pool:
+                futures: list[tuple[CasePlan, Future[dict[str, Any]]]] = [
+                    (p, pool.submit(_worker, (p.to_json(), str(input_root), str(cases_dir / p.case_id), dictionary_name)))
+                    for p in batch
+                ]
+                for plan, future in futures:
+                    try:
+                        manifests.append(future.result())
+                        advance(1)
+                    except BrokenProcessPool:
+                        crashed.append(plan)
+            if crashed and isolate:
+                manifests.append(_crash_manifest(crashed[0], dictionary, cases_dir / crashed[0].case_id))
+                advance(1)
+            elif crashed:
+                log.warning("a worker died; retrying %d case(s) one at a time", len(crashed))
+                isolate = True
+                pending = crashed + pending
+    return manifests
+
+
+def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The listing row of a converted (or excluded) case."""
+    geometry = manifest.get("geometry") or {}
+    shape = geometry.get("shape_zyx", ["", "", ""])
+    spacing = geometry.get("spacing_xyz", ["", "", ""])
+    gtvp = (manifest.get("labels") or {}).get("GTVp", {})
+    return {
+        "case_id": manifest["case_id"],
+        "patient_id": manifest["patient_id"],
+        "status": manifest["status"],
+        "reason": manifest["reason"],
+        "detail": manifest["detail"],
+        "ct_series_uid": manifest["input"]["ct_series_uid"],
+        "rtstruct_sop_uid": manifest["input"]["rtstruct_sop_uid"],
+        "frame_of_reference_uid": manifest["input"]["frame_of_reference_uid"],
+        "n_slices": shape[0],
+        "rows": shape[1],
+        "columns": shape[2],
+        "spacing_x": spacing[0],
+        "spacing_y": spacing[1],
+        "spacing_z": spacing[2],
+        "roi_names": manifest["roi_names"],
+        "unmapped_rois": manifest["unmapped_rois"],
+        "missing_labels": manifest["missing_labels"],
+        "gtvp_volume_ml": gtvp.get("volume_ml", ""),
+        "n_warnings": len(manifest["warnings"]),
+        "warnings": manifest["warnings"],
+    }
+
+
+def convert(config: ConvertConfig) -> StepResult:
+    """Run the convert stage over every planned case (or the selected batch)."""
+    dictionary = load_dictionary(config.dictionary)
+    inventory_path = config.inventory
+    if inventory_path is None:
+        scan(ScanConfig(config.input, config.out / "scan", config.dictionary, config.workers, config.rtstruct_choice))
+        inventory_path = config.out / "scan" / "inventory.json"
+    header, plans = load_inventory(inventory_path)
+    if header["dictionary"]["sha256"] != dictionary.sha256:
+        raise ValueError(f"{inventory_path} was scanned with another dictionary; re-run the scan with {config.dictionary}")
+    if config.cases:
+        unknown = set(config.cases) - {p.case_id for p in plans}
+        if unknown:
+            raise ValueError(f"case ids not in the inventory: {sorted(unknown)}")
+        plans = [p for p in plans if p.case_id in config.cases]
+    cases_dir = config.out / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(cases_dir)
+    if stale:
+        log.info("removed %d partial output(s) left by an interrupted run", stale)
+
+    manifests: list[dict[str, Any]] = []
+    todo: list[CasePlan] = []
+    for plan in plans:
+        done = None if config.force else _finished(cases_dir / plan.case_id, plan.fingerprint(dictionary.sha256, __version__))
+        if done is not None:
+            manifests.append(done)
+        elif plan.status != OK:
+            manifests.append(convert_case(plan, config.input, cases_dir / plan.case_id, dictionary))
+        else:
+            todo.append(plan)
+    skipped = len(manifests)
+    if todo:
+        manifests += run_cases(todo, config.input, cases_dir, dictionary, config.dictionary,
+                               min(config.workers or default_workers(), len(todo)))
+    all_manifests = _all_manifests(cases_dir)
+    write_listing(config.out / "cases.csv", (manifest_row(m) for m in all_manifests))
+    counts = Counter(m["status"] for m in manifests)
+    for m in manifests:
+        if m["status"] != OK:
+            log.info("%s %s: %s", m["case_id"], m["status"], m["reason"])
+    return StepResult(
+        step="convert",
+        outputs={"cases": str(cases_dir), "listing": str(config.out / "cases.csv")},
+        counts={"cases": len(manifests), "converted_now": len(todo), "reused": skipped,
+                **{k: counts[k] for k in sorted(counts)}},
+    )
+
+
+def _all_manifests(cases_dir: Path) -> list[dict[str, Any]]:
+    """Every case manifest under the output (the listing covers all batches of a fan-out)."""
+    manifests = []
+    for path in sorted(cases_dir.glob(f"*/{MANIFEST}")):
+        manifests.append(json.loads(path.read_text()))
+    return manifests

@@ -1,0 +1,49 @@
+"""The case listing (``cases.csv``): one row per patient, with status, reason and what was found."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tsretrain.storage.atomic import atomic_write_text
+
+COLUMNS = [
+    "case_id",
+    "patient_id",
+    "status",
+    "reason",
+    "detail",
+    "ct_series_uid",
+    "rtstruct_sop_uid",
+    "frame_of_reference_uid",
+    "n_slices",
+    "rows",
+    "columns",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "roi_names",
+    "unmapped_rois",
+    "missing_labels",
+    "gtvp_volume_ml",
+    "n_warnings",
+    "warnings",
+]
+
+
+def write_listing(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write the listing atomically, sorted by case id; list values are joined with ' | '."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: str(r["case_id"])):
+        writer.writerow({k: " | ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_listing(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,288 @@
+"""The ``scan`` stage: index a DICOM tree by its tags, group files into cases and pair RTSTRUCT with CT.
+
+Nothing is inferred from folder or file names. Per patient: CT series are the non-localizer CT images
+grouped by SeriesInstanceUID; an RTSTRUCT is paired with the CT series it references
+(ReferencedFrameOfReferenceSequence > RTReferencedStudySequence > RTReferencedSeriesSequence), or, when it
+names none that is present, with the only CT series of its FrameOfReferenceUID. Every header-level
+problem (geometry, references, ROI names) is decided here, so conversion only reads pixels and contours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsretrain import __version__
+from tsretrain.conversion.geometry import build_geometry
+from tsretrain.conversion.headers import FileRecord, iter_files, read_record
+from tsretrain.conversion.listing import write_listing
+from tsretrain.conversion.plan import OK, CasePlan
+from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
+from tsretrain.reasons import CaseError, Reason
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.ui import log, progress
+
+RTSTRUCT_CHOICES = ("fail", "newest")
+
+
+def default_workers() -> int:
+    """Worker processes from the CPUs this process may use (a pod's cpuset, not the host's count)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Configuration of the ``scan`` stage."""
+
+    input: Path
+    out: Path
+    dictionary: str = "radcure-oar21"
+    workers: int = 0  # 0: one per available CPU
+    rtstruct_choice: str = "fail"
+
+
+def _read_chunk(args: tuple[str, list[str]]) -> list[FileRecord]:
+    root, paths = args
+    return [read_record(Path(root), Path(p)) for p in paths]
+
+
+def read_records(root: Path, workers: int) -> list[FileRecord]:
+    """Headers of every file below root, read in parallel, in path order."""
+    files = iter_files(root)
+    chunks = [[str(p) for p in files[i : i + 64]] for i in range(0, len(files), 64)]
+    records: list[FileRecord] = []
+    with progress("scan: reading headers", total=len(files)) as advance:
+        if workers <= 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                records.extend(_read_chunk((str(root), chunk)))
+                advance(len(chunk))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(_read_chunk, [(str(root), c) for c in chunks]):
+                    records.extend(result)
+                    advance(len(result))
+    return records
+
+
+def case_id_for(patient_id: str, taken: set[str]) -> str:
+    """A file-name-safe, unique case id (nnU-Net identifiers become file names)."""
+    base = re.sub(r"[^A-Za-z0-9-]+", "_", patient_id).strip("_") or "case"
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _series_summary(uid: str, records: list[FileRecord], why: str) -> dict[str, Any]:
+    first = records[0]
+    return {
+        "series_uid": uid,
+        "modality": first.modality,
+        "description": first.series_description,
+        "n_files": len(records),
+        "why_not_used": why,
+    }
+
+
+def _pair(plan: CasePlan, ct_series: dict[str, list[FileRecord]], rtstructs: list[FileRecord],
+          rtstruct_choice: str) -> tuple[str | None, FileRecord | None]:
+    """Choose the CT series and RTSTRUCT of a patient; problems go into the plan."""
+    if not rtstructs:
+        if not ct_series:
+            plan.add_problem(Reason.NO_CT, "no CT images (only other modalities)")
+            return None, None
+        plan.add_problem(Reason.NO_RTSTRUCT, f"no RTSTRUCT among the patient's files ({len(ct_series)} CT series)")
+        uid = max(ct_series, key=lambda u: len(ct_series[u]))
+        return uid, None
+    pairs: list[tuple[FileRecord, str]] = []
+    unresolved: list[str] = []
+    for rs in rtstructs:
+        assert rs.rtstruct is not None
+        referenced = [u for u in rs.rtstruct.referenced_series_uids if u in ct_series]
+        if referenced:
+            pairs.append((rs, referenced[0]))
+            continue
+        frames = set(rs.rtstruct.referenced_frame_of_reference_uids) | {rs.frame_of_reference_uid} - {""}
+        same_frame = [u for u, recs in ct_series.items() if recs[0].frame_of_reference_uid in frames]
+        if len(same_frame) == 1:
+            if rs.rtstruct.referenced_series_uids:
+                plan.warnings.append(
+                    f"RTSTRUCT {rs.sop_uid} references absent series {rs.rtstruct.referenced_series_uids}; "
+                    f"paired by frame of reference with {same_frame[0]}"
+                )
+            pairs.append((rs, same_frame[0]))
+        elif len(same_frame) > 1:
+            plan.add_problem(
+                Reason.MULTIPLE_CT_SERIES,
+                f"RTSTRUCT {rs.sop_uid} names no series; {len(same_frame)} CT series share its frame of reference",
+            )
+            return None, None
+        else:
+            unresolved.append(
+                f"RTSTRUCT {rs.sop_uid} references series {rs.rtstruct.referenced_series_uids or '(none)'} "
+                f"and frame {sorted(frames) or '(none)'}, none of which is among the CT series found"
+            )
+    if not pairs:
+        plan.add_problem(Reason.RTSTRUCT_REFERENCES_MISSING_SERIES, "; ".join(unresolved))
+        return None, None
+    plan.warnings.extend(f"ignored: {u}" for u in unresolved)
+    if len(pairs) > 1:
+        if rtstruct_choice != "newest":
+            plan.add_problem(
+                Reason.MULTIPLE_RTSTRUCT,
+                f"{len(pairs)} RTSTRUCTs reference the CT: {[p[0].path for p in pairs]}",
+            )
+            return None, None
+        pairs.sort(key=lambda p: p[0].rtstruct.date_time if p[0].rtstruct else "")
+        plan.warnings.append(f"{len(pairs)} RTSTRUCTs; using the newest, {pairs[-1][0].path}")
+    rs, uid = pairs[-1]
+    return uid, rs
+
+
+def plan_patient(patient_id: str, records: list[FileRecord], dictionary: OrganDictionary,
+                 rtstruct_choice: str, taken: set[str]) -> CasePlan:
+    """Decide what to do with one patient's files."""
+    plan = CasePlan(case_id=case_id_for(patient_id, taken), patient_id=patient_id)
+    ct_series: dict[str, list[FileRecord]] = defaultdict(list)
+    for record in records:
+        if record.kind == "ct":
+            ct_series[record.series_uid].append(record)
+    rtstructs = [r for r in records if r.kind == "rtstruct"]
+    ct_uid, rs = _pair(plan, ct_series, rtstructs, rtstruct_choice)
+
+    for uid, recs in ct_series.items():
+        if uid != ct_uid:
+            plan.other_series.append(_series_summary(uid, recs, "CT series not referenced by the RTSTRUCT"))
+    for record in rtstructs:
+        if record is not rs:
+            plan.other_series.append(_series_summary(record.series_uid, [record], "RTSTRUCT not used"))
+
+    if ct_uid is not None:
+        chosen = ct_series[ct_uid]
+        plan.ct_series_uid = ct_uid
+        plan.frame_of_reference_uid = chosen[0].frame_of_reference_uid
+        truncated = [r.path for r in chosen if r.truncated]
+        if truncated:
+            plan.add_problem(Reason.UNREADABLE_DICOM, f"{len(truncated)} CT file(s) truncated: {truncated[:3]}")
+        try:
+            geometry, ordered = build_geometry([r.slice for r in chosen if r.slice is not None])
+            plan.geometry = geometry.to_json()
+            plan.ct_files = [s.path for s in ordered]
+            plan.ct_sop_uids = [s.sop_instance_uid for s in ordered]
+        except CaseError as exc:
+            plan.add_problem(exc.reason, exc.detail)
+            plan.ct_files = sorted(r.path for r in chosen)
+        plan.file_stats = [(r.path, r.size, r.mtime_ns) for r in chosen]
+    if rs is not None and rs.rtstruct is not None:
+        plan.rtstruct_file = rs.path
+        plan.rtstruct_sop_uid = rs.sop_uid
+        plan.file_stats.append((rs.path, rs.size, rs.mtime_ns))
+        plan.roi_names = list(rs.rtstruct.roi_names.values())
+        usable = [
+            name
+            for number, name in rs.rtstruct.roi_names.items()
+            if any(t in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "CLOSED_PLANAR_XOR")
+                   for t in rs.rtstruct.roi_contour_types.get(number, []))
+        ]
+        for name in sorted(set(plan.roi_names) - set(usable)):
+            plan.warnings.append(f"ROI {name!r} has no closed planar contours (POINT/OPEN or empty); skipped")
+        mapping = dictionary.map_rois(usable)
+        plan.label_of_roi = mapping.label_of_roi
+        plan.unmapped_rois = mapping.unmapped
+        plan.ignored_rois = mapping.ignored
+        plan.missing_labels = mapping.missing
+        for reason, detail in mapping.problems:
+            plan.add_problem(reason, detail)
+    return plan
+
+
+def listing_row(plan: CasePlan) -> dict[str, Any]:
+    """The listing row of a scanned (not yet converted) case."""
+    geometry = plan.geometry or {}
+    shape = geometry.get("shape_zyx", ["", "", ""])
+    spacing = geometry.get("spacing_xyz", ["", "", ""])
+    return {
+        "case_id": plan.case_id,
+        "patient_id": plan.patient_id,
+        "status": plan.status,
+        "reason": plan.reason,
+        "detail": plan.detail,
+        "ct_series_uid": plan.ct_series_uid,
+        "rtstruct_sop_uid": plan.rtstruct_sop_uid,
+        "frame_of_reference_uid": plan.frame_of_reference_uid,
+        "n_slices": shape[0] or len(plan.ct_files) or "",
+        "rows": shape[1],
+        "columns": shape[2],
+        "spacing_x": spacing[0],
+        "spacing_y": spacing[1],
+        "spacing_z": spacing[2],
+        "roi_names": plan.roi_names,
+        "unmapped_rois": plan.unmapped_rois,
+        "missing_labels": plan.missing_labels,
+        "n_warnings": len(plan.warnings),
+        "warnings": plan.warnings,
+    }
+
+
+def build_inventory(root: Path, records: list[FileRecord], dictionary: OrganDictionary,
+                    rtstruct_choice: str) -> dict[str, Any]:
+    """Group records into case plans and summarise the files that were not used."""
+    by_patient: dict[str, list[FileRecord]] = defaultdict(list)
+    ignored: Counter[str] = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        if record.kind == "ignored":
+            key = record.why_ignored.split(":")[0]
+            ignored[key] += 1
+            if len(examples[key]) < 5:
+                examples[key].append(f"{record.path}: {record.why_ignored}")
+            if record.patient_id and record.why_ignored != "dicomdir":
+                by_patient.setdefault(record.patient_id, [])
+            continue
+        by_patient[record.patient_id].append(record)
+    taken: set[str] = set()
+    plans = [
+        plan_patient(pid, by_patient[pid], dictionary, rtstruct_choice, taken)
+        for pid in sorted(by_patient)
+    ]
+    return {
+        "format": "tsretrain-inventory/1",
+        "tsretrain_version": __version__,
+        "input": str(root),
+        "dictionary": dictionary.to_json(),
+        "files": {"total": len(records), "used_kinds": dict(Counter(r.kind for r in records))},
+        "ignored_files": {k: {"count": v, "examples": examples[k]} for k, v in sorted(ignored.items())},
+        "cases": [p.to_json() for p in plans],
+    }
+
+
+def scan(config: ScanConfig) -> StepResult:
+    """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``."""
+    if config.rtstruct_choice not in RTSTRUCT_CHOICES:
+        raise ValueError(f"rtstruct_choice must be one of {RTSTRUCT_CHOICES}")
+    if not config.input.is_dir():
+        raise FileNotFoundError(f"input folder {config.input} does not exist")
+    dictionary = load_dictionary(config.dictionary)
+    records = read_records(config.input, config.workers or default_workers())
+    inventory = build_inventory(config.input, records, dictionary, config.rtstruct_choice)
+    config.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))
+    plans = [CasePlan.from_json(c) for c in inventory["cases"]]
+    write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
+    counts = Counter(p.status for p in plans)
+    for plan in plans:
+        if plan.status != OK:
+            log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
+    return StepResult(
+        step="scan",
+        outputs={"inventory": str(config.out / "inventory.json"), "cases": str(config.out / "cases.csv")},
+        counts={"files": len(records), "cases": len(plans), **{k: counts[k] for k in sorted(counts)}},
+    )
