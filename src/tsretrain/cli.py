@@ -87,7 +87,9 @@ def convert_command(
 
 
 @dictionary_app.command("show")
-def dictionary_show(name: Annotated[str, typer.Argument(help="Shipped name or YAML path.")] = "radcure-oar21") -> None:
+def dictionary_show(
+    name: Annotated[str, typer.Argument(help="Shipped name or YAML path.")] = "radcure-oar21",
+) -> None:
     """Print the labels of a dictionary and where each comes from."""
     d = _load(name)
     table = Table(title=f"{d.name} {d.version}  (sha256 {d.sha256[:12]})")
@@ -95,8 +97,13 @@ def dictionary_show(name: Annotated[str, typer.Argument(help="Shipped name or YA
         table.add_column(column)
     for label in sorted(d.labels, key=lambda x: x.id):
         patterns = ", ".join(p.pattern for p in label.rtstruct_patterns)
-        table.add_row(str(label.id), label.name, "yes" if label.required else "",
-                      "union" if label.union else "ambiguous", patterns)
+        table.add_row(
+            str(label.id),
+            label.name,
+            "yes" if label.required else "",
+            "union" if label.union else "ambiguous",
+            patterns,
+        )
     console.print(table)
     console.print(f"write order (last wins): {' > '.join(d.precedence)}")
 

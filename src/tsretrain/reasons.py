@@ -70,6 +70,11 @@ class CaseError(Exception):
         self.detail = detail
 
 
+def advice(reason: str) -> str:
+    """What the user should do about a case with this reason code ("" for a usable case)."""
+    return ADVICE[Reason(reason)] if reason else ""
+
+
 def precedence(reason: Reason) -> int:
     """Position of a reason in the precedence order (lower wins)."""
     return list(Reason).index(reason)

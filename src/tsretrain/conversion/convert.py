@@ -33,9 +33,9 @@ from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
 from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
-from tsretrain.conversion.scan import ScanConfig, default_workers, listing_row, scan
+from tsretrain.conversion.scan import ScanConfig, default_workers, scan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
-from tsretrain.reasons import CaseError, Reason
+from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
 from tsretrain.ui import log, progress
@@ -63,16 +63,6 @@ def image_name(case_id: str) -> str:
 
 def label_name(case_id: str) -> str:
     return f"{case_id}.nii.gz"
-
-
-def _geometry(plan: CasePlan) -> VolumeGeometry:
-    g = plan.geometry or {}
-    return VolumeGeometry(
-        shape=tuple(g["shape_zyx"]),  # type: ignore[arg-type]
-        origin=tuple(g["origin"]),  # type: ignore[arg-type]
-        spacing=tuple(g["spacing_xyz"]),  # type: ignore[arg-type]
-        direction=tuple(g["direction"]),
-    )
 
 
 def base_manifest(plan: CasePlan, dictionary: OrganDictionary) -> dict[str, Any]:
@@ -122,13 +112,15 @@ def convert_case(plan: CasePlan, input_root: Path, case_dir: Path, dictionary: O
                     leftover.unlink()
                 manifest.pop("outputs", None)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
+        manifest["advice"] = advice(manifest["reason"])
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
-def _convert_ok_case(plan: CasePlan, input_root: Path, out: Path, dictionary: OrganDictionary,
-                     manifest: dict[str, Any]) -> None:
-    geometry = _geometry(plan)
+def _convert_ok_case(
+    plan: CasePlan, input_root: Path, out: Path, dictionary: OrganDictionary, manifest: dict[str, Any]
+) -> None:
+    geometry = VolumeGeometry.from_json(plan.geometry or {})
     structure_set = read_structure_set(input_root / plan.rtstruct_file)
     label_ids = {label.name: label.id for label in dictionary.labels}
     labels, burn = burn_label_map(structure_set, geometry, plan.label_of_roi, label_ids, dictionary.precedence)
@@ -152,7 +144,10 @@ def _convert_ok_case(plan: CasePlan, input_root: Path, out: Path, dictionary: Or
     for name in dictionary.required:
         if not per_label[name]["present"]:
             reason = Reason.NO_GTVP if name == "GTVp" else Reason.MISSING_REQUIRED_LABEL
-            raise CaseError(reason, f"required label {name} is empty after rasterization (sources {per_label[name]['sources']})")
+            raise CaseError(
+                reason,
+                f"required label {name} is empty after rasterization (sources {per_label[name]['sources']})",
+            )
     write_nifti(labels, geometry, out / label_name(plan.case_id))
     del labels
     volume = read_hu_volume(input_root, plan.ct_files, plan.ct_sop_uids, geometry)
@@ -185,15 +180,25 @@ def _finished(case_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 
 def _crash_manifest(plan: CasePlan, dictionary: OrganDictionary, case_dir: Path) -> dict[str, Any]:
     manifest = base_manifest(plan, dictionary)
-    manifest.update(status=FAILED, reason=Reason.WORKER_CRASHED.value,
-                    detail="the worker process died while converting this case (out of memory?)")
+    manifest.update(
+        status=FAILED,
+        reason=Reason.WORKER_CRASHED.value,
+        detail="the worker process died while converting this case (out of memory?)",
+        advice=advice(Reason.WORKER_CRASHED.value),
+    )
     with staged_dir(case_dir) as tmp:
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
-def run_cases(plans: list[CasePlan], input_root: Path, cases_dir: Path, dictionary: OrganDictionary,
-              dictionary_name: str, workers: int) -> list[dict[str, Any]]:
+def run_cases(
+    plans: list[CasePlan],
+    input_root: Path,
+    cases_dir: Path,
+    dictionary: OrganDictionary,
+    dictionary_name: str,
+    workers: int,
+) -> list[dict[str, Any]]:
     """Convert plans in worker processes; a crashed worker's case is retried alone, then reported."""
     manifests: list[dict[str, Any]] = []
     pending = list(plans)
@@ -201,11 +206,17 @@ def run_cases(plans: list[CasePlan], input_root: Path, cases_dir: Path, dictiona
     with progress("convert: cases", total=len(plans)) as advance:
         while pending:
             batch = pending if not isolate else pending[:1]
-            pending = pending[len(batch):]
+            pending = pending[len(batch) :]
             crashed: list[CasePlan] = []
             with ProcessPoolExecutor(max_workers=1 if isolate else workers) as pool:
                 futures: list[tuple[CasePlan, Future[dict[str, Any]]]] = [
-                    (p, pool.submit(_worker, (p.to_json(), str(input_root), str(cases_dir / p.case_id), dictionary_name)))
+                    (
+                        p,
+                        pool.submit(
+                            _worker,
+                            (p.to_json(), str(input_root), str(cases_dir / p.case_id), dictionary_name),
+                        ),
+                    )
                     for p in batch
                 ]
                 for plan, future in futures:
@@ -236,6 +247,7 @@ def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
         "status": manifest["status"],
         "reason": manifest["reason"],
         "detail": manifest["detail"],
+        "advice": advice(manifest["reason"]),
         "ct_series_uid": manifest["input"]["ct_series_uid"],
         "rtstruct_sop_uid": manifest["input"]["rtstruct_sop_uid"],
         "frame_of_reference_uid": manifest["input"]["frame_of_reference_uid"],
@@ -263,7 +275,9 @@ def convert(config: ConvertConfig) -> StepResult:
         inventory_path = config.out / "scan" / "inventory.json"
     header, plans = load_inventory(inventory_path)
     if header["dictionary"]["sha256"] != dictionary.sha256:
-        raise ValueError(f"{inventory_path} was scanned with another dictionary; re-run the scan with {config.dictionary}")
+        raise ValueError(
+            f"{inventory_path} was scanned with another dictionary; re-run the scan with {config.dictionary}"
+        )
     if config.cases:
         unknown = set(config.cases) - {p.case_id for p in plans}
         if unknown:
@@ -277,18 +291,26 @@ def convert(config: ConvertConfig) -> StepResult:
 
     manifests: list[dict[str, Any]] = []
     todo: list[CasePlan] = []
+    reused = 0
     for plan in plans:
-        done = None if config.force else _finished(cases_dir / plan.case_id, plan.fingerprint(dictionary.sha256, __version__))
+        fingerprint = plan.fingerprint(dictionary.sha256, __version__)
+        done = None if config.force else _finished(cases_dir / plan.case_id, fingerprint)
         if done is not None:
             manifests.append(done)
+            reused += 1
         elif plan.status != OK:
             manifests.append(convert_case(plan, config.input, cases_dir / plan.case_id, dictionary))
         else:
             todo.append(plan)
-    skipped = len(manifests)
     if todo:
-        manifests += run_cases(todo, config.input, cases_dir, dictionary, config.dictionary,
-                               min(config.workers or default_workers(), len(todo)))
+        manifests += run_cases(
+            todo,
+            config.input,
+            cases_dir,
+            dictionary,
+            config.dictionary,
+            min(config.workers or default_workers(), len(todo)),
+        )
     all_manifests = _all_manifests(cases_dir)
     write_listing(config.out / "cases.csv", (manifest_row(m) for m in all_manifests))
     counts = Counter(m["status"] for m in manifests)
@@ -298,8 +320,12 @@ def convert(config: ConvertConfig) -> StepResult:
     return StepResult(
         step="convert",
         outputs={"cases": str(cases_dir), "listing": str(config.out / "cases.csv")},
-        counts={"cases": len(manifests), "converted_now": len(todo), "reused": skipped,
-                **{k: counts[k] for k in sorted(counts)}},
+        counts={
+            "cases": len(manifests),
+            "converted_now": len(todo),
+            "reused": reused,
+            **{k: counts[k] for k in sorted(counts)},
+        },
     )
 
 

@@ -10,6 +10,7 @@ Conventions (DICOM, patient coordinates LPS, millimetres):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,11 +62,20 @@ class VolumeGeometry:
     def patient_to_index(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
         """Continuous (i, j, k) indices of LPS points of shape (N, 3)."""
         offset = np.asarray(points, dtype=np.float64) - np.asarray(self.origin)
-        return (offset @ self.direction_matrix) / np.asarray(self.spacing)[None, :]
+        return np.asarray((offset @ self.direction_matrix) / np.asarray(self.spacing)[None, :], dtype=np.float64)
 
     @property
     def voxel_volume_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VolumeGeometry:
+        return cls(
+            shape=tuple(data["shape_zyx"]),
+            origin=tuple(data["origin"]),
+            spacing=tuple(data["spacing_xyz"]),
+            direction=tuple(data["direction"]),
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -167,4 +177,4 @@ def slice_positions(geometry: VolumeGeometry) -> NDArray[np.float64]:
     """Position of every slice along the normal, in volume order."""
     normal = geometry.direction_matrix[:, 2]
     start = float(np.asarray(geometry.origin) @ normal)
-    return start + geometry.spacing[2] * np.arange(geometry.shape[0])
+    return np.asarray(start + geometry.spacing[2] * np.arange(geometry.shape[0]), dtype=np.float64)

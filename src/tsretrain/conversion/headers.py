@@ -111,9 +111,9 @@ def _slice_header(ds: Dataset, rel: str) -> SliceHeader | None:
     return SliceHeader(
         path=rel,
         sop_instance_uid=_str(ds, "SOPInstanceUID"),
-        position=position,  # type: ignore[arg-type]
-        orientation=orientation,  # type: ignore[arg-type]
-        pixel_spacing=spacing,  # type: ignore[arg-type]
+        position=position,
+        orientation=orientation,
+        pixel_spacing=spacing,
         rows=rows,
         columns=columns,
         instance_number=int(number) if number not in (None, "") else None,

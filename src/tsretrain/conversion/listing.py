@@ -16,6 +16,7 @@ COLUMNS = [
     "status",
     "reason",
     "detail",
+    "advice",
     "ct_series_uid",
     "rtstruct_sop_uid",
     "frame_of_reference_uid",

@@ -47,9 +47,7 @@ class CasePlan:
         worst = min((Reason(r) for r, _ in self.problems), key=precedence)
         self.status = EXCLUDED
         self.reason = worst.value
-        self.detail = "; ".join(
-            d for r, d in sorted(self.problems, key=lambda p: precedence(Reason(p[0])))
-        )
+        self.detail = "; ".join(d for r, d in sorted(self.problems, key=lambda p: precedence(Reason(p[0]))))
 
     def fingerprint(self, dictionary_sha: str, converter_version: str) -> str:
         """Hash of everything a conversion result depends on: input files, dictionary, code version."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,21 @@ def roi_contours(ds: Dataset, geometry: VolumeGeometry, wanted: set[str]) -> dic
                 roi.skipped["outside_scan"] += 1
                 continue
             ij = index[:, :2]
-            if ij[:, 0].min() < -0.5 or ij[:, 1].min() < -0.5 or ij[:, 0].max() > columns - 0.5 or (
-                ij[:, 1].max() > rows - 0.5
+            if (
+                ij[:, 0].min() < -0.5
+                or ij[:, 1].min() < -0.5
+                or ij[:, 0].max() > columns - 0.5
+                or (ij[:, 1].max() > rows - 0.5)
             ):
                 roi.skipped["in_plane_clipped"] += 1
             roi.by_slice[k].append(ij)
     return result
+
+
+def slice_masks(roi: RoiContours, rows: int, columns: int) -> Iterator[tuple[int, NDArray[np.bool_]]]:
+    """The ROI's mask on each slice that has contours (XOR of the slice's contours)."""
+    for k, polygons in sorted(roi.by_slice.items()):
+        yield k, rasterize_xor(polygons, rows, columns)
 
 
 @dataclass
@@ -104,8 +114,13 @@ class BurnResult:
     warnings: list[str]
 
 
-def burn_label_map(ds: Dataset, geometry: VolumeGeometry, label_of_roi: dict[str, str],
-                   label_ids: dict[str, int], precedence: tuple[str, ...]) -> tuple[NDArray[np.uint8], BurnResult]:
+def burn_label_map(
+    ds: Dataset,
+    geometry: VolumeGeometry,
+    label_of_roi: dict[str, str],
+    label_ids: dict[str, int],
+    precedence: tuple[str, ...],
+) -> tuple[NDArray[np.uint8], BurnResult]:
     """One uint8 label map: ROIs written one at a time in precedence order (last wins, GTVp last).
 
     Overlapping voxels are counted for every (earlier label, later label) pair.
@@ -125,9 +140,8 @@ def burn_label_map(ds: Dataset, geometry: VolumeGeometry, label_of_roi: dict[str
         warnings.extend(roi.warnings())
         voxels = 0
         polygon_area = 0.0
-        for k, polygons in sorted(roi.by_slice.items()):
-            mask = rasterize_xor(polygons, geometry.shape[1], geometry.shape[2])
-            polygon_area += xor_area(polygons) * pixel_area
+        for k, mask in slice_masks(roi, geometry.shape[1], geometry.shape[2]):
+            polygon_area += xor_area(roi.by_slice[k]) * pixel_area
             hits = int(mask.sum())
             if not hits:
                 continue
@@ -156,7 +170,5 @@ def burn_label_map(ds: Dataset, geometry: VolumeGeometry, label_of_roi: dict[str
             }
         )
     names = {v: k for k, v in label_ids.items()}
-    overlap_list = [
-        {"first": names[a], "then": names[b], "voxels": n} for (a, b), n in sorted(overlaps.items())
-    ]
+    overlap_list = [{"first": names[a], "then": names[b], "voxels": n} for (a, b), n in sorted(overlaps.items())]
     return labels, BurnResult(rois, overlap_list, warnings)

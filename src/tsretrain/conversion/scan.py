@@ -24,7 +24,7 @@ from tsretrain.conversion.headers import FileRecord, iter_files, read_record
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
-from tsretrain.reasons import CaseError, Reason
+from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import log, progress
@@ -92,8 +92,9 @@ def _series_summary(uid: str, records: list[FileRecord], why: str) -> dict[str, 
     }
 
 
-def _pair(plan: CasePlan, ct_series: dict[str, list[FileRecord]], rtstructs: list[FileRecord],
-          rtstruct_choice: str) -> tuple[str | None, FileRecord | None]:
+def _pair(
+    plan: CasePlan, ct_series: dict[str, list[FileRecord]], rtstructs: list[FileRecord], rtstruct_choice: str
+) -> tuple[str | None, FileRecord | None]:
     """Choose the CT series and RTSTRUCT of a patient; problems go into the plan."""
     if not rtstructs:
         if not ct_series:
@@ -147,8 +148,13 @@ def _pair(plan: CasePlan, ct_series: dict[str, list[FileRecord]], rtstructs: lis
     return uid, rs
 
 
-def plan_patient(patient_id: str, records: list[FileRecord], dictionary: OrganDictionary,
-                 rtstruct_choice: str, taken: set[str]) -> CasePlan:
+def plan_patient(
+    patient_id: str,
+    records: list[FileRecord],
+    dictionary: OrganDictionary,
+    rtstruct_choice: str,
+    taken: set[str],
+) -> CasePlan:
     """Decide what to do with one patient's files."""
     plan = CasePlan(case_id=case_id_for(patient_id, taken), patient_id=patient_id)
     ct_series: dict[str, list[FileRecord]] = defaultdict(list)
@@ -189,8 +195,10 @@ def plan_patient(patient_id: str, records: list[FileRecord], dictionary: OrganDi
         usable = [
             name
             for number, name in rs.rtstruct.roi_names.items()
-            if any(t in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "CLOSED_PLANAR_XOR")
-                   for t in rs.rtstruct.roi_contour_types.get(number, []))
+            if any(
+                t in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "CLOSED_PLANAR_XOR")
+                for t in rs.rtstruct.roi_contour_types.get(number, [])
+            )
         ]
         for name in sorted(set(plan.roi_names) - set(usable)):
             plan.warnings.append(f"ROI {name!r} has no closed planar contours (POINT/OPEN or empty); skipped")
@@ -215,6 +223,7 @@ def listing_row(plan: CasePlan) -> dict[str, Any]:
         "status": plan.status,
         "reason": plan.reason,
         "detail": plan.detail,
+        "advice": advice(plan.reason),
         "ct_series_uid": plan.ct_series_uid,
         "rtstruct_sop_uid": plan.rtstruct_sop_uid,
         "frame_of_reference_uid": plan.frame_of_reference_uid,
@@ -232,8 +241,9 @@ def listing_row(plan: CasePlan) -> dict[str, Any]:
     }
 
 
-def build_inventory(root: Path, records: list[FileRecord], dictionary: OrganDictionary,
-                    rtstruct_choice: str) -> dict[str, Any]:
+def build_inventory(
+    root: Path, records: list[FileRecord], dictionary: OrganDictionary, rtstruct_choice: str
+) -> dict[str, Any]:
     """Group records into case plans and summarise the files that were not used."""
     by_patient: dict[str, list[FileRecord]] = defaultdict(list)
     ignored: Counter[str] = Counter()
@@ -249,10 +259,7 @@ def build_inventory(root: Path, records: list[FileRecord], dictionary: OrganDict
             continue
         by_patient[record.patient_id].append(record)
     taken: set[str] = set()
-    plans = [
-        plan_patient(pid, by_patient[pid], dictionary, rtstruct_choice, taken)
-        for pid in sorted(by_patient)
-    ]
+    plans = [plan_patient(pid, by_patient[pid], dictionary, rtstruct_choice, taken) for pid in sorted(by_patient)]
     return {
         "format": "tsretrain-inventory/1",
         "tsretrain_version": __version__,

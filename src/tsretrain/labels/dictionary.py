@@ -108,9 +108,7 @@ class OrganDictionary:
         for normal, raws in by_normal.items():
             hits = [label for label in self.labels if label.matches(normal)]
             if len(hits) > 1:
-                problems.append(
-                    (Reason.AMBIGUOUS_ROI, f"ROI {raws[0]!r} matches labels {[h.name for h in hits]}")
-                )
+                problems.append((Reason.AMBIGUOUS_ROI, f"ROI {raws[0]!r} matches labels {[h.name for h in hits]}"))
                 continue
             if not hits:
                 if any(p.fullmatch(normal) for p in self.ignore):
@@ -119,18 +117,14 @@ class OrganDictionary:
                     unmapped.extend(raws)
                 continue
             if len(raws) > 1:
-                problems.append(
-                    (Reason.AMBIGUOUS_ROI, f"ROIs {raws} are the same name for label {hits[0].name}")
-                )
+                problems.append((Reason.AMBIGUOUS_ROI, f"ROIs {raws} are the same name for label {hits[0].name}"))
                 contested.add(hits[0].name)
                 continue
             label_of_roi[raws[0]] = hits[0].name
         for label in self.labels:
             sources = [raw for raw, name in label_of_roi.items() if name == label.name]
             if len(sources) > 1 and not label.union:
-                problems.append(
-                    (Reason.AMBIGUOUS_ROI, f"ROIs {sorted(sources)} all match label {label.name}")
-                )
+                problems.append((Reason.AMBIGUOUS_ROI, f"ROIs {sorted(sources)} all match label {label.name}"))
         present = set(label_of_roi.values()) | contested
         missing = [label.name for label in self.labels if label.name not in present]
         for name in self.required:
@@ -204,19 +198,17 @@ def parse_dictionary(text: str, origin: str = "<string>") -> OrganDictionary:
         raise DictionaryError(f"{origin}: {exc}") from exc
     ids = [label.id for label in labels]
     names = [label.name for label in labels]
-    for values, what in ((ids, "id"), ([n.casefold() for n in names], "name")):
-        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
-        if duplicates:
-            raise DictionaryError(f"{origin}: duplicate label {what}(s) {duplicates}")
+    folded = [n.casefold() for n in names]
+    duplicates = sorted({str(v) for v in ids if ids.count(v) > 1}) + sorted({n for n in folded if folded.count(n) > 1})
+    if duplicates:
+        raise DictionaryError(f"{origin}: duplicate label id(s) or name(s) {duplicates}")
     for label in labels:
         for pattern in label.rtstruct_patterns:
             if re.escape(pattern.pattern) != pattern.pattern.replace(" ", "\\ "):
                 continue  # only literal names can be checked against the other labels
             others = [o.name for o in labels if o is not label and o.matches(pattern.pattern)]
             if others:
-                raise DictionaryError(
-                    f"{origin}: ROI name {pattern.pattern!r} of {label.name} also matches {others}"
-                )
+                raise DictionaryError(f"{origin}: ROI name {pattern.pattern!r} of {label.name} also matches {others}")
     default_order = [n for n in names if n != TUMOUR_LABEL] + [n for n in names if n == TUMOUR_LABEL]
     order = data.get("precedence") or default_order
     if sorted(order) != sorted(names):

@@ -80,7 +80,12 @@ def regular_build(config: SynthConfig, patient_id: str, number: int, rng: np.ran
     small = 4.5 if number % 4 == 1 else None  # every fourth tumour is small (< 1 cm3 at this radius)
     phantom = make_phantom(patient_id, rng, gtvp_radius=small, spelling_variants=config.roi_variants)
     return PatientBuild.make(
-        phantom, spec, seed=config.seed, encoding=ENCODINGS[number % len(ENCODINGS)], layout=config.layout, rng=rng
+        phantom,
+        spec,
+        seed=config.seed,
+        encoding=ENCODINGS[number % len(ENCODINGS)],
+        layout=config.layout,
+        rng=rng,
     )
 
 
@@ -130,7 +135,11 @@ def generate(config: SynthConfig) -> StepResult:
     atomic_write_text(config.out / "cohort.json", json.dumps(cohort, indent=2))
     return StepResult(
         step="synth",
-        outputs={"dicom": str(dicom_root), "truth": str(truth_root), "cohort": str(config.out / "cohort.json")},
+        outputs={
+            "dicom": str(dicom_root),
+            "truth": str(truth_root),
+            "cohort": str(config.out / "cohort.json"),
+        },
         counts={"patients": len(patients), "edge_cases": len(patients) - config.cases},
     )
 

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tsretrain.conversion.headers import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE
 from tsretrain.synth.phantom import Phantom, ScanSpec
@@ -47,10 +47,10 @@ class SeriesIds:
 
 def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID_ROOT + "1"
+    meta.ImplementationClassUID = UID(UID_ROOT + "1")
     return meta
 
 
@@ -83,9 +83,15 @@ class PixelEncoding:
     intercept: float = -1024.0
 
 
-def ct_slices(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, encoding: PixelEncoding,
-              rng: np.random.Generator, series_number: int = 2,
-              description: str = "CT HEAD NECK") -> Iterable[Dataset]:
+def ct_slices(
+    phantom: Phantom,
+    spec: ScanSpec,
+    ids: SeriesIds,
+    encoding: PixelEncoding,
+    rng: np.random.Generator,
+    series_number: int = 2,
+    description: str = "CT HEAD NECK",
+) -> Iterable[Dataset]:
     """One dataset per slice, in slice order; stored values = HU - intercept."""
     rotation = spec.rotation()
     orientation = [_ds(v) for v in (*rotation[:, 0], *rotation[:, 1])]

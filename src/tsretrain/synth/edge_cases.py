@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless
+from pydicom.uid import UID, JPEG2000Lossless
 
 from tsretrain.synth import dicom_writer as dw
 from tsretrain.synth.patient import PatientBuild
@@ -64,9 +64,9 @@ def _simple_dataset(b: PatientBuild, modality: str, sop_class: str, tag: str) ->
     uid = dw.seeded_uid(b.seed, b.phantom.patient_id, tag)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, uid, modality
     ds.PatientID = b.phantom.patient_id
     ds.StudyInstanceUID = b.ids.study_uid
@@ -90,7 +90,7 @@ def _junk(b: PatientBuild, _: np.random.Generator) -> None:
             ds.SeriesNumber = 1
             ds.SeriesDescription = "SCOUT"
             uid = dw.seeded_uid(b.seed, b.phantom.patient_id, "scout", n)
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
         return scout
 
     b.extra_series.append(localizer)
@@ -154,8 +154,9 @@ def _out_of_field(b: PatientBuild, _: np.random.Generator) -> None:
     b.rtstructs = [replace(b.rtstructs[0], extra_w=("Brainstem", above))]
 
 
-def _add_structure(roi_name: str, organ: str, center: tuple[float, float, float], radius: float
-                   ) -> Callable[[PatientBuild, np.random.Generator], None]:
+def _add_structure(
+    roi_name: str, organ: str, center: tuple[float, float, float], radius: float
+) -> Callable[[PatientBuild, np.random.Generator], None]:
     def apply(b: PatientBuild, _: np.random.Generator) -> None:
         extra = Structure(roi_name, organ, (Ellipsoid(center, (radius, radius, radius)),), 95.0, "GTV")
         b.phantom = _with_structures(b.phantom, [*b.phantom.structures, extra])
@@ -222,8 +223,9 @@ def _tilt(b: PatientBuild, rng: np.random.Generator) -> None:
     b.truth_usable = False
 
 
-def _ct_edit(edit: Callable[[list[Dataset]], list[Dataset]], usable: bool = False
-             ) -> Callable[[PatientBuild, np.random.Generator], None]:
+def _ct_edit(
+    edit: Callable[[list[Dataset]], list[Dataset]], usable: bool = False
+) -> Callable[[PatientBuild, np.random.Generator], None]:
     def apply(b: PatientBuild, _: np.random.Generator) -> None:
         b.ct_edits.append(edit)
         b.truth_usable = usable
@@ -239,35 +241,85 @@ EDGE_CASES: tuple[EdgeCase, ...] = (
     EdgeCase("uid-layout", "ok", "", "classic Study/Series UID folders", _layout("classic")),
     EdgeCase("junk-files", "ok", "", "text, empty, garbage, DICOMDIR, RTPLAN, RTDOSE, localizer", _junk),
     EdgeCase("contour-z-jitter", "ok", "", "contour z off the slice plane by 0.0007 mm", _rt(contour_offset=0.0007)),
-    EdgeCase("no-contour-image-sequence", "ok", "", "contours without ContourImageSequence",
-             _rt(contour_image_sequence=False)),
-    EdgeCase("foreign-series", "excluded", "rtstruct_references_missing_series",
-             "RTSTRUCT references a series and frame of reference not in the input", _foreign),
+    EdgeCase(
+        "no-contour-image-sequence",
+        "ok",
+        "",
+        "contours without ContourImageSequence",
+        _rt(contour_image_sequence=False),
+    ),
+    EdgeCase(
+        "foreign-series",
+        "excluded",
+        "rtstruct_references_missing_series",
+        "RTSTRUCT references a series and frame of reference not in the input",
+        _foreign,
+    ),
     EdgeCase("two-rtstructs", "excluded", "multiple_rtstruct", "two RTSTRUCTs reference the CT", _two_rtstructs),
     EdgeCase("missing-slice", "excluded", "missing_slices", "one CT slice absent", _ct_edit(_drop_middle_slice)),
     EdgeCase("truncated-file", "excluded", "unreadable_dicom", "one CT file cut short", _truncate),
     EdgeCase("point-roi", "ok", "", "a POINT ROI (reference point) next to the contours", _rt(add_point_roi=True)),
     EdgeCase("out-of-field", "ok", "", "a node half outside the field, a contour above the scan", _out_of_field),
     EdgeCase("gtvp-trailing-space", "ok", "", "GTVp named 'gtvp '", _rt(rename=(("GTVp", "gtvp "),))),
-    EdgeCase("gtvp2", "ok", "", "a second primary GTVp2 (merged into GTVp)",
-             _add_structure("GTVp2", "GTVp", (-20.0, 30.0, 40.0), 7.0)),
+    EdgeCase(
+        "gtvp2",
+        "ok",
+        "",
+        "a second primary GTVp2 (merged into GTVp) inside the right parotid",
+        _add_structure("GTVp2", "GTVp", (-52.0, 20.0, 30.0), 7.0),
+    ),
     EdgeCase("no-gtvp", "excluded", "no_gtvp", "no GTVp ROI (unknown primary)", _no_gtvp),
     EdgeCase("no-rtstruct", "excluded", "no_rtstruct", "CT only", _no_rtstruct),
-    EdgeCase("duplicate-gtvp", "excluded", "ambiguous_roi", "two ROIs named GTVp and GTVP",
-             _add_structure("GTVP", "GTVp-duplicate", (-20.0, 30.0, 40.0), 7.0)),
-    EdgeCase("two-ct-unreferenced", "excluded", "multiple_ct_series",
-             "two CT series in one frame of reference, RTSTRUCT names neither", _two_ct_unreferenced),
+    EdgeCase(
+        "duplicate-gtvp",
+        "excluded",
+        "ambiguous_roi",
+        "two ROIs named GTVp and GTVP",
+        _add_structure("GTVP", "GTVp-duplicate", (-20.0, 30.0, 40.0), 7.0),
+    ),
+    EdgeCase(
+        "two-ct-unreferenced",
+        "excluded",
+        "multiple_ct_series",
+        "two CT series in one frame of reference, RTSTRUCT names neither",
+        _two_ct_unreferenced,
+    ),
     EdgeCase("two-ct-referenced", "ok", "", "two CT series, RTSTRUCT references one", _two_ct_referenced),
-    EdgeCase("nonuniform-spacing", "excluded", "nonuniform_spacing", "one slice gap of +0.8 mm",
-             _ct_edit(_nonuniform)),
-    EdgeCase("mixed-orientation", "excluded", "mixed_orientation", "one slice rotated",
-             _ct_edit(_mixed_orientation)),
+    EdgeCase(
+        "nonuniform-spacing",
+        "excluded",
+        "nonuniform_spacing",
+        "one slice gap of +0.8 mm",
+        _ct_edit(_nonuniform),
+    ),
+    EdgeCase(
+        "mixed-orientation",
+        "excluded",
+        "mixed_orientation",
+        "one slice rotated",
+        _ct_edit(_mixed_orientation),
+    ),
     EdgeCase("gantry-tilt", "excluded", "gantry_tilt", "sheared grid from a tilted gantry", _tilt),
-    EdgeCase("oblique", "ok", "", "series rotated 12 degrees about the left-right axis",
-             _spec(orientation=(1.0, 0.0, 0.0, 0.0, math.cos(_OBLIQUE), math.sin(_OBLIQUE)))),
+    EdgeCase(
+        "oblique",
+        "ok",
+        "",
+        "series rotated 12 degrees about the left-right axis",
+        _spec(orientation=(1.0, 0.0, 0.0, 0.0, math.cos(_OBLIQUE), math.sin(_OBLIQUE))),
+    ),
     EdgeCase("prone", "ok", "", "head-first prone orientation", _spec(orientation=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0))),
-    EdgeCase("non-square", "ok", "", "112 x 128 pixels of 1.5 x 1.7 mm",
-             _spec(rows=112, columns=128, pixel_spacing=(1.5, 1.7))),
-    EdgeCase("jpeg2000-undecodable", "excluded", "undecodable_pixels",
-             "one slice in a compressed syntax no decoder can read", _ct_edit(_jpeg2000)),
+    EdgeCase(
+        "non-square",
+        "ok",
+        "",
+        "112 x 128 pixels of 1.5 x 1.7 mm",
+        _spec(rows=112, columns=128, pixel_spacing=(1.5, 1.7)),
+    ),
+    EdgeCase(
+        "jpeg2000-undecodable",
+        "excluded",
+        "undecodable_pixels",
+        "one slice in a compressed syntax no decoder can read",
+        _ct_edit(_jpeg2000),
+    ),
 )

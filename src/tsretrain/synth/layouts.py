@@ -19,7 +19,9 @@ def relative_path(ds: Dataset, layout: str, index: int) -> PurePosixPath:
     pid = str(ds.PatientID)
     if layout == "nbia":
         date = str(ds.get("StudyDate", "20200101"))
-        study = f"{date[4:6]}-{date[6:8]}-{date[:4]}-NA-{ds.get('StudyDescription', 'NA')}-{_digits(ds.StudyInstanceUID)}"
+        study = (
+            f"{date[4:6]}-{date[6:8]}-{date[:4]}-NA-{ds.get('StudyDescription', 'NA')}-{_digits(ds.StudyInstanceUID)}"
+        )
         series = (
             f"{int(ds.get('SeriesNumber', 1))}.000000-{ds.get('SeriesDescription', 'NA')}-"
             f"{_digits(ds.SeriesInstanceUID)}"

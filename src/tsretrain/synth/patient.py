@@ -35,8 +35,15 @@ class PatientBuild:
     truth_usable: bool = True
 
     @classmethod
-    def make(cls, phantom: Phantom, spec: ScanSpec, seed: int, encoding: dw.PixelEncoding, layout: str,
-             rng: np.random.Generator) -> PatientBuild:
+    def make(
+        cls,
+        phantom: Phantom,
+        spec: ScanSpec,
+        seed: int,
+        encoding: dw.PixelEncoding,
+        layout: str,
+        rng: np.random.Generator,
+    ) -> PatientBuild:
         ids = dw.SeriesIds.for_patient(phantom.patient_id, seed, spec.slices)
         build = cls(phantom, spec, ids, encoding, layout, seed, int(rng.integers(0, 2**31)))
         build.rtstructs = [dw.RtstructOptions(seed=seed)]

@@ -32,13 +32,14 @@ class ScanSpec:
     tilt_shift: float = 0.0  # in-plane shift along the column direction per slice (gantry tilt)
 
     def u_axis(self) -> NDArray[np.float64]:
-        return (np.arange(self.columns) - (self.columns - 1) / 2) * self.pixel_spacing[1]
+        return np.asarray((np.arange(self.columns) - (self.columns - 1) / 2) * self.pixel_spacing[1], dtype=np.float64)
 
     def v_axis(self) -> NDArray[np.float64]:
-        return (np.arange(self.rows) - (self.rows - 1) / 2) * self.pixel_spacing[0]
+        return np.asarray((np.arange(self.rows) - (self.rows - 1) / 2) * self.pixel_spacing[0], dtype=np.float64)
 
     def w_axis(self) -> NDArray[np.float64]:
-        return self.w_center + (np.arange(self.slices) - (self.slices - 1) / 2) * self.slice_thickness
+        w = self.w_center + (np.arange(self.slices) - (self.slices - 1) / 2) * self.slice_thickness
+        return np.asarray(w, dtype=np.float64)
 
     def rotation(self) -> NDArray[np.float64]:
         """Columns: row direction, column direction, slice normal (patient LPS)."""
@@ -46,8 +47,9 @@ class ScanSpec:
         col = np.asarray(self.orientation[3:])
         return np.stack([row, col, np.cross(row, col)], axis=1)
 
-    def to_patient(self, u: float | NDArray[np.float64], v: float | NDArray[np.float64],
-                   w: float | NDArray[np.float64]) -> NDArray[np.float64]:
+    def to_patient(
+        self, u: float | NDArray[np.float64], v: float | NDArray[np.float64], w: float | NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         """Patient coordinates (..., 3) of frame points."""
         frame = np.stack(np.broadcast_arrays(u, v, w), axis=-1).astype(np.float64)
         return np.asarray(frame @ self.rotation().T + np.asarray(self.frame_origin))
@@ -93,8 +95,13 @@ class Phantom:
         return hu
 
 
-def make_phantom(patient_id: str, rng: np.random.Generator, gtvp_radius: float | None = None,
-                 n_nodes: int | None = None, spelling_variants: bool = True) -> Phantom:
+def make_phantom(
+    patient_id: str,
+    rng: np.random.Generator,
+    gtvp_radius: float | None = None,
+    n_nodes: int | None = None,
+    spelling_variants: bool = True,
+) -> Phantom:
     """A random but anatomically ordered head-and-neck phantom."""
     s = float(rng.uniform(0.92, 1.06))  # patient size
     var = (lambda p: bool(rng.random() < p)) if spelling_variants else (lambda p: False)
@@ -114,25 +121,57 @@ def make_phantom(patient_id: str, rng: np.random.Generator, gtvp_radius: float |
 
     airway = Cylinder((0.0, -22 * s), (9.0, 7.0), -55.0, -15.0)
     add("SpinalCord", "SpinalCord", 40.0, Cylinder((0.0, 52 * s), (5.0, 4.5), -1e3, 40.0))
-    add("BrainStem" if var(0.3) else "Brainstem", "Brainstem", 38.0, Ellipsoid((0.0, 42 * s, 62.0), (12.0, 11.0, 22.0)))
-    add("Esophagus", "Esophagus", 45.0,
-        Cylinder((0.0, 20 * s), (8.0, 6.0), -1e3, -25.0), Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0))
+    add(
+        "BrainStem" if var(0.3) else "Brainstem",
+        "Brainstem",
+        38.0,
+        Ellipsoid((0.0, 42 * s, 62.0), (12.0, 11.0, 22.0)),
+    )
+    add(
+        "Esophagus",
+        "Esophagus",
+        45.0,
+        Cylinder((0.0, 20 * s), (8.0, 6.0), -1e3, -25.0),
+        Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0),
+    )
     add("Larynx", "Larynx", 60.0, Cylinder((0.0, -22 * s), (18.0, 15.0), -55.0, -15.0), airway)
-    add("Bone_Mandible" if var(0.4) else "Mandible_Bone", "Mandible_Bone", 900.0,
-        Cylinder((44 * s, -2 * s), (5.0, 10.0), 0.0, 40.0), Cylinder((-44 * s, -2 * s), (5.0, 10.0), 0.0, 40.0),
-        Ellipsoid((0.0, -58 * s, 5.0), (30 * s, 8.0, 9.0)))
+    add(
+        "Bone_Mandible" if var(0.4) else "Mandible_Bone",
+        "Mandible_Bone",
+        900.0,
+        Cylinder((44 * s, -2 * s), (5.0, 10.0), 0.0, 40.0),
+        Cylinder((-44 * s, -2 * s), (5.0, 10.0), 0.0, 40.0),
+        Ellipsoid((0.0, -58 * s, 5.0), (30 * s, 8.0, 9.0)),
+    )
     add("Lips", "Lips", 50.0, Ellipsoid((0.0, -80 * s, 15.0), (22.0, 6.0, 9.0)))
     add("OpticChiasm", "OpticChiasm", 36.0, Ellipsoid((0.0, -18 * s, 82.0), (9.0, 4.0, 3.0)))
     for side, sign in (("L", 1.0), ("R", -1.0)):
-        add(f"PAROTID_{side}" if var(0.15) else f"Parotid_{side}", f"Parotid_{side}", -20.0,
-            Ellipsoid((sign * 57 * s, 20 * s, 30.0), (10.0, 15.0, 18.0)))
+        add(
+            f"PAROTID_{side}" if var(0.15) else f"Parotid_{side}",
+            f"Parotid_{side}",
+            -20.0,
+            Ellipsoid((sign * 57 * s, 20 * s, 30.0), (10.0, 15.0, 18.0)),
+        )
         add(f"Eye_{side}", f"Eye_{side}", 15.0, Ellipsoid((sign * 32.0, -62 * s, 78.0), (12.0, 12.0, 12.0)))
         add(f"Lens_{side}", f"Lens_{side}", 75.0, Ellipsoid((sign * 32.0, -72 * s, 78.0), (4.5, 2.4, 3.5)))
-        add(f"OpticNrv_{side}" if var(0.4) else f"Nrv_Optic_{side}", f"Nrv_Optic_{side}", 36.0,
-            Ellipsoid((sign * 18.0, -40 * s, 79.0), (2.6, 15.0, 2.6), yaw=-sign * 0.35))
-        add(f"Cochlea_{side}", f"Cochlea_{side}", 250.0, Ellipsoid((sign * 42 * s, 32 * s, 60.0), (3.0, 3.0, 3.0)))
-        add(f"BrachialPlex_{side}", f"BrachialPlex_{side}", 30.0,
-            Ellipsoid((sign * 56 * s, 28 * s, -58.0), (6.0, 7.0, 16.0)))
+        add(
+            f"OpticNrv_{side}" if var(0.4) else f"Nrv_Optic_{side}",
+            f"Nrv_Optic_{side}",
+            36.0,
+            Ellipsoid((sign * 18.0, -40 * s, 79.0), (2.6, 15.0, 2.6), yaw=-sign * 0.35),
+        )
+        add(
+            f"Cochlea_{side}",
+            f"Cochlea_{side}",
+            250.0,
+            Ellipsoid((sign * 42 * s, 32 * s, 60.0), (3.0, 3.0, 3.0)),
+        )
+        add(
+            f"BrachialPlex_{side}",
+            f"BrachialPlex_{side}",
+            30.0,
+            Ellipsoid((sign * 56 * s, 28 * s, -58.0), (6.0, 7.0, 16.0)),
+        )
 
     radius = gtvp_radius if gtvp_radius is not None else float(math.exp(rng.uniform(math.log(5.0), math.log(22.0))))
     gtvp_center = (float(rng.uniform(-12, 12)), float(rng.uniform(-12, 6)), float(rng.uniform(-8, 28)))
@@ -144,7 +183,11 @@ def make_phantom(patient_id: str, rng: np.random.Generator, gtvp_radius: float |
         sign = 1.0 if n % 2 == 0 else -1.0
         side = "L" if sign > 0 else "R"
         r = float(rng.uniform(5.0, 13.0))
-        center = (sign * float(rng.uniform(36, 46)) * s, float(rng.uniform(-4, 14)), float(rng.uniform(-40, 0)))
+        center = (
+            sign * float(rng.uniform(36, 46)) * s,
+            float(rng.uniform(-4, 14)),
+            float(rng.uniform(-40, 0)),
+        )
         add(f"GTVn_{side}{n + 2}", "GTVn", 80.0, Ellipsoid(center, (r, r * 0.9, r * 1.1)), kind="GTV")
     ptv = Ellipsoid(gtvp_center, tuple(r + 5.0 for r in gtvp_radii), yaw=gtvp.yaw)  # type: ignore[arg-type]
     structures.append(Structure("PTV70", "", (ptv,), 0.0, "PTV"))
@@ -168,7 +211,5 @@ def truth_mask(phantom: Phantom, spec: ScanSpec, organ: str) -> NDArray[np.bool_
 
 def planimetric_volume_ml(phantom: Phantom, spec: ScanSpec, organ: str) -> float:
     """Exact cross-section area of an organ summed over the slice planes, times the slice thickness."""
-    area = sum(
-        s.section_area(float(w)) for w in spec.w_axis() for s in phantom.structures if s.organ == organ
-    )
+    area = sum(s.section_area(float(w)) for w in spec.w_axis() for s in phantom.structures if s.organ == organ)
     return area * spec.slice_thickness / 1000.0

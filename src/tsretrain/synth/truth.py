@@ -18,9 +18,12 @@ def _primitive_json(p: Primitive) -> dict[str, Any]:
     return {"type": kind, **dataclasses.asdict(p)}
 
 
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "type"}
+
+
 def _primitive(data: dict[str, Any]) -> Primitive:
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "type"}
-    return _PRIMITIVES[data["type"]](**fields)
+    return _PRIMITIVES[data["type"]](**_tuples(data))
 
 
 def truth_json(phantom: Phantom, spec: ScanSpec) -> dict[str, Any]:
@@ -44,9 +47,15 @@ def truth_json(phantom: Phantom, spec: ScanSpec) -> dict[str, Any]:
 def load_truth(path: Path) -> tuple[Phantom, ScanSpec]:
     """The phantom and scan grid saved by the generator for one patient."""
     data = json.loads(path.read_text())
-    spec = ScanSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["spec"].items()})
+    spec = ScanSpec(**_tuples(data["spec"]))
     structures = tuple(
-        Structure(s["roi_name"], s["organ"], tuple(_primitive(p) for p in s["parts"]), s["hu"], s["interpreted_type"])
+        Structure(
+            s["roi_name"],
+            s["organ"],
+            tuple(_primitive(p) for p in s["parts"]),
+            s["hu"],
+            s["interpreted_type"],
+        )
         for s in data["structures"]
     )
     background = tuple((_primitive(p), float(hu)) for p, hu in data["background"])
