@@ -1,0 +1,62 @@
+"""The command line runs each stage and reports bad input with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tsretrain.cli import app
+from tsretrain.conversion.listing import read_listing
+
+runner = CliRunner()
+
+
+def test_synth_scan_convert_from_the_command_line(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    args = [
+        "synth",
+        str(cohort),
+        "--cases",
+        "2",
+        "--rows",
+        "48",
+        "--columns",
+        "48",
+        "--slices",
+        "12",
+        "--pixel-spacing",
+        "4",
+        "--layout",
+        "flat",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["scan", str(cohort / "dicom"), "--out", str(tmp_path / "scan"), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(read_listing(tmp_path / "scan" / "cases.csv")) == 2
+    result = runner.invoke(
+        app,
+        [
+            "convert",
+            str(cohort / "dicom"),
+            "--out",
+            str(tmp_path / "conv"),
+            "-j",
+            "1",
+            "--inventory",
+            str(tmp_path / "scan" / "inventory.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {r["status"] for r in read_listing(tmp_path / "conv" / "cases.csv")} == {"ok"}
+    assert (tmp_path / "conv" / "cases" / "RADCURE-0001" / "RADCURE-0001_0000.nii.gz").is_file()
+
+
+def test_dictionary_commands(tmp_path: Path) -> None:
+    shown = runner.invoke(app, ["dictionary", "show", "radcure-oar21"])
+    assert shown.exit_code == 0 and "GTVp" in shown.output
+    assert "radcure-oar21" in runner.invoke(app, ["dictionary", "list"]).output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nversion: '1'\nlabels:\n  - {id: 0, name: A, sources: [rtstruct: [a]]}\n")
+    result = runner.invoke(app, ["dictionary", "validate", str(bad)])
+    assert result.exit_code == 1 and "reserved for background" in result.output
