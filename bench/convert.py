@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tsretrain.synth.layouts import series_folders
+
 MARK_BEGIN = "<!-- bench/convert.py begin -->"
 MARK_END = "<!-- bench/convert.py end -->"
 
@@ -51,21 +53,12 @@ def prepare(workdir: Path) -> Path:
     return workdir
 
 
-def _series_dirs(workdir: Path) -> tuple[Path, Path]:
-    import pydicom
-
-    patient = workdir / "dicom" / "RADCURE-0001"
-    dirs = [d for study in patient.iterdir() for d in study.iterdir()]
-    rs_dir = next(d for d in dirs if pydicom.dcmread(next(d.iterdir()), stop_before_pixels=True).Modality == "RTSTRUCT")
-    return next(d for d in dirs if d != rs_dir), next(rs_dir.iterdir())
-
-
 def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     """Body of one measured process; prints nothing, returns what it measured."""
     from tsretrain.labels.dictionary import load_dictionary
 
     dictionary = load_dictionary("radcure-oar21")
-    ct_dir, rs_path = _series_dirs(workdir)
+    ct_dir, rs_path = series_folders(workdir / "dicom" / "RADCURE-0001")
     started = time.perf_counter()
     if mode == "ours-case":
         from tsretrain.conversion.convert import ConvertConfig, convert

@@ -12,6 +12,7 @@ import pytest
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.rtstruct import roi_contours, slice_masks
 from tsretrain.synth.cohort import SynthConfig, generate
+from tsretrain.synth.layouts import series_folders
 from tsretrain.synth.phantom import truth_mask
 from tsretrain.synth.truth import load_truth
 
@@ -37,11 +38,7 @@ def test_our_dice_beats_rt_utils(tmp_path: Path) -> None:
         )
     )
     phantom, spec = load_truth(tmp_path / "truth" / "RADCURE-0001.json")
-    patient = tmp_path / "dicom" / "RADCURE-0001"
-    series_dirs = [d for study in patient.iterdir() for d in study.iterdir()]
-    rs_dir = next(d for d in series_dirs if pydicom.dcmread(next(d.iterdir())).Modality == "RTSTRUCT")
-    ct_dir = next(d for d in series_dirs if d != rs_dir)
-    rs_path = next(rs_dir.iterdir())
+    ct_dir, rs_path = series_folders(tmp_path / "dicom" / "RADCURE-0001")
     theirs = rt_utils.RTStructBuilder.create_from(dicom_series_path=str(ct_dir), rt_struct_path=str(rs_path))
 
     ds = pydicom.dcmread(rs_path)

@@ -22,6 +22,8 @@ dictionary_app = typer.Typer(no_args_is_help=True, help="Show or validate organ 
 app.add_typer(dictionary_app, name="dictionary")
 
 DictionaryOption = Annotated[str, typer.Option("--dictionary", "-d", help="Shipped dictionary name or YAML path.")]
+InputArgument = Annotated[Path, typer.Argument(help="Folder holding the DICOM files, in any layout.")]
+RtstructChoiceOption = Annotated[str, typer.Option(help=f"With several RTSTRUCTs: {RTSTRUCT_CHOICES}.")]
 WorkersOption = Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0: one per usable CPU).")]
 
 
@@ -60,11 +62,11 @@ def synth(
 
 @app.command("scan")
 def scan_command(
-    input: Annotated[Path, typer.Argument(help="Folder holding the DICOM files, in any layout.")],
+    input: InputArgument,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (inventory.json, cases.csv).")],
     dictionary: DictionaryOption = "radcure-oar21",
     workers: WorkersOption = 0,
-    rtstruct_choice: Annotated[str, typer.Option(help=f"With several RTSTRUCTs: {RTSTRUCT_CHOICES}.")] = "fail",
+    rtstruct_choice: RtstructChoiceOption = "fail",
 ) -> None:
     """Index a DICOM tree by its tags and list every case with its status and reason."""
     _done(scan(ScanConfig(input, out, dictionary, workers, rtstruct_choice)))
@@ -72,14 +74,14 @@ def scan_command(
 
 @app.command("convert")
 def convert_command(
-    input: Annotated[Path, typer.Argument(help="Folder holding the DICOM files, in any layout.")],
+    input: InputArgument,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/, cases.csv).")],
     dictionary: DictionaryOption = "radcure-oar21",
     workers: WorkersOption = 0,
     force: Annotated[bool, typer.Option("--force", help="Redo cases that are already converted.")] = False,
     inventory: Annotated[Path | None, typer.Option(help="Use this scan inventory instead of scanning.")] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="Convert only this case id (repeatable).")] = None,
-    rtstruct_choice: Annotated[str, typer.Option(help=f"With several RTSTRUCTs: {RTSTRUCT_CHOICES}.")] = "fail",
+    rtstruct_choice: RtstructChoiceOption = "fail",
 ) -> None:
     """Convert each case to an int16 HU CT and a uint8 label map in NIfTI (nnU-Net naming)."""
     config = ConvertConfig(input, out, dictionary, workers, force, inventory, tuple(case or ()), rtstruct_choice)

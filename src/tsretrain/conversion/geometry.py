@@ -171,10 +171,3 @@ def build_geometry(slices: list[SliceHeader]) -> tuple[VolumeGeometry, list[Slic
         direction=tuple(float(v) for v in direction.reshape(-1)),
     )
     return geometry, ordered
-
-
-def slice_positions(geometry: VolumeGeometry) -> NDArray[np.float64]:
-    """Position of every slice along the normal, in volume order."""
-    normal = geometry.direction_matrix[:, 2]
-    start = float(np.asarray(geometry.origin) @ normal)
-    return np.asarray(start + geometry.spacing[2] * np.arange(geometry.shape[0]), dtype=np.float64)

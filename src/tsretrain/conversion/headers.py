@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -14,7 +13,6 @@ from pydicom.errors import InvalidDicomError
 from tsretrain.conversion.geometry import SliceHeader
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
@@ -52,7 +50,6 @@ class FileRecord:
     rtstruct: RtstructInfo | None = None
     size: int = 0
     mtime_ns: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _looks_like_dicom(path: Path) -> bool:

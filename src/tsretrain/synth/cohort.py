@@ -10,11 +10,10 @@ Output folder::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset
 
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -43,7 +42,6 @@ class SynthConfig:
     slice_thickness: float = 3.0
     id_prefix: str = "RADCURE"
     roi_variants: bool = True
-    extra: dict[str, str] = field(default_factory=dict)
 
     def spec(self) -> ScanSpec:
         return ScanSpec(
@@ -142,8 +140,3 @@ def generate(config: SynthConfig) -> StepResult:
         },
         counts={"patients": len(patients), "edge_cases": len(patients) - config.cases},
     )
-
-
-def datasets_of(build: PatientBuild) -> list[Dataset]:
-    """All datasets of a build, flattened (for tests)."""
-    return [ds for series in build.all_series() for ds in series]

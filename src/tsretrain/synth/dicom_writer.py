@@ -69,6 +69,19 @@ def _patient_study(ds: Dataset, ids: SeriesIds) -> None:
     ds.FrameOfReferenceUID = ids.frame_uid
 
 
+def new_instance(sop_class: str, sop_uid: str, modality: str, ids: SeriesIds) -> Dataset:
+    """A dataset with file meta, SOP identity and the patient/study module filled in."""
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    if modality:
+        ds.Modality = modality
+    ds.Manufacturer = "tsretrain synthetic"
+    _patient_study(ds, ids)
+    return ds
+
+
 def _ds(v: float) -> str:
     """Format a number as a DICOM decimal string (max 16 characters)."""
     text = f"{v:.6f}".rstrip("0").rstrip(".")
@@ -102,15 +115,8 @@ def ct_slices(
             pixels = np.clip(stored, 0, 65535).astype(np.uint16)
         else:
             pixels = np.clip(stored, -32768, 32767).astype(np.int16)
-        sop_uid = ids.ct_sop_uids[k]
-        ds = Dataset()
-        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid)
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.Modality = "CT"
-        ds.Manufacturer = "tsretrain synthetic"
+        ds = new_instance(CT_IMAGE_STORAGE, ids.ct_sop_uids[k], "CT", ids)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        _patient_study(ds, ids)
         ds.SeriesInstanceUID = ids.ct_series_uid
         ds.SeriesNumber = series_number
         ds.SeriesDescription = description
@@ -159,14 +165,7 @@ class RtstructOptions:
 
 def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: RtstructOptions) -> Dataset:
     """The RTSTRUCT of a phantom: CLOSED_PLANAR contours on every slice plane each structure crosses."""
-    sop_uid = seeded_uid(options.seed, ids.patient_id, options.sop_tag)
-    ds = Dataset()
-    ds.file_meta = _file_meta(RTSTRUCT_STORAGE, sop_uid)
-    ds.SOPClassUID = RTSTRUCT_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    ds.Modality = "RTSTRUCT"
-    ds.Manufacturer = "tsretrain synthetic"
-    _patient_study(ds, ids)
+    ds = new_instance(RTSTRUCT_STORAGE, seeded_uid(options.seed, ids.patient_id, options.sop_tag), "RTSTRUCT", ids)
     del ds.FrameOfReferenceUID
     ds.SeriesInstanceUID = seeded_uid(options.seed, ids.patient_id, options.sop_tag, "series")
     ds.SeriesNumber = 1
@@ -192,13 +191,28 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
     renames = dict(options.rename)
     roi_seq, contour_seq, obs_seq = Sequence(), Sequence(), Sequence()
     rotation = spec.rotation()
-    for number, structure in enumerate(phantom.structures, start=1):
+
+    def add_roi(name: str, contours: Sequence, interpreted_type: str) -> None:
+        number = len(roi_seq) + 1
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = frame_uid
-        roi.ROIName = renames.get(structure.roi_name, structure.roi_name)
+        roi.ROIName = name
         roi.ROIGenerationAlgorithm = "MANUAL"
         roi_seq.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ROIDisplayColor = COLOURS[number % len(COLOURS)]
+        item.ContourSequence = contours
+        contour_seq.append(item)
+        obs = Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = interpreted_type
+        obs.ROIInterpreter = ""
+        obs_seq.append(obs)
+
+    for structure in phantom.structures:
         contours = Sequence()
         planes = [(float(w), k) for k, w in enumerate(spec.w_axis())]
         if options.extra_w[0] == structure.roi_name:
@@ -216,40 +230,13 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
                 contour.NumberOfContourPoints = len(points)
                 contour.ContourData = [_ds(v) for v in points.reshape(-1)]
                 contours.append(contour)
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ROIDisplayColor = COLOURS[number % len(COLOURS)]
-        item.ContourSequence = contours
-        contour_seq.append(item)
-        obs = Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.RTROIInterpretedType = structure.interpreted_type
-        obs.ROIInterpreter = ""
-        obs_seq.append(obs)
+        add_roi(renames.get(structure.roi_name, structure.roi_name), contours, structure.interpreted_type)
     if options.add_point_roi:
-        number = len(phantom.structures) + 1
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = frame_uid
-        roi.ROIName = "REF_PT"
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        roi_seq.append(roi)
         point = Dataset()
         point.ContourGeometricType = "POINT"
         point.NumberOfContourPoints = 1
         point.ContourData = [_ds(v) for v in spec.to_patient(0.0, 0.0, float(spec.w_axis()[0]))]
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ROIDisplayColor = [255, 255, 255]
-        item.ContourSequence = Sequence([point])
-        contour_seq.append(item)
-        obs = Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.RTROIInterpretedType = "MARKER"
-        obs.ROIInterpreter = ""
-        obs_seq.append(obs)
+        add_roi("REF_PT", Sequence([point]), "MARKER")
     ds.StructureSetROISequence = roi_seq
     ds.ROIContourSequence = contour_seq
     ds.RTROIObservationsSequence = obs_seq

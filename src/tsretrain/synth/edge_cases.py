@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, JPEG2000Lossless
 
@@ -61,19 +61,10 @@ def _layout(name: str) -> Callable[[PatientBuild, np.random.Generator], None]:
 
 
 def _simple_dataset(b: PatientBuild, modality: str, sop_class: str, tag: str) -> Dataset:
-    uid = dw.seeded_uid(b.seed, b.phantom.patient_id, tag)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
-    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, uid, modality
-    ds.PatientID = b.phantom.patient_id
-    ds.StudyInstanceUID = b.ids.study_uid
+    ds = dw.new_instance(sop_class, dw.seeded_uid(b.seed, b.phantom.patient_id, tag), modality, b.ids)
     ds.SeriesInstanceUID = dw.seeded_uid(b.seed, b.phantom.patient_id, tag, "series")
     ds.SeriesNumber = 7
-    ds.SeriesDescription = modality
-    ds.FrameOfReferenceUID = b.ids.frame_uid
+    ds.SeriesDescription = modality or "DIRECTORY"
     return ds
 
 
@@ -103,7 +94,6 @@ def _junk(b: PatientBuild, _: np.random.Generator) -> None:
         (folder / "garbage.dcm").write_bytes(bytes(128) + b"DICM" + bytes(range(256)) * 4)
         directory = _simple_dataset(b, "", DICOMDIR_STORAGE, "dicomdir")
         directory.DirectoryRecordSequence = []
-        del directory.Modality
         dw.save(directory, str(written[0].parents[2] / "DICOMDIR"))
 
     b.after_write.append(write_junk)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
+import pydicom
 from pydicom.dataset import Dataset
 
 LAYOUTS = ("nbia", "classic", "flat")
@@ -32,3 +33,12 @@ def relative_path(ds: Dataset, layout: str, index: int) -> PurePosixPath:
     if layout == "flat":
         return PurePosixPath(hashlib.sha1(str(ds.SOPInstanceUID).encode()).hexdigest()[:20])
     raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+
+
+def series_folders(patient_dir: Path) -> tuple[Path, Path]:
+    """(CT series folder, RTSTRUCT file) of a patient written in a nested layout (nbia or classic)."""
+    folders = sorted(series for study in patient_dir.iterdir() if study.is_dir() for series in study.iterdir())
+    modality = {f: pydicom.dcmread(next(f.iterdir()), stop_before_pixels=True).Modality for f in folders}
+    ct = next(f for f in folders if modality[f] == "CT")
+    rtstruct = next(f for f in folders if modality[f] == "RTSTRUCT")
+    return ct, next(rtstruct.iterdir())

@@ -7,7 +7,7 @@ supine scan). CT numbers give learnable but realistic contrast (tumour ~95 HU ag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,7 +68,6 @@ class Phantom:
     background: tuple[tuple[Primitive, float], ...]  # painted first, in order: (shape, HU)
     structures: tuple[Structure, ...]
     noise_hu: float = 12.0
-    extra: dict[str, object] = field(default_factory=dict)
 
     def structure(self, roi_name: str) -> Structure:
         for s in self.structures:
