@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-run
-DEMO_CASES ?= 8
 WORKERS ?= 0
 STAMP := $(VENV)/.installed
 
@@ -21,15 +20,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/tsretrain synth $(DEMO_DIR)/cohort --cases $(DEMO_CASES) --edge-cases --seed 0
-	$(BIN)/tsretrain scan $(DEMO_DIR)/cohort/dicom --out $(DEMO_DIR)/scan --workers $(WORKERS)
-	$(BIN)/tsretrain convert $(DEMO_DIR)/cohort/dicom --out $(DEMO_DIR)/converted \
-		--inventory $(DEMO_DIR)/scan/inventory.json --workers $(WORKERS)
+	$(BIN)/tsretrain run --run-dir $(DEMO_DIR)
 	@echo ""
-	@echo "Outputs:"
-	@echo "  synthetic DICOM-RT cohort : $(DEMO_DIR)/cohort/dicom  (ground truth in $(DEMO_DIR)/cohort/truth)"
-	@echo "  case listing              : $(DEMO_DIR)/converted/cases.csv"
-	@echo "  converted cases           : $(DEMO_DIR)/converted/cases/<case>/{<case>_0000.nii.gz,<case>.nii.gz,manifest.json}"
+	@echo "Outputs (in $(DEMO_DIR)/):"
+	@echo "  cohort/dicom              synthetic DICOM-RT cohort (ground truth in cohort/truth)"
+	@echo "  converted/cases.csv       case listing: status, reason and advice for every patient"
+	@echo "  converted/cases/<case>/   CT and label map NIfTI, manifest.json"
+	@echo "  split/split_report.md     the leak-free split"
+	@echo "  nnunet/                   nnU-Net raw, preprocessed and results (5 folds, 3d_tiny)"
+	@echo "  predictions/test/         fold-ensemble predictions of the held-out test cases"
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -21,6 +21,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 dictionary_app = typer.Typer(no_args_is_help=True, help="Show or validate organ dictionaries.")
 app.add_typer(dictionary_app, name="dictionary")
 
+WorkOption = Annotated[Path, typer.Option("--work", help="nnU-Net work root (nnUNet_raw/_preprocessed/_results).")]
+DatasetIdOption = Annotated[int, typer.Option(help="nnU-Net dataset id.")]
+DatasetNameOption = Annotated[str, typer.Option(help="nnU-Net dataset name.")]
+ConfigurationOption = Annotated[str, typer.Option(help="nnU-Net configuration.")]
+TrainerOption = Annotated[str, typer.Option(help="Trainer class (tsretrain's or nnU-Net's).")]
+PlansOption = Annotated[str, typer.Option(help="Plans identifier.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cuda or cpu.")]
 DictionaryOption = Annotated[str, typer.Option("--dictionary", "-d", help="Shipped dictionary name or YAML path.")]
 InputArgument = Annotated[Path, typer.Argument(help="Folder holding the DICOM files, in any layout.")]
 RtstructChoiceOption = Annotated[str, typer.Option(help=f"With several RTSTRUCTs: {RTSTRUCT_CHOICES}.")]
@@ -86,6 +93,152 @@ def convert_command(
     """Convert each case to an int16 HU CT and a uint8 label map in NIfTI (nnU-Net naming)."""
     config = ConvertConfig(input, out, dictionary, workers, force, inventory, tuple(case or ()), rtstruct_choice)
     _done(convert(config))
+
+
+@app.command("split")
+def split_command(
+    converted: Annotated[Path, typer.Argument(help="Output folder of convert (cases.csv).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (split.json, splits_final.json).")],
+    test_fraction: Annotated[float, typer.Option(help="Share of patients held out for testing.")] = 0.2,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 12345,
+    clinical_csv: Annotated[Path | None, typer.Option(help="Clinical sheet: stratify by site, fixed split.")] = None,
+    fixed_split_column: Annotated[str | None, typer.Option(help="Column whose 'test' rows form the test set.")] = None,
+) -> None:
+    """Patient-level, stratified split: a held-out test set and cross-validation folds."""
+    from tsretrain.dataset.split import SplitConfig, run_split
+
+    config = SplitConfig(
+        converted, out, test_fraction, folds, seed, clinical_csv, fixed_split_column=fixed_split_column
+    )
+    _done(run_split(config))
+
+
+@app.command("assemble")
+def assemble_command(
+    converted: Annotated[Path, typer.Argument(help="Output folder of convert.")],
+    split: Annotated[Path, typer.Option(help="Output folder of split.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="nnUNet_raw folder.")],
+    dataset_id: DatasetIdOption = 366,
+    dataset_name: DatasetNameOption = "TotalSegmentator",
+    dictionary: DictionaryOption = "radcure-oar21",
+) -> None:
+    """Write the nnU-Net raw dataset (test cases only in imagesTs) and verify it with nnU-Net."""
+    from tsretrain.dataset.assemble import AssembleConfig, assemble
+
+    _done(assemble(AssembleConfig(converted, split, out, dataset_id, dataset_name, dictionary)))
+
+
+@app.command("preprocess")
+def preprocess_command(
+    work: WorkOption,
+    split: Annotated[Path, typer.Option(help="Output folder of split (splits_final.json).")],
+    dataset_id: DatasetIdOption = 366,
+    dataset_name: DatasetNameOption = "TotalSegmentator",
+    planner: Annotated[str, typer.Option(help="default, resenc-m or resenc-l.")] = "default",
+    configuration: Annotated[list[str] | None, typer.Option(help="Configurations (default 3d_fullres).")] = None,
+    plans_name: Annotated[str | None, typer.Option(help="Name of the plans variant holding overrides.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the 3d_fullres batch size.")] = None,
+    patch_size: Annotated[tuple[int, int, int] | None, typer.Option(help="Override the patch size (z y x).")] = None,
+    target_spacing: Annotated[tuple[float, float, float] | None, typer.Option(help="Override spacing (z y x).")] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Add the CPU-sized 3d_tiny configuration.")] = False,
+) -> None:
+    """nnU-Net fingerprint, planning and preprocessing on the training cases."""
+    from tsretrain.training.preprocess import PreprocessConfig, preprocess
+
+    config = PreprocessConfig(
+        work,
+        split,
+        dataset_id,
+        dataset_name,
+        planner,
+        tuple(configuration or ("3d_fullres",)),
+        plans_name,
+        batch_size,
+        patch_size,
+        target_spacing,
+        tiny,
+    )
+    _done(preprocess(config))
+
+
+@app.command("train")
+def train_command(
+    work: WorkOption,
+    fold: Annotated[int, typer.Option(help="Fold to train.")],
+    dataset_id: DatasetIdOption = 366,
+    dataset_name: DatasetNameOption = "TotalSegmentator",
+    configuration: ConfigurationOption = "3d_fullres",
+    trainer: TrainerOption = "nnUNetTrainerTsr",
+    plans: PlansOption = "nnUNetPlans",
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the trainer's).")] = None,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 5,
+    device: DeviceOption = "auto",
+    pretrained_weights: Annotated[Path | None, typer.Option(help="Initial weights (fine-tuning).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Mirror checkpoints here; resume from here.")] = None,
+) -> None:
+    """Train one fold; a re-run resumes from the last checkpoint."""
+    from tsretrain.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        work,
+        fold,
+        dataset_id,
+        dataset_name,
+        configuration,
+        trainer,
+        plans,
+        epochs,
+        save_every,
+        device,
+        pretrained_weights,
+        store,
+    )
+    _done(train(config))
+
+
+@app.command("predict")
+def predict_command(
+    work: WorkOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (test/, validation/).")],
+    fold: Annotated[list[int] | None, typer.Option("--fold", help="Folds to ensemble (default 0-4).")] = None,
+    dataset_id: DatasetIdOption = 366,
+    dataset_name: DatasetNameOption = "TotalSegmentator",
+    configuration: ConfigurationOption = "3d_fullres",
+    trainer: TrainerOption = "nnUNetTrainerTsr",
+    plans: PlansOption = "nnUNetPlans",
+    device: DeviceOption = "auto",
+    tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
+) -> None:
+    """Predict the test set with the ensemble of folds; collect each fold's validation predictions."""
+    from tsretrain.training.predict import PredictConfig, predict
+
+    folds = tuple(fold) if fold else (0, 1, 2, 3, 4)
+    _done(
+        predict(PredictConfig(work, out, folds, dataset_id, dataset_name, configuration, trainer, plans, device, tta))
+    )
+
+
+@app.command("run")
+def run_command(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of the run.")] = Path("demo-run"),
+    config: Annotated[Path | None, typer.Option(help="YAML overriding the embedded default run.")] = None,
+    stage: Annotated[list[str] | None, typer.Option("--stage", help="Run only this stage (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run stages recorded as complete.")] = False,
+) -> None:
+    """Run the pipeline's stages in order on local storage, skipping those already complete."""
+    from tsretrain.pipeline.runner import run
+
+    run(run_dir, config, tuple(stage or ()), force)
+    console.print(f"[green]run complete[/green]: {run_dir}")
+
+
+@app.command("nnunet-env")
+def nnunet_env_command() -> None:
+    """Print the environment that lets plain nnUNetv2_train find tsretrain's trainers."""
+    from tsretrain.training.discovery import ext_trainer_path
+
+    print(f"export nnUNet_extTrainer={ext_trainer_path()}")
 
 
 @dictionary_app.command("show")

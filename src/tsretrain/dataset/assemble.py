@@ -1,0 +1,105 @@
+"""The ``assemble`` stage: the nnU-Net raw dataset (``DatasetXXX_Name``) from converted cases and a split.
+
+Training and validation cases go to ``imagesTr``/``labelsTr``; test cases only to ``imagesTs``/``labelsTs``, so
+nothing of them reaches nnU-Net's fingerprint or plans. ``dataset.json`` comes from the organ dictionary.
+Files are hard links to the converted NIfTIs when the file system allows it (copies otherwise); the whole
+dataset folder is written aside and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsretrain import __version__
+from tsretrain.conversion.convert import MANIFEST, image_name, label_name
+from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text, staged_dir
+
+
+@dataclass(frozen=True)
+class AssembleConfig:
+    """Configuration of the ``assemble`` stage."""
+
+    converted: Path
+    split: Path  # folder holding split.json
+    out: Path  # nnUNet_raw
+    dataset_id: int = 366
+    dataset_name: str = "TotalSegmentator"
+    dictionary: str = "radcure-oar21"
+    verify: bool = True
+    workers: int = 2
+
+    @property
+    def folder_name(self) -> str:
+        return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
+
+
+def _place(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any]) -> dict[str, Any]:
+    dictionary = load_dictionary(config.dictionary)
+    return {
+        "name": config.folder_name,
+        "description": f"tsretrain {__version__}, dictionary {dictionary.name} {dictionary.version}",
+        "channel_names": {"0": "CT"},
+        "labels": dictionary.nnunet_labels(),
+        "numTraining": n_training,
+        "file_ending": ".nii.gz",
+        "tsretrain": {
+            "version": __version__,
+            "dictionary": dictionary.to_json(),
+            "split_seed": split["seed"],
+            "test_cases": split["test"],
+        },
+    }
+
+
+def assemble(config: AssembleConfig) -> StepResult:
+    """Write the raw dataset and check it with nnU-Net's own integrity check."""
+    split = json.loads((config.split / "split.json").read_text())
+    dictionary = load_dictionary(config.dictionary)
+    training = sorted(c for fold in split["folds"] for c in fold)
+    test = sorted(split["test"])
+    for case in training + test:
+        manifest = json.loads((config.converted / "cases" / case / MANIFEST).read_text())
+        if manifest["status"] != "ok":
+            raise ValueError(f"case {case} in the split is not converted (status {manifest['status']})")
+        if manifest["dictionary"]["sha256"] != dictionary.sha256:
+            raise ValueError(
+                f"case {case} was converted with another dictionary than {config.dictionary}; re-run convert"
+            )
+    target = config.out / config.folder_name
+    with staged_dir(target) as tmp:
+        for images, labels, cases in (("imagesTr", "labelsTr", training), ("imagesTs", "labelsTs", test)):
+            (tmp / images).mkdir()
+            (tmp / labels).mkdir()
+            for case in cases:
+                source = config.converted / "cases" / case
+                _place(source / image_name(case), tmp / images / image_name(case))
+                _place(source / label_name(case), tmp / labels / label_name(case))
+        atomic_write_text(tmp / "dataset.json", json.dumps(dataset_json(config, len(training), split), indent=1))
+        if config.verify:
+            verify(tmp, config.workers)
+    return StepResult(
+        step="assemble",
+        outputs={"dataset": str(target)},
+        counts={"training": len(training), "test": len(test)},
+    )
+
+
+def verify(folder: Path, workers: int) -> None:
+    """nnU-Net's ``verify_dataset_integrity`` (geometry of image vs label, label values, NaNs)."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    verify_dataset_integrity(str(folder), num_processes=max(1, workers))

@@ -1,0 +1,162 @@
+"""The ``split`` stage: a patient-level, seeded, stratified split into a held-out test set and CV folds.
+
+The test set is drawn first and never enters ``imagesTr``: nnU-Net's fingerprint, planning and
+normalisation see only training cases. The remaining cases are dealt into folds, stratum by stratum, so each
+fold holds a similar mix of GTVp volume bands (and sites, when a clinical sheet is given).
+
+Outputs (``OUT/``): ``split.json`` (test ids, folds, strata, seed), ``splits_final.json`` (nnU-Net's format,
+one ``{"train": [...], "val": [...]}`` per fold) and ``split_report.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tsretrain.conversion.listing import read_listing
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text
+
+GTVP_BANDS_ML = (3.0, 10.0, 30.0)
+"""Upper bounds of the GTVp volume bands (mL): < 3, 3-10, 10-30, >= 30 (small tumours score far lower)."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Configuration of the ``split`` stage."""
+
+    converted: Path  # output folder of ``convert`` (cases.csv)
+    out: Path
+    test_fraction: float = 0.2
+    folds: int = 5
+    seed: int = 12345
+    clinical_csv: Path | None = None  # RADCURE clinical sheet (patient_id, Ds Site, RADCURE-challenge ...)
+    site_column: str = "Ds Site"
+    fixed_split_column: str | None = None  # e.g. "RADCURE-challenge": rows saying "test" form the test set
+
+
+def volume_band(volume_ml: float) -> str:
+    """Name of the GTVp volume band of a volume in mL."""
+    edges = (0.0, *GTVP_BANDS_ML)
+    for low, high in zip(edges, GTVP_BANDS_ML, strict=False):
+        if volume_ml < high:
+            return f"GTVp {low:g}-{high:g} mL"
+    return f"GTVp >= {GTVP_BANDS_ML[-1]:g} mL"
+
+
+def _clinical(path: Path | None) -> dict[str, dict[str, str]]:
+    """Clinical rows by patient id; column names are stripped (RADCURE's carry trailing spaces)."""
+    if path is None:
+        return {}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(handle)]
+    key = next((k for k in ("patient_id", "Patient ID", "PatientID") if rows and k in rows[0]), None)
+    if key is None:
+        raise ValueError(f"{path}: no patient id column (patient_id / Patient ID)")
+    return {row[key]: row for row in rows}
+
+
+def make_split(cases: list[dict[str, str]], config: SplitConfig) -> dict[str, Any]:
+    """Assign each usable case to the test set or to one fold."""
+    clinical = _clinical(config.clinical_csv)
+    strata: dict[str, str] = {}
+    for case in cases:
+        stratum = volume_band(float(case["gtvp_volume_ml"] or 0.0))
+        site = clinical.get(case["patient_id"], {}).get(config.site_column.strip(), "")
+        strata[case["case_id"]] = f"{stratum} | {site}" if site else stratum
+    patients = defaultdict(list)
+    for case in cases:
+        patients[case["patient_id"]].append(case["case_id"])
+    rng = np.random.default_rng(config.seed)
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for patient in sorted(patients):
+        by_stratum[strata[patients[patient][0]]].append(patient)
+
+    test_patients: list[str] = []
+    if config.fixed_split_column:
+        column = config.fixed_split_column.strip()
+        missing = [p for p in patients if column not in clinical.get(p, {})]
+        if missing:
+            raise ValueError(f"fixed split: {len(missing)} patient(s) lack column {column!r}, e.g. {missing[:3]}")
+        test_patients = sorted(p for p in patients if clinical[p][column].lower().startswith("test"))
+    else:
+        owed = 0.0
+        for stratum in sorted(by_stratum):
+            members = list(by_stratum[stratum])
+            rng.shuffle(members)
+            owed += config.test_fraction * len(members)
+            take = min(len(members), round(owed))
+            owed -= take
+            test_patients += members[:take]
+    test = set(test_patients)
+    folds: list[list[str]] = [[] for _ in range(config.folds)]
+    dealer = 0
+    for stratum in sorted(by_stratum):
+        members = [p for p in by_stratum[stratum] if p not in test]
+        rng.shuffle(members)
+        for patient in members:
+            folds[dealer % config.folds].extend(patients[patient])
+            dealer += 1
+    test_cases = sorted(c for p in test for c in patients[p])
+    return {
+        "format": "tsretrain-split/1",
+        "seed": config.seed,
+        "test_fraction": config.test_fraction,
+        "fixed_split_column": config.fixed_split_column,
+        "test": test_cases,
+        "folds": [sorted(f) for f in folds],
+        "strata": strata,
+    }
+
+
+def nnunet_splits(split: dict[str, Any]) -> list[dict[str, list[str]]]:
+    """``splits_final.json``: per fold, validation = that fold, training = the other folds."""
+    folds: list[list[str]] = split["folds"]
+    return [
+        {"train": sorted(c for m, other in enumerate(folds) if m != n for c in other), "val": sorted(fold)}
+        for n, fold in enumerate(folds)
+    ]
+
+
+def report(split: dict[str, Any]) -> str:
+    """A Markdown summary: sizes, strata per part, test ids."""
+    parts = {"test": split["test"], **{f"fold {n}": f for n, f in enumerate(split["folds"])}}
+    strata = sorted(set(split["strata"].values()))
+    total = sum(len(p) for p in parts.values())
+    lines = [
+        "# Split",
+        "",
+        f"Seed {split['seed']}; {total} cases; test {len(split['test'])} "
+        f"({100 * len(split['test']) / max(total, 1):.1f} %), {len(split['folds'])} cross-validation folds.",
+        "",
+        "| part | cases | " + " | ".join(strata) + " |",
+        "|---|---|" + "---|" * len(strata),
+    ]
+    for name, members in parts.items():
+        counts = Counter(split["strata"][c] for c in members)
+        lines.append(f"| {name} | {len(members)} | " + " | ".join(str(counts[s]) for s in strata) + " |")
+    lines += ["", "Test cases: " + ", ".join(split["test"]), ""]
+    return "\n".join(lines)
+
+
+def run_split(config: SplitConfig) -> StepResult:
+    """Split the cases with status ok in the conversion listing."""
+    rows = [r for r in read_listing(config.converted / "cases.csv") if r["status"] == "ok"]
+    if len(rows) < config.folds + 1:
+        raise ValueError(f"{len(rows)} usable case(s): a {config.folds}-fold split needs at least {config.folds + 1}")
+    split = make_split(rows, config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config.out / "split.json", json.dumps(split, indent=1))
+    atomic_write_text(config.out / "splits_final.json", json.dumps(nnunet_splits(split), indent=1))
+    atomic_write_text(config.out / "split_report.md", report(split))
+    return StepResult(
+        step="split",
+        outputs={"split": str(config.out / "split.json"), "splits_final": str(config.out / "splits_final.json")},
+        counts={"test": len(split["test"]), "train": sum(len(f) for f in split["folds"]), "folds": config.folds},
+    )

@@ -1,0 +1,1 @@
+"""The pipeline definition: stages in order, their configuration, and the local runner."""

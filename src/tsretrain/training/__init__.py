@@ -1,0 +1,1 @@
+"""nnU-Net v2 planning, preprocessing, fold training and prediction, with tsretrain's trainers."""

@@ -1,0 +1,52 @@
+"""How nnU-Net finds tsretrain's trainers, at training and at prediction time.
+
+nnU-Net looks a trainer up by name by importing every module of ``nnunetv2.training.nnUNetTrainer``; some of
+them import timm/torchvision, which may be absent or broken beside a given torch (it is, beside the CPU
+torch of the local install). tsretrain therefore resolves names itself first: its own trainers and nnU-Net's
+base trainers by direct import, anything else through nnU-Net's walk. ``install()`` puts this resolver into
+the two places nnU-Net calls (training entry and predictor), so a checkpoint that names a tsretrain trainer
+loads anywhere tsretrain is installed. For plain ``nnUNetv2_train`` set ``nnUNet_extTrainer`` to
+:func:`ext_trainer_path` (``tsretrain nnunet-env`` prints it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def find_trainer(name: str) -> Any:
+    """The trainer class of that name."""
+    from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
+
+    if name in TRAINERS:
+        return TRAINERS[name]
+    if name == "nnUNetTrainer":
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        return nnUNetTrainer
+    if name == "nnUNetTrainerNoMirroring":
+        from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+            nnUNetTrainerNoMirroring,
+        )
+
+        return nnUNetTrainerNoMirroring
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(name)
+
+
+def install() -> None:
+    """Make nnU-Net's training entry and predictor use :func:`find_trainer`."""
+    import nnunetv2.inference.predict_from_raw_data as predict_module
+    import nnunetv2.run.run_training as training_module
+
+    predict_module.recursive_find_trainer_class_by_name = find_trainer
+    training_module.recursive_find_trainer_class_by_name = find_trainer
+
+
+def ext_trainer_path() -> str:
+    """The folder to put in ``nnUNet_extTrainer`` so plain ``nnUNetv2_train -tr nnUNetTrainerTsr`` works."""
+    from tsretrain.training import nnunet_trainers
+
+    return os.path.dirname(nnunet_trainers.__file__)

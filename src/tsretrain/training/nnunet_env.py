@@ -1,0 +1,45 @@
+"""nnU-Net's folders and process settings, set in the environment before nnU-Net reads them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsretrain.training.resources import cpu_quota
+
+
+@dataclass(frozen=True)
+class NnunetFolders:
+    """The three nnU-Net folders under one work root."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "nnUNet_raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "nnUNet_preprocessed"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "nnUNet_results"
+
+    def activate(self) -> None:
+        """Point nnU-Net at these folders; worker counts come from the CPU quota unless already set."""
+        for name, path in (
+            ("nnUNet_raw", self.raw),
+            ("nnUNet_preprocessed", self.preprocessed),
+            ("nnUNet_results", self.results),
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+            os.environ[name] = str(path)
+        cpus = cpu_quota()
+        os.environ.setdefault("nnUNet_n_proc_DA", str(max(1, cpus - 1) if cpus > 2 else cpus))
+        os.environ.setdefault("nnUNet_def_n_proc", str(cpus))
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    return f"Dataset{dataset_id:03d}_{name}"

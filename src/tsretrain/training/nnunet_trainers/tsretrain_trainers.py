@@ -1,0 +1,149 @@
+"""nnU-Net trainers shipped by tsretrain.
+
+All of them train with mirroring off (left/right organs must not be swapped), write a checkpoint every
+``TSRETRAIN_SAVE_EVERY`` epochs (default 5) atomically, and take their epoch count from
+``TSRETRAIN_EPOCHS`` when set. They are found by ``tsretrain train``/``predict`` directly and by plain
+``nnUNetv2_train`` through ``nnUNet_extTrainer`` (``tsretrain nnunet-env`` prints the setting).
+
+- ``nnUNetTrainerTsr``: the default.
+- ``nnUNetTrainerTsrTiny``: a few iterations per epoch, for the demo and CI on a CPU.
+- ``nnUNetTrainerTsrGTVpWeighted``: cross-entropy with GTVp weighted ``TSRETRAIN_GTVP_WEIGHT`` (default 5).
+- ``nnUNetTrainerTsrGTVpFocal``: Dice + focal loss (gamma ``TSRETRAIN_FOCAL_GAMMA``, default 2), GTVp up-weighted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+    nnUNetTrainerNoMirroring,
+)
+from torch import nn
+from torch.nn import functional
+
+CheckpointHook = Callable[[str], None]
+CUDA = torch.device("cuda")  # nnU-Net's default device
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
+    """Mirroring off, atomic checkpoints every N epochs, an optional hook after each checkpoint."""
+
+    checkpoint_hook: CheckpointHook | None = None
+
+    def __init__(
+        self,
+        plans: dict[str, Any],
+        configuration: str,
+        fold: int,
+        dataset_json: dict[str, Any],
+        device: torch.device = CUDA,
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.save_every = _env_int("TSRETRAIN_SAVE_EVERY", 5)
+        if "TSRETRAIN_EPOCHS" in os.environ:
+            self.num_epochs: int = _env_int("TSRETRAIN_EPOCHS", 1000)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed (a kill never leaves half a file)."""
+        tmp = f"{filename}.{os.getpid()}.tmp"
+        super().save_checkpoint(tmp)
+        if os.path.isfile(tmp):
+            os.replace(tmp, filename)
+            if type(self).checkpoint_hook is not None:
+                type(self).checkpoint_hook(filename)  # type: ignore[misc]
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.print_to_log_file(f"tsretrain: starting at epoch {self.current_epoch} of {self.num_epochs}")
+
+
+class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
+    """For CPU demos and tests: 4 training and 2 validation iterations per epoch, 3 epochs unless set."""
+
+    def __init__(
+        self,
+        plans: dict[str, Any],
+        configuration: str,
+        fold: int,
+        dataset_json: dict[str, Any],
+        device: torch.device = CUDA,
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_iterations_per_epoch = _env_int("TSRETRAIN_ITERATIONS", 4)
+        self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 2)
+        self.num_epochs = _env_int("TSRETRAIN_EPOCHS", 3)
+        self.save_every = _env_int("TSRETRAIN_SAVE_EVERY", 1)
+
+
+def class_weights(dataset_json: dict[str, Any], device: torch.device, gtvp_weight: float) -> torch.Tensor:
+    """One weight per output class, ``gtvp_weight`` for GTVp, 1 elsewhere."""
+    labels = dataset_json["labels"]
+    weights = torch.ones(max(int(v) for v in labels.values()) + 1, device=device)
+    if "GTVp" in labels:
+        weights[int(labels["GTVp"])] = gtvp_weight
+    return weights
+
+
+def _replace_ce(loss: nn.Module, ce: nn.Module) -> nn.Module:
+    inner = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+    inner.ce = ce
+    return loss
+
+
+class WeightedCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy on nnU-Net's float targets of shape (b, x, y, z) or (b, 1, x, y, z)."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == input.ndim:
+            target = target[:, 0]
+        return super().forward(input, target.long())
+
+
+class FocalCrossEntropy(nn.Module):
+    """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_t)^gamma, with class weights."""
+
+    def __init__(self, weight: torch.Tensor, gamma: float) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.weight: torch.Tensor
+        self.gamma = gamma
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == input.ndim:
+            target = target[:, 0]
+        target = target.long()
+        log_p = functional.log_softmax(input, dim=1)
+        log_pt = log_p.gather(1, target.unsqueeze(1)).squeeze(1)
+        ce = -log_pt * self.weight[target]
+        return ((1 - log_pt.exp()) ** self.gamma * ce).sum() / self.weight[target].sum()
+
+
+class nnUNetTrainerTsrGTVpWeighted(nnUNetTrainerTsr):
+    """Class-weighted cross-entropy: GTVp counts ``TSRETRAIN_GTVP_WEIGHT`` times (default 5)."""
+
+    def _build_loss(self) -> nn.Module:
+        weight = class_weights(self.dataset_json, self.device, float(os.environ.get("TSRETRAIN_GTVP_WEIGHT", 5)))
+        return _replace_ce(super()._build_loss(), WeightedCrossEntropy(weight=weight))
+
+
+class nnUNetTrainerTsrGTVpFocal(nnUNetTrainerTsr):
+    """Dice + focal cross-entropy with GTVp up-weighted."""
+
+    def _build_loss(self) -> nn.Module:
+        weight = class_weights(self.dataset_json, self.device, float(os.environ.get("TSRETRAIN_GTVP_WEIGHT", 5)))
+        gamma = float(os.environ.get("TSRETRAIN_FOCAL_GAMMA", 2))
+        return _replace_ce(super()._build_loss(), FocalCrossEntropy(weight, gamma))
+
+
+TRAINERS = {
+    cls.__name__: cls
+    for cls in (nnUNetTrainerTsr, nnUNetTrainerTsrTiny, nnUNetTrainerTsrGTVpWeighted, nnUNetTrainerTsrGTVpFocal)
+}

@@ -1,0 +1,81 @@
+"""The ``predict`` stage: the ensemble of trained folds on the held-out test set, plus each fold's
+validation predictions, into one output folder.
+
+Outputs: ``OUT/test/<case>.nii.gz`` (ensemble), ``OUT/validation/fold_<k>/<case>.nii.gz``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsretrain.steps import StepResult
+from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
+from tsretrain.training.resources import cpu_quota
+from tsretrain.training.train import _device
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Configuration of the ``predict`` stage."""
+
+    work: Path
+    out: Path
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    dataset_id: int = 366
+    dataset_name: str = "TotalSegmentator"
+    configuration: str = "3d_fullres"
+    trainer: str = "nnUNetTrainerTsr"
+    plans: str = "nnUNetPlans"
+    device: str = "auto"
+    tta: bool = False  # mirroring test-time augmentation; off: the trainers learn without mirroring
+    step_size: float = 0.5
+
+
+def predict(config: PredictConfig) -> StepResult:
+    folders = NnunetFolders(config.work)
+    folders.activate()
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from tsretrain.training import discovery
+
+    discovery.install()
+    name = dataset_folder_name(config.dataset_id, config.dataset_name)
+    model = folders.results / name / f"{config.trainer}__{config.plans}__{config.configuration}"
+    missing = [f for f in config.folds if not (model / f"fold_{f}" / "checkpoint_final.pth").is_file()]
+    if missing:
+        raise FileNotFoundError(f"folds {missing} have no checkpoint_final.pth under {model}; train them first")
+    predictor = nnUNetPredictor(
+        tile_step_size=config.step_size,
+        use_gaussian=True,
+        use_mirroring=config.tta,
+        device=_device(config.device),
+        verbose=False,
+        allow_tqdm=False,
+    )
+    predictor.initialize_from_trained_model_folder(
+        str(model), use_folds=config.folds, checkpoint_name="checkpoint_final.pth"
+    )
+    test_out = config.out / "test"
+    test_out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(2, cpu_quota()))
+    predictor.predict_from_files(
+        str(folders.raw / name / "imagesTs"),
+        str(test_out),
+        save_probabilities=False,
+        overwrite=True,
+        num_processes_preprocessing=workers,
+        num_processes_segmentation_export=workers,
+    )
+    validated = 0
+    for fold in config.folds:
+        source = model / f"fold_{fold}" / "validation"
+        if source.is_dir():
+            shutil.copytree(source, config.out / "validation" / f"fold_{fold}", dirs_exist_ok=True)
+            validated += 1
+    return StepResult(
+        "predict",
+        {"test": str(test_out), "validation": str(config.out / "validation")},
+        {"test_cases": len(list(test_out.glob("*.nii.gz"))), "folds": len(config.folds), "validated_folds": validated},
+    )

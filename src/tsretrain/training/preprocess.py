@@ -1,0 +1,185 @@
+"""The ``preprocess`` stage: nnU-Net's fingerprint, planner and preprocessing, on training cases only.
+
+- planner: nnU-Net's default, or the ResEnc M/L presets;
+- configurations: ``3d_fullres`` unless asked; ``--tiny`` adds ``3d_tiny`` (patch 32 x 64 x 64, 4 stages of
+  8-64 features) that reuses the 3d_fullres data, for the demo and CI on a CPU;
+- overrides (batch size, patch size, target spacing) are written as a named plans variant, never over
+  nnU-Net's own plans;
+- preprocessing processes are sized from the memory limit as well as the CPUs;
+- ``splits_final.json`` of the split stage is put where nnU-Net reads it (patients never cross folds);
+- a planning summary (spacing, median shape, patch and batch size, network) for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
+from tsretrain.training.resources import cpu_quota, memory_limit_bytes
+
+PLANNERS = {
+    "default": "ExperimentPlanner",
+    "resenc-m": "nnUNetPlannerResEncM",
+    "resenc-l": "nnUNetPlannerResEncL",
+}
+TINY = "3d_tiny"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Configuration of the ``preprocess`` stage."""
+
+    work: Path  # nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results)
+    split: Path  # folder with splits_final.json
+    dataset_id: int = 366
+    dataset_name: str = "TotalSegmentator"
+    planner: str = "default"
+    configurations: tuple[str, ...] = ("3d_fullres",)
+    plans_name: str | None = None  # name of the variant holding the overrides
+    batch_size: int | None = None
+    patch_size: tuple[int, int, int] | None = None
+    target_spacing: tuple[float, float, float] | None = None
+    tiny: bool = False
+    workers: int = 0  # 0: from CPUs and memory
+
+
+def preprocessing_workers(median_voxels: float, requested: int = 0) -> int:
+    """Processes that fit: about 12 float32 copies of a median case per process, plus 1 GiB, within the limit."""
+    cpus = requested or cpu_quota()
+    per_process = 12 * 4 * median_voxels + 2**30
+    return max(1, min(cpus, int(memory_limit_bytes() * 0.8 // per_process)))
+
+
+def tiny_configuration(fullres: dict[str, Any]) -> dict[str, Any]:
+    """A CPU-sized configuration on the 3d_fullres data: 4 stages, 8-64 features, patch 32 x 64 x 64."""
+    arch = json.loads(json.dumps(fullres["architecture"]))
+    kwargs = arch["arch_kwargs"]
+    stages = 4
+    kwargs["n_stages"] = stages
+    kwargs["features_per_stage"] = [8, 16, 32, 64]
+    for key in ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage"):
+        if key in kwargs:
+            kwargs[key] = kwargs[key][:stages]
+    if "n_conv_per_stage_decoder" in kwargs:
+        kwargs["n_conv_per_stage_decoder"] = kwargs["n_conv_per_stage_decoder"][: stages - 1]
+    patch = [min(32, fullres["patch_size"][0]), 64, 64]
+    return {"inherits_from": "3d_fullres", "patch_size": patch, "batch_size": 2, "architecture": arch}
+
+
+def apply_overrides(plans: dict[str, Any], config: PreprocessConfig) -> dict[str, Any]:
+    """The plans variant: overrides on 3d_fullres, a data folder of its own when the spacing changes."""
+    plans = json.loads(json.dumps(plans))
+    plans["plans_name"] = config.plans_name
+    fullres = plans["configurations"]["3d_fullres"]
+    if config.batch_size:
+        fullres["batch_size"] = config.batch_size
+    if config.patch_size:
+        fullres["patch_size"] = list(config.patch_size)
+    if config.target_spacing:
+        fullres["spacing"] = list(config.target_spacing)
+        fullres["data_identifier"] = f"{config.plans_name}_3d_fullres"
+    return plans
+
+
+def summary(plans: dict[str, Any], fingerprint: dict[str, Any], configurations: tuple[str, ...]) -> dict[str, Any]:
+    """What the report shows of planning."""
+    out: dict[str, Any] = {
+        "plans_name": plans["plans_name"],
+        "original_median_spacing": fingerprint.get("spacings") and _median(fingerprint["spacings"]),
+        "original_median_shape": fingerprint.get("shapes_after_crop") and _median(fingerprint["shapes_after_crop"]),
+        "n_training_cases": len(fingerprint.get("spacings", [])),
+        "configurations": {},
+    }
+    for name in configurations:
+        c = dict(plans["configurations"][name])
+        if "inherits_from" in c:
+            c = {**plans["configurations"][c["inherits_from"]], **c}
+        arch = c["architecture"]
+        out["configurations"][name] = {
+            "spacing": c["spacing"],
+            "median_image_size_in_voxels": c.get("median_image_size_in_voxels"),
+            "patch_size": c["patch_size"],
+            "batch_size": c["batch_size"],
+            "network": arch["network_class_name"].rsplit(".", 1)[-1],
+            "features_per_stage": arch["arch_kwargs"].get("features_per_stage"),
+            "normalization": c.get("normalization_schemes"),
+        }
+    return out
+
+
+def _median(values: list[list[float]]) -> list[float]:
+    import numpy as np
+
+    return [float(v) for v in np.median(np.asarray(values, dtype=float), axis=0)]
+
+
+def preprocess(config: PreprocessConfig) -> StepResult:
+    """Fingerprint, plan and preprocess the assembled dataset."""
+    if config.planner not in PLANNERS:
+        raise ValueError(f"planner must be one of {sorted(PLANNERS)}")
+    overrides = config.batch_size or config.patch_size or config.target_spacing
+    if overrides and not config.plans_name:
+        raise ValueError("plan overrides need --plans-name (a named variant; nnU-Net's own plans stay untouched)")
+    folders = NnunetFolders(config.work)
+    folders.activate()
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiments,
+    )
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        preprocess as nnunet_preprocess,
+    )
+
+    name = dataset_folder_name(config.dataset_id, config.dataset_name)
+    target = folders.preprocessed / name
+    raw_cases = len(list((folders.raw / name / "imagesTr").glob("*.nii.gz")))
+    extract_fingerprints(
+        [config.dataset_id], num_processes=cpu_quota(), check_dataset_integrity=True, show_progress_bar=False
+    )
+    fingerprint = json.loads((target / "dataset_fingerprint.json").read_text())
+    plans_identifier = plan_experiments([config.dataset_id], PLANNERS[config.planner])
+    plans = json.loads((target / f"{plans_identifier}.json").read_text())
+    if overrides:
+        plans = apply_overrides(plans, config)
+        plans_identifier = str(config.plans_name)
+    configurations = tuple(config.configurations)
+    if config.tiny:
+        plans["configurations"][TINY] = tiny_configuration(plans["configurations"]["3d_fullres"])
+        configurations = tuple(dict.fromkeys((*configurations, "3d_fullres")))
+    atomic_write_text(target / f"{plans_identifier}.json", json.dumps(plans, indent=1))
+    shutil.copyfile(config.split / "splits_final.json", target / "splits_final.json")
+
+    median = fingerprint["shapes_after_crop"]
+    voxels = float(_median(median)[0] * _median(median)[1] * _median(median)[2]) if median else 512.0**2 * 200
+    workers = preprocessing_workers(voxels, config.workers)
+    nnunet_preprocess(
+        [config.dataset_id],
+        plans_identifier,
+        configurations=configurations,
+        num_processes=[workers] * len(configurations),
+        show_progress_bar=False,
+    )
+    shown = configurations + ((TINY,) if config.tiny else ())
+    result = summary(plans, fingerprint, shown)
+    result.update(
+        plans_identifier=plans_identifier,
+        planner=config.planner,
+        preprocessing_workers=workers,
+        raw_training_cases=raw_cases,
+    )
+    atomic_write_text(target / "planning_summary.json", json.dumps(result, indent=1))
+    return StepResult(
+        step="preprocess",
+        outputs={
+            "preprocessed": str(target),
+            "plans": str(target / f"{plans_identifier}.json"),
+            "summary": str(target / "planning_summary.json"),
+        },
+        counts={"training_cases": raw_cases, "workers": workers},
+    )

@@ -1,0 +1,167 @@
+"""The ``train`` stage: one nnU-Net fold, resumable after preemption.
+
+A fold restarted after a kill loses at most the epochs since its last checkpoint: the trainer writes
+``checkpoint_latest.pth`` atomically every ``save_every`` epochs, and a re-run continues from it (nnU-Net's
+``--c``). With ``store`` set, the fold's checkpoints, logs and progress are mirrored there after every save
+and restored from there before training, so a pod that lands on a fresh node resumes too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
+from tsretrain.training.resources import cpu_quota
+from tsretrain.ui import log
+
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+MIRRORED = ("*.pth", "training_log_*.txt", "progress.png", "progress.json", "debug.json")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Configuration of the ``train`` stage (one fold)."""
+
+    work: Path
+    fold: int
+    dataset_id: int = 366
+    dataset_name: str = "TotalSegmentator"
+    configuration: str = "3d_fullres"
+    trainer: str = "nnUNetTrainerTsr"
+    plans: str = "nnUNetPlans"
+    epochs: int | None = None
+    save_every: int = 5
+    device: str = "auto"
+    pretrained_weights: Path | None = None
+    store: Path | None = None
+    validate: bool = True
+
+    def fold_folder(self) -> Path:
+        name = dataset_folder_name(self.dataset_id, self.dataset_name)
+        model = f"{self.trainer}__{self.plans}__{self.configuration}"
+        return NnunetFolders(self.work).results / name / model / f"fold_{self.fold}"
+
+
+def _mirror(source: Path, target: Path) -> None:
+    """Copy the fold's checkpoints, logs and progress to target, each file atomically."""
+    target.mkdir(parents=True, exist_ok=True)
+    for pattern in MIRRORED:
+        for path in source.glob(pattern):
+            tmp = target / f".{path.name}.tmp"
+            shutil.copy2(path, tmp)
+            os.replace(tmp, target / path.name)
+
+
+def restore(config: TrainConfig) -> None:
+    """Bring the stored checkpoint back to local disk when it is newer than the local one."""
+    if config.store is None or not config.store.is_dir():
+        return
+    local = config.fold_folder()
+    for name in CHECKPOINTS[:2]:
+        stored = config.store / name
+        if stored.is_file() and (
+            not (local / name).is_file() or stored.stat().st_mtime > (local / name).stat().st_mtime
+        ):
+            log.info("restoring %s from %s", name, config.store)
+            _mirror(config.store, local)
+            return
+
+
+def progress_of(trainer: Any) -> dict[str, Any]:
+    """Epoch, losses, pseudo-Dice, learning rate and epoch times so far (from nnU-Net's logger)."""
+    logged = trainer.logger.get_checkpoint()
+    starts, ends = logged.get("epoch_start_timestamps", []), logged.get("epoch_end_timestamps", [])
+    return {
+        "epoch": int(trainer.current_epoch),
+        "num_epochs": int(trainer.num_epochs),
+        "train_losses": [float(v) for v in logged.get("train_losses", [])],
+        "val_losses": [float(v) for v in logged.get("val_losses", [])],
+        "pseudo_dice": [[float(x) for x in v] for v in logged.get("dice_per_class_or_region", [])],
+        "ema_fg_dice": [float(v) for v in logged.get("ema_fg_dice", [])],
+        "learning_rates": [float(v) for v in logged.get("lrs", [])],
+        "epoch_seconds": [float(e - s) for s, e in zip(starts, ends, strict=False)],
+    }
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        torch.set_num_threads(cpu_quota())
+    return torch.device(name)
+
+
+def train(config: TrainConfig) -> StepResult:
+    """Train (or resume, or skip when finished) one fold."""
+    folders = NnunetFolders(config.work)
+    folders.activate()
+    os.environ["TSRETRAIN_SAVE_EVERY"] = str(config.save_every)
+    if config.epochs is not None:
+        os.environ["TSRETRAIN_EPOCHS"] = str(config.epochs)
+    restore(config)
+    local = config.fold_folder()
+    started = time.time()
+    if (local / "checkpoint_final.pth").is_file() and (not config.validate or (local / "validation").is_dir()):
+        log.info("fold %d already trained (%s); nothing to do", config.fold, local)
+        return StepResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
+
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    from tsretrain.training import discovery
+
+    discovery.install()
+    trainer_class = discovery.find_trainer(config.trainer)
+
+    def on_checkpoint(trainer: Any, filename: str) -> None:
+        atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
+        if config.store is not None:
+            _mirror(local, config.store)
+
+    resume = any((local / name).is_file() for name in CHECKPOINTS)
+    trainer = get_trainer_from_args(
+        str(config.dataset_id),
+        config.configuration,
+        config.fold,
+        config.trainer,
+        config.plans,
+        continue_training=resume,
+        device=_device(config.device),
+    )
+    if hasattr(trainer_class, "checkpoint_hook"):
+        trainer_class.checkpoint_hook = lambda filename: on_checkpoint(trainer, filename)
+    maybe_load_checkpoint(
+        trainer, resume, False, str(config.pretrained_weights) if config.pretrained_weights and not resume else None
+    )
+    first_epoch = int(trainer.current_epoch)
+    log.info(
+        "fold %d: %s from epoch %d of %d (DA workers %s)",
+        config.fold,
+        "resuming" if resume else "training",
+        first_epoch,
+        trainer.num_epochs,
+        os.environ["nnUNet_n_proc_DA"],  # noqa: SIM112 (nnU-Net's name)
+    )
+    trainer.run_training()
+    atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
+    if config.validate:
+        trainer.perform_actual_validation(False)
+    if config.store is not None:
+        _mirror(local, config.store)
+        validation = local / "validation"
+        if validation.is_dir():
+            shutil.copytree(validation, config.store / "validation", dirs_exist_ok=True)
+    return StepResult(
+        "train",
+        {"fold": str(local)},
+        {"fold": config.fold, "resumed_from_epoch": first_epoch, "seconds": int(time.time() - started)},
+    )
