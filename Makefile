@@ -10,11 +10,11 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test lint typecheck unit bench clean
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -287,3 +287,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The nnU-Net stage on a tiny synthetic dataset: assembly, planning, training, resume and prediction (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from tsretrain.conversion.convert import ConvertConfig, convert
+from tsretrain.dataset.assemble import AssembleConfig, assemble
+from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.synth.cohort import SynthConfig, generate
+from tsretrain.training import discovery
+from tsretrain.training.nnunet_env import NnunetFolders
+from tsretrain.training.predict import PredictConfig, predict
+from tsretrain.training.preprocess import PreprocessConfig, preprocess
+from tsretrain.training.train import TrainConfig, train
+
+NAME = "Dataset366_TotalSegmentator"
+TINY = {"configuration": "3d_tiny", "trainer": "nnUNetTrainerTsrTiny", "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic cohort -> converted -> split -> assembled -> preprocessed (with 3d_tiny)."""
+    root = tmp_path_factory.mktemp("nnunet")
+    generate(
+        SynthConfig(
+            out=root / "cohort", cases=9, seed=3, rows=80, columns=80, slices=24, pixel_spacing=2.4, slice_thickness=5.0
+        )
+    )
+    convert(ConvertConfig(root / "cohort" / "dicom", root / "converted", workers=2))
+    run_split(SplitConfig(root / "converted", root / "split", test_fraction=0.2, folds=3))
+    NnunetFolders(root / "work").activate()
+    assemble(AssembleConfig(root / "converted", root / "split", root / "work" / "nnUNet_raw"))
+    preprocess(PreprocessConfig(root / "work", root / "split", tiny=True))
+    return root
+
+
+def test_test_cases_never_reach_training_or_planning(prepared: Path) -> None:
+    split = json.loads((prepared / "split" / "split.json").read_text())
+    raw = prepared / "work" / "nnUNet_raw" / NAME
+    train_ids = {p.name.removesuffix("_0000.nii.gz") for p in (raw / "imagesTr").iterdir()}
+    test_ids = {p.name.removesuffix("_0000.nii.gz") for p in (raw / "imagesTs").iterdir()}
+    assert test_ids == set(split["test"]) and not train_ids & test_ids
+    assert train_ids == {c for fold in split["folds"] for c in fold}
+    dataset = json.loads((raw / "dataset.json").read_text())
+    assert dataset["numTraining"] == len(train_ids) and dataset["labels"]["GTVp"] == 1
+    assert dataset["channel_names"] == {"0": "CT"}
+    pre = prepared / "work" / "nnUNet_preprocessed" / NAME
+    fingerprint = json.loads((pre / "dataset_fingerprint.json").read_text())
+    assert len(fingerprint["spacings"]) == len(train_ids)
+    preprocessed_ids = {p.name.split(".")[0] for p in (pre / "nnUNetPlans_3d_fullres").iterdir()}
+    assert not preprocessed_ids & test_ids
+    splits = json.loads((pre / "splits_final.json").read_text())
+    assert splits == json.loads((prepared / "split" / "splits_final.json").read_text())
+
+
+def test_planning_summary_and_tiny_configuration(prepared: Path) -> None:
+    pre = prepared / "work" / "nnUNet_preprocessed" / NAME
+    summary = json.loads((pre / "planning_summary.json").read_text())
+    assert summary["configurations"]["3d_fullres"]["spacing"] == pytest.approx([5.0, 2.4, 2.4], rel=1e-5)
+    tiny = summary["configurations"]["3d_tiny"]
+    assert tiny["features_per_stage"] == [8, 16, 32, 64] and tiny["patch_size"][1:] == [64, 64]
+
+
+def test_plan_overrides_make_a_named_variant(prepared: Path) -> None:
+    result = preprocess(
+        PreprocessConfig(prepared / "work", prepared / "split", batch_size=3, plans_name="nnUNetPlansBs3")
+    )
+    pre = prepared / "work" / "nnUNet_preprocessed" / NAME
+    assert json.loads((pre / "nnUNetPlansBs3.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 3
+    assert json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 2
+    assert result.outputs["plans"].endswith("nnUNetPlansBs3.json")
+    with pytest.raises(ValueError, match="plans-name"):
+        preprocess(PreprocessConfig(prepared / "work", prepared / "split", batch_size=3))
+
+
+def test_trainers_are_found_by_tsretrain_and_by_nnunets_external_search() -> None:
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    assert discovery.find_trainer("nnUNetTrainerTsrTiny").__name__ == "nnUNetTrainerTsrTiny"
+    path = discovery.ext_trainer_path()
+    found = recursive_find_python_class(
+        path, "nnUNetTrainerTsrGTVpFocal", None, base_folder=path, cleanup_imports_from_base_folder=True
+    )
+    assert found is not None and found.__name__ == "nnUNetTrainerTsrGTVpFocal"
+
+
+def test_short_training_and_ensemble_prediction(prepared: Path, tmp_path: Path) -> None:
+    for fold in (0, 1):
+        train(TrainConfig(prepared / "work", fold, epochs=2, **TINY))  # type: ignore[arg-type]
+    fold0 = TrainConfig(prepared / "work", 0, **TINY).fold_folder()  # type: ignore[arg-type]
+    checkpoint = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == "nnUNetTrainerTsrTiny"
+    assert checkpoint["inference_allowed_mirroring_axes"] is None  # mirroring off
+    progress = json.loads((fold0 / "progress.json").read_text())
+    assert len(progress["train_losses"]) == 2 and len(progress["epoch_seconds"]) == 2
+    assert (fold0 / "validation" / "summary.json").is_file()
+    again = train(TrainConfig(prepared / "work", 0, epochs=2, **TINY))  # type: ignore[arg-type]
+    assert again.counts["resumed_from_epoch"] == -1  # finished folds are not trained again
+
+    result = predict(PredictConfig(prepared / "work", tmp_path, (0, 1), **TINY))  # type: ignore[arg-type]
+    split = json.loads((prepared / "split" / "split.json").read_text())
+    assert result.counts["test_cases"] == len(split["test"])
+    for case in split["test"]:
+        predicted = sitk.ReadImage(str(tmp_path / "test" / f"{case}.nii.gz"))
+        image = sitk.ReadImage(str(prepared / "converted" / "cases" / case / f"{case}_0000.nii.gz"))
+        assert predicted.GetSize() == image.GetSize()
+        np.testing.assert_allclose(predicted.GetOrigin(), image.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(predicted.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["fold_0", "fold_1"]
+    with pytest.raises(FileNotFoundError, match="train them first"):
+        predict(PredictConfig(prepared / "work", tmp_path, (2,), **TINY))  # type: ignore[arg-type]
+
+
+def _epoch_of(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["current_epoch"])
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_path: Path) -> None:
+    """Kill -9 after a checkpoint; the restart continues from it and finishes; the store has a mirror."""
+    store = tmp_path / "store"
+    command = [
+        sys.executable,
+        "-m",
+        "tsretrain.cli",
+        "train",
+        "--work",
+        str(prepared / "work"),
+        "--fold",
+        "2",
+        "--configuration",
+        "3d_tiny",
+        "--trainer",
+        "nnUNetTrainerTsrTiny",
+        "--device",
+        "cpu",
+        "--epochs",
+        "8",
+        "--save-every",
+        "2",
+        "--store",
+        str(store),
+    ]
+    env = {**os.environ, "TSRETRAIN_ITERATIONS": "2"}
+    fold = TrainConfig(prepared / "work", 2, **TINY).fold_folder()  # type: ignore[arg-type]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = fold / "checkpoint_latest.pth"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.is_file() and _epoch_of(latest) >= 4):
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = _epoch_of(latest)
+    assert 4 <= saved < 8 and not (fold / "checkpoint_final.pth").exists()
+    assert _epoch_of(store / "checkpoint_latest.pth") == saved  # mirrored after the save
+
+    for log in fold.glob("training_log_*.txt"):
+        log.rename(log.with_suffix(".first"))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (second_log,) = fold.glob("training_log_*.txt")
+    assert f"tsretrain: starting at epoch {saved} of 8" in second_log.read_text()
+    assert _epoch_of(fold / "checkpoint_final.pth") == 8
+    assert (store / "checkpoint_final.pth").is_file()
