@@ -1,0 +1,1 @@
+"""Metrics of predictions against reference label maps, their statistics, figures and the run report."""
