@@ -59,6 +59,7 @@ class EvaluateConfig:
     tolerance_mm: float = 2.0
     tolerances: dict[str, float] = field(default_factory=dict)  # per label name
     workers: int = 0
+    surface: bool = True  # HD95 and NSD; off: Dice only
 
 
 def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
@@ -75,9 +76,9 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
-def evaluate_case(args: tuple[str, str, str, list[int], dict[int, float]]) -> list[dict[str, Any]]:
+def evaluate_case(args: tuple[str, str, str, list[int], dict[int, float], bool]) -> list[dict[str, Any]]:
     """All label metrics of one case (run in a worker)."""
-    case, reference_path, prediction_path, labels, tolerances = args
+    case, reference_path, prediction_path, labels, tolerances, surface = args
     reference, ref_image = _read(Path(reference_path))
     prediction, pred_image = _read(Path(prediction_path))
     if not same_grid(ref_image, pred_image):
@@ -85,7 +86,7 @@ def evaluate_case(args: tuple[str, str, str, list[int], dict[int, float]]) -> li
     spacing = tuple(float(s) for s in reversed(ref_image.GetSpacing()))
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
-    for m in case_metrics(reference, prediction, spacing, labels, tolerances):  # type: ignore[arg-type]
+    for m in case_metrics(reference, prediction, spacing, labels, tolerances, surface):  # type: ignore[arg-type]
         rows.append(
             {"case": case, **m.to_json(), "ref_volume_ml": round(m.ref_voxels * voxel_ml, 4), "voxel_ml": voxel_ml}
         )
@@ -114,7 +115,7 @@ def evaluate(config: EvaluateConfig) -> StepResult:
             else f"no predictions (*.nii.gz) in {config.prediction}"
         )
     jobs = [
-        (c, str(config.reference / f"{c}.nii.gz"), str(p), sorted(names), tolerances)
+        (c, str(config.reference / f"{c}.nii.gz"), str(p), sorted(names), tolerances, config.surface)
         for c, p in zip(cases, predictions, strict=True)
     ]
     rows: list[dict[str, Any]] = []

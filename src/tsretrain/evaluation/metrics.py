@@ -89,8 +89,9 @@ def case_metrics(
     spacing: tuple[float, float, float],
     labels: list[int],
     tolerance_mm: dict[int, float] | float = 2.0,
+    surface: bool = True,
 ) -> list[LabelMetrics]:
-    """Metrics of every label; ``spacing`` is per array axis (z, y, x) in mm."""
+    """Metrics of every label; ``spacing`` is per array axis (z, y, x) in mm; ``surface=False``: Dice only."""
     if reference.shape != prediction.shape:
         raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} differ in shape")
     n = max(int(reference.max(initial=0)), int(prediction.max(initial=0)), *labels) + 1
@@ -100,7 +101,9 @@ def case_metrics(
         tp = int(matrix[label, label])
         ref_n, pred_n = int(matrix[label].sum()), int(matrix[:, label].sum())
         tau = tolerance_mm.get(label, 2.0) if isinstance(tolerance_mm, dict) else tolerance_mm
-        if ref_n and pred_n:
+        if ref_n and pred_n and not surface:
+            results.append(LabelMetrics(label, BOTH, 2 * tp / (ref_n + pred_n), math.nan, math.nan, ref_n, pred_n, tp))
+        elif ref_n and pred_n:
             d_ref, d_pred = surface_distances(reference == label, prediction == label, spacing, tau)
             hd95 = max(float(np.percentile(d_ref, 95)), float(np.percentile(d_pred, 95)))
             nsd = float(((d_ref <= tau).sum() + (d_pred <= tau).sum()) / (len(d_ref) + len(d_pred)))
