@@ -30,7 +30,7 @@ from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
 
-STAGES = ("synth", "scan", "convert", "split", "assemble", "preprocess", "train", "predict")
+STAGES = ("synth", "scan", "convert", "split", "assemble", "preprocess", "train", "predict", "evaluate", "report")
 
 
 def default_config() -> dict[str, Any]:
@@ -69,14 +69,17 @@ class Run:
         from tsretrain.conversion.scan import ScanConfig, scan
         from tsretrain.dataset.assemble import AssembleConfig, assemble
         from tsretrain.dataset.split import SplitConfig, run_split
+        from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
+        from tsretrain.evaluation.report import ReportConfig, report
         from tsretrain.synth.cohort import SynthConfig, generate
-        from tsretrain.training.nnunet_env import NnunetFolders
+        from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
         from tsretrain.training.predict import PredictConfig, predict
         from tsretrain.training.preprocess import PreprocessConfig, preprocess
         from tsretrain.training.train import TrainConfig, train
 
         c, f = self.config, self.folder
         dataset = c["dataset"]
+        dataset_folder = dataset_folder_name(dataset["id"], dataset["name"])
         work = f / "nnunet"
         t = c["train"]
 
@@ -95,6 +98,7 @@ class Run:
                         t.get("epochs"),
                         t.get("save_every", 5),
                         t.get("device", "auto"),
+                        iterations=t.get("iterations"),
                     )
                 )
                 counts[f"fold_{fold}_from_epoch"] = result.counts["resumed_from_epoch"]
@@ -135,6 +139,16 @@ class Run:
                     **c["predict"],
                 )
             ),
+            "evaluate": lambda: evaluate(
+                EvaluateConfig(
+                    NnunetFolders(work).raw / dataset_folder / "labelsTs",
+                    f / "predictions" / "test",
+                    f / "evaluation",
+                    c["dictionary"],
+                    **c["evaluate"],
+                )
+            ),
+            "report": lambda: report(ReportConfig(f, f / "report", dataset_folder, synthetic=not c.get("input"))),
         }
 
     def stage_hash(self, stage: str) -> str:

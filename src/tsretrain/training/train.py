@@ -43,6 +43,7 @@ class TrainConfig:
     pretrained_weights: Path | None = None
     store: Path | None = None
     validate: bool = True
+    iterations: int | None = None  # iterations per epoch of the tiny trainer
 
     def fold_folder(self) -> Path:
         name = dataset_folder_name(self.dataset_id, self.dataset_name)
@@ -79,7 +80,15 @@ def progress_of(trainer: Any) -> dict[str, Any]:
     """Epoch, losses, pseudo-Dice, learning rate and epoch times so far (from nnU-Net's logger)."""
     logged = trainer.logger.get_checkpoint()
     starts, ends = logged.get("epoch_start_timestamps", []), logged.get("epoch_end_timestamps", [])
+    device = str(trainer.device)
+    name = "CPU"
+    if device.startswith("cuda"):
+        import torch
+
+        name = torch.cuda.get_device_name(trainer.device)
     return {
+        "device": device,
+        "device_name": name,
         "epoch": int(trainer.current_epoch),
         "num_epochs": int(trainer.num_epochs),
         "train_losses": [float(v) for v in logged.get("train_losses", [])],
@@ -108,6 +117,8 @@ def train(config: TrainConfig) -> StepResult:
     os.environ["TSRETRAIN_SAVE_EVERY"] = str(config.save_every)
     if config.epochs is not None:
         os.environ["TSRETRAIN_EPOCHS"] = str(config.epochs)
+    if config.iterations is not None:
+        os.environ["TSRETRAIN_ITERATIONS"] = str(config.iterations)
     restore(config)
     local = config.fold_folder()
     started = time.time()

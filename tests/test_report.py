@@ -1,0 +1,75 @@
+"""A whole small run, end to end on the CPU: the report has every section and the numbers of the CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tsretrain.evaluation.report import fmt
+from tsretrain.pipeline.runner import run
+
+SECTIONS = [
+    "1. Dataset exploration",
+    "2. Split",
+    "3. Planning",
+    "4. Training",
+    "5. Test set evaluation",
+    "6. Case review",
+    "7. Comparison with published GTVp results",
+    "8. Provenance",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("run")
+    config = folder / "run.yaml"
+    config.write_text(
+        "synth: {cases: 9, seed: 4, edge_cases: false, rows: 72, columns: 72, slices: 20, pixel_spacing: 2.6,"
+        " slice_thickness: 6.0}\n"
+        "split: {folds: 3}\n"
+        "train: {folds: [0], epochs: 2, iterations: 2, device: cpu}\n"
+    )
+    run(folder / "run", config)
+    return folder / "run"
+
+
+def test_report_has_every_section_and_embedded_images(finished_run: Path) -> None:
+    markdown = (finished_run / "report" / "report.md").read_text()
+    html = (finished_run / "report" / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in markdown and f"<h2>{section}</h2>" in html
+    assert html.count("data:image/png;base64,") >= 4 and "src='figures/" not in html
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (finished_run / "report" / image).is_file()
+
+
+def test_report_numbers_equal_the_csvs(finished_run: Path) -> None:
+    markdown = (finished_run / "report" / "report.md").read_text()
+    summary = json.loads((finished_run / "evaluation" / "summary.json").read_text())
+    assert f"Average Dice across all structures: {fmt(summary['average_dice_all_structures'])}" in markdown
+    gtvp = summary["gtvp"]
+    assert f"| mean Dice | {fmt(gtvp['mean'])} |" in markdown
+    assert f"| median Dice | {fmt(gtvp['median'])} |" in markdown
+    assert f"| DSCagg | {fmt(gtvp['dsc_agg'])} |" in markdown
+    for quantile, value in gtvp["quantiles"].items():
+        assert f"| {quantile} | {fmt(value)} |" in markdown
+    with (finished_run / "evaluation" / "per_label.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            mean = fmt(float(row["dice_mean"])) if row["dice_mean"] else "–"
+            assert f"| {row['name']} | {row['n_reference']} | {mean} |" in markdown
+    listing = list(csv.DictReader((finished_run / "converted" / "cases.csv").open()))
+    converted = sum(r["status"] == "ok" for r in listing)
+    assert f"{len(listing)} patients found; {converted} converted" in markdown
+    split = json.loads((finished_run / "split" / "split.json").read_text())
+    assert f"| test | {len(split['test'])} |" in markdown
+    progress = json.loads(next((finished_run / "nnunet").rglob("fold_0/progress.json")).read_text())
+    assert f"| fold_0 | {len(progress['train_losses'])} | {fmt(progress['train_losses'][-1])} |" in markdown
+
+
+def test_a_second_run_skips_every_stage(finished_run: Path) -> None:
+    assert run(finished_run, finished_run.parent / "run.yaml") == []
