@@ -219,6 +219,37 @@ def predict_command(
     )
 
 
+@app.command("evaluate")
+def evaluate_command(
+    reference: Annotated[Path, typer.Argument(help="Folder of reference label maps (<case>.nii.gz).")],
+    prediction: Annotated[Path, typer.Argument(help="Folder of predicted label maps (<case>.nii.gz).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (per_case.csv, summary.json).")],
+    dictionary: DictionaryOption = "radcure-oar21",
+    tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
+    workers: WorkersOption = 0,
+    surface: Annotated[bool, typer.Option(help="Compute HD95 and NSD (off: Dice only).")] = True,
+) -> None:
+    """Dice, HD95 and NSD per case and label, per-label statistics and the GTVp analysis."""
+    from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
+
+    _done(
+        evaluate(EvaluateConfig(reference, prediction, out, dictionary, tolerance_mm, workers=workers, surface=surface))
+    )
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of a finished run.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default RUN_DIR/report).")] = None,
+    dataset: Annotated[str, typer.Option(help="nnU-Net dataset folder name.")] = "Dataset366_TotalSegmentator",
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Mark the numbers as a synthetic demo.")] = False,
+) -> None:
+    """Write report.html (self-contained) and report.md from a run's outputs."""
+    from tsretrain.evaluation.report import ReportConfig, report
+
+    _done(report(ReportConfig(run_dir, out or run_dir / "report", dataset, synthetic)))
+
+
 @app.command("run")
 def run_command(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of the run.")] = Path("demo-run"),
@@ -231,6 +262,8 @@ def run_command(
 
     run(run_dir, config, tuple(stage or ()), force)
     console.print(f"[green]run complete[/green]: {run_dir}")
+    if (run_dir / "report" / "report.html").is_file():
+        console.print(f"report: {run_dir / 'report' / 'report.html'}")
 
 
 @app.command("nnunet-env")
