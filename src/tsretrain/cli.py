@@ -11,7 +11,7 @@ from rich.table import Table
 from tsretrain import __version__
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
-from tsretrain.labels.dictionary import DictionaryError, builtin_names, load_dictionary
+from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.steps import StepResult
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
@@ -281,16 +281,15 @@ def dictionary_show(
     """Print the labels of a dictionary and where each comes from."""
     d = _load(name)
     table = Table(title=f"{d.name} {d.version}  (sha256 {d.sha256[:12]})")
-    for column in ("id", "label", "required", "several ROIs", "RTSTRUCT patterns"):
+    for column in ("id", "label", "required", "several ROIs", "sources, in order of preference"):
         table.add_column(column)
     for label in sorted(d.labels, key=lambda x: x.id):
-        patterns = ", ".join(p.pattern for p in label.rtstruct_patterns)
         table.add_row(
             str(label.id),
             label.name,
             "yes" if label.required else "",
             "union" if label.union else "ambiguous",
-            patterns,
+            "; ".join(describe_source(label, s) for s in label.sources),
         )
     console.print(table)
     console.print(f"write order (last wins): {' > '.join(d.precedence)}")

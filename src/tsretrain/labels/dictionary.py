@@ -31,7 +31,7 @@ import yaml
 from tsretrain.reasons import CaseError, Reason, precedence
 
 TUMOUR_LABEL = "GTVp"
-KNOWN_SOURCES = ("rtstruct",)
+KNOWN_SOURCES = ("rtstruct", "totalsegmentator", "body")
 
 
 class DictionaryError(ValueError):
@@ -44,14 +44,27 @@ def normalise_roi_name(raw: str) -> str:
 
 
 @dataclass(frozen=True)
+class PseudoLabelSource:
+    """A class of a TotalSegmentator task."""
+
+    task: str
+    cls: str
+
+
+@dataclass(frozen=True)
 class Label:
-    """One label of a dictionary."""
+    """One label of a dictionary, with its sources in order of preference.
+
+    A source is ``"rtstruct"`` (the ROIs matching ``rtstruct_patterns``), a :class:`PseudoLabelSource`, or
+    ``"body"`` (the body mask of the CT minus every other label).
+    """
 
     id: int
     name: str
     rtstruct_patterns: tuple[re.Pattern[str], ...]
     required: bool = False
     union: bool = False
+    sources: tuple[str | PseudoLabelSource, ...] = ("rtstruct",)
 
     def matches(self, raw_name: str) -> bool:
         name = normalise_roi_name(raw_name)
@@ -136,6 +149,20 @@ class OrganDictionary:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
+    def pseudolabel_tasks(self) -> list[str]:
+        """TotalSegmentator tasks any label draws on, in first-use order."""
+        tasks = [s.task for label in self.labels for s in label.sources if isinstance(s, PseudoLabelSource)]
+        return list(dict.fromkeys(tasks))
+
+
+def describe_source(label: Label, source: str | PseudoLabelSource) -> str:
+    """A source of a label in words."""
+    if isinstance(source, PseudoLabelSource):
+        return f"TotalSegmentator {source.task}/{source.cls}"
+    if source == "body":
+        return "body mask minus the other labels"
+    return "RTSTRUCT " + ", ".join(p.pattern for p in label.rtstruct_patterns)
+
 
 def _compile(patterns: object, where: str) -> tuple[re.Pattern[str], ...]:
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
@@ -169,16 +196,26 @@ def _parse_label(entry: Any, n: int) -> Label:
     if multiple not in ("ambiguous", "union"):
         raise DictionaryError(f"{where} ({name}): multiple must be 'ambiguous' or 'union'")
     patterns: tuple[re.Pattern[str], ...] = ()
+    sources: list[str | PseudoLabelSource] = []
     for m, source in enumerate(entry.get("sources") or []):
+        where_source = f"{where}.sources[{m}]"
         if not isinstance(source, dict) or len(source) != 1:
-            raise DictionaryError(f"{where}.sources[{m}]: expected one mapping like {{rtstruct: [...]}}")
+            raise DictionaryError(f"{where_source}: expected one mapping like {{rtstruct: [...]}}")
         kind, value = next(iter(source.items()))
         if kind not in KNOWN_SOURCES:
-            raise DictionaryError(f"{where}.sources[{m}]: unknown source {kind!r}; known: {KNOWN_SOURCES}")
-        patterns += _compile(value, f"{where}.sources[{m}].{kind}")
-    if not patterns:
-        raise DictionaryError(f"{where} ({name}): no source; give at least one rtstruct pattern")
-    return Label(label_id, name, patterns, bool(entry.get("required", False)), multiple == "union")
+            raise DictionaryError(f"{where_source}: unknown source {kind!r}; known: {KNOWN_SOURCES}")
+        if kind == "rtstruct":
+            patterns += _compile(value, f"{where_source}.rtstruct")
+            sources.append("rtstruct")
+        elif kind == "totalsegmentator":
+            if not isinstance(value, dict) or not {"task", "class"} <= set(value):
+                raise DictionaryError(f"{where_source}: totalsegmentator needs {{task: ..., class: ...}}")
+            sources.append(PseudoLabelSource(str(value["task"]), str(value["class"])))
+        else:
+            sources.append("body")
+    if not sources:
+        raise DictionaryError(f"{where} ({name}): no source; give rtstruct patterns, a totalsegmentator class or body")
+    return Label(label_id, name, patterns, bool(entry.get("required", False)), multiple == "union", tuple(sources))
 
 
 def parse_dictionary(text: str, origin: str = "<string>") -> OrganDictionary:
