@@ -95,6 +95,34 @@ def convert_command(
     _done(convert(config))
 
 
+@app.command("pseudolabel")
+def pseudolabel_command(
+    converted: Annotated[Path, typer.Argument(help="Output folder of convert (run with the same dictionary).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (per case: task maps, merged map).")],
+    dictionary: DictionaryOption = "radcure-ts90",
+    device: Annotated[str, typer.Option(help="TotalSegmentator device: gpu, cpu or mps.")] = "gpu",
+    weights: Annotated[
+        Path | None, typer.Option(help="TotalSegmentator home (weights); default TOTALSEG_HOME_DIR.")
+    ] = None,
+    allow_download: Annotated[bool, typer.Option("--allow-download", help="Download missing weights.")] = False,
+    prefer_pseudo: Annotated[
+        bool, typer.Option("--prefer-pseudo", help="Pseudo-labels before manual contours.")
+    ] = False,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable).")] = None,
+) -> None:
+    """TotalSegmentator pseudo-labels per task, merged with the manual contours into the final label map."""
+    from tsretrain.labels.pseudolabel import PseudolabelConfig, PseudolabelError, pseudolabel
+
+    config = PseudolabelConfig(
+        converted, out, dictionary, device, weights, allow_download, not prefer_pseudo, tuple(case or ())
+    )
+    try:
+        _done(pseudolabel(config))
+    except PseudolabelError as exc:
+        console.print(f"[red]pseudolabel[/red]: {exc}")
+        raise typer.Exit(1) from exc
+
+
 @app.command("split")
 def split_command(
     converted: Annotated[Path, typer.Argument(help="Output folder of convert (cases.csv).")],

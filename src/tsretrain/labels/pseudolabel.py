@@ -1,0 +1,173 @@
+"""The ``pseudolabel`` stage: TotalSegmentator on each converted CT, then the merged label map.
+
+TotalSegmentator is an optional extra (``pip install tsretrain[pseudolabel]``). Tasks run one at a time in
+this process, memory is released between them, and each task's time and peak memory go into the case's
+``pseudolabel.json``. Weights come from ``TOTALSEG_HOME_DIR`` (or ``--weights``, e.g. a folder staged from the
+store); they are downloaded at run time only with ``--allow-download``. Outputs::
+
+    OUT/<case>/<task>.nii.gz        TotalSegmentator's multi-label map of each task
+    OUT/<case>/<case>.nii.gz        the merged label map (dictionary ids), on the CT grid
+    OUT/<case>/pseudolabel.json     per-task time and memory, chosen source per label, overlaps, missing labels
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from tsretrain.conversion.convert import MANIFEST, image_name, label_name
+from tsretrain.conversion.geometry import VolumeGeometry
+from tsretrain.conversion.nifti import write_nifti
+from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.labels.merge import MergeInputs, merge_labels
+from tsretrain.steps import StepResult
+from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.ui import log, progress
+
+
+class PseudolabelError(RuntimeError):
+    """TotalSegmentator cannot run as configured; the message says what to install or provision."""
+
+
+@dataclass(frozen=True)
+class PseudolabelConfig:
+    """Configuration of the ``pseudolabel`` stage."""
+
+    converted: Path
+    out: Path
+    dictionary: str = "radcure-ts90"
+    device: str = "gpu"  # TotalSegmentator's names: gpu, cpu, mps
+    weights: Path | None = None  # TOTALSEG_HOME_DIR; default: the environment's
+    allow_download: bool = False
+    prefer_manual: bool = True
+    cases: tuple[str, ...] = ()
+
+
+def _totalsegmentator() -> Any:
+    try:
+        import totalsegmentator.map_tasks_config as tasks
+    except ImportError as exc:
+        raise PseudolabelError(
+            "TotalSegmentator is not installed: pip install 'tsretrain[pseudolabel]' where this stage runs"
+        ) from exc
+    return tasks
+
+
+def required_weights(task: str) -> list[str]:
+    """Weight folders (relative to TotalSegmentator's weights dir) a task needs, cropping model included."""
+    tasks = _totalsegmentator()
+    if task not in tasks.TASK_CONFIGS:
+        raise PseudolabelError(f"unknown TotalSegmentator task {task!r}; check the dictionary's sources")
+    config = tasks.TASK_CONFIGS[task]
+    ids = config["task_id"] if isinstance(config["task_id"], list) else [config["task_id"]]
+    if config.get("crop") and not config.get("crop_model"):
+        ids = [*ids, 298]  # TotalSegmentator crops with its 6 mm total model first
+    folders = []
+    for task_id in ids:
+        info = tasks.TASK_ID_WEIGHTS_CONFIGS[task_id]
+        folder = Path(info.get("rel_path") or "") / info["foldername"]
+        folders.append(folder.as_posix())
+    for crop_task in [config["crop_model"]] if config.get("crop_model") else []:
+        folders += required_weights(crop_task)
+    return folders
+
+
+def check_weights(tasks: list[str], allow_download: bool) -> list[str]:
+    """Missing weight folders; raises unless downloading is allowed."""
+    from totalsegmentator.config import get_weights_dir
+
+    root = Path(get_weights_dir())
+    missing = sorted({f for task in tasks for f in required_weights(task) if not (root / f).is_dir()})
+    if missing and not allow_download:
+        raise PseudolabelError(
+            f"TotalSegmentator weights missing under {root}: {missing}. Provision them (see the README: "
+            "'TotalSegmentator weights'), point TOTALSEG_HOME_DIR/--weights at them, or pass --allow-download."
+        )
+    return missing
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
+    """One TotalSegmentator task on one CT; returns its time and peak memory."""
+    import torch
+    from totalsegmentator.python_api import totalsegmentator
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    totalsegmentator(ct, out, ml=True, task=task, device=device, quiet=True)
+    result = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": round(_peak_rss_mib(), 1)}
+    if torch.cuda.is_available():
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        torch.cuda.empty_cache()
+    gc.collect()
+    return result
+
+
+def class_ids(task: str) -> dict[str, int]:
+    from totalsegmentator.map_to_binary import class_map
+
+    return {name: int(i) for i, name in class_map[task].items()}
+
+
+def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, tasks: list[str]) -> dict[str, Any]:
+    """The merged label map of one case from its manual map, its task outputs and its CT."""
+    dictionary = load_dictionary(config.dictionary)
+    manifest = json.loads((case_dir / MANIFEST).read_text())
+    case = manifest["case_id"]
+    manual = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / label_name(case)))).astype(np.uint8)
+    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / image_name(case))))
+    pseudo = {}
+    for task in tasks:
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(pseudo_dir / f"{task}.nii.gz"))).astype(np.uint8)
+        if array.shape != manual.shape:
+            raise PseudolabelError(f"{case}: {task} output {array.shape} is not on the CT grid {manual.shape}")
+        pseudo[task] = array
+    present = {name for name, info in manifest["labels"].items() if info["present"]}
+    inputs = MergeInputs(manual, present, pseudo, {t: class_ids(t) for t in tasks}, hu)
+    merged, report = merge_labels(dictionary, inputs, config.prefer_manual)
+    write_nifti(merged, VolumeGeometry.from_json(manifest["geometry"]), pseudo_dir / label_name(case))
+    return report
+
+
+def pseudolabel(config: PseudolabelConfig) -> StepResult:
+    """Run the dictionary's TotalSegmentator tasks on every converted case and merge the label maps."""
+    if config.weights is not None:
+        os.environ["TOTALSEG_HOME_DIR"] = str(config.weights)
+    dictionary = load_dictionary(config.dictionary)
+    tasks = dictionary.pseudolabel_tasks()
+    if not tasks:
+        raise PseudolabelError(f"dictionary {dictionary.name} names no TotalSegmentator source")
+    check_weights(tasks, config.allow_download)
+    cases = sorted(p.parent for p in (config.converted / "cases").glob(f"*/{MANIFEST}"))
+    cases = [c for c in cases if json.loads((c / MANIFEST).read_text())["status"] == "ok"]
+    if config.cases:
+        cases = [c for c in cases if c.name in config.cases]
+    done = 0
+    with progress("pseudolabel: cases", total=len(cases)) as advance:
+        for case_dir in cases:
+            pseudo_dir = config.out / case_dir.name
+            pseudo_dir.mkdir(parents=True, exist_ok=True)
+            timings = {}
+            for task in tasks:
+                target = pseudo_dir / f"{task}.nii.gz"
+                if not target.is_file():
+                    log.info("%s: TotalSegmentator %s", case_dir.name, task)
+                    timings[task] = run_task(case_dir / image_name(case_dir.name), task, target, config.device)
+            report = merge_case(case_dir, pseudo_dir, config, tasks)
+            atomic_write_text(pseudo_dir / "pseudolabel.json", json.dumps({"tasks": timings, **report}, indent=1))
+            done += 1
+            advance(1)
+    return StepResult("pseudolabel", {"out": str(config.out)}, {"cases": done, "tasks": len(tasks)})
