@@ -9,8 +9,8 @@ import pytest
 from tsretrain.pipeline.runner import STAGES, default_config, load_config, run
 
 
-def test_default_run_covers_every_stage() -> None:
-    assert default_config()["stages"] == list(STAGES)
+def test_default_run_covers_every_stage_but_pseudolabels() -> None:
+    assert default_config()["stages"] == [s for s in STAGES if s != "pseudolabel"]  # needs weights
 
 
 def test_finished_stages_are_skipped_and_config_changes_redo_them(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ class AssembleConfig:
     dictionary: str = "radcure-oar21"
     verify: bool = True
     workers: int = 2
+    labels_from: Path | None = None  # merged label maps of the pseudolabel stage (<case>/<case>.nii.gz)
 
     @property
     def folder_name(self) -> str:
@@ -87,7 +88,8 @@ def assemble(config: AssembleConfig) -> StepResult:
             for case in cases:
                 source = config.converted / "cases" / case
                 _place(source / image_name(case), tmp / images / image_name(case))
-                _place(source / label_name(case), tmp / labels / label_name(case))
+                label_source = (config.labels_from / case) if config.labels_from else source
+                _place(label_source / label_name(case), tmp / labels / label_name(case))
         atomic_write_text(tmp / "dataset.json", json.dumps(dataset_json(config, len(training), split), indent=1))
         if config.verify:
             verify(tmp, config.workers)

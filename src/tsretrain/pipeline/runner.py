@@ -5,6 +5,7 @@ Run folder::
     cohort/      synthetic DICOM cohort (when no input is given)
     scan/        inventory.json, cases.csv
     converted/   cases/<case>/..., cases.csv
+    pseudolabels/ TotalSegmentator maps and merged label maps (when the stage is in the run)
     split/       split.json, splits_final.json, split_report.md
     nnunet/      nnUNet_raw, nnUNet_preprocessed, nnUNet_results
     predictions/ test/ (fold ensemble), validation/fold_<k>/
@@ -30,7 +31,19 @@ from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
 
-STAGES = ("synth", "scan", "convert", "split", "assemble", "preprocess", "train", "predict", "evaluate", "report")
+STAGES = (
+    "synth",
+    "scan",
+    "convert",
+    "pseudolabel",
+    "split",
+    "assemble",
+    "preprocess",
+    "train",
+    "predict",
+    "evaluate",
+    "report",
+)
 
 
 def default_config() -> dict[str, Any]:
@@ -71,6 +84,7 @@ class Run:
         from tsretrain.dataset.split import SplitConfig, run_split
         from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
         from tsretrain.evaluation.report import ReportConfig, report
+        from tsretrain.labels.pseudolabel import PseudolabelConfig, pseudolabel
         from tsretrain.synth.cohort import SynthConfig, generate
         from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
         from tsretrain.training.predict import PredictConfig, predict
@@ -119,7 +133,11 @@ class Run:
                     dataset["id"],
                     dataset["name"],
                     c["dictionary"],
+                    labels_from=f / "pseudolabels" if "pseudolabel" in c["stages"] else None,
                 )
+            ),
+            "pseudolabel": lambda: pseudolabel(
+                PseudolabelConfig(f / "converted", f / "pseudolabels", c["dictionary"], **c["pseudolabel"])
             ),
             "preprocess": lambda: preprocess(
                 PreprocessConfig(work, f / "split", dataset["id"], dataset["name"], **c["preprocess"])
