@@ -125,3 +125,41 @@ def test_server_lost_mid_sync_then_rerun_loses_and_duplicates_nothing(
     assert set(objects) == {f"stage/{rel}" for rel in digests(source)} | {f"stage/{MANIFEST}"}
     store.sync_down("stage", tmp_path / "b")
     assert digests(tmp_path / "b") == digests(source)
+
+
+def test_a_pod_fetches_runs_a_stage_and_publishes(s3_env: SeaweedServer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tsretrain.cli import app
+    from tsretrain.conversion.convert import ConvertConfig, convert
+    from tsretrain.synth.cohort import SynthConfig, generate
+
+    generate(
+        SynthConfig(
+            out=tmp_path / "cohort", cases=4, rows=40, columns=40, slices=10, pixel_spacing=5.0, edge_cases=False
+        )
+    )
+    convert(ConvertConfig(tmp_path / "cohort" / "dicom", tmp_path / "converted", workers=1))
+    run = f"s3://{BUCKET}/pod-run"
+    open_store(f"{run}/converted").sync_up(tmp_path / "converted", "")
+    work = tmp_path / "pod"
+    result = CliRunner().invoke(
+        app,
+        [
+            "pod",
+            "--get",
+            f"{run}/converted={work / 'converted'}",
+            "--put",
+            f"{work / 'split'}={run}/split",
+            "--",
+            "split",
+            str(work / "converted"),
+            "--out",
+            str(work / "split"),
+            "--folds",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    published = open_store(f"{run}/split").list("")
+    assert {"split.json", "splits_final.json", "split_report.md", MANIFEST} <= set(published)

@@ -203,7 +203,7 @@ def train_command(
     save_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 5,
     device: DeviceOption = "auto",
     pretrained_weights: Annotated[Path | None, typer.Option(help="Initial weights (fine-tuning).")] = None,
-    store: Annotated[Path | None, typer.Option(help="Mirror checkpoints here; resume from here.")] = None,
+    store: Annotated[str | None, typer.Option(help="URI mirroring checkpoints (resume from there).")] = None,
 ) -> None:
     """Train one fold; a re-run resumes from the last checkpoint."""
     from tsretrain.training.train import TrainConfig, train
@@ -292,6 +292,40 @@ def run_command(
     console.print(f"[green]run complete[/green]: {run_dir}")
     if (run_dir / "report" / "report.html").is_file():
         console.print(f"report: {run_dir / 'report' / 'report.html'}")
+
+
+@app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pod_command(
+    context: typer.Context,
+    get: Annotated[list[str] | None, typer.Option("--get", help="URI=PATH fetched before the stage.")] = None,
+    put: Annotated[list[str] | None, typer.Option("--put", help="PATH=URI published after the stage.")] = None,
+) -> None:
+    """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
+    from tsretrain.pipeline.pod import fetch, parse_pair, publish
+
+    fetch([parse_pair(p, uri_first=True) for p in get or []])
+    app(args=list(context.args), standalone_mode=False)
+    publish([parse_pair(p, uri_first=False) for p in put or []])
+
+
+@app.command("store")
+def store_command(
+    action: Annotated[str, typer.Argument(help="ls, sync-up (PATH URI) or sync-down (URI PATH).")],
+    first: Annotated[str, typer.Argument(help="URI for ls and sync-down, PATH for sync-up.")],
+    second: Annotated[str | None, typer.Argument(help="URI for sync-up, PATH for sync-down.")] = None,
+) -> None:
+    """Move folders between local disk and the store (s3://bucket/prefix or a path)."""
+    from tsretrain.storage.store import open_store
+
+    if action == "ls":
+        for key, size in sorted(open_store(first).list("").items()):
+            print(f"{size:>12}  {key}")
+    elif action == "sync-up" and second:
+        console.print(open_store(second).sync_up(Path(first), ""))
+    elif action == "sync-down" and second:
+        console.print(open_store(first).sync_down("", Path(second)))
+    else:
+        raise typer.BadParameter("use: ls URI | sync-up PATH URI | sync-down URI PATH")
 
 
 @app.command("nnunet-env")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
 from tsretrain.training.resources import cpu_quota
 from tsretrain.ui import log
@@ -41,7 +41,7 @@ class TrainConfig:
     save_every: int = 5
     device: str = "auto"
     pretrained_weights: Path | None = None
-    store: Path | None = None
+    store: str | None = None  # URI (s3://bucket/prefix or a folder) mirroring this fold
     validate: bool = True
     iterations: int | None = None  # iterations per epoch of the tiny trainer
 
@@ -51,29 +51,28 @@ class TrainConfig:
         return NnunetFolders(self.work).results / name / model / f"fold_{self.fold}"
 
 
-def _mirror(source: Path, target: Path) -> None:
-    """Copy the fold's checkpoints, logs and progress to target, each file atomically."""
-    target.mkdir(parents=True, exist_ok=True)
+def _mirror(source: Path, store_uri: str) -> None:
+    """Copy the fold's checkpoints, logs and progress to the store, each object whole."""
+    store = open_store(store_uri)
     for pattern in MIRRORED:
-        for path in source.glob(pattern):
-            tmp = target / f".{path.name}.tmp"
-            shutil.copy2(path, tmp)
-            os.replace(tmp, target / path.name)
+        for path in sorted(source.glob(pattern)):
+            store.put_file(path, path.name)
 
 
 def restore(config: TrainConfig) -> None:
-    """Bring the stored checkpoint back to local disk when it is newer than the local one."""
-    if config.store is None or not config.store.is_dir():
+    """On a fresh node (no local checkpoint), bring the fold's stored checkpoints and logs back first."""
+    if config.store is None:
         return
     local = config.fold_folder()
-    for name in CHECKPOINTS[:2]:
-        stored = config.store / name
-        if stored.is_file() and (
-            not (local / name).is_file() or stored.stat().st_mtime > (local / name).stat().st_mtime
-        ):
-            log.info("restoring %s from %s", name, config.store)
-            _mirror(config.store, local)
-            return
+    if any((local / name).is_file() for name in CHECKPOINTS):
+        return
+    store = open_store(config.store)
+    stored = [key for key in store.list("") if "/" not in key]
+    if not any(key in CHECKPOINTS for key in stored):
+        return
+    log.info("restoring %d file(s) of fold %d from %s", len(stored), config.fold, config.store)
+    for key in stored:
+        store.get_file(key, local / key)
 
 
 def progress_of(trainer: Any) -> dict[str, Any]:
@@ -170,7 +169,7 @@ def train(config: TrainConfig) -> StepResult:
         _mirror(local, config.store)
         validation = local / "validation"
         if validation.is_dir():
-            shutil.copytree(validation, config.store / "validation", dirs_exist_ok=True)
+            open_store(config.store).sync_up(validation, "validation")
     return StepResult(
         "train",
         {"fold": str(local)},
