@@ -13,6 +13,7 @@ from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.steps import StepResult
+from tsretrain.storage.store import MANIFEST
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.ui import console, setup_logging
@@ -74,9 +75,11 @@ def scan_command(
     dictionary: DictionaryOption = "radcure-oar21",
     workers: WorkersOption = 0,
     rtstruct_choice: RtstructChoiceOption = "fail",
+    batches_out: Annotated[Path | None, typer.Option(help="Write the usable cases in batches (JSON).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Cases per batch.")] = 8,
 ) -> None:
     """Index a DICOM tree by its tags and list every case with its status and reason."""
-    _done(scan(ScanConfig(input, out, dictionary, workers, rtstruct_choice)))
+    _done(scan(ScanConfig(input, out, dictionary, workers, rtstruct_choice, batches_out, batch_size)))
 
 
 @app.command("convert")
@@ -88,10 +91,15 @@ def convert_command(
     force: Annotated[bool, typer.Option("--force", help="Redo cases that are already converted.")] = False,
     inventory: Annotated[Path | None, typer.Option(help="Use this scan inventory instead of scanning.")] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="Convert only this case id (repeatable).")] = None,
+    cases: Annotated[str, typer.Option(help="Comma-separated case ids (a fan-out batch).")] = "",
     rtstruct_choice: RtstructChoiceOption = "fail",
+    source: Annotated[
+        str | None, typer.Option(help="Store URI of the DICOM tree; files are staged into INPUT.")
+    ] = None,
 ) -> None:
     """Convert each case to an int16 HU CT and a uint8 label map in NIfTI (nnU-Net naming)."""
-    config = ConvertConfig(input, out, dictionary, workers, force, inventory, tuple(case or ()), rtstruct_choice)
+    selected = tuple(case or ()) + tuple(c for c in cases.split(",") if c)
+    config = ConvertConfig(input, out, dictionary, workers, force, inventory, selected, rtstruct_choice, source)
     _done(convert(config))
 
 
@@ -297,15 +305,18 @@ def run_command(
 @app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def pod_command(
     context: typer.Context,
-    get: Annotated[list[str] | None, typer.Option("--get", help="URI=PATH fetched before the stage.")] = None,
+    get: Annotated[list[str] | None, typer.Option("--get", help="URI=PATH of a published folder.")] = None,
+    get_raw: Annotated[list[str] | None, typer.Option("--get-raw", help="URI=PATH of raw input (no manifest).")] = None,
     put: Annotated[list[str] | None, typer.Option("--put", help="PATH=URI published after the stage.")] = None,
+    manifest_name: Annotated[str, typer.Option(help="Manifest of this writer (one per fan-out batch).")] = MANIFEST,
 ) -> None:
     """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
     from tsretrain.pipeline.pod import fetch, parse_pair, publish
 
+    fetch([parse_pair(p, uri_first=True) for p in get_raw or []], raw=True)
     fetch([parse_pair(p, uri_first=True) for p in get or []])
     app(args=list(context.args), standalone_mode=False)
-    publish([parse_pair(p, uri_first=False) for p in put or []])
+    publish([parse_pair(p, uri_first=False) for p in put or []], manifest_name)
 
 
 @app.command("store")
@@ -326,6 +337,28 @@ def store_command(
         console.print(open_store(first).sync_down("", Path(second)))
     else:
         raise typer.BadParameter("use: ls URI | sync-up PATH URI | sync-down URI PATH")
+
+
+@app.command("status")
+def status_command(
+    out: Annotated[str, typer.Option(help="Store URI (folder) receiving status.json.")],
+    name: Annotated[str, typer.Option(help="Workflow name.")],
+    status: Annotated[str, typer.Option(help="Workflow status (Succeeded, Failed, Error).")],
+    failures: Annotated[str, typer.Option(help="Argo's JSON list of failed steps.")] = "",
+) -> None:
+    """Record how a run ended (the workflow's exit handler)."""
+    import json
+    from datetime import UTC, datetime
+
+    from tsretrain.storage.store import open_store
+
+    try:
+        failed = json.loads(failures) if failures.strip() else []
+    except json.JSONDecodeError:
+        failed = [failures]
+    record = {"workflow": name, "status": status, "failures": failed, "finished": datetime.now(UTC).isoformat()}
+    open_store(out).put_bytes(json.dumps(record, indent=1).encode(), "status.json")
+    console.print(record)
 
 
 @app.command("nnunet-env")

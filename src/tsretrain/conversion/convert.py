@@ -38,6 +38,7 @@ from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
+from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
 
 MANIFEST = "manifest.json"
@@ -55,6 +56,7 @@ class ConvertConfig:
     inventory: Path | None = None  # reuse a scan's inventory instead of scanning again
     cases: tuple[str, ...] = ()  # restrict to these case ids (a batch of a fan-out)
     rtstruct_choice: str = "fail"
+    source: str | None = None  # store URI of the DICOM tree; the cases' files are staged into ``input`` first
 
 
 def image_name(case_id: str) -> str:
@@ -235,6 +237,18 @@ def run_cases(
     return manifests
 
 
+def stage_inputs(source: str, plans: list[CasePlan], local: Path) -> None:
+    """Fetch the CT and RTSTRUCT files of the planned cases from the store (a fan-out batch needs only its own)."""
+    store = open_store(source)
+    wanted = [(rel, size) for plan in plans for rel, size, _ in plan.file_stats]
+    with progress("convert: staging input files", total=len(wanted)) as advance:
+        for rel, size in wanted:
+            target = local / rel
+            if not (target.is_file() and target.stat().st_size == size):
+                store.get_file(rel, target)
+            advance(1)
+
+
 def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
     """The listing row of a converted (or excluded) case."""
     geometry = manifest.get("geometry") or {}
@@ -302,6 +316,8 @@ def convert(config: ConvertConfig) -> StepResult:
             manifests.append(convert_case(plan, config.input, cases_dir / plan.case_id, dictionary))
         else:
             todo.append(plan)
+    if todo and config.source:
+        stage_inputs(config.source, todo, config.input)
     if todo:
         manifests += run_cases(
             todo,
@@ -311,8 +327,7 @@ def convert(config: ConvertConfig) -> StepResult:
             config.dictionary,
             min(config.workers or default_workers(), len(todo)),
         )
-    all_manifests = _all_manifests(cases_dir)
-    write_listing(config.out / "cases.csv", (manifest_row(m) for m in all_manifests))
+    write_case_listing(config.out)
     counts = Counter(m["status"] for m in manifests)
     for m in manifests:
         if m["status"] != OK:
@@ -329,7 +344,14 @@ def convert(config: ConvertConfig) -> StepResult:
     )
 
 
-def _all_manifests(cases_dir: Path) -> list[dict[str, Any]]:
+def write_case_listing(out: Path) -> list[dict[str, Any]]:
+    """Rewrite ``cases.csv`` from every case manifest under ``out/cases`` (all batches of a fan-out)."""
+    rows = [manifest_row(m) for m in all_manifests(out / "cases")]
+    write_listing(out / "cases.csv", rows)
+    return rows
+
+
+def all_manifests(cases_dir: Path) -> list[dict[str, Any]]:
     """Every case manifest under the output (the listing covers all batches of a fan-out)."""
     manifests = []
     for path in sorted(cases_dir.glob(f"*/{MANIFEST}")):

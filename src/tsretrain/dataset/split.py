@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tsretrain.conversion.listing import read_listing
+from tsretrain.conversion.convert import write_case_listing
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 
@@ -67,7 +67,7 @@ def make_split(cases: list[dict[str, str]], config: SplitConfig) -> dict[str, An
     clinical = _clinical(config.clinical_csv)
     strata: dict[str, str] = {}
     for case in cases:
-        stratum = volume_band(float(case["gtvp_volume_ml"] or 0.0))
+        stratum = volume_band(float(case["gtvp_volume_ml"] or 0.0))  # the listing row of the case
         site = clinical.get(case["patient_id"], {}).get(config.site_column.strip(), "")
         strata[case["case_id"]] = f"{stratum} | {site}" if site else stratum
     patients = defaultdict(list)
@@ -147,7 +147,7 @@ def report(split: dict[str, Any]) -> str:
 
 def run_split(config: SplitConfig) -> StepResult:
     """Split the cases with status ok in the conversion listing."""
-    rows = [r for r in read_listing(config.converted / "cases.csv") if r["status"] == "ok"]
+    rows = [r for r in write_case_listing(config.converted) if r["status"] == "ok"]
     if len(rows) < config.folds + 1:
         raise ValueError(f"{len(rows)} usable case(s): a {config.folds}-fold split needs at least {config.folds + 1}")
     split = make_split(rows, config)

@@ -25,17 +25,19 @@ def parse_pair(text: str, uri_first: bool) -> tuple[str, Path]:
     return (left, Path(right)) if uri_first else (right, Path(left))
 
 
-def fetch(pairs: list[tuple[str, Path]]) -> None:
+def fetch(pairs: list[tuple[str, Path]], raw: bool = False) -> None:
+    """Fetch published folders (checked against their manifests) or, ``raw``, every object of a prefix."""
     for uri, local in pairs:
         started = time.perf_counter()
-        counts = open_store(uri).sync_down("", local)
+        store = open_store(uri)
+        counts = {"fetched": store.download_all("", local)} if raw else store.sync_down("", local)
         log.info("pod: %s -> %s: %s in %.1f s", uri, local, counts, time.perf_counter() - started)
 
 
-def publish(pairs: list[tuple[str, Path]]) -> None:
+def publish(pairs: list[tuple[str, Path]], manifest_name: str) -> None:
     for uri, local in pairs:
         if not local.is_dir():
             raise FileNotFoundError(f"pod: {local} was not produced; nothing to publish to {uri}")
         started = time.perf_counter()
-        counts = open_store(uri).sync_up(local, "")
+        counts = open_store(uri).sync_up(local, "", manifest_name)
         log.info("pod: %s -> %s: %s in %.1f s", local, uri, counts, time.perf_counter() - started)

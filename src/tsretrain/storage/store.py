@@ -40,7 +40,7 @@ def folder_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     entries = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and rel != MANIFEST and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith((".", "_manifest")):
             entries[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
     return entries
 
@@ -68,10 +68,19 @@ class Store(ABC):
     def uri(self, key: str = "") -> str: ...
 
     def manifest(self, prefix: str) -> dict[str, dict[str, Any]] | None:
-        data = self.get_bytes(f"{prefix}/{MANIFEST}".lstrip("/"))
-        return None if data is None else dict(json.loads(data)["files"])
+        """The union of the checksum manifests under prefix (several writers may publish into one prefix,
+        each with a manifest of its own, e.g. the batches of a fan-out); None when there is none."""
+        names = [k for k in self.list(prefix) if k.rsplit("/", 1)[-1].startswith("_manifest")]
+        if not names:
+            return None
+        files: dict[str, dict[str, Any]] = {}
+        for name in sorted(names):
+            data = self.get_bytes(name)
+            if data is not None:
+                files.update(json.loads(data)["files"])
+        return files
 
-    def sync_up(self, folder: Path, prefix: str) -> dict[str, int]:
+    def sync_up(self, folder: Path, prefix: str, manifest_name: str = MANIFEST) -> dict[str, int]:
         """Publish a local folder under prefix; files already stored with the same checksum are skipped."""
         wanted = folder_manifest(folder)
         stored = self.manifest(prefix) or {}
@@ -79,13 +88,24 @@ class Store(ABC):
         uploaded = skipped = 0
         for rel, info in wanted.items():
             key = f"{prefix}/{rel}".lstrip("/")
-            if stored.get(rel) == info and present.get(key) == info["size"]:
+            if stored.get(rel) == info and present.get(key) == info["size"]:  # already published
                 skipped += 1
                 continue
             self.put_file(folder / rel, key)
             uploaded += 1
-        self.put_bytes(json.dumps({"files": wanted}, indent=1).encode(), f"{prefix}/{MANIFEST}".lstrip("/"))
+        self.put_bytes(json.dumps({"files": wanted}, indent=1).encode(), f"{prefix}/{manifest_name}".lstrip("/"))
         return {"uploaded": uploaded, "skipped": skipped}
+
+    def download_all(self, prefix: str, folder: Path) -> int:
+        """Fetch every object under prefix (raw input such as a DICOM tree, which has no manifest)."""
+        count = 0
+        for key, size in self.list(prefix).items():
+            target = folder / key[len(prefix) :].lstrip("/")
+            if target.is_file() and target.stat().st_size == size:
+                continue
+            self.get_file(key, target)
+            count += 1
+        return count
 
     def sync_down(self, prefix: str, folder: Path) -> dict[str, int]:
         """Fetch a published folder; local files with the right checksum are kept."""
