@@ -164,7 +164,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     process.wait()
     saved = _epoch_of(latest)
     assert 4 <= saved < 8 and not (fold / "checkpoint_final.pth").exists()
-    assert _epoch_of(store / "checkpoint_latest.pth") == saved  # mirrored after the save
+    assert _epoch_of(store / "fold_2" / "checkpoint_latest.pth") == saved  # mirrored after the save
 
     for log in fold.glob("training_log_*.txt"):
         log.rename(log.with_suffix(".first"))
@@ -173,4 +173,5 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     (second_log,) = fold.glob("training_log_*.txt")
     assert f"tsretrain: starting at epoch {saved} of 8" in second_log.read_text()
     assert _epoch_of(fold / "checkpoint_final.pth") == 8
-    assert (store / "checkpoint_final.pth").is_file()
+    assert (store / "fold_2" / "checkpoint_final.pth").is_file()
+    assert (store / "plans.json").is_file() and (store / "_manifest-fold_2.json").is_file()

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tsretrain.conversion.convert import write_case_listing
 from tsretrain.evaluation import figures
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -71,7 +72,10 @@ def _sha(path: Path) -> str:
 
 
 def dataset_section(run: Path) -> list[Block]:
-    rows = _read_csv(run / "converted" / "cases.csv")
+    rows = [
+        {k: " | ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in row.items()}
+        for row in write_case_listing(run / "converted")
+    ]
     by_status = Counter(r["status"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["status"] != "ok")
     blocks: list[Block] = [

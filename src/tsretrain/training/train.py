@@ -41,7 +41,7 @@ class TrainConfig:
     save_every: int = 5
     device: str = "auto"
     pretrained_weights: Path | None = None
-    store: str | None = None  # URI (s3://bucket/prefix or a folder) mirroring this fold
+    store: str | None = None  # URI of the model folder in the store (s3://... or a path); fold_<k>/ goes below it
     validate: bool = True
     iterations: int | None = None  # iterations per epoch of the tiny trainer
 
@@ -51,12 +51,16 @@ class TrainConfig:
         return NnunetFolders(self.work).results / name / model / f"fold_{self.fold}"
 
 
-def _mirror(source: Path, store_uri: str) -> None:
-    """Copy the fold's checkpoints, logs and progress to the store, each object whole."""
-    store = open_store(store_uri)
+def _mirror(config: TrainConfig) -> None:
+    """Copy the fold's checkpoints, logs and progress (and the model's plans and dataset JSON) to the store."""
+    assert config.store is not None
+    store = open_store(config.store)
+    fold = config.fold_folder()
+    for path in sorted(fold.parent.glob("*.json")):
+        store.put_file(path, path.name)
     for pattern in MIRRORED:
-        for path in sorted(source.glob(pattern)):
-            store.put_file(path, path.name)
+        for path in sorted(fold.glob(pattern)):
+            store.put_file(path, f"{fold.name}/{path.name}")
 
 
 def restore(config: TrainConfig) -> None:
@@ -67,12 +71,18 @@ def restore(config: TrainConfig) -> None:
     if any((local / name).is_file() for name in CHECKPOINTS):
         return
     store = open_store(config.store)
-    stored = [key for key in store.list("") if "/" not in key]
-    if not any(key in CHECKPOINTS for key in stored):
+    stored = [key for key in store.list(local.name) if key.count("/") == 1]
+    if not any(key.rsplit("/", 1)[-1] in CHECKPOINTS for key in stored):
         return
     log.info("restoring %d file(s) of fold %d from %s", len(stored), config.fold, config.store)
     for key in stored:
-        store.get_file(key, local / key)
+        store.get_file(key, local.parent / key)
+
+
+def publish(config: TrainConfig) -> None:
+    """Publish the finished model folder (this fold) with a manifest of its own, for the prediction step."""
+    assert config.store is not None
+    open_store(config.store).sync_up(config.fold_folder().parent, "", f"_manifest-{config.fold_folder().name}.json")
 
 
 def progress_of(trainer: Any) -> dict[str, Any]:
@@ -135,7 +145,7 @@ def train(config: TrainConfig) -> StepResult:
     def on_checkpoint(trainer: Any, filename: str) -> None:
         atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
         if config.store is not None:
-            _mirror(local, config.store)
+            _mirror(config)
 
     resume = any((local / name).is_file() for name in CHECKPOINTS)
     trainer = get_trainer_from_args(
@@ -166,10 +176,8 @@ def train(config: TrainConfig) -> StepResult:
     if config.validate:
         trainer.perform_actual_validation(False)
     if config.store is not None:
-        _mirror(local, config.store)
-        validation = local / "validation"
-        if validation.is_dir():
-            open_store(config.store).sync_up(validation, "validation")
+        _mirror(config)
+        publish(config)
     return StepResult(
         "train",
         {"fold": str(local)},
