@@ -361,6 +361,59 @@ def status_command(
     console.print(record)
 
 
+ServerOption = Annotated[str | None, typer.Option(help="Argo server URL (default $ARGO_SERVER).")]
+NamespaceOption = Annotated[str | None, typer.Option(help="Namespace (default $ARGO_NAMESPACE or argo).")]
+
+
+@app.command("submit")
+def submit_command(
+    parameter: Annotated[list[str] | None, typer.Option("--parameter", "-p", help="KEY=VALUE (repeatable).")] = None,
+    template: Annotated[str, typer.Option(help="Installed WorkflowTemplate.")] = "tsretrain",
+    server: ServerOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Submit a run from the installed WorkflowTemplate to Argo and print its UI link."""
+    from tsretrain.cluster.argo import ArgoClient, ArgoError
+
+    values = dict(p.split("=", 1) for p in parameter or [] if "=" in p)
+    try:
+        client = ArgoClient.from_env(server, namespace)
+        name = client.submit(template, values)["metadata"]["name"]
+    except ArgoError as exc:
+        console.print(f"[red]submit failed[/red]: {exc}")
+        raise typer.Exit(1) from exc
+    print(f"submitted {name}")
+    print(f"watch it in the Argo UI: {client.ui_link(name)}")
+
+
+@app.command("watch")
+def watch_command(
+    name: str,
+    server: ServerOption = None,
+    namespace: NamespaceOption = None,
+    every: Annotated[float, typer.Option(help="Seconds between polls.")] = 10.0,
+) -> None:
+    """Follow a run until it finishes; exit 1 unless it succeeded."""
+    from tsretrain.cluster.argo import ArgoClient
+
+    if ArgoClient.from_env(server, namespace).watch(name, every) != "Succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("logs")
+def logs_command(
+    name: str,
+    server: ServerOption = None,
+    namespace: NamespaceOption = None,
+    follow: Annotated[bool, typer.Option(help="Keep streaming.")] = True,
+) -> None:
+    """Stream the log lines of a run's pods."""
+    from tsretrain.cluster.argo import ArgoClient
+
+    for line in ArgoClient.from_env(server, namespace).logs(name, follow):
+        print(line)
+
+
 @app.command("nnunet-env")
 def nnunet_env_command() -> None:
     """Print the environment that lets plain nnUNetv2_train find tsretrain's trainers."""

@@ -1,0 +1,1 @@
+"""Talking to a cluster: submitting runs to Argo Workflows and following them."""

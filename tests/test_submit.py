@@ -1,0 +1,97 @@
+"""`tsretrain submit`/`watch`/`logs` against a local HTTP server that records what the Argo API receives."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+from typer.testing import CliRunner
+
+from tsretrain.cli import app
+
+
+class FakeArgo(BaseHTTPRequestHandler):
+    requests: ClassVar[list[dict[str, Any]]] = []
+    phases: ClassVar[list[str]] = []
+
+    def _reply(self, body: dict[str, Any] | str, status: int = 200) -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length))
+        self.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        if body["resourceName"] != "tsretrain":
+            self._reply({"code": 5, "message": "workflowtemplates.argoproj.io not found"}, 404)
+            return
+        self._reply({"metadata": {"name": "tsretrain-abc12", "namespace": "research"}})
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/log?logOptions.container=main&logOptions.follow=false"):
+            lines = [{"result": {"podName": "tsretrain-abc12-scan-1", "content": "scan: files=10"}}]
+            self._reply("\n".join(json.dumps(line) for line in lines) + "\n")
+            return
+        phase = self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
+        nodes = {"n1": {"id": "n1", "type": "Pod", "displayName": "scan", "phase": phase, "startedAt": "t"}}
+        self._reply({"metadata": {"name": "tsretrain-abc12"}, "status": {"phase": phase, "nodes": nodes}})
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture()
+def argo(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    FakeArgo.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeArgo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("ARGO_SERVER", url)
+    monkeypatch.setenv("ARGO_NAMESPACE", "research")
+    yield url
+    server.shutdown()
+
+
+def test_submit_sends_the_template_and_parameters_and_prints_the_ui_link(
+    argo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARGO_TOKEN", "secret-token")
+    result = CliRunner().invoke(app, ["submit", "-p", "input-prefix=s3://data/radcure", "-p", 'folds=["0"]'])
+    assert result.exit_code == 0, result.output
+    (request,) = FakeArgo.requests
+    assert request["path"] == "/api/v1/workflows/research/submit"
+    assert request["auth"] == "Bearer secret-token"
+    assert request["body"]["resourceKind"] == "WorkflowTemplate" and request["body"]["resourceName"] == "tsretrain"
+    assert request["body"]["submitOptions"]["parameters"] == ['folds=["0"]', "input-prefix=s3://data/radcure"]
+    assert f"{argo}/workflows/research/tsretrain-abc12" in result.output
+    assert "secret-token" not in result.output
+
+
+def test_no_token_on_a_dev_cluster_and_clear_errors(argo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARGO_TOKEN", raising=False)
+    assert CliRunner().invoke(app, ["submit"]).exit_code == 0
+    assert FakeArgo.requests[-1]["auth"] is None
+    result = CliRunner().invoke(app, ["submit", "--template", "missing"])
+    assert result.exit_code == 1 and "HTTP 404" in result.output
+    monkeypatch.setenv("ARGO_SERVER", "http://127.0.0.1:9")
+    result = CliRunner().invoke(app, ["submit"])
+    assert result.exit_code == 1 and "cannot reach" in result.output
+
+
+def test_watch_until_finished_and_logs(argo: str) -> None:
+    FakeArgo.phases = ["Running", "Running", "Succeeded"]
+    result = CliRunner().invoke(app, ["watch", "tsretrain-abc12", "--every", "0.01"])
+    assert result.exit_code == 0 and "tsretrain-abc12: Succeeded" in result.output
+    FakeArgo.phases = ["Failed"]
+    assert CliRunner().invoke(app, ["watch", "tsretrain-abc12", "--every", "0.01"]).exit_code == 1
+    logs = CliRunner().invoke(app, ["logs", "tsretrain-abc12", "--no-follow"])
+    assert "tsretrain-abc12-scan-1: scan: files=10" in logs.output
