@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-run
 WORKERS ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean workflow images kind-up kind-down submit watch logs
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -46,6 +46,35 @@ test: lint typecheck unit
 
 bench: install
 	$(BIN)/python bench/convert.py --out docs/benchmarks.md
+
+# ---- cluster path -------------------------------------------------------------------------------------
+TAG ?= 0.1.0
+PARAMS ?=
+WORKFLOW ?=
+
+workflow: install  ## re-render the WorkflowTemplate into the chart (review the diff)
+	$(BIN)/python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.yaml
+	cp src/tsretrain/labels/dictionaries/*.yaml helm/tsretrain/files/dictionaries/
+
+images:  ## build the three step images (needs a Docker engine)
+	docker build -f images/cpu.Dockerfile -t tsretrain-cpu:$(TAG) .
+	docker build -f images/gpu.Dockerfile -t tsretrain-gpu:$(TAG) .
+	docker build -f images/pseudolabel.Dockerfile -t tsretrain-pseudolabel:$(TAG) .
+
+kind-up: images  ## kind with GPU passthrough, Argo Workflows, dev S3 and our chart
+	deploy/kind/up.sh $(TAG)
+
+kind-down:
+	deploy/kind/down.sh
+
+submit: install  ## make submit PARAMS="input-prefix=s3://... output-prefix=s3://..." (ARGO_SERVER, ARGO_TOKEN)
+	$(BIN)/tsretrain submit $(foreach p,$(PARAMS),-p $(p))
+
+watch: install  ## make watch WORKFLOW=tsretrain-xxxxx
+	$(BIN)/tsretrain watch $(WORKFLOW)
+
+logs: install  ## make logs WORKFLOW=tsretrain-xxxxx
+	$(BIN)/tsretrain logs $(WORKFLOW)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

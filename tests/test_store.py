@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support import SeaweedServer
 
-from tsretrain.storage.store import MANIFEST, LocalStore, S3Store, open_store, s3_client
+from tsretrain.storage.store import MANIFEST, LocalStore, S3Store, make_bucket, open_store
 
 BUCKET = "tsretrain-test"
 
@@ -49,17 +49,12 @@ def s3_env(server: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> SeaweedSer
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.SECRET_KEY)
-    client = s3_client()
     for _ in range(50):
         try:
-            client.head_bucket(Bucket=BUCKET)
+            make_bucket(f"s3://{BUCKET}")
             break
         except Exception:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                time.sleep(0.2)
+            time.sleep(0.2)
     return server
 
 

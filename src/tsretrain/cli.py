@@ -321,7 +321,7 @@ def pod_command(
 
 @app.command("store")
 def store_command(
-    action: Annotated[str, typer.Argument(help="ls, sync-up (PATH URI) or sync-down (URI PATH).")],
+    action: Annotated[str, typer.Argument(help="ls, mb (make bucket), sync-up (PATH URI) or sync-down (URI PATH).")],
     first: Annotated[str, typer.Argument(help="URI for ls and sync-down, PATH for sync-up.")],
     second: Annotated[str | None, typer.Argument(help="URI for sync-up, PATH for sync-down.")] = None,
 ) -> None:
@@ -331,12 +331,16 @@ def store_command(
     if action == "ls":
         for key, size in sorted(open_store(first).list("").items()):
             print(f"{size:>12}  {key}")
+    elif action == "mb":
+        from tsretrain.storage.store import make_bucket
+
+        make_bucket(first)
     elif action == "sync-up" and second:
         console.print(open_store(second).sync_up(Path(first), ""))
     elif action == "sync-down" and second:
         console.print(open_store(first).sync_down("", Path(second)))
     else:
-        raise typer.BadParameter("use: ls URI | sync-up PATH URI | sync-down URI PATH")
+        raise typer.BadParameter("use: ls URI | mb s3://BUCKET | sync-up PATH URI | sync-down URI PATH")
 
 
 @app.command("status")

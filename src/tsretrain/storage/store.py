@@ -245,3 +245,15 @@ def open_store(uri: str) -> Store:
     if parsed.scheme in ("", "file"):
         return LocalStore(Path(parsed.path if parsed.scheme else uri))
     raise ValueError(f"unsupported store URI {uri!r}: use s3://bucket/prefix or a local path")
+
+
+def make_bucket(uri: str) -> None:
+    """Create the bucket of an ``s3://`` URI unless it exists."""
+    from botocore.exceptions import ClientError
+
+    bucket = urlparse(uri).netloc
+    client = s3_client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError:
+        client.create_bucket(Bucket=bucket)
