@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT.parent / "shared" / "schemas" / "argo-workflows-v4.0.10.schema.json"
+SCHEMA = ROOT / "tests" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
 GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "workflowtemplate.yaml"
 TOKENS = {
     "__S3_SECRET__",
