@@ -52,6 +52,10 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def interval(bounds: list[float] | None) -> str:
+    return "–" if not bounds else f"{bounds[0]:.3f} to {bounds[1]:.3f}"
+
+
 @dataclass(frozen=True)
 class ReportConfig:
     """Configuration of the ``report`` stage."""
@@ -244,7 +248,8 @@ def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[li
                     ["cases", str(gtvp["n_cases"])],
                     ["mean Dice", fmt(gtvp["mean"])],
                     ["median Dice", fmt(gtvp["median"])],
-                    ["mean 95 % CI (bootstrap)", fmt(gtvp["mean_ci95"])],
+                    ["mean 95 % CI (bootstrap)", interval(gtvp["mean_ci95"])],
+                    ["median 95 % CI (bootstrap)", interval(gtvp["median_ci95"])],
                     ["DSCagg", fmt(gtvp["dsc_agg"])],
                     ["detection rate", fmt(gtvp["detection_rate"])],
                 ],
