@@ -16,86 +16,95 @@ from scipy import ndimage
 CT_WINDOW = (40.0, 400.0)  # soft-tissue level / width (HU)
 
 
+def _defaults() -> Any:
+    """Matplotlib's default style (nnU-Net's plotting changes global seaborn settings in the same process)."""
+    return plt.rc_context(matplotlib.rcParamsDefault)
+
+
 def training_curves(progress: dict[str, Any], title: str, path: Path) -> None:
     """Train/val loss, pseudo-Dice (mean foreground and EMA), epoch time and learning rate per epoch."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
-    epochs = np.arange(len(progress["train_losses"]))
-    axes[0, 0].plot(epochs, progress["train_losses"], label="train")
-    axes[0, 0].plot(epochs[: len(progress["val_losses"])], progress["val_losses"], label="validation")
-    axes[0, 0].set_title("loss")
-    axes[0, 0].legend()
-    pseudo = [float(np.nanmean(d)) if len(d) else np.nan for d in progress["pseudo_dice"]]
-    axes[0, 1].plot(epochs[: len(pseudo)], pseudo, label="pseudo-Dice (mean)")
-    axes[0, 1].plot(epochs[: len(progress["ema_fg_dice"])], progress["ema_fg_dice"], label="EMA")
-    axes[0, 1].set_title("pseudo-Dice")
-    axes[0, 1].set_ylim(0, 1)
-    axes[0, 1].legend()
-    axes[1, 0].plot(epochs[: len(progress["epoch_seconds"])], progress["epoch_seconds"])
-    axes[1, 0].set_title("epoch time (s)")
-    axes[1, 1].plot(epochs[: len(progress["learning_rates"])], progress["learning_rates"])
-    axes[1, 1].set_title("learning rate")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _defaults():
+        fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+        epochs = np.arange(len(progress["train_losses"]))
+        axes[0, 0].plot(epochs, progress["train_losses"], label="train")
+        axes[0, 0].plot(epochs[: len(progress["val_losses"])], progress["val_losses"], label="validation")
+        axes[0, 0].set_title("loss")
+        axes[0, 0].legend()
+        pseudo = [float(np.nanmean(d)) if len(d) else np.nan for d in progress["pseudo_dice"]]
+        axes[0, 1].plot(epochs[: len(pseudo)], pseudo, label="pseudo-Dice (mean)")
+        axes[0, 1].plot(epochs[: len(progress["ema_fg_dice"])], progress["ema_fg_dice"], label="EMA")
+        axes[0, 1].set_title("pseudo-Dice")
+        axes[0, 1].set_ylim(0, 1)
+        axes[0, 1].legend()
+        axes[1, 0].plot(epochs[: len(progress["epoch_seconds"])], progress["epoch_seconds"])
+        axes[1, 0].set_title("epoch time (s)")
+        axes[1, 1].plot(epochs[: len(progress["learning_rates"])], progress["learning_rates"])
+        axes[1, 1].set_title("learning rate")
+        for ax in axes.flat:
+            ax.set_xlabel("epoch")
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
 
 
 def per_organ_dice(per_case: list[dict[str, str]], path: Path) -> None:
     """Box plot of per-case Dice for every label with a reference, sorted by median."""
-    values: dict[str, list[float]] = {}
-    for row in per_case:
-        if row["status"] in ("both", "missed"):
-            values.setdefault(row["name"], []).append(float(row["dice"]))
-    names = sorted(values, key=lambda n: float(np.median(values[n])))
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.28 * len(names) + 1)))
-    if names:
-        ax.boxplot([values[n] for n in names], orientation="horizontal", tick_labels=names)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("Dice")
-    ax.set_title("Per-organ Dice on the test set")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _defaults():
+        values: dict[str, list[float]] = {}
+        for row in per_case:
+            if row["status"] in ("both", "missed"):
+                values.setdefault(row["name"], []).append(float(row["dice"]))
+        names = sorted(values, key=lambda n: float(np.median(values[n])))
+        fig, ax = plt.subplots(figsize=(8, max(3.0, 0.28 * len(names) + 1)))
+        if names:
+            ax.boxplot([values[n] for n in names], orientation="horizontal", tick_labels=names)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Dice")
+        ax.set_title("Per-organ Dice on the test set")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
 
 
 def gtvp_distribution(dice: list[float], quantiles: dict[str, float | None], path: Path) -> None:
     """Histogram of per-case GTVp Dice with its quantiles marked."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.hist(dice, bins=[i / 20 for i in range(21)], color="#4a7ab5", edgecolor="white")
-    for name, value in quantiles.items():
-        if value is not None:
-            ax.axvline(value, color="#c0392b", linestyle="--", linewidth=1)
-            ax.text(value, ax.get_ylim()[1] * 0.95, name, rotation=90, va="top", fontsize=8)
-    ax.set_xlabel("GTVp Dice per case")
-    ax.set_ylabel("cases")
-    ax.set_xlim(0, 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _defaults():
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.hist(dice, bins=[i / 20 for i in range(21)], color="#4a7ab5", edgecolor="white")
+        for name, value in quantiles.items():
+            if value is not None:
+                ax.axvline(value, color="#c0392b", linestyle="--", linewidth=1)
+                ax.text(value, ax.get_ylim()[1] * 0.95, name, rotation=90, va="top", fontsize=8)
+        ax.set_xlabel("GTVp Dice per case")
+        ax.set_ylabel("cases")
+        ax.set_xlim(0, 1)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
 
 
 def case_review(ct: Path, reference: Path, prediction: Path, label: int, title: str, path: Path) -> None:
     """The axial slice with most reference tumour: CT in a soft-tissue window, reference (green) and
     prediction (red) outlines."""
-    image = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))
-    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))) == label
-    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction))) == label
-    k = int(np.argmax(ref.sum(axis=(1, 2)))) if ref.any() else image.shape[0] // 2
-    level, width = CT_WINDOW
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(image[k], cmap="gray", vmin=level - width / 2, vmax=level + width / 2)
-    for mask, colour in ((ref[k], "#2ecc71"), (pred[k], "#e74c3c")):
-        if mask.any():
-            ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.2)
-    if ref[k].any():
-        cy, cx = ndimage.center_of_mass(ref[k])
-        half = max(30, int(3 * np.sqrt(ref[k].sum())))
-        ax.set_xlim(cx - half, cx + half)
-        ax.set_ylim(cy + half, cy - half)
-    ax.set_title(f"{title}\nslice {k}: reference green, prediction red", fontsize=9)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _defaults():
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))) == label
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction))) == label
+        k = int(np.argmax(ref.sum(axis=(1, 2)))) if ref.any() else image.shape[0] // 2
+        level, width = CT_WINDOW
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.imshow(image[k], cmap="gray", vmin=level - width / 2, vmax=level + width / 2)
+        for mask, colour in ((ref[k], "#2ecc71"), (pred[k], "#e74c3c")):
+            if mask.any():
+                ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.2)
+        if ref[k].any():
+            cy, cx = ndimage.center_of_mass(ref[k])
+            half = max(30, int(3 * np.sqrt(ref[k].sum())))
+            ax.set_xlim(cx - half, cx + half)
+            ax.set_ylim(cy + half, cy - half)
+        ax.set_title(f"{title}\nslice {k}: reference green, prediction red", fontsize=9)
+        ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
