@@ -212,6 +212,7 @@ def train_command(
     device: DeviceOption = "auto",
     pretrained_weights: Annotated[Path | None, typer.Option(help="Initial weights (fine-tuning).")] = None,
     store: Annotated[str | None, typer.Option(help="URI mirroring checkpoints (resume from there).")] = None,
+    validate: Annotated[bool, typer.Option(help="Predict the fold's validation cases at the end.")] = True,
 ) -> None:
     """Train one fold; a re-run resumes from the last checkpoint."""
     from tsretrain.training.train import TrainConfig, train
@@ -229,6 +230,7 @@ def train_command(
         device,
         pretrained_weights,
         store,
+        validate,
     )
     _done(train(config))
 

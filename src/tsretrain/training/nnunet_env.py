@@ -36,9 +36,14 @@ class NnunetFolders:
         ):
             path.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(path)
-        cpus = cpu_quota()
-        os.environ.setdefault("nnUNet_n_proc_DA", str(max(1, cpus - 1) if cpus > 2 else cpus))
-        os.environ.setdefault("nnUNet_def_n_proc", str(cpus))
+        os.environ.setdefault("nnUNet_n_proc_DA", str(augmentation_workers()))
+        os.environ.setdefault("nnUNet_def_n_proc", str(cpu_quota()))
+
+
+def augmentation_workers() -> int:
+    """Data-augmentation processes per GPU: the container's CPU quota less one for the training process."""
+    cpus = cpu_quota()
+    return max(1, cpus - 1) if cpus > 2 else cpus
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
