@@ -19,17 +19,14 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
 
 from tsretrain.synth.layouts import series_folders
-
-MARK_BEGIN = "<!-- bench/convert.py begin -->"
-MARK_END = "<!-- bench/convert.py end -->"
 
 
 def prepare(workdir: Path) -> Path:
@@ -98,16 +95,7 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
 
 
 def measure(mode: str, workdir: Path) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", mode, "--workdir", str(workdir)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{mode} failed with status {status}")
-    result: dict[str, float] = json.loads(output)
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+    return benchlib.measure([sys.executable, __file__, "--child", mode, "--workdir", str(workdir)])
 
 
 def main() -> None:
@@ -133,7 +121,6 @@ def main() -> None:
     base = rows["rt-utils"]["seconds"]
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/convert.py", *sys.argv[1:]])
     lines = [
-        MARK_BEGIN,
         "## Conversion of one RADCURE-sized case (`bench/convert.py`)",
         "",
         f"Case: synthetic, 512 x 512 x 180 CT (0.98 x 0.98 x 2 mm), {int(rows['ours-labels']['rois'])} mapped ROIs. "
@@ -151,17 +138,9 @@ def main() -> None:
     for mode, row in rows.items():
         ratio = "1.00x (baseline)" if mode == "rt-utils" else f"{base / row['seconds']:.2f}x faster"
         lines.append(f"| {labels[mode]} | {row['seconds']:.2f} | {ratio} | {row['peak_rss_mib']:.0f} |")
-    lines += ["", f"Command: `{command}`", MARK_END]
+    lines += ["", f"Command: `{command}`"]
     section = "\n".join(lines)
-    print(section)
-    if args.out:
-        text = args.out.read_text() if args.out.is_file() else "# Benchmarks\n"
-        if MARK_BEGIN in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            text = head + section + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.out.write_text(text)
+    benchlib.update_section(args.out, "bench/convert.py", section)
 
 
 if __name__ == "__main__":

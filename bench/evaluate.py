@@ -16,15 +16,12 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
-
-MARK_BEGIN = "<!-- bench/evaluate.py begin -->"
-MARK_END = "<!-- bench/evaluate.py end -->"
 
 
 def make_case(shape: tuple[int, int, int], labels: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -106,27 +103,20 @@ def child(mode: str, folder: Path, labels: int, workers: int) -> None:
 
 
 def measure(mode: str, args: argparse.Namespace) -> dict[str, float]:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        mode,
-        "--workdir",
-        str(args.workdir),
-        "--labels",
-        str(args.labels),
-        "--workers",
-        str(args.workers),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    lines = process.stdout.read().decode().strip().splitlines()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{mode} failed ({status})")
-    result: dict[str, float] = json.loads(lines[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+    return benchlib.measure(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--workdir",
+            str(args.workdir),
+            "--labels",
+            str(args.labels),
+            "--workers",
+            str(args.workers),
+        ]
+    )
 
 
 def main() -> None:
@@ -154,7 +144,6 @@ def main() -> None:
     }
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/evaluate.py", *sys.argv[1:]])
     lines = [
-        MARK_BEGIN,
         "## Evaluation of a test set (`bench/evaluate.py`)",
         "",
         f"{args.cases} synthetic cases x {args.labels} labels, {' x '.join(map(str, args.shape))} voxels "
@@ -167,17 +156,9 @@ def main() -> None:
     for mode, row in rows.items():
         ratio = "1.00x (baseline)" if mode == "nnunet" else f"{base / row['seconds']:.2f}x faster"
         lines.append(f"| {names[mode]} | {row['seconds']:.1f} | {ratio} | {row['peak_rss_mib']:.0f} |")
-    lines += ["", f"Command: `{command}`", MARK_END]
+    lines += ["", f"Command: `{command}`"]
     section = "\n".join(lines)
-    print(section)
-    if args.out:
-        text = args.out.read_text() if args.out.is_file() else "# Benchmarks\n"
-        if MARK_BEGIN in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            text = head + section + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.out.write_text(text)
+    benchlib.update_section(args.out, "bench/evaluate.py", section)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-MARK_BEGIN = "<!-- bench/gpu_epoch.py begin -->"
-MARK_END = "<!-- bench/gpu_epoch.py end -->"
+import benchlib
 
 
 def prepare(work: Path, args: argparse.Namespace) -> None:
@@ -129,7 +128,6 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/gpu_epoch.py", *sys.argv[1:]])
     section = "\n".join(
         [
-            MARK_BEGIN,
             "## nnU-Net epoch time, plain vs `tsretrain train` (`bench/gpu_epoch.py`)",
             "",
             f"{args.cases} synthetic cases of {args.rows} x {args.rows} x {args.slices}, configuration "
@@ -145,18 +143,9 @@ def main() -> None:
             f"Ratio tsretrain / plain: {ours_median / plain_median:.3f} (goal: within 5 %).",
             "",
             f"Command: `{command}`",
-            MARK_END,
         ]
     )
-    print(section)
-    if args.out:
-        text = args.out.read_text() if args.out.is_file() else "# Benchmarks\n"
-        if MARK_BEGIN in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            text = head + section + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.out.write_text(text)
+    benchlib.update_section(args.out, "bench/gpu_epoch.py", section)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""What the benchmark scripts share: timing a child process tree and updating their section of a results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+
+def measure(command: list[str]) -> dict[str, float]:
+    """Run a child that prints a JSON object as its last line; add its process tree's peak RSS (MiB)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    lines = process.stdout.read().decode().strip().splitlines()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{command} failed with status {status}")
+    result: dict[str, float] = json.loads(lines[-1])
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return result
+
+
+def update_section(path: Path | None, name: str, section: str) -> None:
+    """Print a section and put it into ``path`` between this script's markers (replacing an older one)."""
+    begin, end = f"<!-- {name} begin -->", f"<!-- {name} end -->"
+    text = f"{begin}\n{section}\n{end}"
+    print(text)
+    if path is None:
+        return
+    current = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if begin in current:
+        head, rest = current.split(begin, 1)
+        current = head + text + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(current)
