@@ -68,8 +68,16 @@ class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
 class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
     """For CPU demos and tests: 4 training and 2 validation iterations per epoch, 3 epochs unless set."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # nnU-Net reads the constructor's parameter names (to store them in checkpoints): keep its exact signature.
+    def __init__(
+        self,
+        plans: dict[str, Any],
+        configuration: str,
+        fold: int,
+        dataset_json: dict[str, Any],
+        device: torch.device = CUDA,
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = _env_int("TSRETRAIN_ITERATIONS", 4)
         self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 2)
         self.num_epochs = _env_int("TSRETRAIN_EPOCHS", 3)
