@@ -137,3 +137,15 @@ def test_cli_reports_missing_weights_and_exits_1(tmp_path: Path, monkeypatch: py
     (tmp_path / "converted" / "cases").mkdir(parents=True)
     result = CliRunner().invoke(app, ["pseudolabel", str(tmp_path / "converted"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "weights missing" in result.output
+
+
+def test_weights_from_a_store_prefix_are_staged_to_local_disk(tmp_path: Path) -> None:
+    from tsretrain.labels.pseudolabel import stage_weights
+
+    store = tmp_path / "store" / "nnunet" / "results" / "Dataset775_x"
+    store.mkdir(parents=True)
+    (store / "plans.json").write_text("{}")
+    assert stage_weights(str(tmp_path / "home"), tmp_path / "cache") == tmp_path / "home"
+    staged = stage_weights((tmp_path / "store").as_uri(), tmp_path / "cache")
+    assert staged == tmp_path / "cache"
+    assert (staged / "nnunet" / "results" / "Dataset775_x" / "plans.json").is_file()

@@ -75,6 +75,29 @@ def test_rendered_template_passes_the_strict_argo_v4_schema(workflow: dict[str, 
     validate(workflow)
 
 
+def hera_strict_schema() -> dict[str, Any]:
+    """The schema of Hera's own WorkflowTemplate model, made strict the same way."""
+    from hera.workflows.models import WorkflowTemplate
+
+    schema: dict[str, Any] = WorkflowTemplate.model_json_schema(by_alias=True)
+    definitions = schema["$defs"]
+    definitions["IntOrString"] = {"type": ["integer", "string"]}
+    definitions["Quantity"] = {"type": ["number", "string"]}
+    for definition in [schema, *definitions.values()]:
+        if "properties" in definition and "additionalProperties" not in definition:
+            definition["additionalProperties"] = False
+    return schema
+
+
+def test_rendered_template_passes_a_strict_schema_of_heras_models(workflow: dict[str, Any]) -> None:
+    schema = hera_strict_schema()
+    jsonschema.validate(workflow, schema, cls=jsonschema.Draft202012Validator)
+    typo = copy.deepcopy(workflow)
+    typo["spec"]["templates"][1]["retryStrategy"]["limitt"] = 3
+    with pytest.raises(jsonschema.ValidationError, match="limitt"):
+        jsonschema.validate(typo, schema, cls=jsonschema.Draft202012Validator)
+
+
 def test_the_strict_schema_catches_real_mistakes(workflow: dict[str, Any]) -> None:
     typo = copy.deepcopy(workflow)
     typo["spec"]["templates"][0]["container"]["comand"] = ["tsretrain"]

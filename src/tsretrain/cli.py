@@ -110,7 +110,7 @@ def pseudolabel_command(
     dictionary: DictionaryOption = "radcure-ts90",
     device: Annotated[str, typer.Option(help="TotalSegmentator device: gpu, cpu or mps.")] = "gpu",
     weights: Annotated[
-        Path | None, typer.Option(help="TotalSegmentator home (weights); default TOTALSEG_HOME_DIR.")
+        str | None, typer.Option(help="TotalSegmentator home: a folder or a store URI; default TOTALSEG_HOME_DIR.")
     ] = None,
     allow_download: Annotated[bool, typer.Option("--allow-download", help="Download missing weights.")] = False,
     prefer_pseudo: Annotated[

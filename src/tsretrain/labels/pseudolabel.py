@@ -31,6 +31,7 @@ from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.labels.merge import MergeInputs, merge_labels
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
 
 
@@ -46,7 +47,7 @@ class PseudolabelConfig:
     out: Path
     dictionary: str = "radcure-ts90"
     device: str = "gpu"  # TotalSegmentator's names: gpu, cpu, mps
-    weights: Path | None = None  # TOTALSEG_HOME_DIR; default: the environment's
+    weights: str | None = None  # TOTALSEG_HOME_DIR, or a store URI staged to local disk; default: the environment's
     allow_download: bool = False
     prefer_manual: bool = True
     cases: tuple[str, ...] = ()
@@ -93,6 +94,15 @@ def check_weights(tasks: list[str], allow_download: bool) -> list[str]:
             "'TotalSegmentator weights'), point TOTALSEG_HOME_DIR/--weights at them, or pass --allow-download."
         )
     return missing
+
+
+def stage_weights(weights: str, cache: Path) -> Path:
+    """A local TotalSegmentator home: a plain path as it is, a store URI (s3://, file://) copied to ``cache``."""
+    if "://" not in weights:
+        return Path(weights)
+    fetched = open_store(weights).download_all("", cache)
+    log.info("staged %d weight file(s) from %s to %s", fetched, weights, cache)
+    return cache
 
 
 def _peak_rss_mib() -> float:
@@ -145,7 +155,7 @@ def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, task
 def pseudolabel(config: PseudolabelConfig) -> StepResult:
     """Run the dictionary's TotalSegmentator tasks on every converted case and merge the label maps."""
     if config.weights is not None:
-        os.environ["TOTALSEG_HOME_DIR"] = str(config.weights)
+        os.environ["TOTALSEG_HOME_DIR"] = str(stage_weights(config.weights, config.out / ".weights"))
     dictionary = load_dictionary(config.dictionary)
     tasks = dictionary.pseudolabel_tasks()
     if not tasks:
