@@ -68,6 +68,9 @@ def test_local_store_round_trip(tmp_path: Path) -> None:
     assert digests(tmp_path / "b") == digests(source)
     with pytest.raises(FileNotFoundError, match="never published"):
         store.sync_down("run/missing", tmp_path / "c")
+    # Manifests of nested prefixes are theirs, not the parent's.
+    store.sync_up(source / "sub0", "run/converted/sub0", "_manifest-nested.json")
+    assert set(store.manifest("run/converted") or {}) == set(digests(source))
 
 
 def test_s3_round_trip_with_multipart(s3_env: SeaweedServer, tmp_path: Path) -> None:

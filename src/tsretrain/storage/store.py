@@ -70,7 +70,8 @@ class Store(ABC):
     def manifest(self, prefix: str) -> dict[str, dict[str, Any]] | None:
         """The union of the checksum manifests under prefix (several writers may publish into one prefix,
         each with a manifest of its own, e.g. the batches of a fan-out); None when there is none."""
-        names = [k for k in self.list(prefix) if k.rsplit("/", 1)[-1].startswith("_manifest")]
+        base = f"{prefix}/".lstrip("/")
+        names = [k for k in self.list(prefix) if k.startswith(base) and k[len(base) :].startswith("_manifest")]
         if not names:
             return None
         files: dict[str, dict[str, Any]] = {}
