@@ -229,26 +229,30 @@ def build() -> WorkflowTemplate:
             ),
             cpu,
         )
-        assemble = _step(
+        assemble_args = [
             "assemble",
+            f"{WORK}/converted",
+            "--split",
+            f"{WORK}/split",
+            "--out",
+            f"{NNUNET}/nnUNet_raw",
+            "--dataset-id",
+            "{{workflow.parameters.dataset-id}}",
+            "--dataset-name",
+            "{{workflow.parameters.dataset-name}}",
+            "--dictionary",
+            "{{workflow.parameters.dictionary}}",
+        ]
+        assemble_gets = [(f"{OUT}/converted/cases", f"{WORK}/converted/cases"), (f"{OUT}/split", f"{WORK}/split")]
+        assemble = _step("assemble", "cpu-image", _pod(assemble_gets, [(raw, f"{OUT}/nnunet/raw")], assemble_args), cpu)
+        # With pseudo-labels the label maps come from the merge of manual and TotalSegmentator sources.
+        assemble_merged = _step(
+            "assemble-merged",
             "cpu-image",
             _pod(
-                [(f"{OUT}/converted/cases", f"{WORK}/converted/cases"), (f"{OUT}/split", f"{WORK}/split")],
+                [*assemble_gets, (f"{OUT}/pseudolabels", f"{WORK}/pseudolabels")],
                 [(raw, f"{OUT}/nnunet/raw")],
-                [
-                    "assemble",
-                    f"{WORK}/converted",
-                    "--split",
-                    f"{WORK}/split",
-                    "--out",
-                    f"{NNUNET}/nnUNet_raw",
-                    "--dataset-id",
-                    "{{workflow.parameters.dataset-id}}",
-                    "--dataset-name",
-                    "{{workflow.parameters.dataset-name}}",
-                    "--dictionary",
-                    "{{workflow.parameters.dictionary}}",
-                ],
+                [*assemble_args, "--labels-from", f"{WORK}/pseudolabels"],
             ),
             cpu,
         )
@@ -403,13 +407,16 @@ def build() -> WorkflowTemplate:
                 when="{{workflow.parameters.pseudolabel}} == true",
             )
             t_split = split(name="split")
-            t_assemble = assemble(name="assemble")
+            t_assemble = assemble(name="assemble", when="{{workflow.parameters.pseudolabel}} != true")
+            t_assemble_merged = assemble_merged(
+                name="assemble-merged", when="{{workflow.parameters.pseudolabel}} == true"
+            )
             t_preprocess = preprocess(name="preprocess")
             t_train = train(name="train", arguments={"fold": "{{item}}"}, with_param="{{workflow.parameters.folds}}")
             t_predict = predict(name="predict")
             t_evaluate = evaluate(name="evaluate")
             t_report = report(name="report")
-            t_scan >> t_convert >> t_pseudo >> t_split >> t_assemble >> t_preprocess >> t_train
+            t_scan >> t_convert >> t_pseudo >> t_split >> [t_assemble, t_assemble_merged] >> t_preprocess >> t_train
             t_train >> t_predict >> t_evaluate >> t_report
     return template
 

@@ -136,7 +136,7 @@ def test_references_resolve(workflow: dict[str, Any], rendered: str) -> None:
 def test_steps_run_our_cli_with_an_explicit_command_and_the_gpu_contract(workflow: dict[str, Any]) -> None:
     templates = _templates(workflow)
     containers = {n: t for n, t in templates.items() if "container" in t}
-    assert set(containers) == {*CLUSTER_STAGES, "record-status"}
+    assert set(containers) == {*CLUSTER_STAGES, "assemble-merged", "record-status"}
     for name, template in containers.items():
         container = template["container"]
         assert container["command"] == ["tsretrain"], name
@@ -155,9 +155,14 @@ def test_steps_run_our_cli_with_an_explicit_command_and_the_gpu_contract(workflo
     assert tasks["convert"]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
     assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
     assert tasks["pseudolabel"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
-    order = CLUSTER_STAGES
-    for before, after in itertools.pairwise(order):
-        assert tasks[after]["depends"] == before  # a skipped pseudolabel step satisfies this too
+    for before, after in itertools.pairwise(CLUSTER_STAGES):
+        expected = "assemble && assemble-merged" if after == "preprocess" else before
+        assert tasks[after]["depends"] == expected  # a skipped task satisfies a dependency on it
+    # Exactly one assembly runs: from the converted label maps, or from the merged pseudo-labels.
+    assert tasks["assemble"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
+    assert tasks["assemble-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
+    assert tasks["assemble-merged"]["depends"] == "split"
+    assert "--labels-from" in templates["assemble-merged"]["container"]["args"]
 
 
 def test_golden_file_is_the_current_rendering(rendered: str) -> None:

@@ -158,11 +158,15 @@ def assemble_command(
     dataset_id: DatasetIdOption = 366,
     dataset_name: DatasetNameOption = "TotalSegmentator",
     dictionary: DictionaryOption = "radcure-oar21",
+    labels_from: Annotated[
+        Path | None, typer.Option(help="Merged label maps of pseudolabel (<case>/<case>.nii.gz).")
+    ] = None,
 ) -> None:
     """Write the nnU-Net raw dataset (test cases only in imagesTs) and verify it with nnU-Net."""
     from tsretrain.dataset.assemble import AssembleConfig, assemble
 
-    _done(assemble(AssembleConfig(converted, split, out, dataset_id, dataset_name, dictionary)))
+    config = AssembleConfig(converted, split, out, dataset_id, dataset_name, dictionary, labels_from=labels_from)
+    _done(assemble(config))
 
 
 @app.command("preprocess")
