@@ -161,3 +161,28 @@ def test_a_pod_fetches_runs_a_stage_and_publishes(s3_env: SeaweedServer, tmp_pat
     assert result.exit_code == 0, result.output
     published = open_store(f"{run}/split").list("")
     assert {"split.json", "splits_final.json", "split_report.md", MANIFEST} <= set(published)
+
+
+def test_a_failing_stage_fails_the_pod_and_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tsretrain.cli import app
+
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "no-weights"))
+    (tmp_path / "converted" / "cases").mkdir(parents=True)
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        app,
+        [
+            "pod",
+            "--put",
+            f"{tmp_path / 'out'}={store}/pseudolabels",
+            "--",
+            "pseudolabel",
+            str(tmp_path / "converted"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert not (store / "pseudolabels").exists()

@@ -321,7 +321,9 @@ def pod_command(
 
     fetch([parse_pair(p, uri_first=True) for p in get_raw or []], raw=True)
     fetch([parse_pair(p, uri_first=True) for p in get or []])
-    app(args=list(context.args), standalone_mode=False)
+    code = app(args=list(context.args), standalone_mode=False)
+    if code not in (None, 0):  # the stage failed: publish nothing, fail the pod (Argo retries it)
+        raise typer.Exit(int(code))
     publish([parse_pair(p, uri_first=False) for p in put or []], manifest_name)
 
 

@@ -113,7 +113,7 @@ def _pair(
         if referenced:
             pairs.append((rs, referenced[0]))
             continue
-        frames = set(rs.rtstruct.referenced_frame_of_reference_uids) | {rs.frame_of_reference_uid} - {""}
+        frames = (set(rs.rtstruct.referenced_frame_of_reference_uids) | {rs.frame_of_reference_uid}) - {""}
         same_frame = [u for u, recs in ct_series.items() if recs[0].frame_of_reference_uid in frames]
         if len(same_frame) == 1:
             if rs.rtstruct.referenced_series_uids:
