@@ -1,7 +1,8 @@
 """A seeded head-and-neck phantom: body, bone, airway, paired glands, cord, GTVp/GTVn and the RADCURE OARs.
 
 All sizes are millimetres in the scan frame (u: patient left, v: posterior, w: superior for a head-first
-supine scan). CT numbers give learnable but realistic contrast (tumour ~95 HU against ~35 HU muscle).
+supine scan). CT numbers give learnable but realistic contrast (tumour ~95 HU against ~35 HU muscle; eyes and
+plexus in fat, cord in CSF, lumens of air), since nnU-Net normalises CT with foreground statistics.
 """
 
 from __future__ import annotations
@@ -108,22 +109,28 @@ def make_phantom(
         (Cylinder((0.0, 0.0), (76 * s, 92 * s), -1e3, 1e3), -90.0),  # subcutaneous fat
         (Cylinder((0.0, 2.0), (68 * s, 84 * s), -1e3, 1e3), 35.0),  # muscle / soft tissue
         (Cylinder((0.0, 44 * s), (17.0, 15.0), -1e3, 45.0), 550.0),  # vertebral column
-        (Cylinder((0.0, 52 * s), (8.5, 7.5), -1e3, 45.0), 20.0),  # spinal canal
+        (Cylinder((0.0, 52 * s), (8.5, 7.5), -1e3, 45.0), 5.0),  # spinal canal (CSF)
         (Ellipsoid((0.0, 10.0, 95.0), (66 * s, 80 * s, 52.0)), 700.0),  # skull
-        (Ellipsoid((0.0, 12.0, 95.0), (60 * s, 74 * s, 47.0)), 32.0),  # brain
+        (Ellipsoid((0.0, 12.0, 95.0), (60 * s, 74 * s, 47.0)), 30.0),  # brain
         (Cylinder((0.0, -22 * s), (9.0, 7.0), -1e3, 22.0), AIR_HU + 50),  # airway
+        (Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0), AIR_HU + 100),  # oesophageal lumen
     ]
+    for sign in (1.0, -1.0):
+        background += [
+            (Ellipsoid((sign * 30.0, -56 * s, 79.0), (19.0, 24.0, 16.0)), -80.0),  # orbital fat
+            (Ellipsoid((sign * 56 * s, 28 * s, -58.0), (12.0, 13.0, 22.0)), -70.0),  # fat around the plexus
+        ]
     structures: list[Structure] = []
 
     def add(roi: str, organ: str, hu: float, *parts: Primitive, kind: str = "ORGAN") -> None:
         structures.append(Structure(roi, organ, tuple(parts), hu, kind))
 
     airway = Cylinder((0.0, -22 * s), (9.0, 7.0), -55.0, -15.0)
-    add("SpinalCord", "SpinalCord", 40.0, Cylinder((0.0, 52 * s), (5.0, 4.5), -1e3, 40.0))
+    add("SpinalCord", "SpinalCord", 45.0, Cylinder((0.0, 52 * s), (5.0, 4.5), -1e3, 40.0))
     add(
         "BrainStem" if var(0.3) else "Brainstem",
         "Brainstem",
-        38.0,
+        50.0,
         Ellipsoid((0.0, 42 * s, 62.0), (12.0, 11.0, 22.0)),
     )
     add(
@@ -133,7 +140,7 @@ def make_phantom(
         Cylinder((0.0, 20 * s), (8.0, 6.0), -1e3, -25.0),
         Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0),
     )
-    add("Larynx", "Larynx", 60.0, Cylinder((0.0, -22 * s), (18.0, 15.0), -55.0, -15.0), airway)
+    add("Larynx", "Larynx", 80.0, Cylinder((0.0, -22 * s), (18.0, 15.0), -55.0, -15.0), airway)
     add(
         "Bone_Mandible" if var(0.4) else "Mandible_Bone",
         "Mandible_Bone",
