@@ -1,9 +1,10 @@
 """nnU-Net trainers shipped by tsretrain.
 
 All of them train with mirroring off (left/right organs must not be swapped), write a checkpoint every
-``TSRETRAIN_SAVE_EVERY`` epochs (default 5) atomically, and take their epoch count from
-``TSRETRAIN_EPOCHS`` when set. They are found by ``tsretrain train``/``predict`` directly and by plain
-``nnUNetv2_train`` through ``nnUNet_extTrainer`` (``tsretrain nnunet-env`` prints the setting).
+``TSRETRAIN_SAVE_EVERY`` epochs (default 5) atomically, and take their epoch count from ``TSRETRAIN_EPOCHS``
+and their initial learning rate from ``TSRETRAIN_LR`` when set. They are found by ``tsretrain train`` and
+``tsretrain predict`` directly and by plain ``nnUNetv2_train`` through ``nnUNet_extTrainer``
+(``tsretrain nnunet-env`` prints the setting).
 
 - ``nnUNetTrainerTsr``: the default.
 - ``nnUNetTrainerTsrTiny``: a few iterations per epoch, for the demo and CI on a CPU.
@@ -48,6 +49,8 @@ class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.save_every = _env_int("TSRETRAIN_SAVE_EVERY", 5)
+        if "TSRETRAIN_LR" in os.environ:
+            self.initial_lr = float(os.environ["TSRETRAIN_LR"])
         if "TSRETRAIN_EPOCHS" in os.environ:
             self.num_epochs: int = _env_int("TSRETRAIN_EPOCHS", 1000)
 
