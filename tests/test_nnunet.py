@@ -175,3 +175,17 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     assert _epoch_of(fold / "checkpoint_final.pth") == 8
     assert (store / "fold_2" / "checkpoint_final.pth").is_file()
     assert (store / "plans.json").is_file() and (store / "_manifest-fold_2.json").is_file()
+
+
+def test_trainer_settings_from_the_environment(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    monkeypatch.setenv("TSRETRAIN_LR", "0.05")
+    monkeypatch.setenv("TSRETRAIN_ITERATIONS", "7")
+    monkeypatch.delenv("TSRETRAIN_EPOCHS", raising=False)  # train() of earlier tests sets it in this process
+    NnunetFolders(prepared / "work").activate()
+    discovery.install()
+    trainer = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
+    assert trainer.initial_lr == 0.05
+    assert (trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (7, 3)
+    assert trainer.num_epochs == 3
