@@ -151,7 +151,7 @@ def build() -> WorkflowTemplate:
                 [(f"{WORK}/scan", f"{OUT}/scan")],
                 [
                     "scan",
-                    f"{WORK}/dicom",
+                    "{{workflow.parameters.input-prefix}}",  # headers only, by ranged reads from the store
                     "--out",
                     f"{WORK}/scan",
                     "--dictionary",
@@ -161,9 +161,8 @@ def build() -> WorkflowTemplate:
                     "--batch-size",
                     "{{workflow.parameters.convert-batch-size}}",
                 ],
-                raw=[("{{workflow.parameters.input-prefix}}", f"{WORK}/dicom")],
             ),
-            big_cpu,
+            cpu,
             outputs=[Parameter(name="batches", value_from=ValueFrom(path="/tmp/batches.json"))],
             retries=2,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -186,3 +187,43 @@ def test_a_failing_stage_fails_the_pod_and_publishes_nothing(tmp_path: Path, mon
     )
     assert result.exit_code == 1
     assert not (store / "pseudolabels").exists()
+
+
+def test_scan_reads_only_headers_from_s3_and_convert_stages_its_cases(s3_env: SeaweedServer, tmp_path: Path) -> None:
+    from tsretrain.conversion.convert import ConvertConfig, convert
+    from tsretrain.conversion.listing import read_listing
+    from tsretrain.conversion.scan import ScanConfig, scan
+    from tsretrain.synth.cohort import SynthConfig, generate
+
+    generate(
+        SynthConfig(
+            out=tmp_path / "cohort", cases=2, rows=40, columns=40, slices=10, pixel_spacing=5.0, edge_cases=True
+        )
+    )
+    uri = f"s3://{BUCKET}/headers/dicom"
+    store = open_store(uri)
+    for path in (tmp_path / "cohort" / "dicom").rglob("*"):
+        if path.is_file():
+            store.put_file(path, path.relative_to(tmp_path / "cohort" / "dicom").as_posix())
+    scan(ScanConfig(tmp_path / "cohort" / "dicom", tmp_path / "local", workers=1))
+    scan(ScanConfig(uri, tmp_path / "remote"))
+    local = {
+        r["case_id"]: (r["status"], r["reason"], r["n_slices"]) for r in read_listing(tmp_path / "local" / "cases.csv")
+    }
+    remote = {
+        r["case_id"]: (r["status"], r["reason"], r["n_slices"]) for r in read_listing(tmp_path / "remote" / "cases.csv")
+    }
+    assert remote == local and len(remote) == 28
+    case = "RADCURE-0001"
+    convert(
+        ConvertConfig(
+            tmp_path / "staged",
+            tmp_path / "converted",
+            inventory=tmp_path / "remote" / "inventory.json",
+            cases=(case,),
+            source=uri,
+            workers=1,
+        )
+    )
+    assert json.loads((tmp_path / "converted" / "cases" / case / "manifest.json").read_text())["status"] == "ok"
+    assert {p.name for p in (tmp_path / "staged").iterdir()} == {case}  # only its own files were fetched

@@ -70,7 +70,7 @@ def synth(
 
 @app.command("scan")
 def scan_command(
-    input: InputArgument,
+    input: Annotated[str, typer.Argument(help="Folder of DICOM files in any layout, or a store URI (s3://...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (inventory.json, cases.csv).")],
     dictionary: DictionaryOption = "radcure-oar21",
     workers: WorkersOption = 0,

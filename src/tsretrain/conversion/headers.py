@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from tsretrain.conversion.geometry import SliceHeader
+
+if TYPE_CHECKING:
+    from tsretrain.storage.store import Store
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -52,9 +57,7 @@ class FileRecord:
     mtime_ns: int = 0
 
 
-def _looks_like_dicom(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(132)
+def _looks_like_dicom(head: bytes) -> bool:
     if len(head) == 132 and head[128:132] == b"DICM":
         return True
     # Files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm) start with group 0x0008 or 0x0002.
@@ -129,16 +132,35 @@ def _pixel_data_truncated(ds: Dataset, size: int) -> bool:
     return size < needed
 
 
+HEADER_BYTES = 64 * 1024
+"""How much of a remote object is fetched first; the rest only when the header goes beyond it."""
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
 def read_record(root: Path, path: Path) -> FileRecord:
-    """Classify one file by its DICOM header alone."""
-    rel = path.relative_to(root).as_posix()
+    """Classify one local file by its DICOM header alone."""
     stat = path.stat()
-    record = FileRecord(path=rel, kind="ignored", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    with path.open("rb") as handle:
+        return classify(path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns, handle)
+
+
+def read_remote_record(store: Store, key: str, size: int, mtime_ns: int) -> FileRecord:
+    """Classify a stored object from its first bytes; the whole object only when its header needs it (RTSTRUCT)."""
+    head = store.read_range(key, 0, HEADER_BYTES) if size > HEADER_BYTES else store.get_bytes(key) or b""
+    if len(head) < size and PIXEL_DATA_TAG not in head:
+        head = store.get_bytes(key) or b""
+    return classify(key, size, mtime_ns, io.BytesIO(head))
+
+
+def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord:
+    """Classify one file from a readable handle on its bytes (headers only)."""
+    record = FileRecord(path=rel, kind="ignored", size=size, mtime_ns=mtime_ns)
     try:
-        if not _looks_like_dicom(path):
+        if not _looks_like_dicom(handle.read(132)):
             record.why_ignored = "not_dicom"
             return record
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        handle.seek(0)
+        ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         record.why_ignored = f"unreadable: {exc}"
         return record
@@ -170,7 +192,7 @@ def read_record(root: Path, path: Path) -> FileRecord:
             else:
                 record.kind = "ct"
                 record.slice = header
-                record.truncated = _pixel_data_truncated(ds, stat.st_size)
+                record.truncated = _pixel_data_truncated(ds, size)
         elif record.modality == "CT":
             record.why_ignored = f"unsupported_ct_sop_class {sop_class}"
         else:

@@ -13,20 +13,21 @@ import json
 import os
 import re
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.geometry import build_geometry
-from tsretrain.conversion.headers import FileRecord, iter_files, read_record
+from tsretrain.conversion.headers import FileRecord, iter_files, read_record, read_remote_record
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
 
 RTSTRUCT_CHOICES = ("fail", "newest")
@@ -41,7 +42,7 @@ def default_workers() -> int:
 class ScanConfig:
     """Configuration of the ``scan`` stage."""
 
-    input: Path
+    input: Path | str  # a folder, or a store URI (s3://bucket/prefix): then only headers are fetched
     out: Path
     dictionary: str = "radcure-oar21"
     workers: int = 0  # 0: one per available CPU
@@ -70,6 +71,18 @@ def read_records(root: Path, workers: int) -> list[FileRecord]:
                 for result in pool.map(_read_chunk, [(str(root), c) for c in chunks]):
                     records.extend(result)
                     advance(len(result))
+    return records
+
+
+def read_remote_records(uri: str, threads: int = 16) -> list[FileRecord]:
+    """Headers of every object below a store URI, fetched by ranged reads in parallel threads."""
+    store = open_store(uri)
+    objects = sorted(store.list_detailed("").items())
+    records: list[FileRecord] = []
+    with progress("scan: reading remote headers", total=len(objects)) as advance, ThreadPoolExecutor(threads) as pool:
+        for record in pool.map(lambda item: read_remote_record(store, item[0], *item[1]), objects):
+            records.append(record)
+            advance(1)
     return records
 
 
@@ -244,7 +257,7 @@ def listing_row(plan: CasePlan) -> dict[str, Any]:
 
 
 def build_inventory(
-    root: Path, records: list[FileRecord], dictionary: OrganDictionary, rtstruct_choice: str
+    root: Path | str, records: list[FileRecord], dictionary: OrganDictionary, rtstruct_choice: str
 ) -> dict[str, Any]:
     """Group records into case plans and summarise the files that were not used."""
     by_patient: dict[str, list[FileRecord]] = defaultdict(list)
@@ -277,11 +290,13 @@ def scan(config: ScanConfig) -> StepResult:
     """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``."""
     if config.rtstruct_choice not in RTSTRUCT_CHOICES:
         raise ValueError(f"rtstruct_choice must be one of {RTSTRUCT_CHOICES}")
-    if not config.input.is_dir():
-        raise FileNotFoundError(f"input folder {config.input} does not exist")
+    source = str(config.input)
+    remote = "://" in source
+    if not remote and not Path(source).is_dir():
+        raise FileNotFoundError(f"input folder {source} does not exist")
     dictionary = load_dictionary(config.dictionary)
-    records = read_records(config.input, config.workers or default_workers())
-    inventory = build_inventory(config.input, records, dictionary, config.rtstruct_choice)
+    records = read_remote_records(source) if remote else read_records(Path(source), config.workers or default_workers())
+    inventory = build_inventory(source, records, dictionary, config.rtstruct_choice)
     config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]

@@ -65,6 +65,14 @@ class Store(ABC):
         """Key -> size of every object below prefix."""
 
     @abstractmethod
+    def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
+        """Key -> (size, modification time in ns) of every object below prefix."""
+
+    @abstractmethod
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes [start, start + length) of an object (fewer at its end)."""
+
+    @abstractmethod
     def uri(self, key: str = "") -> str: ...
 
     def manifest(self, prefix: str) -> dict[str, dict[str, Any]] | None:
@@ -166,6 +174,14 @@ class LocalStore(Store):
             if p.is_file() and not p.name.startswith(".")
         }
 
+    def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
+        return {key: (size, self._path(key).stat().st_mtime_ns) for key, size in self.list(prefix).items()}
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with self._path(key).open("rb") as handle:
+            handle.seek(start)
+            return handle.read(length)
+
     def uri(self, key: str = "") -> str:
         return (self.root / key).as_uri() if key else self.root.as_uri()
 
@@ -208,14 +224,24 @@ class S3Store(Store):
         return body
 
     def list(self, prefix: str) -> dict[str, int]:
-        found: dict[str, int] = {}
+        return {key: size for key, (size, _) in self.list_detailed(prefix).items()}
+
+    def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
+        found: dict[str, tuple[int, int]] = {}
         full = self._key(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{full}/" if full else ""):
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
-                found[key] = int(item["Size"])
+                found[key] = (int(item["Size"]), int(item["LastModified"].timestamp() * 1e9))
         return found
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        answer = self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
+        )
+        data: bytes = answer["Body"].read()
+        return data
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
