@@ -33,8 +33,8 @@ demo: install
 	@echo "  report/report.html        the run report (report.md beside it)"
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench pipelines
+	$(BIN)/ruff format --check src tests bench pipelines
 
 typecheck: install
 	$(BIN)/mypy
