@@ -18,8 +18,7 @@ from typing import Any
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
-from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
-from tsretrain.training.resources import cpu_quota
+from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name, torch_device
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -51,8 +50,9 @@ class TrainConfig:
         return NnunetFolders(self.work).results / name / model / f"fold_{self.fold}"
 
 
-def _mirror(config: TrainConfig) -> None:
-    """Copy the fold's checkpoints, logs and progress (and the model's plans and dataset JSON) to the store."""
+def _mirror(config: TrainConfig, new: tuple[Path, str] | None = None) -> None:
+    """Copy the fold's checkpoints, logs and progress (and the model's plans and dataset JSON) to the store;
+    ``new`` is a checkpoint being written (its file, its final name), uploaded instead of the older local one."""
     assert config.store is not None
     store = open_store(config.store)
     fold = config.fold_folder()
@@ -60,7 +60,10 @@ def _mirror(config: TrainConfig) -> None:
         store.put_file(path, path.name)
     for pattern in MIRRORED:
         for path in sorted(fold.glob(pattern)):
-            store.put_file(path, f"{fold.name}/{path.name}")
+            if new is None or path.name != new[1]:
+                store.put_file(path, f"{fold.name}/{path.name}")
+    if new is not None:
+        store.put_file(new[0], f"{fold.name}/{new[1]}")
 
 
 def restore(config: TrainConfig) -> None:
@@ -109,16 +112,6 @@ def progress_of(trainer: Any) -> dict[str, Any]:
     }
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        torch.set_num_threads(cpu_quota())
-    return torch.device(name)
-
-
 def train(config: TrainConfig) -> StepResult:
     """Train (or resume, or skip when finished) one fold."""
     folders = NnunetFolders(config.work)
@@ -142,10 +135,10 @@ def train(config: TrainConfig) -> StepResult:
     discovery.install()
     trainer_class = discovery.find_trainer(config.trainer)
 
-    def on_checkpoint(trainer: Any, filename: str) -> None:
+    def on_checkpoint(trainer: Any, written: str, filename: str) -> None:
         atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
         if config.store is not None:
-            _mirror(config)
+            _mirror(config, (Path(written), Path(filename).name))
 
     resume = any((local / name).is_file() for name in CHECKPOINTS)
     trainer = get_trainer_from_args(
@@ -155,10 +148,10 @@ def train(config: TrainConfig) -> StepResult:
         config.trainer,
         config.plans,
         continue_training=resume,
-        device=_device(config.device),
+        device=torch_device(config.device),
     )
     if hasattr(trainer_class, "checkpoint_hook"):
-        trainer_class.checkpoint_hook = lambda filename: on_checkpoint(trainer, filename)
+        trainer_class.checkpoint_hook = lambda written, filename: on_checkpoint(trainer, written, filename)
     maybe_load_checkpoint(
         trainer, resume, False, str(config.pretrained_weights) if config.pretrained_weights and not resume else None
     )

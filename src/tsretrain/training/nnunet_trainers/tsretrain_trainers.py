@@ -26,7 +26,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 from torch import nn
 from torch.nn import functional
 
-CheckpointHook = Callable[[str], None]
+CheckpointHook = Callable[[str, str], None]  # (written file, final name)
 CUDA = torch.device("cuda")  # nnU-Net's default device
 
 
@@ -55,13 +55,16 @@ class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
             self.num_epochs: int = _env_int("TSRETRAIN_EPOCHS", 1000)
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint, written to a temporary file and renamed (a kill never leaves half a file)."""
+        """nnU-Net's checkpoint, written to a temporary file and renamed (a kill never leaves half a file).
+
+        The hook (the store mirror) runs before the rename, so a stored copy is never older than the local one.
+        """
         tmp = f"{filename}.{os.getpid()}.tmp"
         super().save_checkpoint(tmp)
         if os.path.isfile(tmp):
-            os.replace(tmp, filename)
             if type(self).checkpoint_hook is not None:
-                type(self).checkpoint_hook(filename)  # type: ignore[misc]
+                type(self).checkpoint_hook(tmp, filename)  # type: ignore[misc]
+            os.replace(tmp, filename)
 
     def on_train_start(self) -> None:
         super().on_train_start()
