@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.nn import functional
 
+from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import FocalCrossEntropy, WeightedCrossEntropy, class_weights
-from tsretrain.training.resources import cpu_quota, memory_limit_bytes
 
 
 def test_class_weights_up_weight_gtvp() -> None:

@@ -33,9 +33,10 @@ from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
 from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
-from tsretrain.conversion.scan import ScanConfig, default_workers, scan
+from tsretrain.conversion.scan import ScanConfig, scan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
+from tsretrain.resources import cpu_quota
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
 from tsretrain.storage.store import open_store
@@ -325,7 +326,7 @@ def convert(config: ConvertConfig) -> StepResult:
             cases_dir,
             dictionary,
             config.dictionary,
-            min(config.workers or default_workers(), len(todo)),
+            min(config.workers or cpu_quota(), len(todo)),
         )
     write_case_listing(config.out)
     counts = Counter(m["status"] for m in manifests)

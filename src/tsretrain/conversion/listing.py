@@ -35,16 +35,22 @@ COLUMNS = [
 ]
 
 
-def write_listing(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write the listing atomically, sorted by case id; list values are joined with ' | '."""
+def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    """Write rows atomically as CSV with these columns; list values are joined with ' | '."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in sorted(rows, key=lambda r: str(r["case_id"])):
+    for row in rows:
         writer.writerow({k: " | ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
 
 
+def write_listing(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write the case listing, sorted by case id."""
+    write_csv(path, sorted(rows, key=lambda r: str(r["case_id"])), COLUMNS)
+
+
 def read_listing(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file written by tsretrain (listing, metrics) as dictionaries of strings."""
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))

@@ -10,7 +10,6 @@ problem (geometry, references, ROI names) is decided here, so conversion only re
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -25,17 +24,13 @@ from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
+from tsretrain.resources import cpu_quota
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
 
 RTSTRUCT_CHOICES = ("fail", "newest")
-
-
-def default_workers() -> int:
-    """Worker processes from the CPUs this process may use (a pod's cpuset, not the host's count)."""
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 @dataclass(frozen=True)
@@ -295,7 +290,7 @@ def scan(config: ScanConfig) -> StepResult:
     if not remote and not Path(source).is_dir():
         raise FileNotFoundError(f"input folder {source} does not exist")
     dictionary = load_dictionary(config.dictionary)
-    records = read_remote_records(source) if remote else read_records(Path(source), config.workers or default_workers())
+    records = read_remote_records(source) if remote else read_records(Path(source), config.workers or cpu_quota())
     inventory = build_inventory(source, records, dictionary, config.rtstruct_choice)
     config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))

@@ -20,6 +20,7 @@ from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
+from tsretrain.training.nnunet_env import dataset_folder_name
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,6 @@ class AssembleConfig:
     workers: int = 2
     labels_from: Path | None = None  # merged label maps of the pseudolabel stage (<case>/<case>.nii.gz)
 
-    @property
-    def folder_name(self) -> str:
-        return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
-
 
 def _place(source: Path, target: Path) -> None:
     try:
@@ -51,7 +48,7 @@ def _place(source: Path, target: Path) -> None:
 def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any]) -> dict[str, Any]:
     dictionary = load_dictionary(config.dictionary)
     return {
-        "name": config.folder_name,
+        "name": dataset_folder_name(config.dataset_id, config.dataset_name),
         "description": f"tsretrain {__version__}, dictionary {dictionary.name} {dictionary.version}",
         "channel_names": {"0": "CT"},
         "labels": dictionary.nnunet_labels(),
@@ -80,7 +77,7 @@ def assemble(config: AssembleConfig) -> StepResult:
             raise ValueError(
                 f"case {case} was converted with another dictionary than {config.dictionary}; re-run convert"
             )
-    target = config.out / config.folder_name
+    target = config.out / dataset_folder_name(config.dataset_id, config.dataset_name)
     with staged_dir(target) as tmp:
         for images, labels, cases in (("imagesTr", "labelsTr", training), ("imagesTs", "labelsTs", test)):
             (tmp / images).mkdir()

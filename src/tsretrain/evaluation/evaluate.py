@@ -7,8 +7,6 @@ Cases are evaluated in worker processes, one case in memory per worker.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -18,10 +16,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from tsretrain.conversion.scan import default_workers
+from tsretrain.conversion.listing import write_csv
 from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
 from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.resources import cpu_quota
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import progress
@@ -93,14 +92,6 @@ def evaluate_case(args: tuple[str, str, str, list[int], dict[int, float], bool])
     return rows
 
 
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def evaluate(config: EvaluateConfig) -> StepResult:
     dictionary = load_dictionary(config.dictionary)
     names = {label.id: label.name for label in dictionary.labels}
@@ -119,7 +110,7 @@ def evaluate(config: EvaluateConfig) -> StepResult:
         for c, p in zip(cases, predictions, strict=True)
     ]
     rows: list[dict[str, Any]] = []
-    workers = min(config.workers or default_workers(), len(jobs))
+    workers = min(config.workers or cpu_quota(), len(jobs))
     with progress("evaluate: cases", total=len(jobs)) as advance:
         if workers <= 1:
             for job in jobs:
@@ -151,9 +142,9 @@ def evaluate(config: EvaluateConfig) -> StepResult:
         "gtvp": gtvp or None,
     }
     config.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config.out / "per_case.csv", _csv(rows, PER_CASE_COLUMNS))
+    write_csv(config.out / "per_case.csv", rows, PER_CASE_COLUMNS)
     label_columns = list(per_label[0].keys())
-    atomic_write_text(config.out / "per_label.csv", _csv(per_label, label_columns))
+    write_csv(config.out / "per_label.csv", per_label, label_columns)
     atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
     return StepResult(
         "evaluate",

@@ -8,7 +8,6 @@ outputs (nothing is recomputed here), so each can be traced to its file.
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import html
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tsretrain.conversion.convert import write_case_listing
+from tsretrain.conversion.listing import read_listing
 from tsretrain.evaluation import figures
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -64,11 +64,6 @@ class ReportConfig:
     out: Path
     dataset_name: str = "Dataset366_TotalSegmentator"
     synthetic: bool = False
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _sha(path: Path) -> str:
@@ -195,8 +190,8 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
 
 def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
     summary = json.loads((run / "evaluation" / "summary.json").read_text())
-    per_label = _read_csv(run / "evaluation" / "per_label.csv")
-    per_case = _read_csv(run / "evaluation" / "per_case.csv")
+    per_label = read_listing(run / "evaluation" / "per_label.csv")
+    per_case = read_listing(run / "evaluation" / "per_case.csv")
     gtvp = summary["gtvp"] or {}
     blocks: list[Block] = [
         ("h2", "5. Test set evaluation"),
@@ -292,7 +287,7 @@ def _f(text: str) -> float | None:
 def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir: Path) -> list[Block]:
     per_case = [
         r
-        for r in _read_csv(run / "evaluation" / "per_case.csv")
+        for r in read_listing(run / "evaluation" / "per_case.csv")
         if r["name"] == "GTVp" and r["status"] in ("both", "missed")
     ]
     per_case.sort(key=lambda r: float(r["dice"]))

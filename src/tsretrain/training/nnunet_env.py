@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tsretrain.training.resources import cpu_quota
+from tsretrain.resources import cpu_quota
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,14 @@ def augmentation_workers() -> int:
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{dataset_id:03d}_{name}"
+
+
+def torch_device(name: str) -> Any:
+    """``auto`` (CUDA when present), ``cuda`` or ``cpu``; on the CPU torch gets the container's CPU quota."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        torch.set_num_threads(cpu_quota())
+    return torch.device(name)

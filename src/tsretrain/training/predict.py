@@ -10,10 +10,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsretrain.resources import cpu_quota
 from tsretrain.steps import StepResult
-from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
-from tsretrain.training.resources import cpu_quota
-from tsretrain.training.train import _device
+from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name, torch_device
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def predict(config: PredictConfig) -> StepResult:
         tile_step_size=config.step_size,
         use_gaussian=True,
         use_mirroring=config.tta,
-        device=_device(config.device),
+        device=torch_device(config.device),
         verbose=False,
         allow_tqdm=False,
     )

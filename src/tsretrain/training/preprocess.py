@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
-from tsretrain.training.resources import cpu_quota, memory_limit_bytes
 
 PLANNERS = {
     "default": "ExperimentPlanner",
