@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
+from tsretrain.dataset.merge import MergeInputs, body_mask, merge_labels
+from tsretrain.dataset.pseudolabel import PseudolabelError, check_weights, required_weights
 from tsretrain.labels.dictionary import DictionaryError, PseudoLabelSource, load_dictionary, parse_dictionary
-from tsretrain.labels.merge import MergeInputs, body_mask, merge_labels
-from tsretrain.labels.pseudolabel import PseudolabelError, check_weights, required_weights
 
 TS90 = load_dictionary("radcure-ts90")
 HEAD_TASKS = [
@@ -140,7 +140,7 @@ def test_cli_reports_missing_weights_and_exits_1(tmp_path: Path, monkeypatch: py
 
 
 def test_weights_from_a_store_prefix_are_staged_to_local_disk(tmp_path: Path) -> None:
-    from tsretrain.labels.pseudolabel import stage_weights
+    from tsretrain.dataset.pseudolabel import stage_weights
 
     store = tmp_path / "store" / "nnunet" / "results" / "Dataset775_x"
     store.mkdir(parents=True)

@@ -25,7 +25,7 @@ from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
@@ -33,7 +33,7 @@ from tsretrain.ui import log, progress
 RTSTRUCT_CHOICES = ("fail", "newest")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanConfig:
     """Configuration of the ``scan`` stage."""
 
@@ -281,7 +281,7 @@ def build_inventory(
     }
 
 
-def scan(config: ScanConfig) -> StepResult:
+def scan(config: ScanConfig) -> StageResult:
     """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``."""
     if config.rtstruct_choice not in RTSTRUCT_CHOICES:
         raise ValueError(f"rtstruct_choice must be one of {RTSTRUCT_CHOICES}")
@@ -304,8 +304,8 @@ def scan(config: ScanConfig) -> StepResult:
     for plan in plans:
         if plan.status != OK:
             log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
-    return StepResult(
-        step="scan",
+    return StageResult(
+        stage="scan",
         outputs={"inventory": str(config.out / "inventory.json"), "cases": str(config.out / "cases.csv")},
         counts={"files": len(records), "cases": len(plans), **{k: counts[k] for k in sorted(counts)}},
     )
