@@ -35,7 +35,9 @@ def test_labels_from_the_pseudolabel_merge(tmp_path: Path) -> None:
         (merged / case_dir.name).mkdir(parents=True)
         sitk.WriteImage(marked, str(merged / case_dir.name / f"{case_dir.name}.nii.gz"))
     result = assemble(
-        AssembleConfig(converted=tmp_path / "converted", split=tmp_path / "split", out=tmp_path / "raw", labels_from=merged)
+        AssembleConfig(
+            converted=tmp_path / "converted", split=tmp_path / "split", out=tmp_path / "raw", labels_from=merged
+        )
     )
     folder = Path(result.outputs["dataset"])
     labels = sorted((folder / "labelsTr").glob("*.nii.gz")) + sorted((folder / "labelsTs").glob("*.nii.gz"))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,12 @@ import torch
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.model import Model
+from tsretrain.stages import UsageError
+from tsretrain.storage.store import open_store
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.training import discovery
 from tsretrain.training.nnunet_env import NnunetFolders
-from tsretrain.model import Model
-from tsretrain.stages import UsageError
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PreprocessConfig, preprocess
 from tsretrain.training.train import TrainConfig, train
@@ -183,7 +184,9 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     assert f"tsretrain: starting at epoch {saved} of 8" in second_log.read_text()
     assert _epoch_of(fold / "checkpoint_final.pth") == 8
     assert (stored / "fold_2" / "checkpoint_final.pth").is_file()
-    assert (stored / "plans.json").is_file() and (stored / "_manifest-fold_2.json").is_file()
+    assert (stored / "plans.json").is_file()
+    published = open_store(str(store)).manifest("") or {}  # the fold's manifest sits at the results root
+    assert f"{NAME}/{fold.parent.name}/fold_2/checkpoint_final.pth" in published
 
 
 def test_trainer_settings_from_the_environment(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,6 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.table import Table
 
@@ -118,12 +117,15 @@ for _stage in STAGES:
     _stage_command(_stage)
 
 
+def subcommand(name: str) -> Any:
+    """The click command behind a ``tsretrain`` subcommand."""
+    return typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+
+
 def parse_stage(args: list[str]) -> tuple[Stage, Any]:
     """The stage and configuration a ``tsretrain STAGE ...`` command line asks for, without running it."""
     name, *rest = args
-    command = typer.main.get_command(app)
-    assert isinstance(command, click.Group)
-    context = command.commands[name].make_context(name, rest)
+    context = subcommand(name).make_context(name, rest)
     return BY_NAME[name], stage_config(BY_NAME[name], context.params)
 
 
@@ -149,7 +151,9 @@ def pod_command(
     get: Annotated[
         list[str] | None, typer.Option("--get", help="URI=PATH[=PATTERN,...] of a published folder (only matches).")
     ] = None,
-    put: Annotated[list[str] | None, typer.Option("--put", help="PATH=URI published after the stage.")] = None,
+    put: Annotated[
+        list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
+    ] = None,
     batch: Annotated[str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns.")] = "",
     manifest_name: Annotated[str, typer.Option(help="Manifest of this writer (one per fan-out batch).")] = MANIFEST,
 ) -> None:
@@ -163,13 +167,24 @@ def pod_command(
         console.print(f"[red]pod[/red]: {exc}")
         raise typer.Exit(USAGE_EXIT_CODE) from exc
     try:
-        code = app(args=list(context.args), standalone_mode=False)
-    except click.ClickException as exc:  # a bad stage command line
-        exc.show()
-        code = exc.exit_code
+        app(args=list(context.args))
+        code: Any = 0
+    except SystemExit as exc:  # the stage's exit code (2: a bad command line or a usage error)
+        code = exc.code
     if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
     publish(puts, manifest_name)
+
+
+@app.command("listing")
+def listing_command(
+    converted: Annotated[Path, typer.Argument(help="Output folder of convert (cases/<case>/manifest.json).")],
+) -> None:
+    """Write a conversion's cases.csv from all its case manifests (a cluster run's batches gathered)."""
+    from tsretrain.conversion.convert import write_case_listing
+
+    rows = write_case_listing(converted)
+    console.print(f"[green]done[/green] listing: {len(rows)} cases in {converted / 'cases.csv'}")
 
 
 @app.command("store")
@@ -196,6 +211,33 @@ def store_command(
         raise typer.BadParameter("use: ls URI | mb s3://BUCKET | sync-up PATH URI | sync-down URI PATH")
 
 
+OutputPrefixOption = Annotated[str, typer.Option(help="The run's store prefix; empty: RUNS_PREFIX/WORKFLOW.")]
+RunsPrefixOption = Annotated[str, typer.Option(help="Store URI under which each run gets its own prefix.")]
+WorkflowOption = Annotated[str, typer.Option(help="Workflow name.")]
+
+
+@app.command("claim")
+def claim_command(
+    output_prefix: OutputPrefixOption,
+    runs_prefix: RunsPrefixOption,
+    workflow: WorkflowOption,
+    resume: Annotated[str, typer.Option(help="true: continue the run that holds the prefix.")] = "false",
+    out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix.")] = Path("/tmp/output-prefix"),
+) -> None:
+    """Make a cluster run's store prefix this workflow's (the workflow's first step); refuse one holding another
+    run unless resuming."""
+    from tsretrain.pipeline.pod import claim, run_prefix
+
+    prefix = run_prefix(output_prefix, runs_prefix, workflow)
+    try:
+        claim(prefix, workflow, resume.strip().lower() == "true")
+    except UsageError as exc:
+        console.print(f"[red]claim[/red]: {exc}")
+        raise typer.Exit(USAGE_EXIT_CODE) from exc
+    out_file.write_text(prefix)
+    console.print(f"output prefix: {prefix}")
+
+
 def failure_list(text: str) -> list[Any]:
     """Argo's ``{{workflow.failures}}`` (a JSON list, passed as a string, possibly encoded twice) as a list."""
     value: Any = text
@@ -211,19 +253,31 @@ def failure_list(text: str) -> list[Any]:
 
 @app.command("status")
 def status_command(
-    out: Annotated[str, typer.Option(help="Store URI (folder) receiving status.json.")],
-    name: Annotated[str, typer.Option(help="Workflow name.")],
+    output_prefix: OutputPrefixOption,
+    runs_prefix: RunsPrefixOption,
+    workflow: WorkflowOption,
     status: Annotated[str, typer.Option(help="Workflow status (Succeeded, Failed, Error).")],
     failures: Annotated[str, typer.Option(help="Argo's JSON list of failed steps.")] = "",
 ) -> None:
-    """Record how a run ended (the workflow's exit handler)."""
+    """Record how a run ended in its prefix's status.json (the workflow's exit handler); a prefix claimed by
+    another run is left alone."""
     from datetime import UTC, datetime
 
+    from tsretrain.layout import relative
+    from tsretrain.pipeline.pod import owns, run_prefix
     from tsretrain.storage.store import open_store
 
-    failed = failure_list(failures)
-    record = {"workflow": name, "status": status, "failures": failed, "finished": datetime.now(UTC).isoformat()}
-    open_store(out).put_bytes(json.dumps(record, indent=1).encode(), "status.json")
+    prefix = run_prefix(output_prefix, runs_prefix, workflow)
+    record = {
+        "workflow": workflow,
+        "status": status,
+        "failures": failure_list(failures),
+        "finished": datetime.now(UTC).isoformat(),
+    }
+    if owns(prefix, workflow):
+        open_store(prefix).put_bytes(json.dumps(record, indent=1).encode(), relative("status"))
+    else:
+        console.print(f"{prefix} is not this run's (refused at its claim): status not written there")
     console.print(record)
 
 

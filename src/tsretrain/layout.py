@@ -27,6 +27,8 @@ LOCATIONS: dict[str, tuple[str, str]] = {
     "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json"),
     "report": ("report", "report.html (self-contained), report.md, figures/"),
     "records": (".stages", "one record per finished stage: its configuration hash and result (local runs)"),
+    "claim": ("run.json", "the workflow that owns a cluster run's prefix"),
+    "status": ("status.json", "how a cluster run ended: status and failed steps"),
 }
 
 

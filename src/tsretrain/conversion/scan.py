@@ -42,7 +42,7 @@ class ScanConfig:
     dictionary: str = "radcure-oar21"
     workers: int = 0  # 0: one per available CPU
     rtstruct_choice: str = "fail"
-    batches_out: Path | None = None  # JSON list of comma-joined case ids to convert, for a workflow fan-out
+    batches_out: Path | None = None  # JSON list of comma-joined case ids (every case), for a workflow fan-out
     batch_size: int = 8
 
 
@@ -297,8 +297,8 @@ def scan(config: ScanConfig) -> StageResult:
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
     if config.batches_out is not None:
-        ok = [p.case_id for p in plans if p.status == OK]
-        batches = [",".join(ok[i : i + config.batch_size]) for i in range(0, len(ok), config.batch_size)]
+        ids = [p.case_id for p in plans]  # every case: excluded ones get their manifest and listing row too
+        batches = [",".join(ids[i : i + config.batch_size]) for i in range(0, len(ids), config.batch_size)]
         atomic_write_text(config.batches_out, json.dumps(batches))
     counts = Counter(p.status for p in plans)
     for plan in plans:

@@ -32,6 +32,7 @@ from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.stages import StageResult, UsageError
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
+from tsretrain.training.nnunet_env import torch_device
 from tsretrain.ui import log, progress
 
 TASKS = "tasks"  # per case, the folder of the task maps (the merged map sits beside it)
@@ -163,6 +164,8 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
     if not tasks:
         raise PseudolabelError(f"dictionary {dictionary.name} names no TotalSegmentator source")
     check_weights(tasks, config.allow_download)
+    if config.device == "gpu":  # TotalSegmentator would fall back to the CPU silently
+        torch_device("cuda")
     cases = sorted(p.parent for p in (config.converted / "cases").glob(f"*/{MANIFEST}"))
     cases = [c for c in cases if json.loads((c / MANIFEST).read_text())["status"] == "ok"]
     if config.cases:

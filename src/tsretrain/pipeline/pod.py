@@ -7,16 +7,18 @@ folder are the run layout's, the same as below the store prefix and in a local r
     tsretrain pod --get 's3://b/run/converted=/work/converted=cases/*/manifest.json' \\
         --put /work/split=s3://b/run/split -- split /work/converted --out /work/split
 
-A ``--get`` may end with ``=PATTERN,PATTERN``: only the published files matching one of them are fetched
-(``*`` never crosses ``/``; ``{case}`` stands for each case of ``--batch``).
+A ``--get`` or ``--put`` may end with ``=PATTERN,PATTERN``: only the files matching one of them move (``*``
+never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batch``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsretrain.layout import relative
 from tsretrain.stages import UsageError
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log
@@ -31,21 +33,24 @@ class Transfer:
     include: tuple[str, ...] = ()
 
 
-def parse_get(text: str) -> Transfer:
-    """``URI=PATH`` or ``URI=PATH=PATTERN,PATTERN``."""
+def _parts(option: str, text: str) -> tuple[str, str, tuple[str, ...]]:
     parts = text.split("=")
     if len(parts) not in (2, 3) or not all(parts[:2]):
-        raise UsageError(f"--get: expected URI=PATH or URI=PATH=PATTERN,..., got {text!r}")
+        raise UsageError(f"{option}: expected {option[2:].upper()}=PATH[=PATTERN,...], got {text!r}")
     include = tuple(p for p in parts[2].split(",") if p) if len(parts) == 3 else ()
-    return Transfer(parts[0], Path(parts[1]), include)
+    return parts[0], parts[1], include
+
+
+def parse_get(text: str) -> Transfer:
+    """``URI=PATH`` or ``URI=PATH=PATTERN,PATTERN``."""
+    uri, path, include = _parts("--get", text)
+    return Transfer(uri, Path(path), include)
 
 
 def parse_put(text: str) -> Transfer:
-    """``PATH=URI``."""
-    path, sep, uri = text.partition("=")
-    if not sep or not path or not uri:
-        raise UsageError(f"--put: expected PATH=URI, got {text!r}")
-    return Transfer(uri, Path(path))
+    """``PATH=URI`` or ``PATH=URI=PATTERN,PATTERN``."""
+    path, uri, include = _parts("--put", text)
+    return Transfer(uri, Path(path), include)
 
 
 def expand(patterns: tuple[str, ...], batch: tuple[str, ...]) -> tuple[str, ...]:
@@ -77,5 +82,34 @@ def publish(puts: list[Transfer], manifest_name: str) -> None:
         if not put.path.is_dir():
             raise FileNotFoundError(f"pod: {put.path} was not produced; nothing to publish to {put.uri}")
         started = time.perf_counter()
-        counts = open_store(put.uri).sync_up(put.path, "", manifest_name)
+        counts = open_store(put.uri).sync_up(put.path, "", manifest_name, put.include)
         log.info("pod: %s -> %s: %s in %.1f s", put.path, put.uri, counts, time.perf_counter() - started)
+
+
+def run_prefix(output_prefix: str, runs_prefix: str, workflow: str) -> str:
+    """A cluster run's store prefix: the one given, or one of its own below ``runs_prefix``."""
+    return output_prefix.rstrip("/") or f"{runs_prefix.rstrip('/')}/{workflow}"
+
+
+def claim(prefix: str, workflow: str, resume: bool) -> None:
+    """Make ``prefix`` this workflow's: refused when it holds another run's outputs, unless resuming on purpose
+    (a second run would otherwise mix the first one's manifests and checkpoints into its own)."""
+    store = open_store(prefix)
+    owner = store.get_bytes(relative("claim"))
+    if owner is not None and json.loads(owner).get("workflow") == workflow:
+        return  # this workflow's claim step, retried
+    if store.list("") and not resume:
+        holder = json.loads(owner).get("workflow") if owner else "files of another run"
+        raise UsageError(
+            f"{prefix} already holds {holder}: give another output-prefix, leave it empty for one of this run's own, "
+            "or set resume=true to continue that run"
+        )
+    previous = json.loads(owner).get("workflow") if owner else None
+    record = {"workflow": workflow, "resumed_from": previous if resume else None}
+    store.put_bytes(json.dumps(record).encode(), relative("claim"))
+
+
+def owns(prefix: str, workflow: str) -> bool:
+    """Whether ``prefix`` is claimed by this workflow."""
+    owner = open_store(prefix).get_bytes(relative("claim"))
+    return owner is not None and json.loads(owner).get("workflow") == workflow

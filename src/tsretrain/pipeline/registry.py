@@ -55,11 +55,11 @@ class Option:
 
 
 @dataclass(frozen=True)
-class Read:
-    """A location a stage reads; on a cluster its pod fetches only the files matching ``include``."""
+class Files:
+    """Files of a location a stage reads or writes; on a cluster its pod moves only those matching ``include``."""
 
     location: str
-    include: tuple[str, ...] = ()  # fnmatch patterns relative to the location; empty: everything
+    include: tuple[str, ...] = ()  # fnmatch patterns relative to the location (``*`` never crosses ``/``)
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ class Stage:
     help: str
     options: dict[str, Option]
     model: tuple[str, ...] = ()  # the Model fields the stage takes as options (its configuration has ``model``)
-    reads: tuple[Read, ...] = ()
-    writes: tuple[str, ...] = ()
+    reads: tuple[Files, ...] = ()
+    writes: tuple[Files, ...] = ()
     fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
     resources: str = "cpu"  # cpu, big-cpu or gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
@@ -168,7 +168,7 @@ STAGES: tuple[Stage, ...] = (
             "pixel_spacing": Option("Pixel spacing (mm)."),
             "slice_thickness": Option("Slice spacing (mm)."),
         },
-        writes=("cohort",),
+        writes=(Files("cohort"),),
         cluster=False,
         internal=("id_prefix", "roi_variants"),
     ),
@@ -186,7 +186,7 @@ STAGES: tuple[Stage, ...] = (
             "batches_out": Option("Write every case in batches (JSON list), for a fan-out."),
             "batch_size": Option("Cases per batch."),
         },
-        writes=("scan",),
+        writes=(Files("scan"),),
     ),
     Stage(
         "convert",
@@ -204,8 +204,8 @@ STAGES: tuple[Stage, ...] = (
             "rtstruct_choice": RTSTRUCT_CHOICE,
             "source": Option("Store URI of the DICOM tree; the cases' files are staged into INPUT."),
         },
-        reads=(Read("scan", ("inventory.json",)),),
-        writes=("converted",),
+        reads=(Files("scan", ("inventory.json",)),),
+        writes=(Files("converted", ("cases/*/*",)),),  # each batch its cases; the listing is gathered after
         fan_out="cases",
     ),
     Stage(
@@ -225,8 +225,8 @@ STAGES: tuple[Stage, ...] = (
             ),
             "cases": CASES,
         },
-        reads=(Read("converted", ("cases/{cases}/*",)),),
-        writes=("pseudolabels",),
+        reads=(Files("converted", ("cases/{case}/*",)),),
+        writes=(Files("pseudolabels"),),
         fan_out="cases",
         resources="gpu",
         image="pseudolabel",
@@ -247,8 +247,8 @@ STAGES: tuple[Stage, ...] = (
             "site_column": Option("Column of the clinical sheet holding the site."),
             "fixed_split_column": Option("Column whose 'test' rows form the test set."),
         },
-        reads=(Read("converted", ("cases/*/manifest.json",)),),
-        writes=("split",),
+        reads=(Files("converted", ("cases/*/manifest.json",)),),
+        writes=(Files("split"),),
     ),
     Stage(
         "assemble",
@@ -266,11 +266,11 @@ STAGES: tuple[Stage, ...] = (
         },
         model=("dataset", "dictionary"),
         reads=(
-            Read("converted", ("cases/*/*",)),
-            Read("split"),
-            Read("pseudolabels", ("*/{case}.nii.gz", "*/pseudolabel.json")),
+            Files("converted", ("cases/*/*",)),
+            Files("split"),
+            Files("pseudolabels", ("*/*.nii.gz",)),  # the merged maps, not the task maps below them
         ),
-        writes=("raw",),
+        writes=(Files("raw"),),
         internal=("verify",),
     ),
     Stage(
@@ -288,8 +288,11 @@ STAGES: tuple[Stage, ...] = (
             "workers": Option("Preprocessing processes (0: from CPUs and memory)."),
         },
         model=("dataset", "configuration", "plans"),
-        reads=(Read("raw", ("*/imagesTr/*", "*/labelsTr/*", "*/dataset.json")), Read("split", ("splits_final.json",))),
-        writes=("preprocessed",),
+        reads=(
+            Files("raw", ("*/imagesTr/*", "*/labelsTr/*", "*/dataset.json")),
+            Files("split", ("splits_final.json",)),
+        ),
+        writes=(Files("preprocessed"),),
         resources="big-cpu",
     ),
     Stage(
@@ -309,8 +312,8 @@ STAGES: tuple[Stage, ...] = (
             "validate": Option("Predict the fold's validation cases at the end.", flags=("--validate/--no-validate",)),
         },
         model=("dataset", "trainer", "plans", "configuration"),
-        reads=(Read("preprocessed"),),
-        writes=("results",),
+        reads=(Files("preprocessed"),),
+        writes=(Files("results"),),
         fan_out="fold",
         resources="gpu",
         image="gpu",
@@ -329,11 +332,11 @@ STAGES: tuple[Stage, ...] = (
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
         reads=(
-            Read("raw", ("*/imagesTs/*", "*/dataset.json")),
-            Read("preprocessed", ("*/planning_summary.json",)),
-            Read("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth", "*/*/fold_*/validation/*")),
+            Files("raw", ("*/imagesTs/*", "*/dataset.json")),
+            Files("preprocessed", ("*/planning_summary.json",)),
+            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth", "*/*/fold_*/validation/*")),
         ),
-        writes=("predictions",),
+        writes=(Files("predictions"),),
         resources="gpu",
         image="gpu",
     ),
@@ -355,8 +358,8 @@ STAGES: tuple[Stage, ...] = (
             "workers": WORKERS,
             "surface": Option("Compute HD95 and NSD (off: Dice only).", flags=("--surface/--no-surface",)),
         },
-        reads=(Read("raw", ("*/labelsTs/*",)), Read("predictions", ("test/*",))),
-        writes=("evaluation",),
+        reads=(Files("raw", ("*/labelsTs/*",)), Files("predictions", ("test/*",))),
+        writes=(Files("evaluation"),),
         resources="big-cpu",
         internal=("tolerances",),
     ),
@@ -372,18 +375,18 @@ STAGES: tuple[Stage, ...] = (
             "synthetic": Option("Mark the numbers as a synthetic demo.", flags=("--synthetic",)),
         },
         reads=(
-            Read("scan", ("inventory.json",)),
-            Read("converted", ("cases/*/manifest.json",)),
-            Read("split"),
-            Read("raw", ("*/dataset.json", "*/imagesTs/*", "*/labelsTs/*")),
-            Read("preprocessed", ("*/*.json",)),
-            Read("results", ("*/*/*.json", "*/*/fold_*/progress.json")),
-            Read("predictions", ("test/*",)),
-            Read(
+            Files("scan", ("inventory.json",)),
+            Files("converted", ("cases/*/manifest.json",)),
+            Files("split"),
+            Files("raw", ("*/dataset.json", "*/imagesTs/*", "*/labelsTs/*")),
+            Files("preprocessed", ("*/*.json",)),
+            Files("results", ("*/*/*.json", "*/*/fold_*/progress.json")),
+            Files("predictions", ("test/*",)),
+            Files(
                 "evaluation",
             ),
         ),
-        writes=("report",),
+        writes=(Files("report"),),
     ),
 )
 

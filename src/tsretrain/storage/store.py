@@ -36,16 +36,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """Relative path -> size and SHA-256 of every file below folder (hidden temporaries excluded)."""
-    entries = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not path.name.startswith((".", "_manifest")):
-            entries[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
-    return entries
-
-
 def matches(path: str, patterns: tuple[str, ...]) -> bool:
     """Whether a ``/``-separated relative path matches a pattern segment by segment (``*`` never crosses ``/``)."""
     parts = path.split("/")
@@ -54,6 +44,19 @@ def matches(path: str, patterns: tuple[str, ...]) -> bool:
         if len(segments) == len(parts) and all(fnmatchcase(p, s) for p, s in zip(parts, segments, strict=True)):
             return True
     return False
+
+
+def folder_manifest(folder: Path, include: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Relative path -> size and SHA-256 of every file below folder (hidden temporaries excluded; with
+    ``include``, only the files matching one of these patterns)."""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if include and not matches(rel, include):
+            continue
+        if path.is_file() and not path.name.startswith((".", "_manifest")):
+            entries[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    return entries
 
 
 class Store(ABC):
@@ -100,9 +103,12 @@ class Store(ABC):
                 files.update(json.loads(data)["files"])
         return files
 
-    def sync_up(self, folder: Path, prefix: str, manifest_name: str = MANIFEST) -> dict[str, int]:
-        """Publish a local folder under prefix; files already stored with the same checksum are skipped."""
-        wanted = folder_manifest(folder)
+    def sync_up(
+        self, folder: Path, prefix: str, manifest_name: str = MANIFEST, include: tuple[str, ...] = ()
+    ) -> dict[str, int]:
+        """Publish a local folder (with ``include``, its files matching one of these patterns) under prefix; files
+        already stored with the same checksum are skipped."""
+        wanted = folder_manifest(folder, include)
         stored = self.manifest(prefix) or {}
         present = self.list(prefix)
         uploaded = skipped = 0

@@ -85,9 +85,14 @@ def restore(config: TrainConfig) -> None:
 
 
 def publish(config: TrainConfig) -> None:
-    """Publish the finished model folder (this fold) with a manifest of its own, for the prediction step."""
+    """Publish the finished fold (and its model's JSON files) under ``store`` with a manifest of its own beside
+    the other folds' (the prediction step fetches them all from there)."""
     assert config.store is not None
-    config.stored().sync_up(config.fold_folder().parent, "", f"_manifest-{config.fold_folder().name}.json")
+    fold = config.fold_folder()
+    model = fold.parent.relative_to(NnunetFolders(config.work).results).as_posix()
+    include = (f"{model}/*.json", f"{model}/{fold.name}/*", f"{model}/{fold.name}/*/*")
+    manifest = f"_manifest-{fold.parent.name}-{fold.name}.json"
+    open_store(config.store).sync_up(NnunetFolders(config.work).results, "", manifest, include)
 
 
 def progress_of(trainer: Any) -> dict[str, Any]:
