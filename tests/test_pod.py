@@ -126,3 +126,14 @@ def test_status_holds_a_real_list_and_only_in_the_runs_own_prefix(tmp_path: Path
     other = [*args[:2], str(tmp_path / "runs" / "wf-1"), *args[3:], "--workflow", "wf-9"]
     assert runner.invoke(app, other).exit_code == 0
     assert json.loads((tmp_path / "runs" / "wf-1" / "status.json").read_text())["workflow"] == "wf-1"  # untouched
+
+
+def test_hidden_folders_are_never_published(tmp_path: Path) -> None:
+    """E.g. TotalSegmentator weights staged below the pseudolabel output: never part of what the pod publishes."""
+    out = tmp_path / "pseudolabels"
+    (out / ".weights" / "nnunet").mkdir(parents=True)
+    (out / ".weights" / "nnunet" / "model.pth").write_bytes(b"w")
+    (out / "A").mkdir()
+    (out / "A" / "A.nii.gz").write_bytes(b"m")
+    open_store(str(tmp_path / "store")).sync_up(out, "")
+    assert set(open_store(str(tmp_path / "store")).manifest("") or {}) == {"A/A.nii.gz"}
