@@ -139,10 +139,17 @@ def run_command(
     """Run the pipeline's stages in order on local storage, skipping those already complete."""
     from tsretrain.pipeline.runner import run
 
-    run(run_dir, config, tuple(stage or ()), force)
+    from tsretrain.layout import RunLayout
+
+    try:
+        run(run_dir, config, tuple(stage or ()), force)
+    except UsageError as exc:
+        console.print(f"[red]run[/red]: {exc}")
+        raise typer.Exit(USAGE_EXIT_CODE) from exc
     console.print(f"[green]run complete[/green]: {run_dir}")
-    if (run_dir / "report" / "report.html").is_file():
-        console.print(f"report: {run_dir / 'report' / 'report.html'}")
+    report = RunLayout(run_dir).report / "report.html"
+    if report.is_file():
+        console.print(f"report: {report}")
 
 
 @app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
