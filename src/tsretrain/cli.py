@@ -137,9 +137,8 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="Re-run stages recorded as complete.")] = False,
 ) -> None:
     """Run the pipeline's stages in order on local storage, skipping those already complete."""
-    from tsretrain.pipeline.runner import run
-
     from tsretrain.layout import RunLayout
+    from tsretrain.pipeline.runner import run
 
     try:
         run(run_dir, config, tuple(stage or ()), force)
