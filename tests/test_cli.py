@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -87,3 +88,12 @@ def test_readme_stage_table_matches_the_registry() -> None:
 
 def test_readme_layout_is_the_run_layout() -> None:
     assert markdown_table() in README.read_text()
+
+
+def test_every_configuration_field_is_declared_in_the_registry() -> None:
+    """A configuration field is an option, the model, or left at its default on purpose: never forgotten."""
+    for stage in STAGES:
+        fields = {f.name for f in dataclasses.fields(stage.config)}
+        declared = set(stage.options) | set(stage.internal) | ({"model"} if stage.model else set())
+        assert fields == declared, stage.name
+        assert stage.resources in ("cpu", "big-cpu", "gpu") and stage.image in ("cpu", "gpu", "pseudolabel")
