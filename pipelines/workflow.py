@@ -275,7 +275,16 @@ def build() -> WorkflowTemplate:
         claim = _container(
             "claim",
             "cpu",
-            ["claim", *_prefix_args(), "--workflow", "{{workflow.name}}", "--resume", param("resume")],
+            [
+                "claim",
+                *_prefix_args(),
+                "--workflow",
+                "{{workflow.name}}",
+                "--resume",
+                param("resume"),
+                "--out-file",
+                CLAIMED,
+            ],
             small,
             scratch="1Gi",
             retries=2,

@@ -227,8 +227,8 @@ def claim_command(
     output_prefix: OutputPrefixOption,
     runs_prefix: RunsPrefixOption,
     workflow: WorkflowOption,
+    out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix (the step's output).")],
     resume: Annotated[str, typer.Option(help="true: continue the run that holds the prefix.")] = "false",
-    out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix.")] = Path("/tmp/output-prefix"),
 ) -> None:
     """Make a cluster run's store prefix this workflow's (the workflow's first step); refuse one holding another
     run unless resuming."""
