@@ -6,7 +6,8 @@ per item, ``{{item}}``; an empty list Skips the task), input parameters (``value
 parameters from ``valueFrom.path`` (a fan-out's outputs aggregate to a JSON list), ``retryStrategy`` (limit,
 retryPolicy, expression with ``lastRetry.*``, backoff duration/factor/cap/maxDuration, in that order, as
 ``processNodeRetries``), ``activeDeadlineSeconds``, emptyDir ``sizeLimit`` and ``ephemeral-storage`` limits
-(evictions), workflow and template ``parallelism``, ``podGC``, ``securityContext`` user and read-only root, the
+(evictions), workflow and template ``parallelism``, ``podGC``, ``securityContext`` (``runAsNonRoot`` against
+the image's user, read-only root), the
 ``onExit`` handler with ``{{workflow.status}}`` and ``{{workflow.failures}}`` (a quoted JSON string, exactly as
 ``operator.go`` renders it). Fields that only mean something to a scheduler (resources, node selectors,
 tolerations, runtime class, labels, ``ttlStrategy``, seccomp) are accepted as such and listed in
@@ -198,7 +199,7 @@ class Run:
 
     def task(self, display: str) -> Node:
         for node in self.nodes.values():
-            if node.display == display and node.type != "Pod":
+            if node.display == display:
                 return node
         raise KeyError(f"no node {display!r}; nodes: {sorted(n.display for n in self.nodes.values())}")
 
@@ -676,7 +677,6 @@ class Simulation:
             folder=folder,
             working_dir=container.get("workingDir"),
             read_only_root=bool(security.get("readOnlyRootFilesystem")),
-            run_as_user=int(user),
             deadline_s=float(deadline) if deadline is not None else None,
             ephemeral_limit=quantity_bytes(limit) if limit is not None else None,
             output_paths=paths,

@@ -2,8 +2,8 @@
 
 A container's ``/work``, ``/tmp``, ``/dev/shm``, HOME and every volume mount become folders of the pod folder;
 arguments and environment values that name those paths are rewritten (a path the mapping does not cover is an
-error, never a silent write to this machine). Read-only mounts are made read-only (when the harness runs as
-root, the pod runs as the image's non-root user so that permissions hold). Services the pods reach by cluster
+error, never a silent write to this machine). Read-only mounts are made read-only, and a pod that changed one
+anyway (root ignores permissions) fails. Services the pods reach by cluster
 DNS (the dev S3 server) are reached through a per-pod counting proxy: the bytes each pod fetched are measured
 on the wire.
 """
@@ -119,7 +119,6 @@ class PodPlan:
     folder: Path
     working_dir: str | None = None
     read_only_root: bool = False
-    run_as_user: int | None = None
     deadline_s: float | None = None
     ephemeral_limit: int | None = None
     output_paths: dict[str, str] = field(default_factory=dict)
@@ -189,12 +188,7 @@ class RunningPod:
         argv = [self.rewrite(a) for a in plan.command + plan.args]
         if not argv or "/" in argv[0]:
             raise Unsupported(f"command {argv[:1]} (the harness runs the image's console scripts only)")
-        user = plan.run_as_user if plan.run_as_user is not None else plan.image.user
-        as_other = os.geteuid() == 0 and user != 0
-        if as_other:
-            for folder, dirs, files in os.walk(plan.folder):
-                for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
-                    os.lchown(name, user, user)
+        self.frozen = {m.path: snapshot(m.host) for m in plan.mounts if m.read_only}
         for mount in plan.mounts:
             if mount.read_only:
                 make_read_only(mount.host)
@@ -210,9 +204,6 @@ class RunningPod:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                user=user if as_other else None,
-                group=user if as_other else None,
-                extra_groups=[] if as_other else None,
             )
 
     def _path_map(self, root: Path) -> dict[str, Path]:
@@ -267,6 +258,9 @@ class RunningPod:
                 return self._end("Failed", "Pod evicted: ephemeral local storage exceeds the limit", "137")
         if code is None:
             return None
+        for mount in plan.mounts:
+            if mount.path in self.frozen and snapshot(mount.host) != self.frozen[mount.path]:
+                return self._end("Error", f"read-only mount {mount.path} was written to", str(code))
         if code != 0:
             return self._end("Failed", f"Error (exit code {code})", str(code))
         outputs: dict[str, str] = {}
@@ -297,6 +291,15 @@ class RunningPod:
     @property
     def fetched(self) -> int:
         return sum(p.received for p in self.proxies.values())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        os.path.join(path, name): (st.st_size, st.st_mtime_ns)
+        for path, _, files in os.walk(folder)
+        for name in files
+        if (st := os.lstat(os.path.join(path, name)))
+    }
 
 
 def make_read_only(folder: Path) -> None:

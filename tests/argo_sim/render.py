@@ -25,7 +25,8 @@ def kube_version() -> str:
 
 def up_sh_flags(tag: str, access_key: str, secret_key: str) -> list[str]:
     """The chart flags up.sh passes for this image tag and these dev credentials."""
-    script = f'source "{KIND / "chart-flags.sh"}"; tsretrain_chart_flags "$1" "$2" "$3"; printf "%s\\0" "${{chart_flags[@]}}"'
+    script = f'source "{KIND / "chart-flags.sh"}"; tsretrain_chart_flags "$1" "$2" "$3"; '
+    script += 'printf "%s\\0" "${chart_flags[@]}"'
     done = subprocess.run(
         ["bash", "-c", script, "flags", tag, access_key, secret_key], capture_output=True, text=True, check=True
     )
