@@ -218,7 +218,7 @@ class RunningPod:
         return paths
 
     def rewrite(self, text: str) -> str:
-        """Container paths (at the start of a value or after '=' or ':') to their pod-folder paths; services to
+        """Container paths (at the start of a value, after '=' or after a ':' that starts no URL) to their pod-folder paths; services to
         their proxies. A container path outside the mapping is an error."""
         for name, proxy in self.proxies.items():
             text = text.replace(f"http://{name}", f"http://127.0.0.1:{proxy.port}")
@@ -231,7 +231,7 @@ class RunningPod:
                     return str(self.paths[prefix]) + path[len(prefix) :]
             raise Unsupported(f"{path!r} is not a mount, /tmp, /dev/shm or the image's HOME/WORKDIR of this pod")
 
-        return re.sub(r"(?:^|(?<=[=:]))/[^\s=:,]*", replace, text)
+        return re.sub(r"(?:^|(?<==)|(?<=:)(?!//))/[^\s=:,]*", replace, text)
 
     def usage(self) -> int:
         return folder_bytes(self.plan.folder)
