@@ -60,7 +60,7 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     if mode == "ours-case":
         from tsretrain.conversion.convert import ConvertConfig, convert
 
-        convert(ConvertConfig(workdir / "dicom", workdir / f"out-{os.getpid()}", workers=1))
+        convert(ConvertConfig(input=workdir / "dicom", out=workdir / f"out-{os.getpid()}", workers=1))
         rois = float(len(dictionary.labels))
     elif mode == "ours-labels":
         from tsretrain.conversion.geometry import VolumeGeometry
@@ -68,7 +68,7 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
         from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
         from tsretrain.conversion.scan import ScanConfig, scan
 
-        scan(ScanConfig(workdir / "dicom", workdir / f"scan-{os.getpid()}", workers=1))
+        scan(ScanConfig(input=workdir / "dicom", out=workdir / f"scan-{os.getpid()}", workers=1))
         _, (plan,) = load_inventory(workdir / f"scan-{os.getpid()}" / "inventory.json")
         ids = {label.name: label.id for label in dictionary.labels}
         labels, _ = burn_label_map(

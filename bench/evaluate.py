@@ -91,10 +91,10 @@ def child(mode: str, folder: Path, labels: int, workers: int) -> None:
         )
         evaluate(
             EvaluateConfig(
-                folder / "ref",
-                folder / "pred",
-                folder / f"out-{mode}",
-                str(dictionary),
+                reference=folder / "ref",
+                prediction=folder / "pred",
+                out=folder / f"out-{mode}",
+                dictionary=str(dictionary),
                 workers=workers,
                 surface=(mode == "ours-full"),
             )

@@ -1,12 +1,14 @@
-"""The cluster run as an Argo WorkflowTemplate, defined with Hera (7.x, Argo Workflows v4).
+"""The cluster run as an Argo WorkflowTemplate (Hera 7.x, Argo Workflows v4), generated from the stage registry.
 
-DAG: scan -> convert (fan-out over batches of cases) -> [pseudolabel (GPU fan-out, when asked)] -> split ->
-assemble -> preprocess -> train (one GPU pod per fold) -> predict -> evaluate -> report, with an exit handler
-that records the run's status. Every step runs ``tsretrain pod`` from one of our images with an explicit
-command: it fetches its inputs from the store, runs one ``tsretrain`` subcommand, publishes its outputs.
+Every stage of ``tsretrain.pipeline.registry`` that runs on a cluster becomes one container template running
+``tsretrain pod`` from its image family: the pod fetches what the stage reads (only the files it needs), runs
+the stage's subcommand with the options the registry declares, and publishes what the stage writes, all at the
+run layout's relative paths below ``/work`` and below the run's store prefix. A ``claim`` step first fixes the
+prefix (``output-prefix``, or ``runs-prefix/<workflow name>``) and refuses one holding another run unless
+``resume=true``; the exit handler records how the run ended in ``status.json``.
 
-Values only the Helm chart knows (secret name, images, GPU node selector and tolerations) are written as
-``__TOKENS__`` that the chart replaces when it installs this file.
+Values only the Helm chart knows (secret, images, GPU scheduling, claims, ConfigMap) are ``__TOKENS__`` that the
+chart replaces when it installs this file.
 
 Render: ``python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.yaml`` (``make workflow``).
 """
@@ -14,9 +16,13 @@ Render: ``python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.y
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import Any
 
+import yaml
 from hera.workflows import (
     DAG,
+    ConfigMapVolume,
     Container,
     EmptyDirVolume,
     Env,
@@ -27,401 +33,372 @@ from hera.workflows import (
     SecretEnv,
     WorkflowTemplate,
 )
-from hera.workflows.models import ValueFrom
+from hera.workflows.models import (
+    Backoff,
+    Capabilities,
+    PodGC,
+    PodSecurityContext,
+    SeccompProfile,
+    SecurityContext,
+    TTLStrategy,
+    ValueFrom,
+)
+
+from tsretrain.layout import relative
+from tsretrain.pipeline.registry import BY_NAME, INPUT, RUN, STAGES, Files, Stage
+from tsretrain.stages import USAGE_EXIT_CODE
 
 NAME = "tsretrain"
-DATASET = "Dataset{{workflow.parameters.dataset-id}}_{{workflow.parameters.dataset-name}}"
-OUT = "{{workflow.parameters.output-prefix}}"
 WORK = "/work"
-NNUNET = f"{WORK}/nnunet"
-SECRET = "__S3_SECRET__"
+OUT = "{{inputs.parameters.output-prefix}}"  # every stage template receives the claimed prefix
+DICTIONARIES = "/etc/tsretrain/dictionaries"  # the chart's dictionaries ConfigMap, mounted in every pod
+BATCHES = "/tmp/batches.json"
+CLAIMED = "/tmp/output-prefix"
 
-PARAMETERS = {
-    "input-prefix": ("s3://tsretrain/input/dicom", "store URI of the DICOM tree (any layout)"),
-    "output-prefix": ("s3://tsretrain/runs/run-1", "store URI under which every stage publishes"),
-    "s3-endpoint": ("__S3_ENDPOINT__", "S3 endpoint URL (empty for AWS)"),
-    "dictionary": ("radcure-oar21", "organ dictionary (shipped name or mounted YAML path)"),
-    "pseudolabel": ("false", "run TotalSegmentator pseudo-labels (true for radcure-ts90)"),
-    "folds": ('["0", "1", "2", "3", "4"]', "JSON list of folds, one GPU pod each"),
-    "trainer": ("nnUNetTrainerTsr", "nnU-Net trainer"),
-    "planner": ("default", "default, resenc-m or resenc-l"),
-    "configuration": ("3d_fullres", "nnU-Net configuration"),
-    "epochs": ("1000", "training epochs"),
-    "dataset-id": ("366", "nnU-Net dataset id"),
-    "dataset-name": ("TotalSegmentator", "nnU-Net dataset name"),
-    "convert-batch-size": ("8", "cases per conversion pod"),
-    "cpu-image": ("__CPU_IMAGE__", "image of the CPU steps"),
-    "gpu-image": ("__GPU_IMAGE__", "image of the GPU steps"),
-    "pseudolabel-image": ("__PSEUDOLABEL_IMAGE__", "image of the pseudo-label step"),
-    "gpu-pod-spec-patch": ("__GPU_POD_SPEC_PATCH__", "JSON pod spec patch of GPU pods (node selector, tolerations)"),
+
+def param(name: str) -> str:
+    return "{{workflow.parameters." + name + "}}"
+
+
+@dataclass(frozen=True)
+class WorkflowParameter:
+    """A workflow parameter and the stage options it sets: ``name`` in every stage having that option, or
+    ``stage.name`` in one stage only."""
+
+    name: str
+    default: str
+    description: str
+    options: tuple[str, ...] = ()
+
+
+PARAMETERS = (
+    WorkflowParameter("input-prefix", "s3://tsretrain/input/dicom", "store URI of the DICOM tree (any layout)"),
+    WorkflowParameter("output-prefix", "", "store URI of this run's outputs; empty: runs-prefix/<workflow name>"),
+    WorkflowParameter("runs-prefix", "s3://tsretrain/runs", "store URI under which each run gets its own prefix"),
+    WorkflowParameter("resume", "false", "true: continue a run in a non-empty output-prefix (resumes training)"),
+    WorkflowParameter("s3-endpoint", "__S3_ENDPOINT__", "S3 endpoint URL (empty for AWS)"),
+    WorkflowParameter(
+        "dictionary",
+        "radcure-oar21",
+        f"organ dictionary: a shipped name or a YAML of the chart's ConfigMap ({DICTIONARIES}/NAME.yaml)",
+        ("dictionary",),
+    ),
+    WorkflowParameter("pseudolabel", "false", "run TotalSegmentator pseudo-labels (true for radcure-ts90)"),
+    WorkflowParameter(
+        "dataset", "Dataset366_TotalSegmentator", "nnU-Net dataset: Dataset<3-digit id>_<name>", ("dataset",)
+    ),
+    WorkflowParameter("cv-folds", "5", "cross-validation folds the split makes", ("cv_folds",)),
+    WorkflowParameter(
+        "folds", '["0", "1", "2", "3", "4"]', "JSON list of folds trained (one GPU pod each)", ("folds",)
+    ),
+    WorkflowParameter(
+        "trainer", "nnUNetTrainerTsr", "nnU-Net trainer (nnUNetTrainerTsrTiny: a cheap run)", ("trainer",)
+    ),
+    WorkflowParameter("planner", "default", "default, resenc-m or resenc-l", ("planner",)),
+    WorkflowParameter("plans", "", "plans name; empty: the planner's", ("plans",)),
+    WorkflowParameter(
+        "configuration", "3d_fullres", "nnU-Net configuration (3d_tiny: a cheap run)", ("configuration",)
+    ),
+    WorkflowParameter("epochs", "1000", "training epochs", ("epochs",)),
+    WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
+    WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
+    WorkflowParameter("scratch", "20Gi", "local disk of a CPU step that holds a batch or a listing"),
+    WorkflowParameter("data-scratch", "200Gi", "local disk of a step that holds the whole dataset (see README)"),
+    WorkflowParameter("cpu-image", "__CPU_IMAGE__", "image of the CPU steps"),
+    WorkflowParameter("gpu-image", "__GPU_IMAGE__", "image of the GPU steps"),
+    WorkflowParameter("pseudolabel-image", "__PSEUDOLABEL_IMAGE__", "image of the pseudo-label step"),
+    WorkflowParameter(
+        "gpu-pod-spec-patch", "__GPU_POD_SPEC_PATCH__", "JSON pod spec patch of GPU pods (runtime class, scheduling)"
+    ),
+)
+BY_OPTION = {option: p for p in PARAMETERS for option in p.options}
+
+# What only a cluster run sets: options with cluster values, retries, deadlines, local disk.
+CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
+    "scan": {"input": param("input-prefix"), "batches_out": BATCHES},  # headers by ranged reads from the store
+    "convert": {"input": f"{WORK}/dicom", "source": param("input-prefix")},  # the batch's files staged first
+    "pseudolabel": {"weights": "/weights", "device": "gpu"},
+    "train": {"device": "cuda", "store": f"{OUT}/{relative('results')}"},  # checkpoints mirrored, resumed
+    "predict": {"device": "cuda"},
 }
+SELF_PUBLISHING = {"train"}  # publishes each fold under --store itself
+FAN_OUT = {"cases": "{{tasks.scan.outputs.parameters.batches}}", "fold": param("folds")}
+OPTIONAL = {"pseudolabel": "pseudolabel"}  # stage -> the boolean parameter that adds it to the run
+RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "preprocess": 2, "predict": 2}
+HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "preprocess": 24}
+HOURS |= {"train": 96, "predict": 12, "evaluate": 12, "report": 2}
+WHOLE_DATASET = {"assemble", "preprocess", "train", "predict"}  # the others hold a batch or a listing
+
+RESOURCES = {
+    "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
+    "big-cpu": {"cpu_request": 8, "cpu_limit": 16, "memory_request": "32Gi", "memory_limit": "64Gi"},
+    "gpu": {"cpu_request": 8, "cpu_limit": 12, "memory_request": "32Gi", "memory_limit": "48Gi", "gpus": 1},
+}
+SHM = "8Gi"  # nnU-Net's worker processes share batches through /dev/shm (counted against the memory limit)
+RETRY_EXPRESSION = f"lastRetry.exitCode != '{USAGE_EXIT_CODE}'"  # a usage error cannot go away: never retried
 
 
 def _env() -> list[Env | SecretEnv]:
     return [
-        Env(name="AWS_ENDPOINT_URL", value="{{workflow.parameters.s3-endpoint}}"),
-        SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=SECRET, secret_key="access-key"),
-        SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=SECRET, secret_key="secret-key"),
+        Env(name="AWS_ENDPOINT_URL", value=param("s3-endpoint")),
+        SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name="__S3_SECRET__", secret_key="access-key"),
+        SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name="__S3_SECRET__", secret_key="secret-key"),
         Env(name="PYTHONUNBUFFERED", value="1"),
+        Env(name="HOME", value=f"{WORK}/home"),  # a writable home for a non-root user (matplotlib, torch caches)
     ]
 
 
-def _volumes(shm: bool, weights: bool) -> list[EmptyDirVolume | ExistingVolume]:
-    volumes: list[EmptyDirVolume | ExistingVolume] = [EmptyDirVolume(name="work", mount_path=WORK)]
-    if shm:  # nnU-Net's worker processes share batches through /dev/shm (64 MiB by default in a container)
-        volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory"))
-    if weights:  # TotalSegmentator weights, provisioned once (README: TotalSegmentator weights)
+def _volumes(stage: Stage | None, scratch: str) -> list[Any]:
+    volumes: list[Any] = [
+        EmptyDirVolume(name="work", mount_path=WORK, size_limit=scratch),
+        EmptyDirVolume(name="tmp", mount_path="/tmp", size_limit="1Gi"),
+        ConfigMapVolume(name="__DICTIONARIES__", mount_path=DICTIONARIES, read_only=True),
+    ]
+    if stage is not None and (stage.resources == "gpu" or stage.name == "preprocess"):
+        volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM))
+    if stage is not None and stage.name == "pseudolabel":  # TotalSegmentator weights, provisioned once (README)
         volumes.append(
             ExistingVolume(name="weights", claim_name="__WEIGHTS_CLAIM__", mount_path="/weights", read_only=True)
         )
     return volumes
 
 
-def _step(
+def _container(
     name: str,
     image: str,
     args: list[str],
     resources: Resources,
     *,
+    stage: Stage | None = None,
+    scratch: str = param("scratch"),
+    hours: float = 0.25,
+    retries: int = 1,
     inputs: list[Parameter] | None = None,
     outputs: list[Parameter] | None = None,
-    retries: int = 1,
-    gpu: bool = False,
 ) -> Container:
     return Container(
         name=name,
-        image="{{workflow.parameters." + image + "}}",
+        image=param(f"{image}-image"),
         image_pull_policy="IfNotPresent",
         command=["tsretrain"],
         args=args,
         env=_env(),
-        volumes=_volumes(shm=gpu or name == "preprocess", weights=name == "pseudolabel"),
+        volumes=_volumes(stage, scratch),
         resources=resources,
+        security_context=SecurityContext(allow_privilege_escalation=False, capabilities=Capabilities(drop=["ALL"])),
         inputs=inputs or [],
         outputs=outputs or [],
+        active_deadline_seconds=int(hours * 3600),
         retry_strategy=RetryStrategy(
-            limit=retries, retry_policy="Always", backoff={"duration": "30s", "factor": 2, "maxDuration": "30m"}
+            limit=retries,
+            retry_policy="Always",
+            expression=RETRY_EXPRESSION,
+            backoff=Backoff(duration="30s", factor=2, cap="10m"),
         ),
-        pod_spec_patch="{{workflow.parameters.gpu-pod-spec-patch}}" if gpu else None,
+        pod_spec_patch=param("gpu-pod-spec-patch") if stage is not None and stage.resources == "gpu" else None,
     )
 
 
-def _pod(
-    gets: list[tuple[str, str]],
-    puts: list[tuple[str, str]],
-    command: list[str],
-    raw: list[tuple[str, str]] | None = None,
-    manifest: str | None = None,
-) -> list[str]:
+def _path(location: str, below: str = "") -> str:
+    base = WORK if location == RUN else f"{WORK}/{relative(location)}"
+    return f"{base}/{below.format(dataset=param('dataset'))}" if below else base
+
+
+def stage_args(stage: Stage, with_stages: set[str]) -> list[str]:
+    """The stage's command line in a pod: cluster values, the fan-out item, workflow parameters, layout paths."""
+    positional, options = [], []
+    for name, option in stage.all_options().items():
+        value: str | None = None
+        if name in CLUSTER_OPTIONS.get(stage.name, {}):
+            value = CLUSTER_OPTIONS[stage.name][name]
+        elif name == stage.fan_out:
+            value = "{{inputs.parameters." + name + "}}"
+        elif f"{stage.name}.{name}" in BY_OPTION or name in BY_OPTION:
+            value = param(BY_OPTION.get(f"{stage.name}.{name}", BY_OPTION.get(name)).name)
+        elif option.at == INPUT:
+            value = param("input-prefix")
+        elif option.at and (option.when is None or option.when in with_stages):
+            value = _path(option.at, option.below)
+        if value is not None:
+            positional += [value] if option.argument else []
+            options += [] if option.argument else [option.cli_flags(name)[0], value]
+    return [stage.name, *positional, *options]
+
+
+def _transfer(source: str, target: str, files: Files) -> str:
+    return f"{source}={target}" + ("=" + ",".join(files.include) if files.include else "")
+
+
+def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
+    """``tsretrain pod`` around the stage: what it reads (only the files it needs), what it writes."""
+    written = {files.location for name in with_stages for files in BY_NAME[name].writes}
     args = ["pod"]
-    for uri, path in raw or []:
-        args += ["--get-raw", f"{uri}={path}"]
-    for uri, path in gets:
-        args += ["--get", f"{uri}={path}"]
-    for path, uri in puts:
-        args += ["--put", f"{path}={uri}"]
-    if manifest:
-        args += ["--manifest-name", manifest]
-    return [*args, "--", *command]
+    for files in stage.reads:
+        if files.location in written:
+            args += ["--get", _transfer(f"{OUT}/{relative(files.location)}", _path(files.location), files)]
+    if stage.name not in SELF_PUBLISHING:
+        for files in stage.writes:
+            args += ["--put", _transfer(_path(files.location), f"{OUT}/{relative(files.location)}", files)]
+    if stage.fan_out == "cases":  # one manifest per batch; {case} in include patterns is each case of it
+        args += ["--batch", "{{inputs.parameters.cases}}", "--manifest-name", "_manifest-{{pod.name}}.json"]
+    return [*args, "--", *stage_args(stage, with_stages)]
+
+
+def _prefix_args() -> list[str]:
+    return ["--output-prefix", param("output-prefix"), "--runs-prefix", param("runs-prefix")]
 
 
 def build() -> WorkflowTemplate:
     """The WorkflowTemplate."""
-    cpu = Resources(cpu_request=2, cpu_limit=4, memory_request="8Gi", memory_limit="16Gi")
-    big_cpu = Resources(cpu_request=8, cpu_limit=16, memory_request="32Gi", memory_limit="64Gi")
-    gpu = Resources(cpu_request=8, cpu_limit=12, memory_request="32Gi", memory_limit="48Gi", gpus=1)
-    raw = f"{NNUNET}/nnUNet_raw/{DATASET}"
-    pre = f"{NNUNET}/nnUNet_preprocessed/{DATASET}"
-    results = f"{NNUNET}/nnUNet_results/{DATASET}"
-    model = "{{workflow.parameters.trainer}}__nnUNetPlans__{{workflow.parameters.configuration}}"
+    cluster = [s for s in STAGES if s.cluster]
+    always = {s.name for s in cluster if s.name not in OPTIONAL}
+    prefix = Parameter(name="output-prefix")
     with WorkflowTemplate(
         name=NAME,
         entrypoint="pipeline",
         on_exit="record-status",
         service_account_name="__SERVICE_ACCOUNT__",
         parallelism=16,
-        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in PARAMETERS.items()],
+        arguments=[Parameter(name=p.name, value=p.default, description=p.description) for p in PARAMETERS],
         labels={"app.kubernetes.io/name": NAME},
+        security_context=PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=1000,
+            run_as_group=1000,
+            fs_group=1000,
+            seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+        ),
+        pod_gc=PodGC(strategy="OnPodSuccess"),
+        ttl_strategy=TTLStrategy(seconds_after_success=7 * 86400, seconds_after_failure=14 * 86400),
     ) as template:
-        scan = _step(
-            "scan",
-            "cpu-image",
-            _pod(
-                [],
-                [(f"{WORK}/scan", f"{OUT}/scan")],
-                [
-                    "scan",
-                    "{{workflow.parameters.input-prefix}}",  # headers only, by ranged reads from the store
-                    "--out",
-                    f"{WORK}/scan",
-                    "--dictionary",
-                    "{{workflow.parameters.dictionary}}",
-                    "--batches-out",
-                    "/tmp/batches.json",
-                    "--batch-size",
-                    "{{workflow.parameters.convert-batch-size}}",
-                ],
-            ),
-            cpu,
-            outputs=[Parameter(name="batches", value_from=ValueFrom(path="/tmp/batches.json"))],
+        small = Resources(cpu_request=0.1, cpu_limit=1, memory_request="256Mi", memory_limit="1Gi")
+        claim = _container(
+            "claim",
+            "cpu",
+            ["claim", *_prefix_args(), "--workflow", "{{workflow.name}}", "--resume", param("resume")],
+            small,
+            scratch="1Gi",
             retries=2,
+            outputs=[Parameter(name="output-prefix", value_from=ValueFrom(path=CLAIMED))],
         )
-        batch = [Parameter(name="cases")]
-        convert = _step(
-            "convert",
-            "cpu-image",
-            _pod(
-                [(f"{OUT}/scan", f"{WORK}/scan")],
-                [(f"{WORK}/converted/cases", f"{OUT}/converted/cases")],
-                [
-                    "convert",
-                    f"{WORK}/dicom",
-                    "--out",
-                    f"{WORK}/converted",
-                    "--inventory",
-                    f"{WORK}/scan/inventory.json",
-                    "--dictionary",
-                    "{{workflow.parameters.dictionary}}",
-                    "--cases",
-                    "{{inputs.parameters.cases}}",
-                    "--source",
-                    "{{workflow.parameters.input-prefix}}",
-                ],
-                manifest="_manifest-{{pod.name}}.json",
-            ),
-            cpu,
-            inputs=batch,
-            retries=3,
-        )
-        pseudo = _step(
-            "pseudolabel",
-            "pseudolabel-image",
-            _pod(
-                [(f"{OUT}/converted/cases", f"{WORK}/converted/cases")],
-                [(f"{WORK}/pseudolabels", f"{OUT}/pseudolabels")],
-                [
-                    "pseudolabel",
-                    f"{WORK}/converted",
-                    "--out",
-                    f"{WORK}/pseudolabels",
-                    "--dictionary",
-                    "{{workflow.parameters.dictionary}}",
-                    "--cases",
-                    "{{inputs.parameters.cases}}",
-                    "--weights",
-                    "/weights",
-                ],
-                manifest="_manifest-{{pod.name}}.json",
-            ),
-            gpu,
-            inputs=batch,
-            retries=2,
-            gpu=True,
-        )
-        split = _step(
-            "split",
-            "cpu-image",
-            _pod(
-                [(f"{OUT}/converted/cases", f"{WORK}/converted/cases")],
-                [(f"{WORK}/split", f"{OUT}/split")],
-                ["split", f"{WORK}/converted", "--out", f"{WORK}/split"],
-            ),
-            cpu,
-        )
-        assemble_args = [
-            "assemble",
-            f"{WORK}/converted",
-            "--split",
-            f"{WORK}/split",
-            "--out",
-            f"{NNUNET}/nnUNet_raw",
-            "--dataset-id",
-            "{{workflow.parameters.dataset-id}}",
-            "--dataset-name",
-            "{{workflow.parameters.dataset-name}}",
-            "--dictionary",
-            "{{workflow.parameters.dictionary}}",
-        ]
-        assemble_gets = [(f"{OUT}/converted/cases", f"{WORK}/converted/cases"), (f"{OUT}/split", f"{WORK}/split")]
-        assemble = _step("assemble", "cpu-image", _pod(assemble_gets, [(raw, f"{OUT}/nnunet/raw")], assemble_args), cpu)
-        # With pseudo-labels the label maps come from the merge of manual and TotalSegmentator sources.
-        assemble_merged = _step(
-            "assemble-merged",
-            "cpu-image",
-            _pod(
-                [*assemble_gets, (f"{OUT}/pseudolabels", f"{WORK}/pseudolabels")],
-                [(raw, f"{OUT}/nnunet/raw")],
-                [*assemble_args, "--labels-from", f"{WORK}/pseudolabels"],
-            ),
-            cpu,
-        )
-        preprocess = _step(
-            "preprocess",
-            "cpu-image",
-            _pod(
-                [(f"{OUT}/nnunet/raw", raw), (f"{OUT}/split", f"{WORK}/split")],
-                [(pre, f"{OUT}/nnunet/preprocessed")],
-                [
-                    "preprocess",
-                    "--work",
-                    NNUNET,
-                    "--split",
-                    f"{WORK}/split",
-                    "--planner",
-                    "{{workflow.parameters.planner}}",
-                    "--dataset-id",
-                    "{{workflow.parameters.dataset-id}}",
-                    "--dataset-name",
-                    "{{workflow.parameters.dataset-name}}",
-                ],
-            ),
-            big_cpu,
-            retries=2,
-        )
-        train = _step(
-            "train",
-            "gpu-image",
-            _pod(
-                [(f"{OUT}/nnunet/preprocessed", pre)],
-                [],
-                [
-                    "train",
-                    "--work",
-                    NNUNET,
-                    "--fold",
-                    "{{inputs.parameters.fold}}",
-                    "--trainer",
-                    "{{workflow.parameters.trainer}}",
-                    "--configuration",
-                    "{{workflow.parameters.configuration}}",
-                    "--epochs",
-                    "{{workflow.parameters.epochs}}",
-                    "--dataset-id",
-                    "{{workflow.parameters.dataset-id}}",
-                    "--dataset-name",
-                    "{{workflow.parameters.dataset-name}}",
-                    "--store",
-                    f"{OUT}/nnunet/results/{model}",
-                ],
-            ),
-            gpu,
-            inputs=[Parameter(name="fold")],
-            retries=5,
-            gpu=True,
-        )
-        predict = _step(
-            "predict",
-            "gpu-image",
-            _pod(
-                [
-                    (f"{OUT}/nnunet/raw", raw),
-                    (f"{OUT}/nnunet/preprocessed", pre),
-                    (f"{OUT}/nnunet/results/{model}", f"{results}/{model}"),
-                ],
-                [(f"{WORK}/predictions", f"{OUT}/predictions")],
-                [
-                    "predict",
-                    "--work",
-                    NNUNET,
-                    "--out",
-                    f"{WORK}/predictions",
-                    "--trainer",
-                    "{{workflow.parameters.trainer}}",
-                    "--configuration",
-                    "{{workflow.parameters.configuration}}",
-                    "--dataset-id",
-                    "{{workflow.parameters.dataset-id}}",
-                    "--dataset-name",
-                    "{{workflow.parameters.dataset-name}}",
-                ],
-            ),
-            gpu,
-            retries=2,
-            gpu=True,
-        )
-        evaluate = _step(
-            "evaluate",
-            "cpu-image",
-            _pod(
-                [(f"{OUT}/nnunet/raw", raw), (f"{OUT}/predictions", f"{WORK}/predictions")],
-                [(f"{WORK}/evaluation", f"{OUT}/evaluation")],
-                [
-                    "evaluate",
-                    f"{raw}/labelsTs",
-                    f"{WORK}/predictions/test",
-                    "--out",
-                    f"{WORK}/evaluation",
-                    "--dictionary",
-                    "{{workflow.parameters.dictionary}}",
-                ],
-            ),
-            big_cpu,
-        )
-        run = f"{WORK}/run"
-        report = _step(
-            "report",
-            "cpu-image",
-            _pod(
-                [
-                    (f"{OUT}/scan", f"{run}/scan"),
-                    (f"{OUT}/converted/cases", f"{run}/converted/cases"),
-                    (f"{OUT}/split", f"{run}/split"),
-                    (f"{OUT}/nnunet/raw", f"{run}/nnunet/nnUNet_raw/{DATASET}"),
-                    (f"{OUT}/nnunet/preprocessed", f"{run}/nnunet/nnUNet_preprocessed/{DATASET}"),
-                    (f"{OUT}/nnunet/results/{model}", f"{run}/nnunet/nnUNet_results/{DATASET}/{model}"),
-                    (f"{OUT}/predictions", f"{run}/predictions"),
-                    (f"{OUT}/evaluation", f"{run}/evaluation"),
-                ],
-                [(f"{run}/report", f"{OUT}/report")],
-                ["report", "--run-dir", run, "--dataset", DATASET],
-            ),
-            cpu,
-        )
-        status = _step(
+        templates: dict[str, tuple[Container, Stage, set[str]]] = {}
+        for stage in cluster:
+            variants = {stage.name: always}
+            for option in stage.options.values():
+                if option.when in OPTIONAL:
+                    variants[f"{stage.name}-merged"] = always | {option.when}
+            for name, with_stages in variants.items():
+                inputs = [prefix] + ([Parameter(name=stage.fan_out)] if stage.fan_out else [])
+                outputs = (
+                    [Parameter(name="batches", value_from=ValueFrom(path=BATCHES))] if stage.name == "scan" else []
+                )
+                disk = param("data-scratch" if stage.name in WHOLE_DATASET else "scratch")
+                container = _container(
+                    name,
+                    stage.image,
+                    pod_args(stage, with_stages | {stage.name}),
+                    Resources(**RESOURCES[stage.resources], custom_resources={"requests": {"ephemeral-storage": disk}}),
+                    stage=stage,
+                    scratch=disk,
+                    hours=HOURS[stage.name],
+                    retries=RETRIES.get(stage.name, 1),
+                    inputs=inputs,
+                    outputs=outputs,
+                )
+                templates[name] = (container, stage, with_stages)
+        _container(
             "record-status",
-            "cpu-image",
+            "cpu",
             [
                 "status",
-                "--out",
-                OUT,
-                "--name",
+                *_prefix_args(),
+                "--workflow",
                 "{{workflow.name}}",
                 "--status",
                 "{{workflow.status}}",
                 "--failures",
                 "{{workflow.failures}}",
             ],
-            Resources(cpu_request=0.1, memory_request="256Mi"),
+            small,
+            scratch="1Gi",
+            retries=2,
         )
-        assert status is not None
+        converted = f"{OUT}/{relative('converted')}"
+        listing = _container(
+            "listing",
+            "cpu",
+            [
+                "pod",
+                "--get",
+                f"{converted}={_path('converted')}=cases/*/manifest.json",
+                "--put",
+                f"{_path('converted')}={converted}=cases.csv",
+                "--manifest-name",
+                "_manifest-listing.json",
+                "--",
+                "listing",
+                _path("converted"),
+            ],
+            Resources(**RESOURCES["cpu"], custom_resources={"requests": {"ephemeral-storage": param("scratch")}}),
+            hours=1,
+            retries=2,
+            inputs=[prefix],
+        )
         with DAG(name="pipeline"):
-            t_scan = scan(name="scan")
-            t_convert = convert(
-                name="convert", arguments={"cases": "{{item}}"}, with_param="{{tasks.scan.outputs.parameters.batches}}"
-            )
-            t_pseudo = pseudo(
-                name="pseudolabel",
-                arguments={"cases": "{{item}}"},
-                with_param="{{tasks.scan.outputs.parameters.batches}}",
-                when="{{workflow.parameters.pseudolabel}} == true",
-            )
-            t_split = split(name="split")
-            t_assemble = assemble(name="assemble", when="{{workflow.parameters.pseudolabel}} != true")
-            t_assemble_merged = assemble_merged(
-                name="assemble-merged", when="{{workflow.parameters.pseudolabel}} == true"
-            )
-            t_preprocess = preprocess(name="preprocess")
-            t_train = train(name="train", arguments={"fold": "{{item}}"}, with_param="{{workflow.parameters.folds}}")
-            t_predict = predict(name="predict")
-            t_evaluate = evaluate(name="evaluate")
-            t_report = report(name="report")
-            t_scan >> t_convert >> t_pseudo >> t_split >> [t_assemble, t_assemble_merged] >> t_preprocess >> t_train
-            t_train >> t_predict >> t_evaluate >> t_report
+            claimed = "{{tasks.claim.outputs.parameters.output-prefix}}"
+            previous = [claim(name="claim")]
+            for stage in cluster:
+                tasks = []
+                for name, (container, owner, with_stages) in templates.items():
+                    if owner is not stage:
+                        continue
+                    arguments = {"output-prefix": claimed}
+                    kwargs: dict[str, Any] = {}
+                    if stage.fan_out:
+                        arguments[stage.fan_out] = "{{item}}"
+                        kwargs["with_param"] = FAN_OUT[stage.fan_out]
+                    condition = _condition(stage, with_stages)
+                    if condition:
+                        kwargs["when"] = condition
+                    tasks.append(container(name=name, arguments=arguments, **kwargs))
+                for before in previous:
+                    before >> tasks
+                previous = tasks
+                if stage.name == "convert":  # the listing of every batch's cases (excluded ones included)
+                    gathered = listing(name="listing", arguments={"output-prefix": claimed})
+                    tasks[0] >> gathered
+                    previous = [gathered]
     return template
 
 
+def _condition(stage: Stage, with_stages: set[str]) -> str | None:
+    """When a task runs: an optional stage when its parameter is true; a variant only with its stages."""
+    if stage.name in OPTIONAL:
+        return f"{param(OPTIONAL[stage.name])} == true"
+    variant = [o.when for o in stage.options.values() if o.when in OPTIONAL]
+    if not variant:
+        return None
+    on = variant[0] in with_stages
+    return f"{param(OPTIONAL[variant[0]])} {'==' if on else '!='} true"
+
+
+EMPTY_ALLOWED = {"__S3_ENDPOINT__"}  # chart tokens whose value may be empty ("empty for AWS")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Hera's YAML, with the tokens the chart may replace by nothing quoted: an empty value stays a string."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = '"' if value in EMPTY_ALLOWED else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def render() -> str:
-    return str(build().to_yaml())
+    return yaml.dump(build().to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ def test_labels_from_the_pseudolabel_merge(tmp_path: Path) -> None:
             out=tmp_path / "cohort", cases=6, rows=48, columns=48, slices=12, pixel_spacing=4.0, edge_cases=False
         )
     )
-    convert(ConvertConfig(tmp_path / "cohort" / "dicom", tmp_path / "converted", workers=1))
-    run_split(SplitConfig(tmp_path / "converted", tmp_path / "split", folds=2))
+    convert(ConvertConfig(input=tmp_path / "cohort" / "dicom", out=tmp_path / "converted", workers=1))
+    run_split(SplitConfig(converted=tmp_path / "converted", out=tmp_path / "split", cv_folds=2))
     merged = tmp_path / "pseudolabels"
     for case_dir in (tmp_path / "converted" / "cases").iterdir():
         if not (case_dir / f"{case_dir.name}.nii.gz").is_file():
@@ -34,7 +34,11 @@ def test_labels_from_the_pseudolabel_merge(tmp_path: Path) -> None:
         marked.CopyInformation(image)
         (merged / case_dir.name).mkdir(parents=True)
         sitk.WriteImage(marked, str(merged / case_dir.name / f"{case_dir.name}.nii.gz"))
-    result = assemble(AssembleConfig(tmp_path / "converted", tmp_path / "split", tmp_path / "raw", labels_from=merged))
+    result = assemble(
+        AssembleConfig(
+            converted=tmp_path / "converted", split=tmp_path / "split", out=tmp_path / "raw", labels_from=merged
+        )
+    )
     folder = Path(result.outputs["dataset"])
     labels = sorted((folder / "labelsTr").glob("*.nii.gz")) + sorted((folder / "labelsTs").glob("*.nii.gz"))
     assert labels and all(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))[0, 0, 0] == 5 for p in labels)

@@ -111,7 +111,11 @@ def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
         "name: t\nversion: '1'\nlabels:\n"
         + "".join(f"  - {{id: {i}, name: L{i}, sources: [rtstruct: [l{i}]]}}\n" for i in range(1, 8))
     )
-    evaluate(EvaluateConfig(ref_dir, pred_dir, tmp_path / "ours", str(dictionary), workers=1))
+    evaluate(
+        EvaluateConfig(
+            reference=ref_dir, prediction=pred_dir, out=tmp_path / "ours", dictionary=str(dictionary), workers=1
+        )
+    )
     theirs = compute_metrics_on_folder(
         str(ref_dir),
         str(pred_dir),

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ import torch
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.model import Model
+from tsretrain.stages import UsageError
+from tsretrain.storage.store import open_store
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.training import discovery
 from tsretrain.training.nnunet_env import NnunetFolders
@@ -26,7 +30,7 @@ from tsretrain.training.preprocess import PreprocessConfig, preprocess
 from tsretrain.training.train import TrainConfig, train
 
 NAME = "Dataset366_TotalSegmentator"
-TINY = {"configuration": "3d_tiny", "trainer": "nnUNetTrainerTsrTiny", "device": "cpu"}
+TINY = Model(configuration="3d_tiny", trainer="nnUNetTrainerTsrTiny", plans="nnUNetPlans", folds=(0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +42,11 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
             out=root / "cohort", cases=9, seed=3, rows=80, columns=80, slices=24, pixel_spacing=2.4, slice_thickness=5.0
         )
     )
-    convert(ConvertConfig(root / "cohort" / "dicom", root / "converted", workers=2))
-    run_split(SplitConfig(root / "converted", root / "split", test_fraction=0.2, folds=3))
+    convert(ConvertConfig(input=root / "cohort" / "dicom", out=root / "converted", workers=2))
+    run_split(SplitConfig(converted=root / "converted", out=root / "split", test_fraction=0.2, cv_folds=3))
     NnunetFolders(root / "work").activate()
-    assemble(AssembleConfig(root / "converted", root / "split", root / "work" / "nnUNet_raw"))
-    preprocess(PreprocessConfig(root / "work", root / "split", tiny=True))
+    assemble(AssembleConfig(converted=root / "converted", split=root / "split", out=root / "work" / "nnUNet_raw"))
+    preprocess(PreprocessConfig(work=root / "work", split=root / "split", model=Model(configuration="3d_tiny")))
     return root
 
 
@@ -75,14 +79,17 @@ def test_planning_summary_and_tiny_configuration(prepared: Path) -> None:
 
 def test_plan_overrides_make_a_named_variant(prepared: Path) -> None:
     result = preprocess(
-        PreprocessConfig(prepared / "work", prepared / "split", batch_size=3, plans_name="nnUNetPlansBs3")
+        PreprocessConfig(
+            work=prepared / "work", split=prepared / "split", batch_size=3, model=Model(plans="nnUNetPlansBs3")
+        )
     )
     pre = prepared / "work" / "nnUNet_preprocessed" / NAME
     assert json.loads((pre / "nnUNetPlansBs3.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 3
     assert json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 2
     assert result.outputs["plans"].endswith("nnUNetPlansBs3.json")
-    with pytest.raises(ValueError, match="plans-name"):
-        preprocess(PreprocessConfig(prepared / "work", prepared / "split", batch_size=3))
+    assert json.loads((pre / "planning_summary.json").read_text())["plans_identifier"] == "nnUNetPlansBs3"
+    with pytest.raises(UsageError, match="--plans"):
+        preprocess(PreprocessConfig(work=prepared / "work", split=prepared / "split", batch_size=3))
 
 
 def test_trainers_are_found_by_tsretrain_and_by_nnunets_external_search() -> None:
@@ -98,18 +105,18 @@ def test_trainers_are_found_by_tsretrain_and_by_nnunets_external_search() -> Non
 
 def test_short_training_and_ensemble_prediction(prepared: Path, tmp_path: Path) -> None:
     for fold in (0, 1):
-        train(TrainConfig(prepared / "work", fold, epochs=2, **TINY))  # type: ignore[arg-type]
-    fold0 = TrainConfig(prepared / "work", 0, **TINY).fold_folder()  # type: ignore[arg-type]
+        train(TrainConfig(work=prepared / "work", fold=fold, epochs=2, model=TINY, device="cpu"))
+    fold0 = TrainConfig(work=prepared / "work", fold=0, model=TINY).fold_folder()
     checkpoint = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainerTsrTiny"
     assert checkpoint["inference_allowed_mirroring_axes"] is None  # mirroring off
     progress = json.loads((fold0 / "progress.json").read_text())
     assert len(progress["train_losses"]) == 2 and len(progress["epoch_seconds"]) == 2
     assert (fold0 / "validation" / "summary.json").is_file()
-    again = train(TrainConfig(prepared / "work", 0, epochs=2, **TINY))  # type: ignore[arg-type]
+    again = train(TrainConfig(work=prepared / "work", fold=0, epochs=2, model=TINY, device="cpu"))
     assert again.counts["resumed_from_epoch"] == -1  # finished folds are not trained again
 
-    result = predict(PredictConfig(prepared / "work", tmp_path, (0, 1), **TINY))  # type: ignore[arg-type]
+    result = predict(PredictConfig(work=prepared / "work", out=tmp_path, model=TINY, device="cpu"))
     split = json.loads((prepared / "split" / "split.json").read_text())
     assert result.counts["test_cases"] == len(split["test"])
     for case in split["test"]:
@@ -120,7 +127,7 @@ def test_short_training_and_ensemble_prediction(prepared: Path, tmp_path: Path) 
         np.testing.assert_allclose(predicted.GetDirection(), image.GetDirection(), atol=1e-6)
     assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["fold_0", "fold_1"]
     with pytest.raises(FileNotFoundError, match="train them first"):
-        predict(PredictConfig(prepared / "work", tmp_path, (2,), **TINY))  # type: ignore[arg-type]
+        predict(PredictConfig(work=prepared / "work", out=tmp_path, model=replace(TINY, folds=(2,)), device="cpu"))
 
 
 def _epoch_of(path: Path) -> int:
@@ -143,6 +150,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
         "3d_tiny",
         "--trainer",
         "nnUNetTrainerTsrTiny",
+        "--plans",
+        "nnUNetPlans",
         "--device",
         "cpu",
         "--epochs",
@@ -153,7 +162,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
         str(store),
     ]
     env = {**os.environ, "TSRETRAIN_ITERATIONS": "2"}
-    fold = TrainConfig(prepared / "work", 2, **TINY).fold_folder()  # type: ignore[arg-type]
+    fold = TrainConfig(work=prepared / "work", fold=2, model=TINY).fold_folder()
+    stored = store / NAME / fold.parent.name  # the store keeps nnUNet_results' layout
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = fold / "checkpoint_latest.pth"
     deadline = time.time() + 300
@@ -164,7 +174,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     process.wait()
     saved = _epoch_of(latest)
     assert 4 <= saved < 8 and not (fold / "checkpoint_final.pth").exists()
-    assert _epoch_of(store / "fold_2" / "checkpoint_latest.pth") == saved  # mirrored after the save
+    assert _epoch_of(stored / "fold_2" / "checkpoint_latest.pth") == saved  # mirrored after the save
 
     for log in fold.glob("training_log_*.txt"):
         log.rename(log.with_suffix(".first"))
@@ -173,8 +183,10 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     (second_log,) = fold.glob("training_log_*.txt")
     assert f"tsretrain: starting at epoch {saved} of 8" in second_log.read_text()
     assert _epoch_of(fold / "checkpoint_final.pth") == 8
-    assert (store / "fold_2" / "checkpoint_final.pth").is_file()
-    assert (store / "plans.json").is_file() and (store / "_manifest-fold_2.json").is_file()
+    assert (stored / "fold_2" / "checkpoint_final.pth").is_file()
+    assert (stored / "plans.json").is_file()
+    published = open_store(str(store)).manifest("") or {}  # the fold's manifest sits at the results root
+    assert f"{NAME}/{fold.parent.name}/fold_2/checkpoint_final.pth" in published
 
 
 def test_trainer_settings_from_the_environment(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:

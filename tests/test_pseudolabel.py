@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
+from tsretrain.dataset.merge import MergeInputs, body_mask, merge_labels
+from tsretrain.dataset.pseudolabel import PseudolabelError, check_weights, required_weights
 from tsretrain.labels.dictionary import DictionaryError, PseudoLabelSource, load_dictionary, parse_dictionary
-from tsretrain.labels.merge import MergeInputs, body_mask, merge_labels
-from tsretrain.labels.pseudolabel import PseudolabelError, check_weights, required_weights
 
 TS90 = load_dictionary("radcure-ts90")
 HEAD_TASKS = [
@@ -132,15 +132,15 @@ def test_missing_weights_name_what_to_provision(tmp_path: Path, monkeypatch: pyt
         required_weights("no_such_task")
 
 
-def test_cli_reports_missing_weights_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_reports_missing_weights_as_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "empty"))
     (tmp_path / "converted" / "cases").mkdir(parents=True)
     result = CliRunner().invoke(app, ["pseudolabel", str(tmp_path / "converted"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1 and "weights missing" in result.output
+    assert result.exit_code == 2 and "weights missing" in result.output  # 2: never retried on a cluster
 
 
 def test_weights_from_a_store_prefix_are_staged_to_local_disk(tmp_path: Path) -> None:
-    from tsretrain.labels.pseudolabel import stage_weights
+    from tsretrain.dataset.pseudolabel import stage_weights
 
     store = tmp_path / "store" / "nnunet" / "results" / "Dataset775_x"
     store.mkdir(parents=True)

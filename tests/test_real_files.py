@@ -72,7 +72,7 @@ def rtstruct_for(series: list[Path], half_width: float) -> Dataset:
 def test_scan_of_pydicom_dicomdir_tree(tmp_path: Path) -> None:
     root = tmp_path / "in"
     shutil.copytree(DICOMDIR_TESTS, root)
-    scan(ScanConfig(root, tmp_path / "scan", workers=1))
+    scan(ScanConfig(input=root, out=tmp_path / "scan", workers=1))
     rows = {r["patient_id"]: r for r in read_listing(tmp_path / "scan" / "cases.csv")}
     # Folder names are not patient ids: CT5N and MR1..3 belong to patient 98890234 by their tags.
     assert rows["98890234"]["reason"] == "no_rtstruct" and rows["98890234"]["n_slices"] == "5"  # CT2N: localizers
@@ -85,7 +85,7 @@ def test_real_ct5n_with_contours_converts_exactly(tmp_path: Path) -> None:
     shutil.copytree(DICOMDIR_TESTS / "98892001" / "CT5N", root / "ct")
     series = sorted((root / "ct").iterdir())
     pydicom.dcmwrite(root / "rs.dcm", rtstruct_for(series, half_width=2.0), enforce_file_format=True)
-    result = convert(ConvertConfig(root, tmp_path / "out", workers=1))
+    result = convert(ConvertConfig(input=root, out=tmp_path / "out", workers=1))
     assert result.counts.get("ok") == 1, read_listing(tmp_path / "out" / "cases.csv")
     case = tmp_path / "out" / "cases" / "98890234"
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "98890234.nii.gz")))
@@ -103,7 +103,7 @@ def test_real_ct2_with_a_gap_is_excluded_as_missing_slices(tmp_path: Path) -> No
     shutil.copytree(DICOMDIR_TESTS / "77654033" / "CT2", root / "ct")
     series = sorted((root / "ct").iterdir())
     pydicom.dcmwrite(root / "rs.dcm", rtstruct_for(series, half_width=2.0), enforce_file_format=True)
-    convert(ConvertConfig(root, tmp_path / "out", workers=1))
+    convert(ConvertConfig(input=root, out=tmp_path / "out", workers=1))
     (row,) = read_listing(tmp_path / "out" / "cases.csv")
     assert (row["status"], row["reason"]) == ("excluded", "missing_slices")
 
@@ -115,7 +115,7 @@ def test_real_rtstruct_without_preamble_and_with_point_rois(tmp_path: Path) -> N
     record = read_record(root, root / "rtstruct.dcm")
     assert record.kind == "rtstruct" and record.rtstruct is not None
     assert set(record.rtstruct.roi_names.values()) == {"patient", "Isocenter 1", "Isocenter 2"}
-    scan(ScanConfig(root, tmp_path / "scan", workers=1))
+    scan(ScanConfig(input=root, out=tmp_path / "scan", workers=1))
     (row,) = read_listing(tmp_path / "scan" / "cases.csv")
     assert row["reason"] == "rtstruct_references_missing_series"
     # Its contours read onto a grid in its frame: POINT ROIs are skipped with a reason, closed ones kept.

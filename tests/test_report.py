@@ -31,8 +31,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config.write_text(
         "synth: {cases: 9, seed: 4, edge_cases: false, rows: 72, columns: 72, slices: 20, pixel_spacing: 2.6,"
         " slice_thickness: 6.0}\n"
-        "split: {folds: 3}\n"
-        "train: {folds: [0], epochs: 2, iterations: 2, device: cpu}\n"
+        "split: {cv_folds: 3}\n"
+        "model: {folds: [0]}\n"
+        "train: {epochs: 2, iterations: 2, device: cpu}\n"
     )
     run(folder / "run", config)
     return folder / "run"

@@ -1,4 +1,4 @@
-"""``tsretrain run``: stages in order, finished stages skipped, configuration checked."""
+"""``tsretrain run``: stages in registry order, finished stages skipped, configuration checked."""
 
 from __future__ import annotations
 
@@ -6,34 +6,57 @@ from pathlib import Path
 
 import pytest
 
-from tsretrain.pipeline.runner import STAGES, default_config, load_config, run
+from tsretrain.pipeline.registry import BY_NAME, NAMES
+from tsretrain.pipeline.runner import Run, default_config, load_config, run
+from tsretrain.stages import UsageError
 
 
 def test_default_run_covers_every_stage_but_pseudolabels() -> None:
-    assert default_config()["stages"] == [s for s in STAGES if s != "pseudolabel"]  # needs weights
+    assert default_config()["stages"] == [s for s in NAMES if s != "pseudolabel"]  # needs weights
+
+
+def test_every_stage_of_the_default_run_gets_a_valid_configuration(tmp_path: Path) -> None:
+    """Every stage's configuration builds from the default run: paths from the layout, model fields from the
+    model, settings from its section."""
+    the_run = Run(tmp_path, load_config(None))
+    configs = {name: BY_NAME[name].configure(the_run.settings(BY_NAME[name])) for name in NAMES if name != "train"}
+    train = BY_NAME["train"].configure({**the_run.settings(BY_NAME["train"]), "fold": 1})
+    assert train.fold == 1 and train.iterations == 20 and train.work == tmp_path / "nnunet"
+    assert configs["convert"].inventory == tmp_path / "scan" / "inventory.json"
+    assert configs["split"].folds == (0, 1) and configs["split"].cv_folds == 5
+    assert configs["predict"].model.folds == (0, 1) and configs["predict"].model.configuration == "3d_tiny"
+    assert configs["evaluate"].reference == tmp_path / "nnunet/nnUNet_raw/Dataset366_TotalSegmentator/labelsTs"
+    assert configs["assemble"].labels_from is None  # no pseudolabel stage in the default run
+    assert configs["report"].run_dir == tmp_path and configs["report"].synthetic
 
 
 def test_finished_stages_are_skipped_and_config_changes_redo_them(tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(
         "synth: {cases: 3, rows: 48, columns: 48, slices: 12, edge_cases: false}\n"
-        "split: {folds: 2}\n"
+        "split: {cv_folds: 2}\n"
         "stages: [synth, scan, convert, split]\n"
     )
     first = run(tmp_path / "run", config)
-    assert [r.step for r in first] == ["synth", "scan", "convert", "split"]
+    assert [r.stage for r in first] == ["synth", "scan", "convert", "split"]
     assert (tmp_path / "run" / "split" / "splits_final.json").is_file()
     assert run(tmp_path / "run", config) == []
-    config.write_text(config.read_text().replace("folds: 2", "folds: 2, seed: 7"))
-    assert [r.step for r in run(tmp_path / "run", config)] == ["split"]
-    assert [r.step for r in run(tmp_path / "run", config, only=("scan",), force=True)] == ["scan"]
+    config.write_text(config.read_text().replace("cv_folds: 2", "cv_folds: 2, seed: 7"))
+    assert [r.stage for r in run(tmp_path / "run", config)] == ["split"]
+    assert [r.stage for r in run(tmp_path / "run", config, only=("scan",), force=True)] == ["scan"]
 
 
-def test_unknown_keys_and_stages_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("yaml", "message"),
+    [
+        ("trian: {}\n", "unknown keys"),
+        ("stages: [synth, fly]\n", "unknown stage"),
+        ("model: {dataset_id: 3}\n", "model: unknown setting"),
+        ("split: {out: /elsewhere}\n", "cannot be set here"),
+    ],
+)
+def test_unknown_keys_stages_and_settings_are_refused(tmp_path: Path, yaml: str, message: str) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("trian: {}\n")
-    with pytest.raises(ValueError, match="unknown keys"):
+    bad.write_text(yaml)
+    with pytest.raises(UsageError, match=message):
         load_config(bad)
-    bad.write_text("stages: [synth, fly]\n")
-    with pytest.raises(ValueError, match="unknown stage"):
-        run(tmp_path / "run", bad)

@@ -82,7 +82,7 @@ def test_s3_round_trip_with_multipart(s3_env: SeaweedServer, tmp_path: Path) -> 
     assert store.sync_up(source, "converted") == {"uploaded": 0, "skipped": 21}
     assert store.sync_down("converted", tmp_path / "b")["fetched"] == 21
     assert digests(tmp_path / "b") == digests(source)
-    assert store.sync_down("converted", tmp_path / "b") == {"fetched": 0, "kept": 21}
+    assert store.sync_down("converted", tmp_path / "b") == {"fetched": 0, "kept": 21, "bytes": 0}
     assert store.get_bytes("converted/nothing-here") is None
     assert store.uri("converted") == f"s3://{BUCKET}/runs/one/converted"
 
@@ -138,7 +138,7 @@ def test_a_pod_fetches_runs_a_stage_and_publishes(s3_env: SeaweedServer, tmp_pat
             out=tmp_path / "cohort", cases=4, rows=40, columns=40, slices=10, pixel_spacing=5.0, edge_cases=False
         )
     )
-    convert(ConvertConfig(tmp_path / "cohort" / "dicom", tmp_path / "converted", workers=1))
+    convert(ConvertConfig(input=tmp_path / "cohort" / "dicom", out=tmp_path / "converted", workers=1))
     run = f"s3://{BUCKET}/pod-run"
     open_store(f"{run}/converted").sync_up(tmp_path / "converted", "")
     work = tmp_path / "pod"
@@ -155,7 +155,7 @@ def test_a_pod_fetches_runs_a_stage_and_publishes(s3_env: SeaweedServer, tmp_pat
             str(work / "converted"),
             "--out",
             str(work / "split"),
-            "--folds",
+            "--cv-folds",
             "2",
         ],
     )
@@ -185,7 +185,8 @@ def test_a_failing_stage_fails_the_pod_and_publishes_nothing(tmp_path: Path, mon
             str(tmp_path / "out"),
         ],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2, result.output  # a usage error: missing weights cannot go away by retrying
+    assert "weights" in result.output
     assert not (store / "pseudolabels").exists()
 
 
@@ -205,8 +206,8 @@ def test_scan_reads_only_headers_from_s3_and_convert_stages_its_cases(s3_env: Se
     for path in (tmp_path / "cohort" / "dicom").rglob("*"):
         if path.is_file():
             store.put_file(path, path.relative_to(tmp_path / "cohort" / "dicom").as_posix())
-    scan(ScanConfig(tmp_path / "cohort" / "dicom", tmp_path / "local", workers=1))
-    scan(ScanConfig(uri, tmp_path / "remote"))
+    scan(ScanConfig(input=tmp_path / "cohort" / "dicom", out=tmp_path / "local", workers=1))
+    scan(ScanConfig(input=uri, out=tmp_path / "remote"))
     local = {
         r["case_id"]: (r["status"], r["reason"], r["n_slices"]) for r in read_listing(tmp_path / "local" / "cases.csv")
     }
@@ -217,8 +218,8 @@ def test_scan_reads_only_headers_from_s3_and_convert_stages_its_cases(s3_env: Se
     case = "RADCURE-0001"
     convert(
         ConvertConfig(
-            tmp_path / "staged",
-            tmp_path / "converted",
+            input=tmp_path / "staged",
+            out=tmp_path / "converted",
             inventory=tmp_path / "remote" / "inventory.json",
             cases=(case,),
             source=uri,

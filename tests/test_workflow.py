@@ -1,4 +1,6 @@
-"""The Argo WorkflowTemplate rendered by Hera: strict schema, references, the GPU/retry contract, golden file."""
+"""The Argo WorkflowTemplate generated from the stage registry: strict schema, references, every container's
+command parsed by the real CLI (workflow parameters reach every stage that needs them), the cluster contract
+(GPU, retries, deadlines, hardening), golden file."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import importlib.util
 import itertools
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,16 @@ import jsonschema
 import pytest
 import yaml
 
-from tsretrain.pipeline.runner import STAGES
+from tsretrain.cli import parse_stage, subcommand
+from tsretrain.layout import relative
+from tsretrain.model import Model
+from tsretrain.pipeline.pod import parse_get, parse_put
+from tsretrain.pipeline.registry import BY_NAME, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
 GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "workflowtemplate.yaml"
-CLUSTER_STAGES = [s for s in STAGES if s != "synth"]  # the cluster run reads real input
+CLUSTER_STAGES = [s.name for s in STAGES if s.cluster]
 TOKENS = {
     "__S3_SECRET__",
     "__S3_ENDPOINT__",
@@ -29,6 +36,42 @@ TOKENS = {
     "__GPU_POD_SPEC_PATCH__",
     "__SERVICE_ACCOUNT__",
     "__WEIGHTS_CLAIM__",
+    "__DICTIONARIES__",
+}
+PREFIX = "s3://bucket/runs/tsretrain-x1"
+# A small, cheap cluster run: one fold of the tiny configuration, ResEnc M, a dataset id below 100, a custom
+# dictionary from the chart's ConfigMap.
+SAMPLE = {
+    "workflow.parameters.folds": '["0"]',
+    "workflow.parameters.planner": "resenc-m",
+    "workflow.parameters.plans": "",
+    "workflow.parameters.dictionary": "/etc/tsretrain/dictionaries/my-oars.yaml",
+    "workflow.parameters.dataset": "Dataset042_HeadNeck",
+    "workflow.parameters.trainer": "nnUNetTrainerTsrTiny",
+    "workflow.parameters.configuration": "3d_tiny",
+    "workflow.parameters.epochs": "3",
+    "workflow.parameters.iterations": "4",
+    "workflow.parameters.cv-folds": "5",
+    "workflow.parameters.convert-batch-size": "2",
+    "workflow.parameters.input-prefix": "s3://bucket/dicom",
+    "inputs.parameters.output-prefix": PREFIX,
+    "inputs.parameters.cases": "RADCURE-0001,RADCURE-0002",
+    "inputs.parameters.fold": "0",
+    "pod.name": "tsretrain-x1-convert-123",
+}
+EXPECTED = {  # option -> the value every stage having it must parse
+    "folds": (0,),
+    "planner": "resenc-m",
+    "plans": "",
+    "dictionary": "/etc/tsretrain/dictionaries/my-oars.yaml",
+    "dataset": "Dataset042_HeadNeck",
+    "trainer": "nnUNetTrainerTsrTiny",
+    "configuration": "3d_tiny",
+    "epochs": 3,
+    "iterations": 4,
+    "cv_folds": 5,
+    "fold": 0,
+    "cases": ("RADCURE-0001", "RADCURE-0002"),
 }
 
 
@@ -36,6 +79,7 @@ def load_workflow_module() -> Any:
     spec = importlib.util.spec_from_file_location("tsretrain_workflow", ROOT / "pipelines" / "workflow.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -113,13 +157,17 @@ def _templates(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in workflow["spec"]["templates"]}
 
 
+def _tasks(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in _templates(workflow)["pipeline"]["dag"]["tasks"]}
+
+
 def test_references_resolve(workflow: dict[str, Any], rendered: str) -> None:
     templates = _templates(workflow)
     spec = workflow["spec"]
     assert spec["entrypoint"] in templates and spec["onExit"] in templates
     declared = {p["name"] for p in spec["arguments"]["parameters"]}
     assert set(re.findall(r"workflow\.parameters\.([\w-]+)", rendered)) <= declared
-    tasks = {t["name"]: t for t in templates["pipeline"]["dag"]["tasks"]}
+    tasks = _tasks(workflow)
     for task in tasks.values():
         assert task["template"] in templates
         for dependency in re.findall(r"[\w-]+", re.sub(r"\.\w+", "", task.get("depends", ""))):
@@ -127,42 +175,197 @@ def test_references_resolve(workflow: dict[str, Any], rendered: str) -> None:
         for ref_task, output in re.findall(r"tasks\.([\w-]+)\.outputs\.parameters\.([\w-]+)", json.dumps(task)):
             outputs = templates[tasks[ref_task]["template"]]["outputs"]["parameters"]
             assert output in {p["name"] for p in outputs}
+        given = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
+        wanted = {p["name"] for p in templates[task["template"]].get("inputs", {}).get("parameters", [])}
+        assert given == wanted, task["name"]
     for template in templates.values():
         inputs = {p["name"] for p in template.get("inputs", {}).get("parameters", [])}
         assert set(re.findall(r"inputs\.parameters\.([\w-]+)", json.dumps(template))) <= inputs
     assert set(re.findall(r"__[A-Z0-9_]+__", rendered)) == TOKENS
 
 
-def test_steps_run_our_cli_with_an_explicit_command_and_the_gpu_contract(workflow: dict[str, Any]) -> None:
+def substitute(text: str, values: dict[str, str]) -> str:
+    """Argo's substitution of ``{{...}}`` variables, failing on any variable without a sample value."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match[1].strip()
+        assert name in values, f"no sample value for {{{{{name}}}}}"
+        return values[name]
+
+    return re.sub(r"\{\{([^}]+)\}\}", value, text)
+
+
+def parsed_pods(workflow: dict[str, Any]) -> dict[str, tuple[Any, Any, list[Any], list[Any], list[str]]]:
+    """Every stage container's command line parsed by the real CLI: (stage, configuration, gets, puts, batch)."""
+    parsed = {}
+    for name, template in _templates(workflow).items():
+        container = template.get("container")
+        if container is None or container["args"][0] != "pod":
+            continue
+        args = [substitute(a, SAMPLE) for a in container["args"]]
+        split = args.index("--")
+        context = subcommand("pod").make_context("pod", args[1:split])
+        if args[split + 1] not in BY_NAME:  # the listing gathered after the conversion batches: parses too
+            subcommand(args[split + 1]).make_context(args[split + 1], args[split + 2 :])
+            continue
+        stage, config = parse_stage(args[split + 1 :])
+        gets = [parse_get(g) for g in context.params["get"] or []]
+        puts = [parse_put(p) for p in context.params["put"] or []]
+        parsed[name] = (stage, config, gets, puts, context.params["batch"])
+    return parsed
+
+
+def _option_value(config: Any, option: str) -> Any:
+    value = getattr(config, option) if hasattr(config, option) else getattr(config.model, option)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, Any]) -> None:
+    """Parse every container's command with the CLI, Argo's variables replaced by a cheap run's values: each
+    stage's configuration holds the workflow's folds, planner, plans, configuration, dictionary, dataset,
+    trainer, epochs and iterations wherever it has such an option."""
+    parsed = parsed_pods(workflow)
+    assert {s.name for s, *_ in parsed.values()} == {*CLUSTER_STAGES}
+    module = load_workflow_module()
+    reached = set()
+    for name, (stage, config, *_) in parsed.items():
+        for option in stage.all_options():
+            if option in EXPECTED and (option in module.BY_OPTION or option == stage.fan_out):
+                assert _option_value(config, option) == EXPECTED[option], (name, option)
+                reached.add((stage.name, option))
+    needs = {
+        "folds": {"split", "predict"},
+        "fold": {"train"},
+        "planner": {"preprocess"},
+        "plans": {"preprocess", "train", "predict"},
+        "configuration": {"preprocess", "train", "predict"},
+        "dictionary": {"scan", "convert", "pseudolabel", "assemble", "evaluate"},
+        "dataset": {"assemble", "preprocess", "train", "predict", "report"},
+        "trainer": {"train", "predict"},
+        "epochs": {"train"},
+        "iterations": {"train"},
+        "cases": {"convert", "pseudolabel"},
+    }
+    for option, stages in needs.items():
+        assert stages <= {s for s, o in reached if o == option}, option
+    configs = {name: config for name, (_, config, *_) in parsed.items()}
+    assert configs["evaluate"].reference == Path("/work/nnunet/nnUNet_raw/Dataset042_HeadNeck/labelsTs")
+    assert configs["train"].device == configs["predict"].device == "cuda"  # no silent CPU fallback
+    assert configs["train"].store == f"{PREFIX}/{relative('results')}"
+    assert configs["assemble-merged"].labels_from == Path("/work/pseudolabels")
+    assert configs["assemble"].labels_from is None
+    assert configs["pseudolabel"].weights == "/weights"
+    assert configs["split"].cv_folds == 5 and configs["scan"].batch_size == 2
+    assert configs["preprocess"].batch_size is None  # convert-batch-size is the scan's, not the planner's
+    model = configs["predict"].model
+    assert model == Model(
+        dataset="Dataset042_HeadNeck",
+        dictionary="radcure-oar21",
+        trainer="nnUNetTrainerTsrTiny",
+        plans="",
+        configuration="3d_tiny",
+        folds=(0,),
+    )
+
+
+def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -> None:
+    """A pod's paths below /work are the store prefix's and a local run's; each path option of a stage is
+    fetched (only what it needs) or produced by the stage; fan-out batches fetch only their cases."""
+    for name, (stage, config, gets, puts, batch) in parsed_pods(workflow).items():
+        for transfer in gets + puts:
+            rel = transfer.uri.removeprefix(PREFIX + "/")
+            assert transfer.path == Path("/work") / rel, name
+        fetched = {g.path for g in gets}
+        written = {p.path for p in puts} | ({Path("/work/nnunet/nnUNet_results")} if name == "train" else set())
+        for option_name, option in stage.options.items():
+            value = getattr(config, option_name)
+            if option.at and isinstance(value, Path) and option.at != "input":
+                assert any(value == p or p in value.parents or value in p.parents for p in fetched | written), (
+                    name,
+                    option_name,
+                )
+        if stage.fan_out == "cases":
+            assert batch == SAMPLE["inputs.parameters.cases"]
+    gets = {name: parsed[2] for name, parsed in parsed_pods(workflow).items()}
+    assert gets["pseudolabel"][0].include == ("cases/{case}/*",)  # expanded per case of the batch
+    assert gets["split"][0].include == ("cases/*/manifest.json",)
+    assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*",)}
+
+
+def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
     templates = _templates(workflow)
     containers = {n: t for n, t in templates.items() if "container" in t}
-    assert set(containers) == {*CLUSTER_STAGES, "assemble-merged", "record-status"}
+    assert set(containers) == {*CLUSTER_STAGES, "assemble-merged", "claim", "listing", "record-status"}
     for name, template in containers.items():
         container = template["container"]
         assert container["command"] == ["tsretrain"], name
         env = {e["name"]: e for e in container["env"]}
         assert "secretKeyRef" in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]  # credentials never in parameters
+        retry = template["retryStrategy"]
+        assert "maxDuration" not in retry["backoff"] and retry["backoff"]["cap"] == "10m"  # no deadline on retries
+        assert retry["expression"] == "lastRetry.exitCode != '2'"  # usage errors are never retried
+        assert template["activeDeadlineSeconds"] > 0
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        for volume in template["volumes"]:
+            assert "emptyDir" not in volume or volume["emptyDir"]["sizeLimit"], (name, volume["name"])
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/etc/tsretrain/dictionaries" in mounts  # a custom dictionary from the chart's ConfigMap
+    assert templates["train"]["activeDeadlineSeconds"] > 24 * 3600 > templates["split"]["activeDeadlineSeconds"]
     for name in ("train", "predict", "pseudolabel"):
         template = templates[name]
         resources = template["container"]["resources"]
         assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
-        assert template["podSpecPatch"] == "{{workflow.parameters.gpu-pod-spec-patch}}"
+        assert template["podSpecPatch"] == "{{workflow.parameters.gpu-pod-spec-patch}}"  # runtime class, scheduling
         shm = next(v for v in template["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"]["medium"] == "Memory"
+    for name in CLUSTER_STAGES:
+        assert "ephemeral-storage" in templates[name]["container"]["resources"]["requests"], name
     assert templates["train"]["retryStrategy"]["limit"] >= 3  # retries resume from the stored checkpoint
-    assert "--store" in templates["train"]["container"]["args"]
-    tasks = {t["name"]: t for t in templates["pipeline"]["dag"]["tasks"]}
+    spec = workflow["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["podGC"]["strategy"] == "OnPodSuccess" and spec["ttlStrategy"]["secondsAfterSuccess"] > 0
+
+
+def test_the_dag(workflow: dict[str, Any]) -> None:
+    tasks = _tasks(workflow)
+    assert "depends" not in tasks["claim"]
+    assert tasks["scan"]["depends"] == "claim"
     assert tasks["convert"]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
-    assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
+    assert tasks["listing"]["depends"] == "convert"  # every batch's cases gathered into one listing
+    assert tasks["pseudolabel"]["depends"] == "listing"
+    assert tasks["pseudolabel"]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
     assert tasks["pseudolabel"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
-    for before, after in itertools.pairwise(CLUSTER_STAGES):
-        expected = "assemble && assemble-merged" if after == "preprocess" else before
-        assert tasks[after]["depends"] == expected  # a skipped task satisfies a dependency on it
+    assert tasks["split"]["depends"] == "pseudolabel"  # a skipped task satisfies a dependency on it
     # Exactly one assembly runs: from the converted label maps, or from the merged pseudo-labels.
     assert tasks["assemble"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
     assert tasks["assemble-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
-    assert tasks["assemble-merged"]["depends"] == "split"
-    assert "--labels-from" in templates["assemble-merged"]["container"]["args"]
+    assert tasks["preprocess"]["depends"] == "assemble && assemble-merged"
+    assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
+    order = ["preprocess", "train", "predict", "evaluate", "report"]
+    for before, after in itertools.pairwise(order):
+        assert tasks[after]["depends"] == before
+    for task in tasks.values():
+        if task["name"] != "claim":  # every stage writes below the prefix the claim step fixed
+            parameters = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
+            assert parameters["output-prefix"] == "{{tasks.claim.outputs.parameters.output-prefix}}"
+
+
+def test_an_empty_chart_value_stays_a_string(rendered: str) -> None:
+    """The chart replaces tokens by its values; an empty s3.endpoint ("empty for AWS") must stay "" (Argo
+    rejects a null parameter value)."""
+    installed = yaml.safe_load(rendered.replace("__S3_ENDPOINT__", ""))
+    parameters = {p["name"]: p["value"] for p in installed["spec"]["arguments"]["parameters"]}
+    assert parameters["s3-endpoint"] == ""
+
+
+def test_the_cluster_stages_are_the_registrys(workflow: dict[str, Any]) -> None:
+    """Nothing is spelled by hand: each stage template runs the registry's stage with its image family."""
+    templates = _templates(workflow)
+    for name in CLUSTER_STAGES:
+        stage = BY_NAME[name]
+        assert templates[name]["container"]["image"] == "{{workflow.parameters." + stage.image + "-image}}"
+        assert templates[name]["container"]["args"][templates[name]["container"]["args"].index("--") + 1] == name
 
 
 def test_golden_file_is_the_current_rendering(rendered: str) -> None:

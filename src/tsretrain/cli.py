@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import typing
+from dataclasses import MISSING
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from tsretrain import __version__
-from tsretrain.conversion.convert import ConvertConfig, convert
-from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
-from tsretrain.steps import StepResult
+from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list
+from tsretrain.stages import USAGE_EXIT_CODE, StageResult, UsageError
 from tsretrain.storage.store import MANIFEST
-from tsretrain.synth.cohort import SynthConfig, generate
-from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.ui import console, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 dictionary_app = typer.Typer(no_args_is_help=True, help="Show or validate organ dictionaries.")
 app.add_typer(dictionary_app, name="dictionary")
 
-WorkOption = Annotated[Path, typer.Option("--work", help="nnU-Net work root (nnUNet_raw/_preprocessed/_results).")]
-DatasetIdOption = Annotated[int, typer.Option(help="nnU-Net dataset id.")]
-DatasetNameOption = Annotated[str, typer.Option(help="nnU-Net dataset name.")]
-ConfigurationOption = Annotated[str, typer.Option(help="nnU-Net configuration.")]
-TrainerOption = Annotated[str, typer.Option(help="Trainer class (tsretrain's or nnU-Net's).")]
-PlansOption = Annotated[str, typer.Option(help="Plans identifier.")]
-DeviceOption = Annotated[str, typer.Option(help="auto, cuda or cpu.")]
-DictionaryOption = Annotated[str, typer.Option("--dictionary", "-d", help="Shipped dictionary name or YAML path.")]
-InputArgument = Annotated[Path, typer.Argument(help="Folder holding the DICOM files, in any layout.")]
-RtstructChoiceOption = Annotated[str, typer.Option(help=f"With several RTSTRUCTs: {RTSTRUCT_CHOICES}.")]
-WorkersOption = Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0: one per usable CPU).")]
 
-
-def _done(result: StepResult) -> None:
+def _done(result: StageResult) -> None:
     console.print(f"[green]done[/green] {result.summary()}")
 
 
@@ -50,246 +39,94 @@ def version() -> None:
     print(__version__)
 
 
-@app.command()
-def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder (dicom/, truth/, cohort.json).")],
-    cases: Annotated[int, typer.Option(help="Number of regular patients.")] = 8,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same cohort.")] = 0,
-    edge_cases: Annotated[bool, typer.Option("--edge-cases", help="Add the broken and unusual patients.")] = False,
-    layout: Annotated[str, typer.Option(help=f"Folder layout: {', '.join(LAYOUTS)}.")] = "nbia",
-    rows: Annotated[int, typer.Option(help="Image rows.")] = 128,
-    columns: Annotated[int, typer.Option(help="Image columns.")] = 128,
-    slices: Annotated[int, typer.Option(help="Slices per CT.")] = 48,
-    pixel_spacing: Annotated[float, typer.Option(help="Pixel spacing (mm).")] = 1.6,
-    slice_thickness: Annotated[float, typer.Option(help="Slice spacing (mm).")] = 3.0,
-) -> None:
-    """Generate a synthetic head-and-neck DICOM-RT cohort with analytic ground truth."""
-    config = SynthConfig(out, cases, seed, edge_cases, layout, rows, columns, slices, pixel_spacing, slice_thickness)
-    _done(generate(config))
+def _variadic(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple and typing.get_args(hint)[-1] is Ellipsis
 
 
-@app.command("scan")
-def scan_command(
-    input: Annotated[str, typer.Argument(help="Folder of DICOM files in any layout, or a store URI (s3://...).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (inventory.json, cases.csv).")],
-    dictionary: DictionaryOption = "radcure-oar21",
-    workers: WorkersOption = 0,
-    rtstruct_choice: RtstructChoiceOption = "fail",
-    batches_out: Annotated[Path | None, typer.Option(help="Write the usable cases in batches (JSON).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Cases per batch.")] = 8,
-) -> None:
-    """Index a DICOM tree by its tags and list every case with its status and reason."""
-    _done(scan(ScanConfig(input, out, dictionary, workers, rtstruct_choice, batches_out, batch_size)))
+def _optional_scalar(hint: Any) -> type | None:
+    """``int`` or ``float`` for ``int | None`` and ``float | None`` (given on a command line, "" means None)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if type(None) in typing.get_args(hint) and len(args) == 1 and args[0] in (int, float):
+        return typing.cast(type, args[0])
+    return None
 
 
-@app.command("convert")
-def convert_command(
-    input: InputArgument,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/, cases.csv).")],
-    dictionary: DictionaryOption = "radcure-oar21",
-    workers: WorkersOption = 0,
-    force: Annotated[bool, typer.Option("--force", help="Redo cases that are already converted.")] = False,
-    inventory: Annotated[Path | None, typer.Option(help="Use this scan inventory instead of scanning.")] = None,
-    case: Annotated[list[str] | None, typer.Option("--case", help="Convert only this case id (repeatable).")] = None,
-    cases: Annotated[str, typer.Option(help="Comma-separated case ids (a fan-out batch).")] = "",
-    rtstruct_choice: RtstructChoiceOption = "fail",
-    source: Annotated[
-        str | None, typer.Option(help="Store URI of the DICOM tree; files are staged into INPUT.")
-    ] = None,
-) -> None:
-    """Convert each case to an int16 HU CT and a uint8 label map in NIfTI (nnU-Net naming)."""
-    selected = tuple(case or ()) + tuple(c for c in cases.split(",") if c)
-    config = ConvertConfig(input, out, dictionary, workers, force, inventory, selected, rtstruct_choice, source)
-    _done(convert(config))
-
-
-@app.command("pseudolabel")
-def pseudolabel_command(
-    converted: Annotated[Path, typer.Argument(help="Output folder of convert (run with the same dictionary).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (per case: task maps, merged map).")],
-    dictionary: DictionaryOption = "radcure-ts90",
-    device: Annotated[str, typer.Option(help="TotalSegmentator device: gpu, cpu or mps.")] = "gpu",
-    weights: Annotated[
-        str | None, typer.Option(help="TotalSegmentator home: a folder or a store URI; default TOTALSEG_HOME_DIR.")
-    ] = None,
-    allow_download: Annotated[bool, typer.Option("--allow-download", help="Download missing weights.")] = False,
-    prefer_pseudo: Annotated[
-        bool, typer.Option("--prefer-pseudo", help="Pseudo-labels before manual contours.")
-    ] = False,
-    case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable).")] = None,
-) -> None:
-    """TotalSegmentator pseudo-labels per task, merged with the manual contours into the final label map."""
-    from tsretrain.labels.pseudolabel import PseudolabelConfig, PseudolabelError, pseudolabel
-
-    config = PseudolabelConfig(
-        converted, out, dictionary, device, weights, allow_download, not prefer_pseudo, tuple(case or ())
+def _parameter(name: str, option: Option, hint: Any, default: Any) -> inspect.Parameter:
+    """The typer parameter of one configuration field."""
+    if _variadic(hint):
+        cli_type: Any = list[str] | None
+        default = None
+    elif _optional_scalar(hint):
+        cli_type = str | None
+    elif set(typing.get_args(hint)) == {Path, str}:
+        cli_type = str
+    else:
+        cli_type = hint
+    info = (
+        typer.Argument(help=option.help) if option.argument else typer.Option(*option.cli_flags(name), help=option.help)
     )
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[cli_type, info],
+        default=inspect.Parameter.empty if default is MISSING else default,
+    )
+
+
+def _value(name: str, hint: Any, raw: Any) -> Any:
+    """A command-line value as the configuration field's type."""
+    if raw is None or not isinstance(raw, (str, list)):
+        return raw
     try:
-        _done(pseudolabel(config))
-    except PseudolabelError as exc:
-        console.print(f"[red]pseudolabel[/red]: {exc}")
-        raise typer.Exit(1) from exc
+        if _variadic(hint):
+            item = typing.get_args(hint)[0]
+            return tuple(item(v) for text in raw for v in parse_list(text))
+        scalar = _optional_scalar(hint)
+        if scalar is not None and isinstance(raw, str):
+            return scalar(raw) if raw.strip() else None
+    except ValueError as exc:
+        raise UsageError(f"--{name.replace('_', '-')}: {exc}") from exc
+    return raw
 
 
-@app.command("split")
-def split_command(
-    converted: Annotated[Path, typer.Argument(help="Output folder of convert (cases.csv).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (split.json, splits_final.json).")],
-    test_fraction: Annotated[float, typer.Option(help="Share of patients held out for testing.")] = 0.2,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 12345,
-    clinical_csv: Annotated[Path | None, typer.Option(help="Clinical sheet: stratify by site, fixed split.")] = None,
-    fixed_split_column: Annotated[str | None, typer.Option(help="Column whose 'test' rows form the test set.")] = None,
-) -> None:
-    """Patient-level, stratified split: a held-out test set and cross-validation folds."""
-    from tsretrain.dataset.split import SplitConfig, run_split
+def stage_config(stage: Stage, params: dict[str, Any]) -> Any:
+    """The stage's configuration from parsed command-line values."""
+    types = stage.types()
+    values = {k: _value(k, types[k], v) for k, v in params.items()}
+    return stage.configure({k: v for k, v in values.items() if v is not None or not _variadic(types[k])})
 
-    config = SplitConfig(
-        converted, out, test_fraction, folds, seed, clinical_csv, fixed_split_column=fixed_split_column
+
+def _stage_command(stage: Stage) -> None:
+    types, defaults = stage.types(), stage.defaults()
+
+    def command(**params: Any) -> None:
+        try:
+            _done(stage.run(stage_config(stage, params)))
+        except UsageError as exc:
+            console.print(f"[red]{stage.name}[/red]: {exc}")
+            raise typer.Exit(USAGE_EXIT_CODE) from exc
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [_parameter(n, o, types[n], defaults[n]) for n, o in stage.all_options().items()]
     )
-    _done(run_split(config))
+    command.__doc__ = stage.help
+    app.command(stage.name)(command)
 
 
-@app.command("assemble")
-def assemble_command(
-    converted: Annotated[Path, typer.Argument(help="Output folder of convert.")],
-    split: Annotated[Path, typer.Option(help="Output folder of split.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="nnUNet_raw folder.")],
-    dataset_id: DatasetIdOption = 366,
-    dataset_name: DatasetNameOption = "TotalSegmentator",
-    dictionary: DictionaryOption = "radcure-oar21",
-    labels_from: Annotated[
-        Path | None, typer.Option(help="Merged label maps of pseudolabel (<case>/<case>.nii.gz).")
-    ] = None,
-) -> None:
-    """Write the nnU-Net raw dataset (test cases only in imagesTs) and verify it with nnU-Net."""
-    from tsretrain.dataset.assemble import AssembleConfig, assemble
-
-    config = AssembleConfig(converted, split, out, dataset_id, dataset_name, dictionary, labels_from=labels_from)
-    _done(assemble(config))
+for _stage in STAGES:
+    _stage_command(_stage)
 
 
-@app.command("preprocess")
-def preprocess_command(
-    work: WorkOption,
-    split: Annotated[Path, typer.Option(help="Output folder of split (splits_final.json).")],
-    dataset_id: DatasetIdOption = 366,
-    dataset_name: DatasetNameOption = "TotalSegmentator",
-    planner: Annotated[str, typer.Option(help="default, resenc-m or resenc-l.")] = "default",
-    configuration: Annotated[list[str] | None, typer.Option(help="Configurations (default 3d_fullres).")] = None,
-    plans_name: Annotated[str | None, typer.Option(help="Name of the plans variant holding overrides.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the 3d_fullres batch size.")] = None,
-    patch_size: Annotated[tuple[int, int, int] | None, typer.Option(help="Override the patch size (z y x).")] = None,
-    target_spacing: Annotated[tuple[float, float, float] | None, typer.Option(help="Override spacing (z y x).")] = None,
-    tiny: Annotated[bool, typer.Option("--tiny", help="Add the CPU-sized 3d_tiny configuration.")] = False,
-) -> None:
-    """nnU-Net fingerprint, planning and preprocessing on the training cases."""
-    from tsretrain.training.preprocess import PreprocessConfig, preprocess
-
-    config = PreprocessConfig(
-        work,
-        split,
-        dataset_id,
-        dataset_name,
-        planner,
-        tuple(configuration or ("3d_fullres",)),
-        plans_name,
-        batch_size,
-        patch_size,
-        target_spacing,
-        tiny,
-    )
-    _done(preprocess(config))
+def subcommand(name: str) -> Any:
+    """The click command behind a ``tsretrain`` subcommand."""
+    return typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
 
 
-@app.command("train")
-def train_command(
-    work: WorkOption,
-    fold: Annotated[int, typer.Option(help="Fold to train.")],
-    dataset_id: DatasetIdOption = 366,
-    dataset_name: DatasetNameOption = "TotalSegmentator",
-    configuration: ConfigurationOption = "3d_fullres",
-    trainer: TrainerOption = "nnUNetTrainerTsr",
-    plans: PlansOption = "nnUNetPlans",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the trainer's).")] = None,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 5,
-    device: DeviceOption = "auto",
-    pretrained_weights: Annotated[Path | None, typer.Option(help="Initial weights (fine-tuning).")] = None,
-    store: Annotated[str | None, typer.Option(help="URI mirroring checkpoints (resume from there).")] = None,
-    validate: Annotated[bool, typer.Option(help="Predict the fold's validation cases at the end.")] = True,
-) -> None:
-    """Train one fold; a re-run resumes from the last checkpoint."""
-    from tsretrain.training.train import TrainConfig, train
-
-    config = TrainConfig(
-        work,
-        fold,
-        dataset_id,
-        dataset_name,
-        configuration,
-        trainer,
-        plans,
-        epochs,
-        save_every,
-        device,
-        pretrained_weights,
-        store,
-        validate,
-    )
-    _done(train(config))
-
-
-@app.command("predict")
-def predict_command(
-    work: WorkOption,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (test/, validation/).")],
-    fold: Annotated[list[int] | None, typer.Option("--fold", help="Folds to ensemble (default 0-4).")] = None,
-    dataset_id: DatasetIdOption = 366,
-    dataset_name: DatasetNameOption = "TotalSegmentator",
-    configuration: ConfigurationOption = "3d_fullres",
-    trainer: TrainerOption = "nnUNetTrainerTsr",
-    plans: PlansOption = "nnUNetPlans",
-    device: DeviceOption = "auto",
-    tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
-) -> None:
-    """Predict the test set with the ensemble of folds; collect each fold's validation predictions."""
-    from tsretrain.training.predict import PredictConfig, predict
-
-    folds = tuple(fold) if fold else (0, 1, 2, 3, 4)
-    _done(
-        predict(PredictConfig(work, out, folds, dataset_id, dataset_name, configuration, trainer, plans, device, tta))
-    )
-
-
-@app.command("evaluate")
-def evaluate_command(
-    reference: Annotated[Path, typer.Argument(help="Folder of reference label maps (<case>.nii.gz).")],
-    prediction: Annotated[Path, typer.Argument(help="Folder of predicted label maps (<case>.nii.gz).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (per_case.csv, summary.json).")],
-    dictionary: DictionaryOption = "radcure-oar21",
-    tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
-    workers: WorkersOption = 0,
-    surface: Annotated[bool, typer.Option(help="Compute HD95 and NSD (off: Dice only).")] = True,
-) -> None:
-    """Dice, HD95 and NSD per case and label, per-label statistics and the GTVp analysis."""
-    from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
-
-    _done(
-        evaluate(EvaluateConfig(reference, prediction, out, dictionary, tolerance_mm, workers=workers, surface=surface))
-    )
-
-
-@app.command("report")
-def report_command(
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of a finished run.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default RUN_DIR/report).")] = None,
-    dataset: Annotated[str, typer.Option(help="nnU-Net dataset folder name.")] = "Dataset366_TotalSegmentator",
-    synthetic: Annotated[bool, typer.Option("--synthetic", help="Mark the numbers as a synthetic demo.")] = False,
-) -> None:
-    """Write report.html (self-contained) and report.md from a run's outputs."""
-    from tsretrain.evaluation.report import ReportConfig, report
-
-    _done(report(ReportConfig(run_dir, out or run_dir / "report", dataset, synthetic)))
+def parse_stage(args: list[str]) -> tuple[Stage, Any]:
+    """The stage and configuration a ``tsretrain STAGE ...`` command line asks for, without running it."""
+    name, *rest = args
+    context = subcommand(name).make_context(name, rest)
+    return BY_NAME[name], stage_config(BY_NAME[name], context.params)
 
 
 @app.command("run")
@@ -311,20 +148,43 @@ def run_command(
 @app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def pod_command(
     context: typer.Context,
-    get: Annotated[list[str] | None, typer.Option("--get", help="URI=PATH of a published folder.")] = None,
-    get_raw: Annotated[list[str] | None, typer.Option("--get-raw", help="URI=PATH of raw input (no manifest).")] = None,
-    put: Annotated[list[str] | None, typer.Option("--put", help="PATH=URI published after the stage.")] = None,
+    get: Annotated[
+        list[str] | None, typer.Option("--get", help="URI=PATH[=PATTERN,...] of a published folder (only matches).")
+    ] = None,
+    put: Annotated[
+        list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
+    ] = None,
+    batch: Annotated[str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns.")] = "",
     manifest_name: Annotated[str, typer.Option(help="Manifest of this writer (one per fan-out batch).")] = MANIFEST,
 ) -> None:
     """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
-    from tsretrain.pipeline.pod import fetch, parse_pair, publish
+    from tsretrain.pipeline.pod import fetch, parse_get, parse_put, publish
 
-    fetch([parse_pair(p, uri_first=True) for p in get_raw or []], raw=True)
-    fetch([parse_pair(p, uri_first=True) for p in get or []])
-    code = app(args=list(context.args), standalone_mode=False)
-    if code not in (None, 0):  # the stage failed: publish nothing, fail the pod (Argo retries it)
+    try:
+        gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
+        fetch(gets, tuple(parse_list(batch)))
+    except UsageError as exc:
+        console.print(f"[red]pod[/red]: {exc}")
+        raise typer.Exit(USAGE_EXIT_CODE) from exc
+    try:
+        app(args=list(context.args))
+        code: Any = 0
+    except SystemExit as exc:  # the stage's exit code (2: a bad command line or a usage error)
+        code = exc.code
+    if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
-    publish([parse_pair(p, uri_first=False) for p in put or []], manifest_name)
+    publish(puts, manifest_name)
+
+
+@app.command("listing")
+def listing_command(
+    converted: Annotated[Path, typer.Argument(help="Output folder of convert (cases/<case>/manifest.json).")],
+) -> None:
+    """Write a conversion's cases.csv from all its case manifests (a cluster run's batches gathered)."""
+    from tsretrain.conversion.convert import write_case_listing
+
+    rows = write_case_listing(converted)
+    console.print(f"[green]done[/green] listing: {len(rows)} cases in {converted / 'cases.csv'}")
 
 
 @app.command("store")
@@ -351,25 +211,73 @@ def store_command(
         raise typer.BadParameter("use: ls URI | mb s3://BUCKET | sync-up PATH URI | sync-down URI PATH")
 
 
+OutputPrefixOption = Annotated[str, typer.Option(help="The run's store prefix; empty: RUNS_PREFIX/WORKFLOW.")]
+RunsPrefixOption = Annotated[str, typer.Option(help="Store URI under which each run gets its own prefix.")]
+WorkflowOption = Annotated[str, typer.Option(help="Workflow name.")]
+
+
+@app.command("claim")
+def claim_command(
+    output_prefix: OutputPrefixOption,
+    runs_prefix: RunsPrefixOption,
+    workflow: WorkflowOption,
+    resume: Annotated[str, typer.Option(help="true: continue the run that holds the prefix.")] = "false",
+    out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix.")] = Path("/tmp/output-prefix"),
+) -> None:
+    """Make a cluster run's store prefix this workflow's (the workflow's first step); refuse one holding another
+    run unless resuming."""
+    from tsretrain.pipeline.pod import claim, run_prefix
+
+    prefix = run_prefix(output_prefix, runs_prefix, workflow)
+    try:
+        claim(prefix, workflow, resume.strip().lower() == "true")
+    except UsageError as exc:
+        console.print(f"[red]claim[/red]: {exc}")
+        raise typer.Exit(USAGE_EXIT_CODE) from exc
+    out_file.write_text(prefix)
+    console.print(f"output prefix: {prefix}")
+
+
+def failure_list(text: str) -> list[Any]:
+    """Argo's ``{{workflow.failures}}`` (a JSON list, passed as a string, possibly encoded twice) as a list."""
+    value: Any = text
+    while isinstance(value, str) and value.strip():
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return [value]
+    if value in ("", None):
+        return []
+    return value if isinstance(value, list) else [value]
+
+
 @app.command("status")
 def status_command(
-    out: Annotated[str, typer.Option(help="Store URI (folder) receiving status.json.")],
-    name: Annotated[str, typer.Option(help="Workflow name.")],
+    output_prefix: OutputPrefixOption,
+    runs_prefix: RunsPrefixOption,
+    workflow: WorkflowOption,
     status: Annotated[str, typer.Option(help="Workflow status (Succeeded, Failed, Error).")],
     failures: Annotated[str, typer.Option(help="Argo's JSON list of failed steps.")] = "",
 ) -> None:
-    """Record how a run ended (the workflow's exit handler)."""
-    import json
+    """Record how a run ended in its prefix's status.json (the workflow's exit handler); a prefix claimed by
+    another run is left alone."""
     from datetime import UTC, datetime
 
+    from tsretrain.layout import relative
+    from tsretrain.pipeline.pod import owns, run_prefix
     from tsretrain.storage.store import open_store
 
-    try:
-        failed = json.loads(failures) if failures.strip() else []
-    except json.JSONDecodeError:
-        failed = [failures]
-    record = {"workflow": name, "status": status, "failures": failed, "finished": datetime.now(UTC).isoformat()}
-    open_store(out).put_bytes(json.dumps(record, indent=1).encode(), "status.json")
+    prefix = run_prefix(output_prefix, runs_prefix, workflow)
+    record = {
+        "workflow": workflow,
+        "status": status,
+        "failures": failure_list(failures),
+        "finished": datetime.now(UTC).isoformat(),
+    }
+    if owns(prefix, workflow):
+        open_store(prefix).put_bytes(json.dumps(record, indent=1).encode(), relative("status"))
+    else:
+        console.print(f"{prefix} is not this run's (refused at its claim): status not written there")
     console.print(record)
 
 

@@ -37,7 +37,7 @@ from tsretrain.conversion.scan import ScanConfig, scan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
@@ -45,7 +45,7 @@ from tsretrain.ui import log, progress
 MANIFEST = "manifest.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConvertConfig:
     """Configuration of the ``convert`` stage."""
 
@@ -281,12 +281,20 @@ def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def convert(config: ConvertConfig) -> StepResult:
+def convert(config: ConvertConfig) -> StageResult:
     """Run the convert stage over every planned case (or the selected batch)."""
     dictionary = load_dictionary(config.dictionary)
     inventory_path = config.inventory
     if inventory_path is None:
-        scan(ScanConfig(config.input, config.out / "scan", config.dictionary, config.workers, config.rtstruct_choice))
+        scan(
+            ScanConfig(
+                input=config.input,
+                out=config.out / "scan",
+                dictionary=config.dictionary,
+                workers=config.workers,
+                rtstruct_choice=config.rtstruct_choice,
+            )
+        )
         inventory_path = config.out / "scan" / "inventory.json"
     header, plans = load_inventory(inventory_path)
     if header["dictionary"]["sha256"] != dictionary.sha256:
@@ -333,8 +341,8 @@ def convert(config: ConvertConfig) -> StepResult:
     for m in manifests:
         if m["status"] != OK:
             log.info("%s %s: %s", m["case_id"], m["status"], m["reason"])
-    return StepResult(
-        step="convert",
+    return StageResult(
+        stage="convert",
         outputs={"cases": str(cases_dir), "listing": str(config.out / "cases.csv")},
         counts={
             "cases": len(manifests),
@@ -345,9 +353,14 @@ def convert(config: ConvertConfig) -> StepResult:
     )
 
 
+def listing_rows(out: Path) -> list[dict[str, Any]]:
+    """The listing row of every case manifest under ``out/cases`` (all batches of a fan-out); reads only."""
+    return [manifest_row(m) for m in all_manifests(out / "cases")]
+
+
 def write_case_listing(out: Path) -> list[dict[str, Any]]:
-    """Rewrite ``cases.csv`` from every case manifest under ``out/cases`` (all batches of a fan-out)."""
-    rows = [manifest_row(m) for m in all_manifests(out / "cases")]
+    """Rewrite ``cases.csv`` from every case manifest under ``out/cases``."""
+    rows = listing_rows(out)
     write_listing(out / "cases.csv", rows)
     return rows
 

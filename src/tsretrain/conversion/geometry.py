@@ -86,12 +86,6 @@ class VolumeGeometry:
         }
 
 
-def _normal(orientation: tuple[float, ...]) -> NDArray[np.float64]:
-    row = np.asarray(orientation[:3], dtype=np.float64)
-    col = np.asarray(orientation[3:], dtype=np.float64)
-    return np.cross(row, col)
-
-
 def build_geometry(slices: list[SliceHeader]) -> tuple[VolumeGeometry, list[SliceHeader]]:
     """Sort the slices of one series along its normal and check that they form one regular volume.
 

@@ -25,7 +25,7 @@ from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
@@ -33,7 +33,7 @@ from tsretrain.ui import log, progress
 RTSTRUCT_CHOICES = ("fail", "newest")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanConfig:
     """Configuration of the ``scan`` stage."""
 
@@ -42,7 +42,7 @@ class ScanConfig:
     dictionary: str = "radcure-oar21"
     workers: int = 0  # 0: one per available CPU
     rtstruct_choice: str = "fail"
-    batches_out: Path | None = None  # JSON list of comma-joined case ids to convert, for a workflow fan-out
+    batches_out: Path | None = None  # JSON list of comma-joined case ids (every case), for a workflow fan-out
     batch_size: int = 8
 
 
@@ -281,7 +281,7 @@ def build_inventory(
     }
 
 
-def scan(config: ScanConfig) -> StepResult:
+def scan(config: ScanConfig) -> StageResult:
     """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``."""
     if config.rtstruct_choice not in RTSTRUCT_CHOICES:
         raise ValueError(f"rtstruct_choice must be one of {RTSTRUCT_CHOICES}")
@@ -297,15 +297,15 @@ def scan(config: ScanConfig) -> StepResult:
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
     if config.batches_out is not None:
-        ok = [p.case_id for p in plans if p.status == OK]
-        batches = [",".join(ok[i : i + config.batch_size]) for i in range(0, len(ok), config.batch_size)]
+        ids = [p.case_id for p in plans]  # every case: excluded ones get their manifest and listing row too
+        batches = [",".join(ids[i : i + config.batch_size]) for i in range(0, len(ids), config.batch_size)]
         atomic_write_text(config.batches_out, json.dumps(batches))
     counts = Counter(p.status for p in plans)
     for plan in plans:
         if plan.status != OK:
             log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
-    return StepResult(
-        step="scan",
+    return StageResult(
+        stage="scan",
         outputs={"inventory": str(config.out / "inventory.json"), "cases": str(config.out / "cases.csv")},
         counts={"files": len(records), "cases": len(plans), **{k: counts[k] for k in sorted(counts)}},
     )

@@ -11,28 +11,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.labels.dictionary import load_dictionary
-from tsretrain.steps import StepResult
+from tsretrain.model import Model
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
-from tsretrain.training.nnunet_env import dataset_folder_name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AssembleConfig:
     """Configuration of the ``assemble`` stage."""
 
     converted: Path
     split: Path  # folder holding split.json
     out: Path  # nnUNet_raw
-    dataset_id: int = 366
-    dataset_name: str = "TotalSegmentator"
-    dictionary: str = "radcure-oar21"
+    model: Model = field(default_factory=Model)
     verify: bool = True
     workers: int = 2
     labels_from: Path | None = None  # merged label maps of the pseudolabel stage (<case>/<case>.nii.gz)
@@ -46,9 +44,9 @@ def _place(source: Path, target: Path) -> None:
 
 
 def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any]) -> dict[str, Any]:
-    dictionary = load_dictionary(config.dictionary)
+    dictionary = load_dictionary(config.model.dictionary)
     return {
-        "name": dataset_folder_name(config.dataset_id, config.dataset_name),
+        "name": config.model.dataset,
         "description": f"tsretrain {__version__}, dictionary {dictionary.name} {dictionary.version}",
         "channel_names": {"0": "CT"},
         "labels": dictionary.nnunet_labels(),
@@ -63,10 +61,10 @@ def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any])
     }
 
 
-def assemble(config: AssembleConfig) -> StepResult:
+def assemble(config: AssembleConfig) -> StageResult:
     """Write the raw dataset and check it with nnU-Net's own integrity check."""
     split = json.loads((config.split / "split.json").read_text())
-    dictionary = load_dictionary(config.dictionary)
+    dictionary = load_dictionary(config.model.dictionary)
     training = sorted(c for fold in split["folds"] for c in fold)
     test = sorted(split["test"])
     for case in training + test:
@@ -75,9 +73,9 @@ def assemble(config: AssembleConfig) -> StepResult:
             raise ValueError(f"case {case} in the split is not converted (status {manifest['status']})")
         if manifest["dictionary"]["sha256"] != dictionary.sha256:
             raise ValueError(
-                f"case {case} was converted with another dictionary than {config.dictionary}; re-run convert"
+                f"case {case} was converted with another dictionary than {config.model.dictionary}; re-run convert"
             )
-    target = config.out / dataset_folder_name(config.dataset_id, config.dataset_name)
+    target = config.out / config.model.dataset
     with staged_dir(target) as tmp:
         for images, labels, cases in (("imagesTr", "labelsTr", training), ("imagesTs", "labelsTs", test)):
             (tmp / images).mkdir()
@@ -90,8 +88,8 @@ def assemble(config: AssembleConfig) -> StepResult:
         atomic_write_text(tmp / "dataset.json", json.dumps(dataset_json(config, len(training), split), indent=1))
         if config.verify:
             verify(tmp, config.workers)
-    return StepResult(
-        step="assemble",
+    return StageResult(
+        stage="assemble",
         outputs={"dataset": str(target)},
         counts={"training": len(training), "test": len(test)},
     )

@@ -19,22 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from tsretrain.conversion.convert import write_case_listing
-from tsretrain.steps import StepResult
+from tsretrain.conversion.convert import listing_rows
+from tsretrain.stages import StageResult, UsageError
 from tsretrain.storage.atomic import atomic_write_text
 
 GTVP_BANDS_ML = (3.0, 10.0, 30.0)
 """Upper bounds of the GTVp volume bands (mL): < 3, 3-10, 10-30, >= 30 (small tumours score far lower)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SplitConfig:
     """Configuration of the ``split`` stage."""
 
-    converted: Path  # output folder of ``convert`` (cases.csv)
+    converted: Path  # output folder of ``convert`` (its case manifests are read, never rewritten)
     out: Path
     test_fraction: float = 0.2
-    folds: int = 5
+    cv_folds: int = 5
+    folds: tuple[int, ...] = ()  # the folds the run trains: each must exist among the cv_folds
     seed: int = 12345
     clinical_csv: Path | None = None  # RADCURE clinical sheet (patient_id, Ds Site, RADCURE-challenge ...)
     site_column: str = "Ds Site"
@@ -95,13 +96,13 @@ def make_split(cases: list[dict[str, str]], config: SplitConfig) -> dict[str, An
             owed -= take
             test_patients += members[:take]
     test = set(test_patients)
-    folds: list[list[str]] = [[] for _ in range(config.folds)]
+    folds: list[list[str]] = [[] for _ in range(config.cv_folds)]
     dealer = 0
     for stratum in sorted(by_stratum):
         members = [p for p in by_stratum[stratum] if p not in test]
         rng.shuffle(members)
         for patient in members:
-            folds[dealer % config.folds].extend(patients[patient])
+            folds[dealer % config.cv_folds].extend(patients[patient])
             dealer += 1
     test_cases = sorted(c for p in test for c in patients[p])
     return {
@@ -145,18 +146,23 @@ def report(split: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_split(config: SplitConfig) -> StepResult:
+def run_split(config: SplitConfig) -> StageResult:
     """Split the cases with status ok in the conversion listing."""
-    rows = [r for r in write_case_listing(config.converted) if r["status"] == "ok"]
-    if len(rows) < config.folds + 1:
-        raise ValueError(f"{len(rows)} usable case(s): a {config.folds}-fold split needs at least {config.folds + 1}")
+    missing = [f for f in config.folds if f >= config.cv_folds]
+    if missing:
+        raise UsageError(f"folds {missing} do not exist in a {config.cv_folds}-fold split: raise cv_folds or drop them")
+    rows = [r for r in listing_rows(config.converted) if r["status"] == "ok"]
+    if len(rows) < config.cv_folds + 1:
+        raise ValueError(
+            f"{len(rows)} usable case(s): a {config.cv_folds}-fold split needs at least {config.cv_folds + 1}"
+        )
     split = make_split(rows, config)
     config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out / "split.json", json.dumps(split, indent=1))
     atomic_write_text(config.out / "splits_final.json", json.dumps(nnunet_splits(split), indent=1))
     atomic_write_text(config.out / "split_report.md", report(split))
-    return StepResult(
-        step="split",
+    return StageResult(
+        stage="split",
         outputs={"split": str(config.out / "split.json"), "splits_final": str(config.out / "splits_final.json")},
-        counts={"test": len(split["test"]), "train": sum(len(f) for f in split["folds"]), "folds": config.folds},
+        counts={"test": len(split["test"]), "train": sum(len(f) for f in split["folds"]), "folds": config.cv_folds},
     )

@@ -21,7 +21,7 @@ from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.resources import cpu_quota
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import progress
 
@@ -47,7 +47,7 @@ PER_CASE_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateConfig:
     """Configuration of the ``evaluate`` stage."""
 
@@ -92,7 +92,7 @@ def evaluate_case(args: tuple[str, str, str, list[int], dict[int, float], bool])
     return rows
 
 
-def evaluate(config: EvaluateConfig) -> StepResult:
+def evaluate(config: EvaluateConfig) -> StageResult:
     dictionary = load_dictionary(config.dictionary)
     names = {label.id: label.name for label in dictionary.labels}
     tolerances = {label.id: config.tolerances.get(label.name, config.tolerance_mm) for label in dictionary.labels}
@@ -146,7 +146,7 @@ def evaluate(config: EvaluateConfig) -> StepResult:
     label_columns = list(per_label[0].keys())
     write_csv(config.out / "per_label.csv", per_label, label_columns)
     atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
-    return StepResult(
+    return StageResult(
         "evaluate",
         {"summary": str(config.out / "summary.json"), "per_case": str(config.out / "per_case.csv")},
         {

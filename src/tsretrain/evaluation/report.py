@@ -17,10 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tsretrain.conversion.convert import write_case_listing
+from tsretrain.conversion.convert import listing_rows
 from tsretrain.conversion.listing import read_listing
 from tsretrain.evaluation import figures
-from tsretrain.steps import StepResult
+from tsretrain.layout import RunLayout
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 
 Block = tuple[Any, ...]  # ("h2", text) | ("p", text) | ("table", header, rows) | ("img", path, caption)
@@ -56,13 +57,13 @@ def interval(bounds: list[float] | None) -> str:
     return "–" if not bounds else f"{bounds[0]:.3f} to {bounds[1]:.3f}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportConfig:
     """Configuration of the ``report`` stage."""
 
     run_dir: Path
     out: Path
-    dataset_name: str = "Dataset366_TotalSegmentator"
+    dataset: str = "Dataset366_TotalSegmentator"  # nnU-Net dataset folder
     synthetic: bool = False
 
 
@@ -73,7 +74,7 @@ def _sha(path: Path) -> str:
 def dataset_section(run: Path) -> list[Block]:
     rows = [
         {k: " | ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in row.items()}
-        for row in write_case_listing(run / "converted")
+        for row in listing_rows(RunLayout(run).converted)
     ]
     by_status = Counter(r["status"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["status"] != "ok")
@@ -93,7 +94,7 @@ def dataset_section(run: Path) -> list[Block]:
     presence: Counter[str] = Counter()
     ok = [r for r in rows if r["status"] == "ok"]
     for row in ok:
-        manifest = json.loads((run / "converted" / "cases" / row["case_id"] / "manifest.json").read_text())
+        manifest = json.loads((RunLayout(run).converted / "cases" / row["case_id"] / "manifest.json").read_text())
         presence.update(name for name, info in manifest["labels"].items() if info["present"])
     blocks.append(
         (
@@ -110,7 +111,7 @@ def dataset_section(run: Path) -> list[Block]:
 
 
 def split_section(run: Path) -> list[Block]:
-    split = json.loads((run / "split" / "split.json").read_text())
+    split = json.loads((RunLayout(run).split / "split.json").read_text())
     sizes = [["test", str(len(split["test"]))]] + [[f"fold {n}", str(len(f))] for n, f in enumerate(split["folds"])]
     return [
         ("h2", "2. Split"),
@@ -125,7 +126,7 @@ def split_section(run: Path) -> list[Block]:
 
 
 def planning_section(run: Path, dataset: str) -> list[Block]:
-    path = run / "nnunet" / "nnUNet_preprocessed" / dataset / "planning_summary.json"
+    path = RunLayout(run).preprocessed / dataset / "planning_summary.json"
     planning = json.loads(path.read_text())
     rows = [
         [
@@ -155,7 +156,7 @@ def planning_section(run: Path, dataset: str) -> list[Block]:
 def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Block], list[list[str]]]:
     blocks: list[Block] = [("h2", "4. Training")]
     rows, provenance = [], []
-    results = run / "nnunet" / "nnUNet_results" / dataset
+    results = RunLayout(run).results / dataset
     for progress_path in sorted(results.glob("*/fold_*/progress.json")):
         progress = json.loads(progress_path.read_text())
         fold = progress_path.parent.name
@@ -189,9 +190,9 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
 
 
 def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
-    summary = json.loads((run / "evaluation" / "summary.json").read_text())
-    per_label = read_listing(run / "evaluation" / "per_label.csv")
-    per_case = read_listing(run / "evaluation" / "per_case.csv")
+    summary = json.loads((RunLayout(run).evaluation / "summary.json").read_text())
+    per_label = read_listing(RunLayout(run).evaluation / "per_label.csv")
+    per_case = read_listing(RunLayout(run).evaluation / "per_case.csv")
     gtvp = summary["gtvp"] or {}
     blocks: list[Block] = [
         ("h2", "5. Test set evaluation"),
@@ -287,7 +288,7 @@ def _f(text: str) -> float | None:
 def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir: Path) -> list[Block]:
     per_case = [
         r
-        for r in read_listing(run / "evaluation" / "per_case.csv")
+        for r in read_listing(RunLayout(run).evaluation / "per_case.csv")
         if r["name"] == "GTVp" and r["status"] in ("both", "missed")
     ]
     per_case.sort(key=lambda r: float(r["dice"]))
@@ -296,7 +297,7 @@ def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir:
         ("h2", "6. Case review"),
         ("p", "Axial slice with the most reference GTVp; reference in green, prediction in red."),
     ]
-    raw = run / "nnunet" / "nnUNet_raw" / dataset
+    raw = RunLayout(run).raw / dataset
     seen = set()
     for kind, row in chosen:
         if row["case"] in seen:
@@ -306,7 +307,7 @@ def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir:
         figures.case_review(
             raw / "imagesTs" / f"{row['case']}_0000.nii.gz",
             raw / "labelsTs" / f"{row['case']}.nii.gz",
-            run / "predictions" / "test" / f"{row['case']}.nii.gz",
+            RunLayout(run).predictions / "test" / f"{row['case']}.nii.gz",
             int(row["label"]),
             f"{row['case']}: GTVp Dice {fmt(float(row['dice']))} ({kind})",
             image,
@@ -338,9 +339,9 @@ def provenance_section(run: Path, dataset: str, fold_rows: list[list[str]]) -> l
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} –")
-    pre = run / "nnunet" / "nnUNet_preprocessed" / dataset
+    pre = RunLayout(run).preprocessed / dataset
     plans = sorted(pre.glob("*Plans*.json"))
-    inventory = json.loads((run / "scan" / "inventory.json").read_text())
+    inventory = json.loads((RunLayout(run).scan / "inventory.json").read_text())
     return [
         ("h2", "8. Provenance"),
         (
@@ -348,13 +349,13 @@ def provenance_section(run: Path, dataset: str, fold_rows: list[list[str]]) -> l
             ["item", "value"],
             [
                 ["input", inventory["input"]],
-                ["input listing (scan/inventory.json) sha256", _sha(run / "scan" / "inventory.json")],
+                ["input listing (scan/inventory.json) sha256", _sha(RunLayout(run).scan / "inventory.json")],
                 [
                     "dictionary",
                     f"{inventory['dictionary']['name']} {inventory['dictionary'].get('version', '')} "
                     f"({inventory['dictionary']['sha256'][:16]})",
                 ],
-                ["split file (split/split.json) sha256", _sha(run / "split" / "split.json")],
+                ["split file (split/split.json) sha256", _sha(RunLayout(run).split / "split.json")],
                 *[[f"plans {p.name} sha256", _sha(p)] for p in plans],
                 ["packages", ", ".join(versions)],
             ],
@@ -411,25 +412,25 @@ def to_html(blocks: list[Block]) -> str:
     return "\n".join(parts)
 
 
-def report(config: ReportConfig) -> StepResult:
+def report(config: ReportConfig) -> StageResult:
     run = config.run_dir
     figure_dir = config.out / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
-    training, fold_rows = training_section(run, config.dataset_name, figure_dir)
+    training, fold_rows = training_section(run, config.dataset, figure_dir)
     evaluation, summary = evaluation_section(run, figure_dir, config.synthetic)
     blocks = (
         dataset_section(run)
         + split_section(run)
-        + planning_section(run, config.dataset_name)
+        + planning_section(run, config.dataset)
         + training
         + evaluation
-        + review_section(run, summary, config.dataset_name, figure_dir)
+        + review_section(run, summary, config.dataset, figure_dir)
         + literature_section(summary, config.synthetic)
-        + provenance_section(run, config.dataset_name, fold_rows)
+        + provenance_section(run, config.dataset, fold_rows)
     )
     atomic_write_text(config.out / "report.md", to_markdown(blocks, config.out))
     atomic_write_text(config.out / "report.html", to_html(blocks))
-    return StepResult(
+    return StageResult(
         "report",
         {"html": str(config.out / "report.html"), "markdown": str(config.out / "report.md")},
         {"sections": sum(1 for b in blocks if b[0] == "h2"), "figures": sum(1 for b in blocks if b[0] == "img")},

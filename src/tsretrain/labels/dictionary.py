@@ -28,13 +28,14 @@ from typing import Any
 
 import yaml
 
-from tsretrain.reasons import CaseError, Reason, precedence
+from tsretrain.reasons import Reason
+from tsretrain.stages import UsageError
 
 TUMOUR_LABEL = "GTVp"
 KNOWN_SOURCES = ("rtstruct", "totalsegmentator", "body")
 
 
-class DictionaryError(ValueError):
+class DictionaryError(UsageError):
     """An organ dictionary is invalid; the message says where and how to fix it."""
 
 
@@ -280,10 +281,3 @@ def load_dictionary(name_or_path: str) -> OrganDictionary:
         raise DictionaryError(f"unknown dictionary {name_or_path!r}; shipped: {builtin_names()} or a YAML path")
     resource = resources.files("tsretrain.labels") / "dictionaries" / f"{name_or_path}.yaml"
     return parse_dictionary(resource.read_text(), name_or_path)
-
-
-def require_no_problems(mapping: RoiMapping) -> None:
-    """Raise the highest-precedence problem of a mapping as a :class:`CaseError`."""
-    if mapping.problems:
-        reason, _ = min(mapping.problems, key=lambda p: precedence(p[0]))
-        raise CaseError(reason, "; ".join(detail for _, detail in mapping.problems))

@@ -1,43 +1,115 @@
 """``tsretrain pod``: how a workflow pod runs a stage against the store.
 
-A pod fetches its inputs from the store to local disk, runs one ``tsretrain`` subcommand on local paths, then
-publishes its outputs (files first, checksum manifest last). The same subcommand runs on a laptop without the
-store, so the local runner and Argo execute the same code::
+A pod fetches what the stage reads from the store to local disk, runs one ``tsretrain`` subcommand on local
+paths, then publishes what the stage wrote (files first, checksum manifest last). Paths below the pod's work
+folder are the run layout's, the same as below the store prefix and in a local run folder::
 
-    tsretrain pod --get s3://b/run/converted=/work/converted --put /work/split=s3://b/run/split \\
-        -- split /work/converted --out /work/split
+    tsretrain pod --get 's3://b/run/converted=/work/converted=cases/*/manifest.json' \\
+        --put /work/split=s3://b/run/split -- split /work/converted --out /work/split
+
+A ``--get`` or ``--put`` may end with ``=PATTERN,PATTERN``: only the files matching one of them move (``*``
+never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batch``).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from tsretrain.layout import relative
+from tsretrain.stages import UsageError
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log
 
 
-def parse_pair(text: str, uri_first: bool) -> tuple[str, Path]:
-    """``URI=PATH`` (``--get``) or ``PATH=URI`` (``--put``) as (uri, path)."""
-    left, sep, right = text.partition("=")
-    if not sep or not left or not right:
-        raise ValueError(f"expected {'URI=PATH' if uri_first else 'PATH=URI'}, got {text!r}")
-    return (left, Path(right)) if uri_first else (right, Path(left))
+@dataclass(frozen=True)
+class Transfer:
+    """One folder moved between the store and the pod's disk."""
+
+    uri: str
+    path: Path
+    include: tuple[str, ...] = ()
 
 
-def fetch(pairs: list[tuple[str, Path]], raw: bool = False) -> None:
-    """Fetch published folders (checked against their manifests) or, ``raw``, every object of a prefix."""
-    for uri, local in pairs:
+def _parts(option: str, text: str) -> tuple[str, str, tuple[str, ...]]:
+    parts = text.split("=")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise UsageError(f"{option}: expected {option[2:].upper()}=PATH[=PATTERN,...], got {text!r}")
+    include = tuple(p for p in parts[2].split(",") if p) if len(parts) == 3 else ()
+    return parts[0], parts[1], include
+
+
+def parse_get(text: str) -> Transfer:
+    """``URI=PATH`` or ``URI=PATH=PATTERN,PATTERN``."""
+    uri, path, include = _parts("--get", text)
+    return Transfer(uri, Path(path), include)
+
+
+def parse_put(text: str) -> Transfer:
+    """``PATH=URI`` or ``PATH=URI=PATTERN,PATTERN``."""
+    path, uri, include = _parts("--put", text)
+    return Transfer(uri, Path(path), include)
+
+
+def expand(patterns: tuple[str, ...], batch: tuple[str, ...]) -> tuple[str, ...]:
+    """Patterns with ``{case}`` repeated for each case of the batch."""
+    out: list[str] = []
+    for pattern in patterns:
+        if "{case}" in pattern:
+            if not batch:
+                raise UsageError(f"include pattern {pattern!r} needs --batch")
+            out += [pattern.replace("{case}", case) for case in batch]
+        else:
+            out.append(pattern)
+    return tuple(out)
+
+
+def fetch(gets: list[Transfer], batch: tuple[str, ...] = ()) -> int:
+    """Fetch published folders (checked against their manifests); returns the bytes fetched."""
+    total = 0
+    for get in gets:
         started = time.perf_counter()
-        store = open_store(uri)
-        counts = {"fetched": store.download_all("", local)} if raw else store.sync_down("", local)
-        log.info("pod: %s -> %s: %s in %.1f s", uri, local, counts, time.perf_counter() - started)
+        counts = open_store(get.uri).sync_down("", get.path, expand(get.include, batch))
+        total += counts["bytes"]
+        log.info("pod: %s -> %s: %s in %.1f s", get.uri, get.path, counts, time.perf_counter() - started)
+    return total
 
 
-def publish(pairs: list[tuple[str, Path]], manifest_name: str) -> None:
-    for uri, local in pairs:
-        if not local.is_dir():
-            raise FileNotFoundError(f"pod: {local} was not produced; nothing to publish to {uri}")
+def publish(puts: list[Transfer], manifest_name: str) -> None:
+    for put in puts:
+        if not put.path.is_dir():
+            raise FileNotFoundError(f"pod: {put.path} was not produced; nothing to publish to {put.uri}")
         started = time.perf_counter()
-        counts = open_store(uri).sync_up(local, "", manifest_name)
-        log.info("pod: %s -> %s: %s in %.1f s", local, uri, counts, time.perf_counter() - started)
+        counts = open_store(put.uri).sync_up(put.path, "", manifest_name, put.include)
+        log.info("pod: %s -> %s: %s in %.1f s", put.path, put.uri, counts, time.perf_counter() - started)
+
+
+def run_prefix(output_prefix: str, runs_prefix: str, workflow: str) -> str:
+    """A cluster run's store prefix: the one given, or one of its own below ``runs_prefix``."""
+    return output_prefix.rstrip("/") or f"{runs_prefix.rstrip('/')}/{workflow}"
+
+
+def claim(prefix: str, workflow: str, resume: bool) -> None:
+    """Make ``prefix`` this workflow's: refused when it holds another run's outputs, unless resuming on purpose
+    (a second run would otherwise mix the first one's manifests and checkpoints into its own)."""
+    store = open_store(prefix)
+    owner = store.get_bytes(relative("claim"))
+    if owner is not None and json.loads(owner).get("workflow") == workflow:
+        return  # this workflow's claim step, retried
+    if store.list("") and not resume:
+        holder = json.loads(owner).get("workflow") if owner else "files of another run"
+        raise UsageError(
+            f"{prefix} already holds {holder}: give another output-prefix, leave it empty for one of this run's own, "
+            "or set resume=true to continue that run"
+        )
+    previous = json.loads(owner).get("workflow") if owner else None
+    record = {"workflow": workflow, "resumed_from": previous if resume else None}
+    store.put_bytes(json.dumps(record).encode(), relative("claim"))
+
+
+def owns(prefix: str, workflow: str) -> bool:
+    """Whether ``prefix`` is claimed by this workflow."""
+    owner = open_store(prefix).get_bytes(relative("claim"))
+    return owner is not None and json.loads(owner).get("workflow") == workflow

@@ -1,49 +1,34 @@
-"""``tsretrain run``: the stages of one run, in order, on local storage, skipping the finished ones.
+"""``tsretrain run``: the stages of one run, in the registry's order, on local storage, skipping the finished ones.
 
-Run folder::
+The run folder follows the run layout (``tsretrain.layout``); ``.stages/`` holds one record per finished stage
+with its configuration hash and result. A stage is skipped when its record exists with the same configuration
+hash; stages themselves also resume (conversion skips finished cases, training continues from the last
+checkpoint).
 
-    cohort/      synthetic DICOM cohort (when no input is given)
-    scan/        inventory.json, cases.csv
-    converted/   cases/<case>/..., cases.csv
-    pseudolabels/ TotalSegmentator maps and merged label maps (when the stage is in the run)
-    split/       split.json, splits_final.json, split_report.md
-    nnunet/      nnUNet_raw, nnUNet_preprocessed, nnUNet_results
-    predictions/ test/ (fold ensemble), validation/fold_<k>/
-    .stages/     one record per finished stage: its configuration hash and result
-
-A stage is skipped when its record exists with the same configuration hash; stages themselves also resume
-(conversion skips finished cases, training continues from the last checkpoint).
+The configuration (``default.yaml``, updated section by section with ``--config``): ``input`` (a DICOM folder;
+null generates the synthetic cohort), ``model`` (the Model's fields), one section per stage holding its own
+settings (paths come from the layout, model fields from ``model``) and ``stages`` (which ones run).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tsretrain.steps import StepResult
+from tsretrain.layout import RunLayout
+from tsretrain.model import Model
+from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, Stage
+from tsretrain.stages import StageResult, UsageError
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
 
-STAGES = (
-    "synth",
-    "scan",
-    "convert",
-    "pseudolabel",
-    "split",
-    "assemble",
-    "preprocess",
-    "train",
-    "predict",
-    "evaluate",
-    "report",
-)
+GLOBAL_KEYS = ("input", "model", "stages")
 
 
 def default_config() -> dict[str, Any]:
@@ -53,15 +38,28 @@ def default_config() -> dict[str, Any]:
 
 
 def load_config(path: Path | None) -> dict[str, Any]:
-    """The default run, updated section by section with the user's YAML."""
+    """The default run, updated section by section with the user's YAML; unknown sections, stages and settings
+    are refused."""
     config = default_config()
     if path is not None:
         user = yaml.safe_load(path.read_text()) or {}
-        unknown = set(user) - set(config)
+        unknown = set(user) - set(config) - set(NAMES)
         if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(config)}")
+            raise UsageError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted({*config, *NAMES})}")
         for key, value in user.items():
-            config[key] = {**config[key], **value} if isinstance(config.get(key), dict) else value
+            config[key] = {**config.get(key, {}), **value} if isinstance(config.get(key, {}), dict) else value
+    unknown_stages = [s for s in config["stages"] if s not in BY_NAME]
+    if unknown_stages:
+        raise UsageError(f"unknown stage(s) {unknown_stages}; stages are {NAMES}")
+    model_fields = {f.name for f in fields(Model)}
+    for key in config["model"]:
+        if key not in model_fields:
+            raise UsageError(f"model: unknown setting {key!r}; known: {sorted(model_fields)}")
+    for name in NAMES:
+        bound = {k for k, option in BY_NAME[name].options.items() if option.at} | {BY_NAME[name].fan_out}
+        wrong = set(config.get(name) or {}) - (set(BY_NAME[name].options) - bound)
+        if wrong:
+            raise UsageError(f"{name}: {sorted(wrong)} cannot be set here (paths come from the run layout)")
     return config
 
 
@@ -73,110 +71,57 @@ class Run:
     config: dict[str, Any]
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.folder)
+
+    @property
+    def model(self) -> Model:
+        values = dict(self.config["model"])
+        if "folds" in values:
+            values["folds"] = tuple(values["folds"])
+        return Model(**values)
+
+    @property
     def input(self) -> Path:
         given = self.config.get("input")
-        return Path(given) if given else self.folder / "cohort" / "dicom"
+        return Path(given) if given else self.layout.cohort / "dicom"
 
-    def stage_plan(self) -> dict[str, Callable[[], StepResult]]:
-        from tsretrain.conversion.convert import ConvertConfig, convert
-        from tsretrain.conversion.scan import ScanConfig, scan
-        from tsretrain.dataset.assemble import AssembleConfig, assemble
-        from tsretrain.dataset.split import SplitConfig, run_split
-        from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
-        from tsretrain.evaluation.report import ReportConfig, report
-        from tsretrain.labels.pseudolabel import PseudolabelConfig, pseudolabel
-        from tsretrain.synth.cohort import SynthConfig, generate
-        from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
-        from tsretrain.training.predict import PredictConfig, predict
-        from tsretrain.training.preprocess import PreprocessConfig, preprocess
-        from tsretrain.training.train import TrainConfig, train
+    def path(self, location: str, below: str = "") -> Path:
+        base = self.input if location == INPUT else self.folder if location == RUN else self.layout.at(location)
+        return base / below.format(dataset=self.model.dataset) if below else base
 
-        c, f = self.config, self.folder
-        dataset = c["dataset"]
-        dataset_folder = dataset_folder_name(dataset["id"], dataset["name"])
-        work = f / "nnunet"
-        t = c["train"]
+    def settings(self, stage: Stage) -> dict[str, Any]:
+        """A stage's option values in this run: its section, the run layout's paths and the model's fields."""
+        model = {f.name: getattr(self.model, f.name) for f in fields(Model)}
+        values: dict[str, Any] = {k: model[k] for k in stage.all_options() if k in model}
+        values.update(self.config.get(stage.name) or {})
+        for name, option in stage.options.items():
+            if option.at and (option.when is None or option.when in self.config["stages"]):
+                values[name] = self.path(option.at, option.below)
+        if "synthetic" in stage.options:
+            values["synthetic"] = not self.config.get("input")
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
-        def train_all() -> StepResult:
-            counts: dict[str, int] = {}
-            for fold in t["folds"]:
-                result = train(
-                    TrainConfig(
-                        work,
-                        fold,
-                        dataset["id"],
-                        dataset["name"],
-                        t["configuration"],
-                        t["trainer"],
-                        t.get("plans", "nnUNetPlans"),
-                        t.get("epochs"),
-                        t.get("save_every", 5),
-                        t.get("device", "auto"),
-                        iterations=t.get("iterations"),
-                    )
-                )
-                counts[f"fold_{fold}_from_epoch"] = result.counts["resumed_from_epoch"]
-            return StepResult("train", {"results": str(NnunetFolders(work).results)}, counts)
-
-        return {
-            "synth": lambda: generate(SynthConfig(out=f / "cohort", **c["synth"])),
-            "scan": lambda: scan(ScanConfig(self.input, f / "scan", c["dictionary"])),
-            "convert": lambda: convert(
-                ConvertConfig(self.input, f / "converted", c["dictionary"], inventory=f / "scan" / "inventory.json")
-            ),
-            "split": lambda: run_split(SplitConfig(f / "converted", f / "split", **c["split"])),
-            "assemble": lambda: assemble(
-                AssembleConfig(
-                    f / "converted",
-                    f / "split",
-                    NnunetFolders(work).raw,
-                    dataset["id"],
-                    dataset["name"],
-                    c["dictionary"],
-                    labels_from=f / "pseudolabels" if "pseudolabel" in c["stages"] else None,
-                )
-            ),
-            "pseudolabel": lambda: pseudolabel(
-                PseudolabelConfig(f / "converted", f / "pseudolabels", c["dictionary"], **c["pseudolabel"])
-            ),
-            "preprocess": lambda: preprocess(
-                PreprocessConfig(work, f / "split", dataset["id"], dataset["name"], **c["preprocess"])
-            ),
-            "train": train_all,
-            "predict": lambda: predict(
-                PredictConfig(
-                    work,
-                    f / "predictions",
-                    tuple(t["folds"]),
-                    dataset["id"],
-                    dataset["name"],
-                    t["configuration"],
-                    t["trainer"],
-                    t.get("plans", "nnUNetPlans"),
-                    t.get("device", "auto"),
-                    **c["predict"],
-                )
-            ),
-            "evaluate": lambda: evaluate(
-                EvaluateConfig(
-                    NnunetFolders(work).raw / dataset_folder / "labelsTs",
-                    f / "predictions" / "test",
-                    f / "evaluation",
-                    c["dictionary"],
-                    **c["evaluate"],
-                )
-            ),
-            "report": lambda: report(ReportConfig(f, f / "report", dataset_folder, synthetic=not c.get("input"))),
-        }
+    def execute(self, stage: Stage) -> StageResult:
+        """Run a stage; a stage that fans out over folds runs once per fold of the model."""
+        settings = self.settings(stage)
+        if stage.fan_out != "fold":
+            return stage.run(stage.configure(settings))
+        outputs, counts = {}, {}
+        for fold in self.model.folds:
+            result = stage.run(stage.configure({**settings, "fold": fold}))
+            outputs[f"fold_{fold}"] = next(iter(result.outputs.values()))
+            counts.update({f"fold_{fold}_{k}": v for k, v in result.counts.items() if k != "fold"})
+        return StageResult(stage.name, outputs, counts)
 
     def stage_hash(self, stage: str) -> str:
         """What a stage's result depends on: the configuration up to and including that stage."""
-        upto = STAGES[: STAGES.index(stage) + 1]
-        relevant = {k: v for k, v in self.config.items() if k in upto or k in ("input", "dictionary", "dataset")}
+        upto = NAMES[: NAMES.index(stage) + 1]
+        relevant = {k: v for k, v in self.config.items() if k in upto or k in ("input", "model")}
         return hashlib.sha256(json.dumps([upto, relevant], sort_keys=True).encode()).hexdigest()
 
     def record(self, stage: str) -> Path:
-        return self.folder / ".stages" / f"{stage}.json"
+        return self.layout.records / f"{stage}.json"
 
     def is_done(self, stage: str) -> bool:
         path = self.record(stage)
@@ -185,31 +130,30 @@ class Run:
 
 def run(
     folder: Path, config_path: Path | None = None, only: tuple[str, ...] = (), force: bool = False
-) -> list[StepResult]:
-    """Run the configured stages (or ``only`` those) in order; returns what each stage produced."""
+) -> list[StageResult]:
+    """Run the configured stages (or ``only`` those) in registry order; returns what each stage produced."""
     config = load_config(config_path)
+    unknown = [s for s in only if s not in BY_NAME]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}; stages are {NAMES}")
     the_run = Run(folder, config)
-    wanted = [s for s in config["stages"] if s in STAGES and (not only or s in only)]
+    wanted = [s for s in NAMES if s in config["stages"] and (not only or s in only)]
     if config.get("input") and "synth" in wanted:
         wanted.remove("synth")
-    unknown = [s for s in (*config["stages"], *only) if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {STAGES}")
-    plan = the_run.stage_plan()
     results = []
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "run_config.json", json.dumps(config, indent=1))
-    for stage in wanted:
-        if not force and the_run.is_done(stage):
-            console.print(f"[dim]{stage}: complete, skipped[/dim]")
+    for name in wanted:
+        if not force and the_run.is_done(name):
+            console.print(f"[dim]{name}: complete, skipped[/dim]")
             continue
-        console.rule(f"[bold]{stage}")
-        log.info("stage %s starting", stage)
-        result = plan[stage]()
+        console.rule(f"[bold]{name}")
+        log.info("stage %s starting", name)
+        result = the_run.execute(BY_NAME[name])
         atomic_write_text(
-            the_run.record(stage),
-            json.dumps({"config_hash": the_run.stage_hash(stage), "result": json.loads(result.to_json())}, indent=1),
+            the_run.record(name),
+            json.dumps({"config_hash": the_run.stage_hash(name), "result": json.loads(result.to_json())}, indent=1),
         )
-        console.print(f"[green]{stage} done[/green] {result.summary()}")
+        console.print(f"[green]{name} done[/green] {result.summary()}")
         results.append(result)
     return results

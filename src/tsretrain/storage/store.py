@@ -17,6 +17,7 @@ import os
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -35,11 +36,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """Relative path -> size and SHA-256 of every file below folder (hidden temporaries excluded)."""
+def matches(path: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a ``/``-separated relative path matches a pattern segment by segment (``*`` never crosses ``/``)."""
+    parts = path.split("/")
+    for pattern in patterns:
+        segments = pattern.split("/")
+        if len(segments) == len(parts) and all(fnmatchcase(p, s) for p, s in zip(parts, segments, strict=True)):
+            return True
+    return False
+
+
+def folder_manifest(folder: Path, include: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Relative path -> size and SHA-256 of every file below folder (hidden temporaries excluded; with
+    ``include``, only the files matching one of these patterns)."""
     entries = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
+        if include and not matches(rel, include):
+            continue
         if path.is_file() and not path.name.startswith((".", "_manifest")):
             entries[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
     return entries
@@ -89,9 +103,12 @@ class Store(ABC):
                 files.update(json.loads(data)["files"])
         return files
 
-    def sync_up(self, folder: Path, prefix: str, manifest_name: str = MANIFEST) -> dict[str, int]:
-        """Publish a local folder under prefix; files already stored with the same checksum are skipped."""
-        wanted = folder_manifest(folder)
+    def sync_up(
+        self, folder: Path, prefix: str, manifest_name: str = MANIFEST, include: tuple[str, ...] = ()
+    ) -> dict[str, int]:
+        """Publish a local folder (with ``include``, its files matching one of these patterns) under prefix; files
+        already stored with the same checksum are skipped."""
+        wanted = folder_manifest(folder, include)
         stored = self.manifest(prefix) or {}
         present = self.list(prefix)
         uploaded = skipped = 0
@@ -116,13 +133,16 @@ class Store(ABC):
             count += 1
         return count
 
-    def sync_down(self, prefix: str, folder: Path) -> dict[str, int]:
-        """Fetch a published folder; local files with the right checksum are kept."""
+    def sync_down(self, prefix: str, folder: Path, include: tuple[str, ...] = ()) -> dict[str, int]:
+        """Fetch a published folder (with ``include``, only its files matching one of these patterns); local files
+        with the right checksum are kept."""
         manifest = self.manifest(prefix)
         if manifest is None:
             raise FileNotFoundError(f"{self.uri(prefix)} has no {MANIFEST}: it was never published completely")
-        fetched = kept = 0
+        fetched = kept = size = 0
         for rel, info in manifest.items():
+            if include and not matches(rel, include):
+                continue
             target = folder / rel
             if target.is_file() and target.stat().st_size == info["size"] and sha256_of(target) == info["sha256"]:
                 kept += 1
@@ -132,7 +152,8 @@ class Store(ABC):
                 target.unlink()
                 raise OSError(f"{self.uri(prefix)}/{rel}: checksum mismatch after download; run again")
             fetched += 1
-        return {"fetched": fetched, "kept": kept}
+            size += info["size"]
+        return {"fetched": fetched, "kept": kept, "bytes": size}
 
 
 @dataclass

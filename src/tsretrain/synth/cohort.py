@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.synth import dicom_writer as dw
 from tsretrain.synth.edge_cases import EDGE_CASES
@@ -26,7 +26,7 @@ from tsretrain.synth.truth import truth_json
 from tsretrain.ui import progress
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthConfig:
     """Configuration of the ``synth`` stage."""
 
@@ -87,7 +87,7 @@ def regular_build(config: SynthConfig, patient_id: str, number: int, rng: np.ran
     )
 
 
-def generate(config: SynthConfig) -> StepResult:
+def generate(config: SynthConfig) -> StageResult:
     """Generate the cohort described by the configuration."""
     if config.layout not in LAYOUTS:
         raise ValueError(f"unknown layout {config.layout!r}; choose one of {LAYOUTS}")
@@ -131,8 +131,8 @@ def generate(config: SynthConfig) -> StepResult:
         "patients": patients,
     }
     atomic_write_text(config.out / "cohort.json", json.dumps(cohort, indent=2))
-    return StepResult(
-        step="synth",
+    return StageResult(
+        stage="synth",
         outputs={
             "dicom": str(dicom_root),
             "truth": str(truth_root),

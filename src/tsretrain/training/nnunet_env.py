@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.resources import cpu_quota
+from tsretrain.stages import UsageError
 
 
 @dataclass(frozen=True)
@@ -18,23 +20,20 @@ class NnunetFolders:
 
     @property
     def raw(self) -> Path:
-        return self.root / "nnUNet_raw"
+        return self.root / NNUNET_FOLDERS["raw"]
 
     @property
     def preprocessed(self) -> Path:
-        return self.root / "nnUNet_preprocessed"
+        return self.root / NNUNET_FOLDERS["preprocessed"]
 
     @property
     def results(self) -> Path:
-        return self.root / "nnUNet_results"
+        return self.root / NNUNET_FOLDERS["results"]
 
     def activate(self) -> None:
         """Point nnU-Net at these folders; worker counts come from the CPU quota unless already set."""
-        for name, path in (
-            ("nnUNet_raw", self.raw),
-            ("nnUNet_preprocessed", self.preprocessed),
-            ("nnUNet_results", self.results),
-        ):
+        for name in NNUNET_FOLDERS.values():
+            path = self.root / name
             path.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(path)
         os.environ.setdefault("nnUNet_n_proc_DA", str(augmentation_workers()))
@@ -47,14 +46,16 @@ def augmentation_workers() -> int:
     return max(1, cpus - 1) if cpus > 2 else cpus
 
 
-def dataset_folder_name(dataset_id: int, name: str) -> str:
-    return f"Dataset{dataset_id:03d}_{name}"
-
-
 def torch_device(name: str) -> Any:
-    """``auto`` (CUDA when present), ``cuda`` or ``cpu``; on the CPU torch gets the container's CPU quota."""
+    """``auto`` (CUDA when present), ``cuda`` (refused without a GPU) or ``cpu``; on the CPU torch gets the
+    container's CPU quota."""
     import torch
 
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda but this process sees no CUDA device: on Kubernetes the pod needs the GPU runtime "
+            "(runtimeClassName, the chart's gpu.runtimeClassName) and an nvidia.com/gpu limit"
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":

@@ -7,32 +7,28 @@ Outputs: ``OUT/test/<case>.nii.gz`` (ensemble), ``OUT/validation/fold_<k>/<case>
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
-from tsretrain.steps import StepResult
-from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name, torch_device
+from tsretrain.stages import StageResult
+from tsretrain.training.nnunet_env import NnunetFolders, torch_device
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PredictConfig:
     """Configuration of the ``predict`` stage."""
 
     work: Path
     out: Path
-    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    dataset_id: int = 366
-    dataset_name: str = "TotalSegmentator"
-    configuration: str = "3d_fullres"
-    trainer: str = "nnUNetTrainerTsr"
-    plans: str = "nnUNetPlans"
+    model: Model = field(default_factory=Model)  # its folds are ensembled
     device: str = "auto"
     tta: bool = False  # mirroring test-time augmentation; off: the trainers learn without mirroring
     step_size: float = 0.5
 
 
-def predict(config: PredictConfig) -> StepResult:
+def predict(config: PredictConfig) -> StageResult:
     folders = NnunetFolders(config.work)
     folders.activate()
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -40,9 +36,9 @@ def predict(config: PredictConfig) -> StepResult:
     from tsretrain.training import discovery
 
     discovery.install()
-    name = dataset_folder_name(config.dataset_id, config.dataset_name)
-    model = folders.results / name / f"{config.trainer}__{config.plans}__{config.configuration}"
-    missing = [f for f in config.folds if not (model / f"fold_{f}" / "checkpoint_final.pth").is_file()]
+    name = config.model.dataset
+    model = folders.results / name / config.model.model_folder(config.model.plans_in(folders.preprocessed))
+    missing = [f for f in config.model.folds if not (model / f"fold_{f}" / "checkpoint_final.pth").is_file()]
     if missing:
         raise FileNotFoundError(f"folds {missing} have no checkpoint_final.pth under {model}; train them first")
     predictor = nnUNetPredictor(
@@ -54,7 +50,7 @@ def predict(config: PredictConfig) -> StepResult:
         allow_tqdm=False,
     )
     predictor.initialize_from_trained_model_folder(
-        str(model), use_folds=config.folds, checkpoint_name="checkpoint_final.pth"
+        str(model), use_folds=config.model.folds, checkpoint_name="checkpoint_final.pth"
     )
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
@@ -68,13 +64,17 @@ def predict(config: PredictConfig) -> StepResult:
         num_processes_segmentation_export=workers,
     )
     validated = 0
-    for fold in config.folds:
+    for fold in config.model.folds:
         source = model / f"fold_{fold}" / "validation"
         if source.is_dir():
             shutil.copytree(source, config.out / "validation" / f"fold_{fold}", dirs_exist_ok=True)
             validated += 1
-    return StepResult(
+    return StageResult(
         "predict",
         {"test": str(test_out), "validation": str(config.out / "validation")},
-        {"test_cases": len(list(test_out.glob("*.nii.gz"))), "folds": len(config.folds), "validated_folds": validated},
+        {
+            "test_cases": len(list(test_out.glob("*.nii.gz"))),
+            "folds": len(config.model.folds),
+            "validated_folds": validated,
+        },
     )

@@ -1,10 +1,11 @@
 """The ``preprocess`` stage: nnU-Net's fingerprint, planner and preprocessing, on training cases only.
 
 - planner: nnU-Net's default, or the ResEnc M/L presets;
-- configurations: ``3d_fullres`` unless asked; ``--tiny`` adds ``3d_tiny`` (patch 32 x 64 x 64, 4 stages of
-  8-64 features) that reuses the 3d_fullres data, for the demo and CI on a CPU;
-- overrides (batch size, patch size, target spacing) are written as a named plans variant, never over
-  nnU-Net's own plans;
+- configuration: the model's; ``3d_tiny`` (patch 32 x 64 x 64, 4 stages of 8-64 features) is added to the plans
+  and reuses the 3d_fullres data, for the demo and CI on a CPU;
+- overrides (batch size, patch size, target spacing) are written as a plans variant named by the model's plans,
+  never over nnU-Net's own plans; the plans name goes into the planning summary, where training and prediction
+  read it;
 - preprocessing processes are sized from the memory limit as well as the CPUs;
 - ``splits_final.json`` of the split stage is put where nnU-Net reads it (patients never cross folds);
 - a planning summary (spacing, median shape, patch and batch size, network) for the report.
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsretrain.model import Model
 from tsretrain.resources import cpu_quota, memory_limit_bytes
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult, UsageError
 from tsretrain.storage.atomic import atomic_write_text
-from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name
+from tsretrain.training.nnunet_env import NnunetFolders
 
 PLANNERS = {
     "default": "ExperimentPlanner",
@@ -31,21 +33,19 @@ PLANNERS = {
 TINY = "3d_tiny"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PreprocessConfig:
     """Configuration of the ``preprocess`` stage."""
 
     work: Path  # nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results)
     split: Path  # folder with splits_final.json
-    dataset_id: int = 366
-    dataset_name: str = "TotalSegmentator"
+    model: Model = field(
+        default_factory=Model
+    )  # dataset, configuration, plans (the name of a variant holding overrides)
     planner: str = "default"
-    configurations: tuple[str, ...] = ("3d_fullres",)
-    plans_name: str | None = None  # name of the variant holding the overrides
     batch_size: int | None = None
     patch_size: tuple[int, int, int] | None = None
     target_spacing: tuple[float, float, float] | None = None
-    tiny: bool = False
     workers: int = 0  # 0: from CPUs and memory
 
 
@@ -75,7 +75,6 @@ def tiny_configuration(fullres: dict[str, Any]) -> dict[str, Any]:
 def apply_overrides(plans: dict[str, Any], config: PreprocessConfig) -> dict[str, Any]:
     """The plans variant: overrides on 3d_fullres, a data folder of its own when the spacing changes."""
     plans = json.loads(json.dumps(plans))
-    plans["plans_name"] = config.plans_name
     fullres = plans["configurations"]["3d_fullres"]
     if config.batch_size:
         fullres["batch_size"] = config.batch_size
@@ -83,7 +82,7 @@ def apply_overrides(plans: dict[str, Any], config: PreprocessConfig) -> dict[str
         fullres["patch_size"] = list(config.patch_size)
     if config.target_spacing:
         fullres["spacing"] = list(config.target_spacing)
-        fullres["data_identifier"] = f"{config.plans_name}_3d_fullres"
+        fullres["data_identifier"] = f"{config.model.plans}_3d_fullres"
     return plans
 
 
@@ -119,13 +118,13 @@ def _median(values: list[list[float]]) -> list[float]:
     return [float(v) for v in np.median(np.asarray(values, dtype=float), axis=0)]
 
 
-def preprocess(config: PreprocessConfig) -> StepResult:
+def preprocess(config: PreprocessConfig) -> StageResult:
     """Fingerprint, plan and preprocess the assembled dataset."""
     if config.planner not in PLANNERS:
-        raise ValueError(f"planner must be one of {sorted(PLANNERS)}")
+        raise UsageError(f"planner must be one of {sorted(PLANNERS)}")
     overrides = config.batch_size or config.patch_size or config.target_spacing
-    if overrides and not config.plans_name:
-        raise ValueError("plan overrides need --plans-name (a named variant; nnU-Net's own plans stay untouched)")
+    if overrides and not config.model.plans:
+        raise UsageError("plan overrides need --plans (a named variant; nnU-Net's own plans stay untouched)")
     folders = NnunetFolders(config.work)
     folders.activate()
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
@@ -136,22 +135,24 @@ def preprocess(config: PreprocessConfig) -> StepResult:
         preprocess as nnunet_preprocess,
     )
 
-    name = dataset_folder_name(config.dataset_id, config.dataset_name)
+    name = config.model.dataset
+    tiny = config.model.configuration == TINY
     target = folders.preprocessed / name
     raw_cases = len(list((folders.raw / name / "imagesTr").glob("*.nii.gz")))
     extract_fingerprints(
-        [config.dataset_id], num_processes=cpu_quota(), check_dataset_integrity=True, show_progress_bar=False
+        [config.model.dataset_id], num_processes=cpu_quota(), check_dataset_integrity=True, show_progress_bar=False
     )
     fingerprint = json.loads((target / "dataset_fingerprint.json").read_text())
-    plans_identifier = plan_experiments([config.dataset_id], PLANNERS[config.planner])
+    plans_identifier = plan_experiments([config.model.dataset_id], PLANNERS[config.planner])
     plans = json.loads((target / f"{plans_identifier}.json").read_text())
     if overrides:
         plans = apply_overrides(plans, config)
-        plans_identifier = str(config.plans_name)
-    configurations = tuple(config.configurations)
-    if config.tiny:
+    if config.model.plans:
+        plans_identifier = plans["plans_name"] = config.model.plans
+    configurations: tuple[str, ...] = (config.model.configuration,)
+    if tiny:
         plans["configurations"][TINY] = tiny_configuration(plans["configurations"]["3d_fullres"])
-        configurations = tuple(dict.fromkeys((*configurations, "3d_fullres")))
+        configurations = ("3d_fullres",)
     atomic_write_text(target / f"{plans_identifier}.json", json.dumps(plans, indent=1))
     shutil.copyfile(config.split / "splits_final.json", target / "splits_final.json")
 
@@ -159,13 +160,13 @@ def preprocess(config: PreprocessConfig) -> StepResult:
     voxels = float(_median(median)[0] * _median(median)[1] * _median(median)[2]) if median else 512.0**2 * 200
     workers = preprocessing_workers(voxels, config.workers)
     nnunet_preprocess(
-        [config.dataset_id],
+        [config.model.dataset_id],
         plans_identifier,
         configurations=configurations,
         num_processes=[workers] * len(configurations),
         show_progress_bar=False,
     )
-    shown = configurations + ((TINY,) if config.tiny else ())
+    shown = configurations + ((TINY,) if tiny else ())
     result = summary(plans, fingerprint, shown)
     result.update(
         plans_identifier=plans_identifier,
@@ -174,8 +175,8 @@ def preprocess(config: PreprocessConfig) -> StepResult:
         raw_training_cases=raw_cases,
     )
     atomic_write_text(target / "planning_summary.json", json.dumps(result, indent=1))
-    return StepResult(
-        step="preprocess",
+    return StageResult(
+        stage="preprocess",
         outputs={
             "preprocessed": str(target),
             "plans": str(target / f"{plans_identifier}.json"),

@@ -11,50 +11,52 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsretrain.steps import StepResult
+from tsretrain.model import Model
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
-from tsretrain.storage.store import open_store
-from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name, torch_device
+from tsretrain.storage.store import Store, open_store
+from tsretrain.training.nnunet_env import NnunetFolders, torch_device
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 MIRRORED = ("*.pth", "training_log_*.txt", "progress.png", "progress.json", "debug.json")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Configuration of the ``train`` stage (one fold)."""
 
     work: Path
     fold: int
-    dataset_id: int = 366
-    dataset_name: str = "TotalSegmentator"
-    configuration: str = "3d_fullres"
-    trainer: str = "nnUNetTrainerTsr"
-    plans: str = "nnUNetPlans"
+    model: Model = field(default_factory=Model)
     epochs: int | None = None
     save_every: int = 5
     device: str = "auto"
     pretrained_weights: Path | None = None
-    store: str | None = None  # URI of the model folder in the store (s3://... or a path); fold_<k>/ goes below it
+    store: str | None = None  # URI of the run's nnUNet_results in the store (s3://... or a path): same layout below
     validate: bool = True
     iterations: int | None = None  # iterations per epoch of the tiny trainer
 
     def fold_folder(self) -> Path:
-        name = dataset_folder_name(self.dataset_id, self.dataset_name)
-        model = f"{self.trainer}__{self.plans}__{self.configuration}"
-        return NnunetFolders(self.work).results / name / model / f"fold_{self.fold}"
+        folders = NnunetFolders(self.work)
+        model = self.model.model_folder(self.model.plans_in(folders.preprocessed))
+        return folders.results / self.model.dataset / model / f"fold_{self.fold}"
+
+    def stored(self) -> Store:
+        """The store folder mirroring this fold's model folder (the same path below ``store``)."""
+        assert self.store is not None
+        model = self.fold_folder().parent.relative_to(NnunetFolders(self.work).results).as_posix()
+        return open_store(f"{self.store.rstrip('/')}/{model}")
 
 
 def _mirror(config: TrainConfig, new: tuple[Path, str] | None = None) -> None:
     """Copy the fold's checkpoints, logs and progress (and the model's plans and dataset JSON) to the store;
     ``new`` is a checkpoint being written (its file, its final name), uploaded instead of the older local one."""
-    assert config.store is not None
-    store = open_store(config.store)
+    store = config.stored()
     fold = config.fold_folder()
     for path in sorted(fold.parent.glob("*.json")):
         store.put_file(path, path.name)
@@ -73,7 +75,7 @@ def restore(config: TrainConfig) -> None:
     local = config.fold_folder()
     if any((local / name).is_file() for name in CHECKPOINTS):
         return
-    store = open_store(config.store)
+    store = config.stored()
     stored = [key for key in store.list(local.name) if key.count("/") == 1]
     if not any(key.rsplit("/", 1)[-1] in CHECKPOINTS for key in stored):
         return
@@ -83,9 +85,14 @@ def restore(config: TrainConfig) -> None:
 
 
 def publish(config: TrainConfig) -> None:
-    """Publish the finished model folder (this fold) with a manifest of its own, for the prediction step."""
+    """Publish the finished fold (and its model's JSON files) under ``store`` with a manifest of its own beside
+    the other folds' (the prediction step fetches them all from there)."""
     assert config.store is not None
-    open_store(config.store).sync_up(config.fold_folder().parent, "", f"_manifest-{config.fold_folder().name}.json")
+    fold = config.fold_folder()
+    model = fold.parent.relative_to(NnunetFolders(config.work).results).as_posix()
+    include = (f"{model}/*.json", f"{model}/{fold.name}/*", f"{model}/{fold.name}/*/*")
+    manifest = f"_manifest-{fold.parent.name}-{fold.name}.json"
+    open_store(config.store).sync_up(NnunetFolders(config.work).results, "", manifest, include)
 
 
 def progress_of(trainer: Any) -> dict[str, Any]:
@@ -112,7 +119,7 @@ def progress_of(trainer: Any) -> dict[str, Any]:
     }
 
 
-def train(config: TrainConfig) -> StepResult:
+def train(config: TrainConfig) -> StageResult:
     """Train (or resume, or skip when finished) one fold."""
     folders = NnunetFolders(config.work)
     folders.activate()
@@ -126,14 +133,14 @@ def train(config: TrainConfig) -> StepResult:
     started = time.time()
     if (local / "checkpoint_final.pth").is_file() and (not config.validate or (local / "validation").is_dir()):
         log.info("fold %d already trained (%s); nothing to do", config.fold, local)
-        return StepResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
+        return StageResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
 
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
     from tsretrain.training import discovery
 
     discovery.install()
-    trainer_class = discovery.find_trainer(config.trainer)
+    trainer_class = discovery.find_trainer(config.model.trainer)
 
     def on_checkpoint(trainer: Any, written: str, filename: str) -> None:
         atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
@@ -142,11 +149,11 @@ def train(config: TrainConfig) -> StepResult:
 
     resume = any((local / name).is_file() for name in CHECKPOINTS)
     trainer = get_trainer_from_args(
-        str(config.dataset_id),
-        config.configuration,
+        str(config.model.dataset_id),
+        config.model.configuration,
         config.fold,
-        config.trainer,
-        config.plans,
+        config.model.trainer,
+        config.model.plans_in(folders.preprocessed),
         continue_training=resume,
         device=torch_device(config.device),
     )
@@ -171,7 +178,7 @@ def train(config: TrainConfig) -> StepResult:
     if config.store is not None:
         _mirror(config)
         publish(config)
-    return StepResult(
+    return StageResult(
         "train",
         {"fold": str(local)},
         {"fold": config.fold, "resumed_from_epoch": first_epoch, "seconds": int(time.time() - started)},

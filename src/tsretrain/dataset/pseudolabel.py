@@ -5,7 +5,7 @@ this process, memory is released between them, and each task's time and peak mem
 ``pseudolabel.json``. Weights come from ``TOTALSEG_HOME_DIR`` (or ``--weights``, e.g. a folder staged from the
 store); they are downloaded at run time only with ``--allow-download``. Outputs::
 
-    OUT/<case>/<task>.nii.gz        TotalSegmentator's multi-label map of each task
+    OUT/<case>/tasks/<task>.nii.gz  TotalSegmentator's multi-label map of each task
     OUT/<case>/<case>.nii.gz        the merged label map (dictionary ids), on the CT grid
     OUT/<case>/pseudolabel.json     per-task time and memory, chosen source per label, overlaps, missing labels
 """
@@ -27,19 +27,22 @@ import SimpleITK as sitk
 from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.nifti import write_nifti
+from tsretrain.dataset.merge import MergeInputs, merge_labels
 from tsretrain.labels.dictionary import load_dictionary
-from tsretrain.labels.merge import MergeInputs, merge_labels
-from tsretrain.steps import StepResult
+from tsretrain.stages import StageResult, UsageError
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
+from tsretrain.training.nnunet_env import torch_device
 from tsretrain.ui import log, progress
 
+TASKS = "tasks"  # per case, the folder of the task maps (the merged map sits beside it)
 
-class PseudolabelError(RuntimeError):
+
+class PseudolabelError(UsageError):
     """TotalSegmentator cannot run as configured; the message says what to install or provision."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PseudolabelConfig:
     """Configuration of the ``pseudolabel`` stage."""
 
@@ -141,7 +144,7 @@ def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, task
     hu = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / image_name(case))))
     pseudo = {}
     for task in tasks:
-        array = sitk.GetArrayFromImage(sitk.ReadImage(str(pseudo_dir / f"{task}.nii.gz"))).astype(np.uint8)
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(pseudo_dir / TASKS / f"{task}.nii.gz"))).astype(np.uint8)
         if array.shape != manual.shape:
             raise PseudolabelError(f"{case}: {task} output {array.shape} is not on the CT grid {manual.shape}")
         pseudo[task] = array
@@ -152,7 +155,7 @@ def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, task
     return report
 
 
-def pseudolabel(config: PseudolabelConfig) -> StepResult:
+def pseudolabel(config: PseudolabelConfig) -> StageResult:
     """Run the dictionary's TotalSegmentator tasks on every converted case and merge the label maps."""
     if config.weights is not None:
         os.environ["TOTALSEG_HOME_DIR"] = str(stage_weights(config.weights, config.out / ".weights"))
@@ -161,6 +164,8 @@ def pseudolabel(config: PseudolabelConfig) -> StepResult:
     if not tasks:
         raise PseudolabelError(f"dictionary {dictionary.name} names no TotalSegmentator source")
     check_weights(tasks, config.allow_download)
+    if config.device == "gpu":  # TotalSegmentator would fall back to the CPU silently
+        torch_device("cuda")
     cases = sorted(p.parent for p in (config.converted / "cases").glob(f"*/{MANIFEST}"))
     cases = [c for c in cases if json.loads((c / MANIFEST).read_text())["status"] == "ok"]
     if config.cases:
@@ -169,10 +174,10 @@ def pseudolabel(config: PseudolabelConfig) -> StepResult:
     with progress("pseudolabel: cases", total=len(cases)) as advance:
         for case_dir in cases:
             pseudo_dir = config.out / case_dir.name
-            pseudo_dir.mkdir(parents=True, exist_ok=True)
+            (pseudo_dir / TASKS).mkdir(parents=True, exist_ok=True)
             timings = {}
             for task in tasks:
-                target = pseudo_dir / f"{task}.nii.gz"
+                target = pseudo_dir / TASKS / f"{task}.nii.gz"
                 if not target.is_file():
                     log.info("%s: TotalSegmentator %s", case_dir.name, task)
                     timings[task] = run_task(case_dir / image_name(case_dir.name), task, target, config.device)
@@ -180,4 +185,4 @@ def pseudolabel(config: PseudolabelConfig) -> StepResult:
             atomic_write_text(pseudo_dir / "pseudolabel.json", json.dumps({"tasks": timings, **report}, indent=1))
             done += 1
             advance(1)
-    return StepResult("pseudolabel", {"out": str(config.out)}, {"cases": done, "tasks": len(tasks)})
+    return StageResult("pseudolabel", {"out": str(config.out)}, {"cases": done, "tasks": len(tasks)})

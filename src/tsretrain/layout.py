@@ -1,0 +1,95 @@
+"""The run layout: where each stage's outputs live, relative to a run folder (``tsretrain run``), a pod's work
+folder and a run's store prefix alike, so that a stage finds its inputs at the same relative path everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# nnU-Net's three folders under its work root (the environment variables of the same names point at them)
+NNUNET_FOLDERS = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "results": "nnUNet_results"}
+
+# location -> (path relative to the run, what it holds); the README's layout is checked against this table
+LOCATIONS: dict[str, tuple[str, str]] = {
+    "cohort": ("cohort", "synthetic DICOM cohort: dicom/, truth/, cohort.json (when no input is given)"),
+    "scan": ("scan", "inventory.json (every case plan), cases.csv (the scan's listing)"),
+    "converted": ("converted", "cases/<case>/ (CT, label map, manifest.json), cases.csv (the case listing)"),
+    "pseudolabels": ("pseudolabels", "<case>/: TotalSegmentator maps, merged label map, pseudolabel.json"),
+    "split": ("split", "split.json, splits_final.json, split_report.md"),
+    "nnunet": ("nnunet", "nnU-Net's work root: the three folders below"),
+    "raw": (f"nnunet/{NNUNET_FOLDERS['raw']}", "<dataset>/: imagesTr, labelsTr, imagesTs, labelsTs, dataset.json"),
+    "preprocessed": (
+        f"nnunet/{NNUNET_FOLDERS['preprocessed']}",
+        "<dataset>/: plans, preprocessed data, planning_summary.json",
+    ),
+    "results": (f"nnunet/{NNUNET_FOLDERS['results']}", "<dataset>/<trainer>__<plans>__<configuration>/fold_<k>/"),
+    "predictions": ("predictions", "test/ (fold ensemble), validation/fold_<k>/"),
+    "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json"),
+    "report": ("report", "report.html (self-contained), report.md, figures/"),
+    "records": (".stages", "one record per finished stage: its configuration hash and result (local runs)"),
+    "claim": ("run.json", "the workflow that owns a cluster run's prefix"),
+    "status": ("status.json", "how a cluster run ended: status and failed steps"),
+}
+
+
+def relative(location: str) -> str:
+    """A location's path relative to the run (``/``-separated, the same on disk and in the store)."""
+    return LOCATIONS[location][0]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The locations of one run folder."""
+
+    root: Path
+
+    def at(self, location: str) -> Path:
+        return self.root / relative(location)
+
+    @property
+    def cohort(self) -> Path:
+        return self.at("cohort")
+
+    @property
+    def scan(self) -> Path:
+        return self.at("scan")
+
+    @property
+    def converted(self) -> Path:
+        return self.at("converted")
+
+    @property
+    def split(self) -> Path:
+        return self.at("split")
+
+    @property
+    def nnunet(self) -> Path:
+        return self.at("nnunet")
+
+    @property
+    def raw(self) -> Path:
+        return self.at("raw")
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.at("preprocessed")
+
+    @property
+    def results(self) -> Path:
+        return self.at("results")
+
+    @property
+    def predictions(self) -> Path:
+        return self.at("predictions")
+
+    @property
+    def evaluation(self) -> Path:
+        return self.at("evaluation")
+
+    @property
+    def report(self) -> Path:
+        return self.at("report")
+
+    @property
+    def records(self) -> Path:
+        return self.at("records")

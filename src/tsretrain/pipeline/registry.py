@@ -1,0 +1,394 @@
+"""The stage registry: every stage declared once.
+
+A declaration names the stage, its typed configuration, the function that runs it, how each configuration
+field appears on the command line (and, for paths, which run location it points at), what the stage reads and
+writes in the run layout, what it fans out over, its resource class and image family. From it come the
+``tsretrain`` subcommands (``tsretrain.cli``), ``tsretrain run``'s order and configuration
+(``tsretrain.pipeline.runner``) and the Argo WorkflowTemplate (``pipelines/workflow.py``).
+
+Adding a stage is one ``Stage(...)`` in ``STAGES``; adding an option is a configuration field plus its
+``Option`` here.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+from tsretrain.conversion.convert import ConvertConfig, convert
+from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
+from tsretrain.dataset.assemble import AssembleConfig, assemble
+from tsretrain.dataset.pseudolabel import PseudolabelConfig, pseudolabel
+from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
+from tsretrain.evaluation.report import ReportConfig, report
+from tsretrain.model import Model
+from tsretrain.stages import StageResult, UsageError
+from tsretrain.synth.cohort import SynthConfig, generate
+from tsretrain.synth.layouts import LAYOUTS
+from tsretrain.training.predict import PredictConfig, predict
+from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
+from tsretrain.training.train import TrainConfig, train
+
+INPUT = "input"
+"""The location of the run's DICOM input (a folder locally, the ``input-prefix`` on a cluster)."""
+RUN = "."
+"""The run folder itself (a pod's work folder, the store prefix)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one configuration field is set from the command line, and, for a path, where it points in a run."""
+
+    help: str
+    flags: tuple[str, ...] = ()  # default --field-name; a bool may give "--on/--off"
+    argument: bool = False  # positional
+    at: str | None = None  # a run location (``tsretrain.layout``) or INPUT: the field points there in a run
+    below: str = ""  # ... at this path below it ({dataset}: the model's dataset folder)
+    when: str | None = None  # ... only when this stage is part of the run (unset otherwise)
+
+    def cli_flags(self, name: str) -> tuple[str, ...]:
+        return self.flags or ("--" + name.replace("_", "-"),)
+
+
+@dataclass(frozen=True)
+class Files:
+    """Files of a location a stage reads or writes; on a cluster its pod moves only those matching ``include``."""
+
+    location: str
+    include: tuple[str, ...] = ()  # fnmatch patterns relative to the location (``*`` never crosses ``/``)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage, declared once."""
+
+    name: str
+    config: type[Any]
+    run: Callable[[Any], StageResult]
+    help: str
+    options: dict[str, Option]
+    model: tuple[str, ...] = ()  # the Model fields the stage takes as options (its configuration has ``model``)
+    reads: tuple[Files, ...] = ()
+    writes: tuple[Files, ...] = ()
+    fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
+    resources: str = "cpu"  # cpu, big-cpu or gpu
+    image: str = "cpu"  # image family: cpu, gpu or pseudolabel
+    cluster: bool = True  # part of the workflow (synth makes a local cohort only)
+    internal: tuple[str, ...] = ()  # configuration fields left at their defaults (not options)
+
+    def field_types(self) -> dict[str, Any]:
+        hints = typing.get_type_hints(self.config)
+        return {name: hints[name] for name in self.options}
+
+    def all_options(self) -> dict[str, Option]:
+        """The stage's options in command-line order: its own, then the model's it takes."""
+        return {**self.options, **{name: MODEL_OPTIONS[name] for name in self.model}}
+
+    def defaults(self) -> dict[str, Any]:
+        """Default of every option (``MISSING`` when required)."""
+        own = {f.name: _default(f) for f in fields(self.config) if f.name in self.options}
+        model = {f.name: _default(f) for f in fields(Model) if f.name in self.model}
+        return {**own, **model}
+
+    def types(self) -> dict[str, Any]:
+        model = typing.get_type_hints(Model)
+        return {**self.field_types(), **{name: model[name] for name in self.model}}
+
+    def configure(self, values: dict[str, Any]) -> Any:
+        """The stage's configuration from option values (model fields gathered into one Model)."""
+        own = {k: v for k, v in values.items() if k in self.options}
+        unknown = set(values) - set(self.options) - set(self.model)
+        if unknown:
+            raise UsageError(f"{self.name}: unknown setting(s) {sorted(unknown)}; known: {sorted(self.all_options())}")
+        try:
+            if self.model:
+                own["model"] = Model(**{k: v for k, v in values.items() if k in self.model})
+            return self.config(**own)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{self.name}: {exc}") from exc
+
+    def locations(self) -> set[str]:
+        return {option.at for option in self.options.values() if option.at and option.at not in (INPUT, RUN)}
+
+
+def _default(f: Any) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def parse_list(text: str) -> list[str]:
+    """``a,b`` or a JSON list (``["0", "1"]``, as Argo passes one) as a list of strings."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return [str(item) for item in json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"not a JSON list: {text}") from exc
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+DICTIONARY = Option("Shipped dictionary name or YAML path.", flags=("--dictionary", "-d"))
+WORKERS = Option("Worker processes (0: one per usable CPU).", flags=("--workers", "-j"))
+RTSTRUCT_CHOICE = Option(f"With several RTSTRUCTs: {', '.join(RTSTRUCT_CHOICES)}.")
+WORK = Option("nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results).", at="nnunet")
+DEVICE = Option("auto, cuda (fails without a GPU) or cpu.")
+CASES = Option("Only these case ids: a,b or repeated (a batch of a fan-out).", flags=("--cases", "--case"))
+
+MODEL_OPTIONS = {
+    "dataset": Option("nnU-Net dataset folder name: Dataset<3-digit id>_<name>."),
+    "dictionary": DICTIONARY,
+    "trainer": Option("Trainer class (tsretrain's or nnU-Net's)."),
+    "plans": Option("Plans name (default: the plans the preprocess stage wrote)."),
+    "configuration": Option("nnU-Net configuration (3d_tiny: the CPU-sized one of tsretrain)."),
+    "folds": Option("Folds trained and ensembled: 0,1,2 or a JSON list."),
+}
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "synth",
+        SynthConfig,
+        generate,
+        "Generate a synthetic head-and-neck DICOM-RT cohort with analytic ground truth.",
+        {
+            "out": Option("Output folder (dicom/, truth/, cohort.json).", argument=True, at="cohort"),
+            "cases": Option("Number of regular patients."),
+            "seed": Option("Random seed; the same seed gives the same cohort."),
+            "edge_cases": Option("Add the broken and unusual patients.", flags=("--edge-cases",)),
+            "layout": Option(f"Folder layout: {', '.join(LAYOUTS)}."),
+            "rows": Option("Image rows."),
+            "columns": Option("Image columns."),
+            "slices": Option("Slices per CT."),
+            "pixel_spacing": Option("Pixel spacing (mm)."),
+            "slice_thickness": Option("Slice spacing (mm)."),
+        },
+        writes=(Files("cohort"),),
+        cluster=False,
+        internal=("id_prefix", "roi_variants"),
+    ),
+    Stage(
+        "scan",
+        ScanConfig,
+        scan,
+        "Index a DICOM tree by its tags and list every case with its status and reason.",
+        {
+            "input": Option("Folder of DICOM files in any layout, or a store URI (s3://...).", argument=True, at=INPUT),
+            "out": Option("Output folder (inventory.json, cases.csv).", flags=("--out", "-o"), at="scan"),
+            "dictionary": DICTIONARY,
+            "workers": WORKERS,
+            "rtstruct_choice": RTSTRUCT_CHOICE,
+            "batches_out": Option("Write every case in batches (JSON list), for a fan-out."),
+            "batch_size": Option("Cases per batch."),
+        },
+        writes=(Files("scan"),),
+    ),
+    Stage(
+        "convert",
+        ConvertConfig,
+        convert,
+        "Convert each case to an int16 HU CT and a uint8 label map in NIfTI (nnU-Net naming).",
+        {
+            "input": Option("Folder holding the DICOM files, in any layout.", argument=True, at=INPUT),
+            "out": Option("Output folder (cases/, cases.csv).", flags=("--out", "-o"), at="converted"),
+            "dictionary": DICTIONARY,
+            "workers": WORKERS,
+            "force": Option("Redo cases that are already converted.", flags=("--force",)),
+            "inventory": Option("Use this scan inventory instead of scanning.", at="scan", below="inventory.json"),
+            "cases": CASES,
+            "rtstruct_choice": RTSTRUCT_CHOICE,
+            "source": Option("Store URI of the DICOM tree; the cases' files are staged into INPUT."),
+        },
+        reads=(Files("scan", ("inventory.json",)),),
+        writes=(Files("converted", ("cases/*/*",)),),  # each batch its cases; the listing is gathered after
+        fan_out="cases",
+    ),
+    Stage(
+        "pseudolabel",
+        PseudolabelConfig,
+        pseudolabel,
+        "TotalSegmentator pseudo-labels per task, merged with the manual contours into the final label map.",
+        {
+            "converted": Option("Output folder of convert (same dictionary).", argument=True, at="converted"),
+            "out": Option("Output folder (per case: task maps, merged map).", flags=("--out", "-o"), at="pseudolabels"),
+            "dictionary": DICTIONARY,
+            "device": Option("TotalSegmentator device: gpu, cpu or mps."),
+            "weights": Option("TotalSegmentator home: a folder or a store URI; default TOTALSEG_HOME_DIR."),
+            "allow_download": Option("Download missing weights.", flags=("--allow-download",)),
+            "prefer_manual": Option(
+                "Manual contours before pseudo-labels.", flags=("--prefer-manual/--prefer-pseudo",)
+            ),
+            "cases": CASES,
+        },
+        reads=(Files("converted", ("cases/{case}/*",)),),
+        writes=(Files("pseudolabels"),),
+        fan_out="cases",
+        resources="gpu",
+        image="pseudolabel",
+    ),
+    Stage(
+        "split",
+        SplitConfig,
+        run_split,
+        "Patient-level, stratified split: a held-out test set and cross-validation folds.",
+        {
+            "converted": Option("Output folder of convert (its case manifests).", argument=True, at="converted"),
+            "out": Option("Output folder (split.json, splits_final.json).", flags=("--out", "-o"), at="split"),
+            "test_fraction": Option("Share of patients held out for testing."),
+            "cv_folds": Option("Cross-validation folds made."),
+            "folds": MODEL_OPTIONS["folds"],
+            "seed": Option("Random seed."),
+            "clinical_csv": Option("Clinical sheet: stratify by site, fixed split."),
+            "site_column": Option("Column of the clinical sheet holding the site."),
+            "fixed_split_column": Option("Column whose 'test' rows form the test set."),
+        },
+        reads=(Files("converted", ("cases/*/manifest.json",)),),
+        writes=(Files("split"),),
+    ),
+    Stage(
+        "assemble",
+        AssembleConfig,
+        assemble,
+        "Write the nnU-Net raw dataset (test cases only in imagesTs) and verify it with nnU-Net.",
+        {
+            "converted": Option("Output folder of convert.", argument=True, at="converted"),
+            "split": Option("Output folder of split.", at="split"),
+            "out": Option("nnUNet_raw folder.", flags=("--out", "-o"), at="raw"),
+            "labels_from": Option(
+                "Merged label maps of pseudolabel (<case>/<case>.nii.gz).", at="pseudolabels", when="pseudolabel"
+            ),
+            "workers": Option("Processes of nnU-Net's dataset check."),
+        },
+        model=("dataset", "dictionary"),
+        reads=(
+            Files("converted", ("cases/*/*",)),
+            Files("split"),
+            Files("pseudolabels", ("*/*.nii.gz",)),  # the merged maps, not the task maps below them
+        ),
+        writes=(Files("raw"),),
+        internal=("verify",),
+    ),
+    Stage(
+        "preprocess",
+        PreprocessConfig,
+        preprocess,
+        "nnU-Net fingerprint, planning and preprocessing on the training cases.",
+        {
+            "work": WORK,
+            "split": Option("Output folder of split (splits_final.json).", at="split"),
+            "planner": Option(f"Planner: {', '.join(PLANNERS)}."),
+            "batch_size": Option("Override the 3d_fullres batch size (needs --plans)."),
+            "patch_size": Option("Override the patch size, z y x (needs --plans)."),
+            "target_spacing": Option("Override the spacing, z y x (needs --plans)."),
+            "workers": Option("Preprocessing processes (0: from CPUs and memory)."),
+        },
+        model=("dataset", "configuration", "plans"),
+        reads=(
+            Files("raw", ("*/imagesTr/*", "*/labelsTr/*", "*/dataset.json")),
+            Files("split", ("splits_final.json",)),
+        ),
+        writes=(Files("preprocessed"),),
+        resources="big-cpu",
+    ),
+    Stage(
+        "train",
+        TrainConfig,
+        train,
+        "Train one fold; a re-run resumes from the last checkpoint.",
+        {
+            "work": WORK,
+            "fold": Option("Fold to train."),
+            "epochs": Option("Epochs (default: the trainer's)."),
+            "iterations": Option("Iterations per epoch of the tiny trainer (default: its own)."),
+            "save_every": Option("Checkpoint every N epochs."),
+            "device": DEVICE,
+            "pretrained_weights": Option("Initial weights (fine-tuning)."),
+            "store": Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there."),
+            "validate": Option("Predict the fold's validation cases at the end.", flags=("--validate/--no-validate",)),
+        },
+        model=("dataset", "trainer", "plans", "configuration"),
+        reads=(Files("preprocessed"),),
+        writes=(Files("results"),),
+        fan_out="fold",
+        resources="gpu",
+        image="gpu",
+    ),
+    Stage(
+        "predict",
+        PredictConfig,
+        predict,
+        "Predict the test set with the ensemble of folds; collect each fold's validation predictions.",
+        {
+            "work": WORK,
+            "out": Option("Output folder (test/, validation/).", flags=("--out", "-o"), at="predictions"),
+            "device": DEVICE,
+            "tta": Option("Mirroring test-time augmentation.", flags=("--tta",)),
+            "step_size": Option("Sliding-window step (share of the patch)."),
+        },
+        model=("dataset", "trainer", "plans", "configuration", "folds"),
+        reads=(
+            Files("raw", ("*/imagesTs/*", "*/dataset.json")),
+            Files("preprocessed", ("*/planning_summary.json",)),
+            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth", "*/*/fold_*/validation/*")),
+        ),
+        writes=(Files("predictions"),),
+        resources="gpu",
+        image="gpu",
+    ),
+    Stage(
+        "evaluate",
+        EvaluateConfig,
+        evaluate,
+        "Dice, HD95 and NSD per case and label, per-label statistics and the GTVp analysis.",
+        {
+            "reference": Option(
+                "Folder of reference label maps (<case>.nii.gz).", argument=True, at="raw", below="{dataset}/labelsTs"
+            ),
+            "prediction": Option(
+                "Folder of predicted label maps (<case>.nii.gz).", argument=True, at="predictions", below="test"
+            ),
+            "out": Option("Output folder (per_case.csv, summary.json).", flags=("--out", "-o"), at="evaluation"),
+            "dictionary": DICTIONARY,
+            "tolerance_mm": Option("NSD tolerance in mm."),
+            "workers": WORKERS,
+            "surface": Option("Compute HD95 and NSD (off: Dice only).", flags=("--surface/--no-surface",)),
+        },
+        reads=(Files("raw", ("*/labelsTs/*",)), Files("predictions", ("test/*",))),
+        writes=(Files("evaluation"),),
+        resources="big-cpu",
+        internal=("tolerances",),
+    ),
+    Stage(
+        "report",
+        ReportConfig,
+        report,
+        "Write report.html (self-contained) and report.md from a run's outputs.",
+        {
+            "run_dir": Option("Folder of the run.", at=RUN),
+            "out": Option("Output folder.", flags=("--out", "-o"), at="report"),
+            "dataset": MODEL_OPTIONS["dataset"],
+            "synthetic": Option("Mark the numbers as a synthetic demo.", flags=("--synthetic",)),
+        },
+        reads=(
+            Files("scan", ("inventory.json",)),
+            Files("converted", ("cases/*/manifest.json",)),
+            Files("split"),
+            Files("raw", ("*/dataset.json", "*/imagesTs/*", "*/labelsTs/*")),
+            Files("preprocessed", ("*/*.json",)),
+            Files("results", ("*/*/*.json", "*/*/fold_*/progress.json")),
+            Files("predictions", ("test/*",)),
+            Files(
+                "evaluation",
+            ),
+        ),
+        writes=(Files("report"),),
+    ),
+)
+
+BY_NAME = {stage.name: stage for stage in STAGES}
+NAMES = tuple(BY_NAME)

@@ -1,0 +1,34 @@
+"""The stage interface shared by the CLI, the local runner and the workflow pods.
+
+A stage is a plain function ``run(config) -> StageResult`` with a frozen, keyword-only dataclass as its
+configuration; ``tsretrain.pipeline.registry`` declares each one once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+USAGE_EXIT_CODE = 2
+"""Exit code of a stage that cannot run as configured (bad option, missing weights ...): retrying cannot help."""
+
+
+class UsageError(ValueError):
+    """The stage cannot run as configured; the message says what to change. Never retried on a cluster."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage produced: where its outputs are and how many things it handled."""
+
+    stage: str
+    outputs: dict[str, str]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        lines = [f"{self.stage}: {counts}"] + [f"  {k}: {v}" for k, v in self.outputs.items()]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
