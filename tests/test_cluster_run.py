@@ -33,13 +33,14 @@ TAG = "20261127"  # a numeric tag, as CI tags by date: up.sh must pass it as a s
 ACCESS_KEY, SECRET_KEY = "tsretrain", "tsretrain-dev-secret"  # up.sh's defaults
 IMAGES = {f"tsretrain-{family}": ROOT / "images" / f"{family}.Dockerfile" for family in ("cpu", "gpu", "pseudolabel")}
 INPUT = "s3://tsretrain/input/dicom"
-SAVE_EVERY = 2
+SAVE_EVERY = 5  # the trainers' checkpoint interval (epochs)
 # The tiny configuration on the CPU: one fold, a few short epochs.
 TINY = {
     "folds": '["0"]',
     "trainer": "nnUNetTrainerTsrTiny",
     "configuration": "3d_tiny",
-    "epochs": "6",
+    "epochs": "8",
+    "iterations": "4",
     "convert-batch-size": "8",
 }
 
