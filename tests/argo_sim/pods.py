@@ -2,7 +2,8 @@
 
 A container's ``/work``, ``/tmp``, ``/dev/shm``, HOME and every volume mount become folders of the pod folder;
 arguments and environment values that name those paths are rewritten (a path the mapping does not cover is an
-error, never a silent write to this machine). Read-only mounts are made read-only, and a pod that changed one
+error; a container path the code uses without naming it in an argument or the environment cannot be mapped,
+so a template must name every path it relies on). Read-only mounts are made read-only, and a pod that changed one
 anyway (root ignores permissions) fails. Services the pods reach by cluster
 DNS (the dev S3 server) are reached through a per-pod counting proxy: the bytes each pod fetched are measured
 on the wire.
