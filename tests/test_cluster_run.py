@@ -236,6 +236,7 @@ def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
                         for p in run.pods()
                     ],
                     "dicom_bytes": total(dicom, r""),
+                    "dicom_objects": len(dicom),
                     "patients": len(inventory.get("cases", [])),
                     "case_bytes": case_bytes,
                     "store": out,

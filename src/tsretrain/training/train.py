@@ -103,6 +103,8 @@ def training_environment(device: Any) -> dict[str, str]:
 
     import torch
 
+    from tsretrain import __version__
+
     cuda = str(device).startswith("cuda")
     return {
         "torch": torch.__version__,
@@ -110,7 +112,7 @@ def training_environment(device: Any) -> dict[str, str]:
         "cudnn": str(torch.backends.cudnn.version()) if cuda else "none",
         "gpu": torch.cuda.get_device_name(device) if cuda else "none",
         "nnunetv2": metadata.version("nnunetv2"),
-        "tsretrain": metadata.version("tsretrain"),
+        "tsretrain": __version__,
         "python": platform.python_version(),
         "host": platform.node(),
     }
