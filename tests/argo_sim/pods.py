@@ -219,8 +219,8 @@ class RunningPod:
         return paths
 
     def rewrite(self, text: str) -> str:
-        """Container paths (at the start of a value, after '=' or after a ':' that starts no URL) to their pod-folder paths; services to
-        their proxies. A container path outside the mapping is an error."""
+        """Container paths (at the start of a value, after '=' or after a ':' that starts no URL) to their
+        pod-folder paths; services to their proxies. A container path outside the mapping is an error."""
         for name, proxy in self.proxies.items():
             text = text.replace(f"http://{name}", f"http://127.0.0.1:{proxy.port}")
         mapped = sorted((p for p in self.paths if p.startswith("/")), key=len, reverse=True)
