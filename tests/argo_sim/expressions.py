@@ -104,19 +104,16 @@ class _Parser:
         return value
 
     def disjunction(self) -> Any:
-        value = self.conjunction()
-        while self.at("||", "or"):
-            self.take()
-            right = self.conjunction()
-            value = bool(value) or bool(right)
-        return value
+        return self._chain(("||", "or"), self.conjunction, lambda a, b: bool(a) or bool(b))
 
     def conjunction(self) -> Any:
-        value = self.comparison()
-        while self.at("&&", "and"):
+        return self._chain(("&&", "and"), self.comparison, lambda a, b: bool(a) and bool(b))
+
+    def _chain(self, ops: tuple[str, ...], operand: Callable[[], Any], combine: Callable[[Any, Any], Any]) -> Any:
+        value = operand()
+        while self.at(*ops):
             self.take()
-            right = self.comparison()
-            value = bool(value) and bool(right)
+            value = combine(value, operand())
         return value
 
     def comparison(self) -> Any:
