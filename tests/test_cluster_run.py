@@ -12,6 +12,8 @@ import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
     (template,) = [o for o in objects if o["kind"] == "WorkflowTemplate"]
     secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
     root = tmp_path_factory.mktemp("cluster")
+    pods = Path(tempfile.mkdtemp(prefix="argo-"))  # short: pods' /tmp holds Unix sockets (paths < 108 bytes)
     server = SeaweedServer(root / "s3", config=secrets["tsretrain-s3-config"]["stringData"]["config.json"])
     server.start()
     credentials = secrets["tsretrain-s3-credentials"]["stringData"]
@@ -93,7 +96,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
         simulation = Simulation(
             template,
             objects,
-            root / "argo",
+            pods,
             pod_environment(root / "wheel"),
             IMAGES,
             {"tsretrain-s3:8333": ("127.0.0.1", port)},
@@ -104,6 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
             yield Cluster(simulation, server, cohort, weights)
     finally:
         server.stop()
+        shutil.rmtree(pods, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -251,6 +251,7 @@ class Simulation:
         self.claims = claims or {}
         self.backoff_scale, self.timeout_s = backoff_scale, timeout_s
         self.max_running = 0
+        self.pod_count = 0
 
     # ---- submit ---------------------------------------------------------------------------------------------
     def run(
@@ -649,9 +650,8 @@ class Simulation:
         if "podSpecPatch" in t:
             patch = yaml.safe_load(t["podSpecPatch"])
             _check(f"{name} podSpecPatch", patch, PATCH_FIELDS)
-        folder = self.root / "pods" / pod_name
-        if folder.exists():
-            _remove(folder)
+        self.pod_count += 1  # short folder names: Unix socket paths below a pod's /tmp must stay < 108 bytes
+        folder = self.root / "p" / str(self.pod_count)
         mounts = self._mounts(name, t, container, folder)
         resources = container.get("resources", {})
         limit = resources.get("limits", {}).get("ephemeral-storage")
@@ -716,7 +716,7 @@ class Simulation:
             size_limit = None
             if kinds == {"emptyDir"}:
                 _check(f"{name} emptyDir", volume["emptyDir"], {"medium", "sizeLimit"})
-                host = folder / "volumes" / volume["name"]
+                host = folder / "v" / volume["name"]
                 if "sizeLimit" in volume["emptyDir"]:
                     size_limit = quantity_bytes(volume["emptyDir"]["sizeLimit"])
             elif kinds == {"persistentVolumeClaim"}:
@@ -731,7 +731,7 @@ class Simulation:
                 config = self.objects.get(("ConfigMap", volume["configMap"]["name"]))
                 if config is None:
                     raise WorkflowError(f"{name}: configMap {volume['configMap']['name']} not found")
-                host = folder / "volumes" / volume["name"]
+                host = folder / "v" / volume["name"]
                 host.mkdir(parents=True)
                 for key, text in config.get("data", {}).items():
                     (host / key).write_text(text)

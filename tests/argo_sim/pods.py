@@ -172,7 +172,7 @@ class RunningPod:
         self.peak_bytes = 0
         self._checked = 0.0
         self._verdict: Outcome | None = None
-        root = plan.folder / "root"
+        root = plan.folder / "r"
         self.paths = self._path_map(root)
         home = self.paths["HOME"]
         for host in self.paths.values():
