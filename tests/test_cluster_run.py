@@ -153,7 +153,7 @@ class Preemption:
         if self.killed_at_epoch is not None or node.template != "train" or time.time() < self._next:
             return False
         self._next = time.time() + 1
-        stored = self.cluster.listing(f"{self.output}/nnunet/results")
+        stored = self.cluster.listing(f"{self.output}/nnunet")
         if not any(k.endswith("fold_0/checkpoint_latest.pth") for k in stored):
             return False
         epochs = [int(e) for e in re.findall(r"Epoch (\d+)", node.log.read_text() if node.log else "")]
@@ -256,17 +256,18 @@ def test_a_second_run_into_the_same_prefix_is_refused_unless_resumed(
     before = cluster.listing(output)
     refused = cluster.run({**TINY, "output-prefix": output})
     assert refused.phase == "Failed"
-    first = refused.task("scan")
+    first = refused.task("claim")
     assert first.phase == "Failed" and len(first.attempts) == 1, failures(refused)
     assert output in refused.log_of(first.attempts[0])
     changed = {k for k, v in cluster.listing(output).items() if before.get(k) != v}
     assert changed <= {"status.json"}  # nothing of the first run overwritten
-    resumed = cluster.run({**TINY, "output-prefix": output, "resume": "true"}, stop=lambda r: scan_done(r))
-    assert resumed.task("scan").phase == "Succeeded", failures(resumed)
+    resumed = cluster.run({**TINY, "output-prefix": output, "resume": "true"}, stop=claimed)
+    assert resumed.task("claim").phase == "Succeeded", failures(resumed)
 
 
-def scan_done(run: Run) -> bool:
-    return any(n.display == "scan" and n.phase == "Succeeded" for n in run.nodes.values())
+def claimed(run: Run) -> bool:
+    """Stop a run (Argo's stop: no new pods, exit handler runs) once its claim step succeeded."""
+    return any(n.display == "claim" and n.phase == "Succeeded" for n in run.nodes.values())
 
 
 def test_a_usage_error_is_not_retried(cluster: Cluster) -> None:
