@@ -51,6 +51,15 @@ bench: install
 TAG ?= 0.1.0
 PARAMS ?=
 WORKFLOW ?=
+# Submitting and watching need only the standard library: a light environment without the torch stack.
+SUBMIT_VENV ?= .venv-submit
+SUBMIT := $(SUBMIT_VENV)/bin/python -m tsretrain.cluster
+export PARAMS
+
+$(SUBMIT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SUBMIT_VENV)
+	$(SUBMIT_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
 
 workflow: install  ## re-render the WorkflowTemplate into the chart (review the diff)
 	$(BIN)/python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.yaml
@@ -67,14 +76,15 @@ kind-up: images  ## kind with GPU passthrough, Argo Workflows, dev S3 and our ch
 kind-down:
 	deploy/kind/down.sh
 
-submit: install  ## make submit PARAMS="input-prefix=s3://... output-prefix=s3://..." (ARGO_SERVER, ARGO_TOKEN)
-	$(BIN)/tsretrain submit $(foreach p,$(PARAMS),-p $(p))
+# PARAMS is split like a shell command line: make submit PARAMS="input-prefix=s3://... folds='[\"0\", \"1\"]'"
+submit: $(SUBMIT_VENV)/.installed  ## (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
+	$(SUBMIT) submit --parameters "$$PARAMS"
 
-watch: install  ## make watch WORKFLOW=tsretrain-xxxxx
-	$(BIN)/tsretrain watch $(WORKFLOW)
+watch: $(SUBMIT_VENV)/.installed  ## make watch WORKFLOW=tsretrain-xxxxx
+	$(SUBMIT) watch $(WORKFLOW)
 
-logs: install  ## make logs WORKFLOW=tsretrain-xxxxx
-	$(BIN)/tsretrain logs $(WORKFLOW)
+logs: $(SUBMIT_VENV)/.installed  ## make logs WORKFLOW=tsretrain-xxxxx
+	$(SUBMIT) logs $(WORKFLOW)
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO_DIR) $(SUBMIT_VENV) .pytest_cache .mypy_cache .ruff_cache

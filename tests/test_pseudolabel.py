@@ -149,3 +149,25 @@ def test_weights_from_a_store_prefix_are_staged_to_local_disk(tmp_path: Path) ->
     staged = stage_weights((tmp_path / "store").as_uri(), tmp_path / "cache")
     assert staged == tmp_path / "cache"
     assert (staged / "nnunet" / "results" / "Dataset775_x" / "plans.json").is_file()
+
+
+def test_read_only_weights_and_a_writable_home_apart_with_statistics_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ReadOnlyMany weights claim: TotalSegmentator must not write its config.json there nor post statistics."""
+    from totalsegmentator.config import get_config_key, setup_totalseg
+
+    from tsretrain.dataset.pseudolabel import use_weights
+
+    monkeypatch.delenv("TOTALSEG_HOME_DIR", raising=False)
+    monkeypatch.delenv("TOTALSEG_WEIGHTS_PATH", raising=False)
+    weights = tmp_path / "weights"
+    for folder in required_weights("head_muscles"):
+        (weights / "nnunet" / "results" / folder).mkdir(parents=True)
+    before = sorted(p.relative_to(weights) for p in weights.rglob("*"))
+    use_weights(weights, tmp_path / "home")
+    assert check_weights(["head_muscles"], allow_download=False) == []
+    setup_totalseg()  # what every TotalSegmentator call does first
+    assert get_config_key("send_usage_stats") is False
+    assert (tmp_path / "home" / "config.json").is_file()
+    assert sorted(p.relative_to(weights) for p in weights.rglob("*")) == before  # nothing written to the weights

@@ -74,3 +74,23 @@ def test_report_numbers_equal_the_csvs(finished_run: Path) -> None:
 
 def test_a_second_run_skips_every_stage(finished_run: Path) -> None:
     assert run(finished_run, finished_run.parent / "run.yaml") == []
+
+
+def test_provenance_names_each_training_pods_own_environment(finished_run: Path, tmp_path: Path) -> None:
+    """On a cluster the report runs in the CPU image: the folds' torch, CUDA, GPU and nnU-Net come from what each
+    training process recorded, not from the report's own packages."""
+    import shutil
+
+    from tsretrain.evaluation.report import ReportConfig, report
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("report"))
+    progress_path = next((run / "nnunet").rglob("fold_0/progress.json"))
+    progress = json.loads(progress_path.read_text())
+    assert progress["environment"]["nnunetv2"] and progress["environment"]["cuda"] == "none"  # recorded here
+    gpu = {"torch": "2.8.0+cu128", "cuda": "12.8", "gpu": "NVIDIA H100 80GB HBM3", "nnunetv2": "2.8.1"}
+    progress |= {"device": "cuda:0", "device_name": gpu["gpu"], "environment": {**progress["environment"], **gpu}}
+    progress_path.write_text(json.dumps(progress))
+    report(ReportConfig(run_dir=run, out=run / "report"))
+    markdown = (run / "report" / "report.md").read_text()
+    assert "| NVIDIA H100 80GB HBM3 | torch 2.8.0+cu128, CUDA 12.8 | 2.8.1 |" in markdown

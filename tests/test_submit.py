@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
+from tsretrain.cluster.argo import ArgoClient, ArgoError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeArgo(BaseHTTPRequestHandler):
     requests: ClassVar[list[dict[str, Any]]] = []
     phases: ClassVar[list[str]] = []
+    unavailable: ClassVar[int] = 0  # answer this many GETs with 503 first
+    pause: ClassVar[float] = 0.0  # silence between two streamed log lines
 
     def _reply(self, body: dict[str, Any] | str, status: int = 200) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -36,6 +46,20 @@ class FakeArgo(BaseHTTPRequestHandler):
         self._reply({"metadata": {"name": "tsretrain-abc12", "namespace": "research"}})
 
     def do_GET(self) -> None:
+        if FakeArgo.unavailable > 0:
+            FakeArgo.unavailable -= 1
+            self._reply({"message": "server restarting"}, 503)
+            return
+        if self.path.endswith("/log?logOptions.container=main&logOptions.follow=true"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            for n in (1, 2):
+                line = {"result": {"podName": "tsretrain-abc12-train-1", "content": f"epoch {n}"}}
+                self.wfile.write(json.dumps(line).encode() + b"\n")
+                self.wfile.flush()
+                time.sleep(self.pause)
+            return
         if self.path.endswith("/log?logOptions.container=main&logOptions.follow=false"):
             lines = [{"result": {"podName": "tsretrain-abc12-scan-1", "content": "scan: files=10"}}]
             self._reply("\n".join(json.dumps(line) for line in lines) + "\n")
@@ -95,3 +119,59 @@ def test_watch_until_finished_and_logs(argo: str) -> None:
     assert CliRunner().invoke(app, ["watch", "tsretrain-abc12", "--every", "0.01"]).exit_code == 1
     logs = CliRunner().invoke(app, ["logs", "tsretrain-abc12", "--no-follow"])
     assert "tsretrain-abc12-scan-1: scan: files=10" in logs.output
+
+
+def test_logs_survive_a_step_silent_longer_than_the_request_timeout(argo: str) -> None:
+    FakeArgo.pause = 1.5
+    client = ArgoClient(argo, "research", timeout=0.5)
+    assert list(client.logs("tsretrain-abc12")) == [
+        "tsretrain-abc12-train-1: epoch 1",
+        "tsretrain-abc12-train-1: epoch 2",
+    ]
+
+
+def test_watch_rides_out_transient_errors_for_a_while(argo: str) -> None:
+    client = ArgoClient(argo, "research")
+    FakeArgo.phases, FakeArgo.unavailable = ["Running", "Succeeded"], 2
+    seen: list[str] = []
+    assert client.watch("tsretrain-abc12", 0.01, seen.append) == "Succeeded"
+    assert sum("Argo server unavailable" in line for line in seen) == 2
+    FakeArgo.unavailable = 10**6
+    with pytest.raises(ArgoError, match="HTTP 503"):
+        client.watch("tsretrain-abc12", 0.01, seen.append, patience=0.2)
+    FakeArgo.unavailable = 0
+
+
+def test_make_submit_keeps_json_parameters_with_spaces_whole(argo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = Path(sys.executable).parent.parent
+    params = """input-prefix=s3://data/radcure folds='["0", "1"]' dataset-name=Head\\ and\\ neck"""
+    done = subprocess.run(
+        ["make", "-s", "-o", f"{venv}/.installed", "submit", f"SUBMIT_VENV={venv}", f"PARAMS={params}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ARGO_SERVER": argo, "ARGO_NAMESPACE": "research"},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (request,) = FakeArgo.requests
+    assert request["body"]["submitOptions"]["parameters"] == [
+        "dataset-name=Head and neck",
+        'folds=["0", "1"]',
+        "input-prefix=s3://data/radcure",
+    ]
+    assert f"{argo}/workflows/research/tsretrain-abc12" in done.stdout
+
+
+def test_the_light_entry_point_needs_only_the_standard_library() -> None:
+    probe = (
+        "import sys, runpy\n"
+        "before = set(sys.modules)\n"
+        "sys.argv = ['tsretrain.cluster', '--help']\n"
+        "try:\n    runpy.run_module('tsretrain.cluster', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "tops = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(tops - set(sys.stdlib_module_names) - {'tsretrain', '__main__'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -4,8 +4,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-# shellcheck source=deploy/kind/versions.env
-source "$here/versions.env"
+# shellcheck source=deploy/kind/chart-flags.sh
+source "$here/chart-flags.sh"   # also sources versions.env
 tag="${1:?usage: up.sh TAG}"
 cluster="${KIND_CLUSTER:-tsretrain}"
 namespace="${NAMESPACE:-argo}"
@@ -39,7 +39,8 @@ helm upgrade --install gpu-operator nvidia/gpu-operator --namespace gpu-operator
 echo "== Argo Workflows"
 helm repo add argo https://argoproj.github.io/argo-helm --force-update >/dev/null
 helm upgrade --install argo-workflows argo/argo-workflows --namespace "$namespace" --create-namespace \
-  --version "$ARGO_WORKFLOWS_CHART_VERSION" --set 'server.authModes={server}' --set server.secure=false --wait
+  --version "$ARGO_WORKFLOWS_CHART_VERSION" --set-string "images.tag=$ARGO_WORKFLOWS_VERSION" \
+  --set 'server.authModes={server}' --set server.secure=false --wait
 
 echo "== images"
 for family in cpu gpu pseudolabel; do
@@ -47,11 +48,8 @@ for family in cpu gpu pseudolabel; do
 done
 
 echo "== tsretrain chart with a dev S3 server"
-helm upgrade --install tsretrain "$root/helm/tsretrain" --namespace "$namespace" \
-  --set "images.cpu.tag=$tag" --set "images.gpu.tag=$tag" --set "images.pseudolabel.tag=$tag" \
-  --set devS3.enabled=true --set "devS3.image.repository=$S3_IMAGE_REPOSITORY" --set "devS3.image.tag=$S3_IMAGE_TAG" \
-  --set s3.createSecret=true --set "s3.devCredentials.accessKey=$access_key" \
-  --set "s3.devCredentials.secretKey=$secret_key" --set gpu.nodeSelector.tsretrain/gpu=true --wait
+tsretrain_chart_flags "$tag" "$access_key" "$secret_key"
+helm upgrade --install tsretrain "$root/helm/tsretrain" --namespace "$namespace" "${chart_flags[@]}" --wait
 kubectl --namespace "$namespace" rollout status deployment/tsretrain-s3 --timeout=180s
 kubectl --namespace "$namespace" run tsretrain-make-bucket --rm -i --restart=Never --image "tsretrain-cpu:$tag" \
   --env AWS_ENDPOINT_URL=http://tsretrain-s3:8333 --env "AWS_ACCESS_KEY_ID=$access_key" \

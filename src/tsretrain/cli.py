@@ -299,17 +299,14 @@ def submit_command(
     namespace: NamespaceOption = None,
 ) -> None:
     """Submit a run from the installed WorkflowTemplate to Argo and print its UI link."""
-    from tsretrain.cluster.argo import ArgoClient, ArgoError
+    from tsretrain.cluster import commands
 
-    values = dict(p.split("=", 1) for p in parameter or [] if "=" in p)
     try:
-        client = ArgoClient.from_env(server, namespace)
-        name = client.submit(template, values)["metadata"]["name"]
-    except ArgoError as exc:
-        console.print(f"[red]submit failed[/red]: {exc}")
-        raise typer.Exit(1) from exc
-    print(f"submitted {name}")
-    print(f"watch it in the Argo UI: {client.ui_link(name)}")
+        values = commands.parse_parameters(parameter or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if code := commands.submit(values, template, server, namespace):
+        raise typer.Exit(code)
 
 
 @app.command("watch")
@@ -320,10 +317,10 @@ def watch_command(
     every: Annotated[float, typer.Option(help="Seconds between polls.")] = 10.0,
 ) -> None:
     """Follow a run until it finishes; exit 1 unless it succeeded."""
-    from tsretrain.cluster.argo import ArgoClient
+    from tsretrain.cluster import commands
 
-    if ArgoClient.from_env(server, namespace).watch(name, every) != "Succeeded":
-        raise typer.Exit(1)
+    if code := commands.watch(name, server, namespace, every):
+        raise typer.Exit(code)
 
 
 @app.command("logs")
@@ -334,10 +331,10 @@ def logs_command(
     follow: Annotated[bool, typer.Option(help="Keep streaming.")] = True,
 ) -> None:
     """Stream the log lines of a run's pods."""
-    from tsretrain.cluster.argo import ArgoClient
+    from tsretrain.cluster import commands
 
-    for line in ArgoClient.from_env(server, namespace).logs(name, follow):
-        print(line)
+    if code := commands.logs(name, server, namespace, follow):
+        raise typer.Exit(code)
 
 
 @app.command("nnunet-env")

@@ -2,12 +2,15 @@
 
 ``ARGO_SERVER`` (e.g. ``https://argo.example.org:2746``), ``ARGO_TOKEN`` (a service-account token; none on a
 dev cluster with ``--auth-mode=server``), ``ARGO_NAMESPACE`` and ``ARGO_INSECURE_SKIP_VERIFY`` configure it.
+Standard library only, so that submitting and watching need no more than ``pip install --no-deps tsretrain``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import ssl
 import time
 import urllib.parse
@@ -17,10 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FINISHED = ("Succeeded", "Failed", "Error")
+TRANSIENT_HTTP = (408, 429, 500, 502, 503, 504)
 
 
 class ArgoError(RuntimeError):
-    """The Argo server refused or could not be reached; the message says what it answered."""
+    """The Argo server refused or could not be reached; the message says what it answered. ``transient``: the
+    same request may succeed later (server unreachable, timeout, overload)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -59,14 +68,18 @@ class ArgoClient:
             headers=self._headers(),
             data=json.dumps(body).encode() if body is not None else None,
         )
-        context = ssl._create_unverified_context() if self.insecure else None
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout, context=context)
+            return urllib.request.urlopen(request, timeout=self.timeout, context=self._context())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
-            raise ArgoError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+            raise ArgoError(f"{method} {path}: HTTP {exc.code}: {detail}", exc.code in TRANSIENT_HTTP) from exc
         except urllib.error.URLError as exc:
-            raise ArgoError(f"cannot reach {self.server}: {exc.reason}") from exc
+            raise ArgoError(f"cannot reach {self.server}: {exc.reason}", transient=True) from exc
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise ArgoError(f"{method} {path}: {exc!r}", transient=True) from exc
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl._create_unverified_context() if self.insecure else None
 
     def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._open(method, path, body) as response:
@@ -92,11 +105,25 @@ class ArgoClient:
     def ui_link(self, name: str) -> str:
         return f"{self.server}/workflows/{self.namespace}/{name}"
 
-    def watch(self, name: str, every: float = 10.0, echo: Callable[[str], None] = print) -> str:
-        """Poll until the workflow finishes; print each change of phase or node status; return the phase."""
+    def watch(
+        self, name: str, every: float = 10.0, echo: Callable[[str], None] = print, patience: float = 900.0
+    ) -> str:
+        """Poll until the workflow finishes; print each change of phase or node status; return the phase.
+        Transient errors (server restarting, network) are reported and retried for up to ``patience`` seconds in
+        a row; any other error (wrong name, no permission) ends the watch."""
         seen: dict[str, str] = {}
+        failing_since: float | None = None
         while True:
-            status = self.workflow(name).get("status", {})
+            try:
+                status = self.workflow(name).get("status", {})
+            except ArgoError as exc:
+                failing_since = failing_since or time.monotonic()
+                if not exc.transient or time.monotonic() - failing_since > patience:
+                    raise
+                echo(f"(Argo server unavailable, retrying in {every:.0f} s: {exc})")
+                time.sleep(every)
+                continue
+            failing_since = None
             for node in sorted(status.get("nodes", {}).values(), key=lambda n: n.get("startedAt") or ""):
                 if node.get("type") in ("Pod", "Retry") and seen.get(node["id"]) != node.get("phase"):
                     seen[node["id"]] = node.get("phase", "")
@@ -110,11 +137,23 @@ class ArgoClient:
             time.sleep(every)
 
     def logs(self, name: str, follow: bool = True) -> Iterator[str]:
-        """Log lines of every pod of the workflow (main containers), prefixed with the pod name."""
+        """Log lines of every pod of the workflow (main containers), prefixed with the pod name. The request
+        timeout covers connecting and the response headers only: a step may stay silent for hours."""
         query = urllib.parse.urlencode({"logOptions.container": "main", "logOptions.follow": str(follow).lower()})
-        with self._open("GET", f"/api/v1/workflows/{self.namespace}/{urllib.parse.quote(name)}/log?{query}") as stream:
-            for raw in stream:
+        path = f"/api/v1/workflows/{self.namespace}/{urllib.parse.quote(name)}/log?{query}"
+        with self._open("GET", path) as response:
+            _untimed(response)
+            for raw in response:
                 if not raw.strip():
                     continue
                 result = json.loads(raw).get("result", {})
                 yield f"{result.get('podName', '')}: {result.get('content', '')}"
+
+
+def _untimed(response: Any) -> None:
+    """Lift the socket timeout of an open streaming response (urllib applies it to every read)."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    if not isinstance(sock, socket.socket):
+        raise ArgoError("cannot stream the log: unexpected response object")
+    sock.settimeout(None)

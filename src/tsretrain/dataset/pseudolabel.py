@@ -2,8 +2,9 @@
 
 TotalSegmentator is an optional extra (``pip install tsretrain[pseudolabel]``). Tasks run one at a time in
 this process, memory is released between them, and each task's time and peak memory go into the case's
-``pseudolabel.json``. Weights come from ``TOTALSEG_HOME_DIR`` (or ``--weights``, e.g. a folder staged from the
-store); they are downloaded at run time only with ``--allow-download``. Outputs::
+``pseudolabel.json``. Weights come from ``TOTALSEG_HOME_DIR`` or ``--weights`` (a folder, possibly read-only, or
+a store prefix staged to local disk; TotalSegmentator's config then lives in ``~/.totalsegmentator``, with usage
+statistics off); they are downloaded at run time only with ``--allow-download``. Outputs::
 
     OUT/<case>/tasks/<task>.nii.gz  TotalSegmentator's multi-label map of each task
     OUT/<case>/<case>.nii.gz        the merged label map (dictionary ids), on the CT grid
@@ -108,6 +109,19 @@ def stage_weights(weights: str, cache: Path) -> Path:
     return cache
 
 
+def use_weights(weights: Path, home: Path) -> None:
+    """TotalSegmentator reads its weights from ``weights`` (a TotalSegmentator home holding ``nnunet/results``;
+    it may be read-only, e.g. a ReadOnlyMany claim) and keeps its ``config.json`` in the writable ``home``, with
+    usage statistics off."""
+    os.environ["TOTALSEG_WEIGHTS_PATH"] = str(weights / "nnunet" / "results")
+    os.environ["TOTALSEG_HOME_DIR"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "config.json"
+    settings = json.loads(config.read_text()) if config.is_file() else {"prediction_counter": 0}
+    settings |= {"send_usage_stats": False, "statistics_disclaimer_shown": True}
+    atomic_write_text(config, json.dumps(settings, indent=1))
+
+
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -158,7 +172,7 @@ def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, task
 def pseudolabel(config: PseudolabelConfig) -> StageResult:
     """Run the dictionary's TotalSegmentator tasks on every converted case and merge the label maps."""
     if config.weights is not None:
-        os.environ["TOTALSEG_HOME_DIR"] = str(stage_weights(config.weights, config.out / ".weights"))
+        use_weights(stage_weights(config.weights, config.out / ".weights"), Path.home() / ".totalsegmentator")
     dictionary = load_dictionary(config.dictionary)
     tasks = dictionary.pseudolabel_tasks()
     if not tasks:

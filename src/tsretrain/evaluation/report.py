@@ -175,7 +175,17 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
                 fmt(seconds, 1),
             ]
         )
-        provenance.append([f"{model} {fold}", progress.get("device_name", "–"), fmt(seconds, 1), fmt(gpu_hours, 3)])
+        environment = progress.get("environment", {})
+        provenance.append(
+            [
+                f"{model} {fold}",
+                progress.get("device_name", "–"),
+                f"torch {environment.get('torch', '–')}, CUDA {environment.get('cuda', '–')}",
+                environment.get("nnunetv2", "–"),
+                fmt(seconds, 1),
+                fmt(gpu_hours, 3),
+            ]
+        )
         image = figure_dir / f"training_{fold}.png"
         figures.training_curves(progress, f"{model} {fold}", image)
         blocks.append(("img", image, f"Training curves, {fold}"))
@@ -362,10 +372,11 @@ def provenance_section(run: Path, dataset: str, fold_rows: list[list[str]]) -> l
                 ],
                 ["split file (split/split.json) sha256", _sha(RunLayout(run).split / "split.json")],
                 *[[f"plans {p.name} sha256", _sha(p)] for p in plans],
-                ["packages", ", ".join(versions)],
+                ["packages of the report step", ", ".join(versions)],
             ],
         ),
-        ("table", ["fold", "device", "wall time (s)", "GPU hours"], fold_rows),
+        ("p", "Each fold's environment as its training process recorded it:"),
+        ("table", ["fold", "device", "torch, CUDA", "nnU-Net", "wall time (s)", "GPU hours"], fold_rows),
     ]
 
 

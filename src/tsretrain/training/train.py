@@ -95,19 +95,39 @@ def publish(config: TrainConfig) -> None:
     open_store(config.store).sync_up(NnunetFolders(config.work).results, "", manifest, include)
 
 
+def training_environment(device: Any) -> dict[str, str]:
+    """What this training process runs on (torch, CUDA, GPU model, nnU-Net): recorded with the fold's progress,
+    so that the report names the training pod's environment, not its own."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    from tsretrain import __version__
+
+    cuda = str(device).startswith("cuda")
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "cudnn": str(torch.backends.cudnn.version()) if cuda else "none",
+        "gpu": torch.cuda.get_device_name(device) if cuda else "none",
+        "nnunetv2": metadata.version("nnunetv2"),
+        "tsretrain": __version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
+
+
 def progress_of(trainer: Any) -> dict[str, Any]:
-    """Epoch, losses, pseudo-Dice, learning rate and epoch times so far (from nnU-Net's logger)."""
+    """Epoch, losses, pseudo-Dice, learning rate and epoch times so far (from nnU-Net's logger), and the
+    training environment."""
     logged = trainer.logger.get_checkpoint()
     starts, ends = logged.get("epoch_start_timestamps", []), logged.get("epoch_end_timestamps", [])
-    device = str(trainer.device)
-    name = "CPU"
-    if device.startswith("cuda"):
-        import torch
-
-        name = torch.cuda.get_device_name(trainer.device)
+    environment = training_environment(trainer.device)
     return {
-        "device": device,
-        "device_name": name,
+        "device": str(trainer.device),
+        "device_name": environment["gpu"] if environment["gpu"] != "none" else "CPU",
+        "environment": environment,
         "epoch": int(trainer.current_epoch),
         "num_epochs": int(trainer.num_epochs),
         "train_losses": [float(v) for v in logged.get("train_losses", [])],

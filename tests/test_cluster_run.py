@@ -1,0 +1,292 @@
+"""The cluster run, executed: the chart rendered as ``make kind-up`` installs it, its WorkflowTemplate run by the
+Argo interpreter of ``argo_sim`` with pods as local processes (code from the built wheel) against a real S3
+server (SeaweedFS) configured and keyed by the chart's own dev S3 objects.
+
+What this proves and what only a real cluster can: README, "The cluster path".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argo_sim.engine import Node, Run, Simulation
+from argo_sim.render import installed
+from argo_sim.wheel import pod_environment
+from support import SeaweedServer
+
+from tsretrain.storage.store import S3Store, make_bucket, open_store
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = "20261127"  # a numeric tag, as CI tags by date: up.sh must pass it as a string
+ACCESS_KEY, SECRET_KEY = "tsretrain", "tsretrain-dev-secret"  # up.sh's defaults
+IMAGES = {f"tsretrain-{family}": ROOT / "images" / f"{family}.Dockerfile" for family in ("cpu", "gpu", "pseudolabel")}
+INPUT = "s3://tsretrain/input/dicom"
+SAVE_EVERY = 5  # the trainers' checkpoint interval (epochs)
+# The tiny configuration on the CPU: one fold, a few short epochs.
+TINY = {
+    "folds": '["0"]',
+    "trainer": "nnUNetTrainerTsrTiny",
+    "configuration": "3d_tiny",
+    "epochs": "8",
+    "iterations": "4",
+    "convert-batch-size": "8",
+}
+
+
+@dataclass
+class Cluster:
+    simulation: Simulation
+    server: SeaweedServer
+    cohort: Path
+    weights: Path
+
+    def store(self, uri: str) -> S3Store:
+        store = open_store(uri)
+        assert isinstance(store, S3Store)
+        return store
+
+    def listing(self, uri: str) -> dict[str, int]:
+        return self.store(uri).list("")
+
+    def run(self, parameters: dict[str, str], **options: Any) -> Run:
+        return self.simulation.run({"input-prefix": INPUT, **parameters}, **options)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[Cluster]:
+    objects = installed(TAG, ACCESS_KEY, SECRET_KEY)
+    (template,) = [o for o in objects if o["kind"] == "WorkflowTemplate"]
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    root = tmp_path_factory.mktemp("cluster")
+    pods = Path(tempfile.mkdtemp(prefix="argo-"))  # short: pods' /tmp holds Unix sockets (paths < 108 bytes)
+    server = SeaweedServer(root / "s3", config=secrets["tsretrain-s3-config"]["stringData"]["config.json"])
+    server.start()
+    credentials = secrets["tsretrain-s3-credentials"]["stringData"]
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ |= {
+        "AWS_ENDPOINT_URL": server.endpoint,
+        "AWS_ACCESS_KEY_ID": credentials["access-key"],
+        "AWS_SECRET_ACCESS_KEY": credentials["secret-key"],
+    }
+    try:
+        for _ in range(50):  # up.sh's last step: tsretrain store mb s3://tsretrain
+            try:
+                make_bucket("s3://tsretrain")
+                break
+            except Exception:
+                time.sleep(0.2)
+        open_store(INPUT).sync_up(cohort / "dicom", "")
+        weights = root / "claims" / "weights"
+        weights.mkdir(parents=True)  # provisioned but empty: no TotalSegmentator weights
+        port = int(server.endpoint.rsplit(":", 1)[1])
+        simulation = Simulation(
+            template,
+            objects,
+            pods,
+            pod_environment(root / "wheel"),
+            IMAGES,
+            {"tsretrain-s3:8333": ("127.0.0.1", port)},
+            claims={template_claim(template): weights},
+            timeout_s=1500,
+        )
+        with simulation.session():
+            yield Cluster(simulation, server, cohort, weights)
+    finally:
+        server.stop()
+        shutil.rmtree(pods, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def template_claim(template: dict[str, Any]) -> str:
+    """The weights claim the chart put into the pseudolabel template."""
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for t in template["spec"]["templates"]
+        for v in t.get("volumes", [])
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims, "the pseudolabel template mounts no weights claim"
+    return str(claims[0])
+
+
+def failures(run: Run) -> str:
+    return "\n".join(
+        f"--- {n.display}: {n.phase} {n.message}\n{run.log_of(n)[-3000:]}"
+        for n in run.pods()
+        if n.phase in ("Failed", "Error")
+    )
+
+
+def read_csv(store: S3Store, key: str) -> list[dict[str, str]]:
+    data = store.get_bytes(key)
+    assert data is not None, f"{key} missing in the store"
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+class Preemption:
+    """Deletes the first training pod once the store holds a checkpoint of its fold (a preempted GPU node)."""
+
+    def __init__(self, cluster: Cluster, output: str) -> None:
+        self.cluster, self.output = cluster, output
+        self.killed_at_epoch: int | None = None
+        self._next = 0.0
+
+    def __call__(self, node: Node, _: Simulation) -> bool:
+        if self.killed_at_epoch is not None or node.template != "train" or time.time() < self._next:
+            return False
+        self._next = time.time() + 1
+        stored = self.cluster.listing(f"{self.output}/nnunet")
+        if not any(k.endswith("fold_0/checkpoint_latest.pth") for k in stored):
+            return False
+        epochs = [int(e) for e in re.findall(r"Epoch (\d+)", node.log.read_text() if node.log else "")]
+        self.killed_at_epoch = max(epochs, default=0)
+        return True
+
+
+@pytest.fixture(scope="module")
+def finished(cluster: Cluster) -> tuple[Run, Preemption, str]:
+    output = "s3://tsretrain/runs/e2e"
+    preemption = Preemption(cluster, output)
+    run = cluster.run({**TINY, "output-prefix": output}, chaos=preemption)
+    return run, preemption, output
+
+
+def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
+    cluster: Cluster, finished: tuple[Run, Preemption, str], expected: dict[str, dict[str, Any]]
+) -> None:
+    run, _, output = finished
+    assert run.phase == "Succeeded", failures(run)
+    store = cluster.store(output)
+    listing = {row["patient_id"]: row for row in read_csv(store, "converted/cases.csv")}
+    assert set(listing) == set(expected)  # every patient, excluded ones included
+    for patient, truth in expected.items():
+        assert listing[patient]["status"] == truth["expected_status"], patient
+        assert listing[patient]["reason"] == truth["expected_reason"], patient
+    report = store.get_bytes("report/report.html")
+    assert report is not None
+    for reason in {t["expected_reason"] for t in expected.values()} - {""}:
+        assert reason.encode() in report, f"the report's exploration misses {reason}"
+    status_bytes = store.get_bytes("status.json")
+    assert status_bytes is not None
+    status = json.loads(status_bytes)
+    assert status["status"] == "Succeeded" and status["workflow"] == run.name
+    assert isinstance(status["failures"], list)  # a real list, not Argo's JSON string
+    assert [f["displayName"] for f in status["failures"]] == ["train(0:0)(0)"]  # the preempted attempt
+
+
+def test_a_preempted_training_pod_resumes_from_the_stored_checkpoint(finished: tuple[Run, Preemption, str]) -> None:
+    run, preemption, _ = finished
+    train = run.task("train(0:0)")
+    assert [a.phase for a in train.attempts] == ["Error", "Succeeded"], failures(run)
+    assert train.attempts[0].message == "pod deleted"
+    assert preemption.killed_at_epoch is not None
+    resumed = re.search(r"resuming from epoch (\d+)", run.log_of(train.attempts[1]))
+    assert resumed is not None, run.log_of(train.attempts[1])[-2000:]
+    lost = preemption.killed_at_epoch - int(resumed.group(1))
+    assert 0 <= lost <= SAVE_EVERY
+
+
+def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
+    cluster: Cluster, finished: tuple[Run, Preemption, str]
+) -> None:
+    run, _, output = finished
+    out = cluster.listing(output)
+    dicom = cluster.listing(INPUT)
+    overhead = 256 * 1024  # requests, listings, manifests
+
+    def total(keys: dict[str, int], pattern: str) -> int:
+        return sum(size for key, size in keys.items() if re.search(pattern, key))
+
+    inventory = json.loads(cluster.store(output).get_bytes("scan/inventory.json") or b"{}")
+    case_bytes = {
+        case["case_id"]: sum(size for _, size, _ in case["file_stats"]) for case in inventory.get("cases", [])
+    }
+    scan_bytes = total(out, r"^scan/")
+    for pod in run.pods("convert"):
+        batch = pod.display.split(":", 1)[1].split(")", 1)[0].split(",")
+        assert pod.fetched <= sum(case_bytes[c] for c in batch) * 1.05 + scan_bytes + overhead, pod.display
+    (split,) = run.pods("split")
+    assert split.fetched <= total(out, r"^converted/.*(manifest\.json|cases\.csv)$") + scan_bytes + overhead
+    (evaluate,) = run.pods("evaluate")
+    assert evaluate.fetched <= total(out, r"(labelsTs/|^predictions/test/)") * 1.05 + overhead
+    (report,) = run.pods("report")
+    assert report.fetched <= total(out, r"") - total(out, r"(\.pth$|^nnunet/preprocessed/)")
+    assert sum(p.fetched for p in run.pods()) < 30 * total(dicom, r"")  # no pod fetches the world
+    record = os.environ.get("TSRETRAIN_CLUSTER_BYTES")  # bench/cluster_bytes.py extrapolates these
+    if record:
+        Path(record).write_text(
+            json.dumps(
+                {
+                    "pods": [
+                        {"template": p.template, "display": p.display, "fetched": p.fetched, "peak": p.peak_bytes}
+                        for p in run.pods()
+                    ],
+                    "dicom_bytes": total(dicom, r""),
+                    "dicom_objects": len(dicom),
+                    "patients": len(inventory.get("cases", [])),
+                    "case_bytes": case_bytes,
+                    "store": out,
+                }
+            )
+        )
+
+
+def test_a_second_run_into_the_same_prefix_is_refused_unless_resumed(
+    cluster: Cluster, finished: tuple[Run, Preemption, str]
+) -> None:
+    _, _, output = finished
+    before = cluster.listing(output)
+    refused = cluster.run({**TINY, "output-prefix": output})
+    assert refused.phase == "Failed"
+    first = refused.task("claim")
+    assert first.phase == "Failed" and len(first.attempts) == 1, failures(refused)
+    assert output in refused.log_of(first.attempts[0])
+    changed = {k for k, v in cluster.listing(output).items() if before.get(k) != v}
+    assert changed <= {"status.json"}  # nothing of the first run overwritten
+    resumed = cluster.run({**TINY, "output-prefix": output, "resume": "true"}, stop=claimed)
+    assert resumed.task("claim").phase == "Succeeded", failures(resumed)
+
+
+def claimed(run: Run) -> bool:
+    """Stop a run (Argo's stop: no new pods, exit handler runs) once its claim step succeeded."""
+    return any(n.display == "claim" and n.phase == "Succeeded" for n in run.nodes.values())
+
+
+def test_a_usage_error_is_not_retried(cluster: Cluster) -> None:
+    run = cluster.run({**TINY, "output-prefix": "s3://tsretrain/runs/usage", "dictionary": "no-such-dictionary"})
+    assert run.phase == "Failed"
+    scan = run.task("scan")
+    assert len(scan.attempts) == 1 and scan.attempts[0].phase == "Failed", failures(run)
+    assert "no-such-dictionary" in run.log_of(scan.attempts[0])
+
+
+def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Cluster) -> None:
+    parameters = {**TINY, "output-prefix": "s3://tsretrain/runs/pseudo", "pseudolabel": "true"}
+    run = cluster.run({**parameters, "dictionary": "radcure-ts90"})
+    assert run.phase == "Failed"
+    pods = run.pods("pseudolabel")
+    assert pods, failures(run)
+    for pod in pods:
+        log = run.log_of(pod)
+        assert pod.phase == "Failed" and "weights" in log.lower() and "Usage:" not in log, log[-2000:]
+    assert all(len(run.task(p.display.rsplit("(", 1)[0]).attempts) == 1 for p in pods)  # not retried
+    status = json.loads(cluster.store(parameters["output-prefix"]).get_bytes("status.json") or b"{}")
+    assert status["status"] == "Failed" and any(f["templateName"] == "pseudolabel" for f in status["failures"])
