@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.table import Table
 from tsretrain import __version__
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
+from tsretrain.errors import run_cli, set_debug
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.steps import StepResult
 from tsretrain.storage.store import MANIFEST
@@ -40,8 +42,12 @@ def _done(result: StepResult) -> None:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of user errors too.")] = False,
+) -> None:
     setup_logging(verbose)
+    set_debug(debug)
 
 
 @app.command()
@@ -478,7 +484,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    app()
+    sys.exit(run_cli(app))
 
 
 if __name__ == "__main__":

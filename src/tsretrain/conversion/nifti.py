@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +27,21 @@ def to_image(array: NDArray[np.generic], geometry: VolumeGeometry) -> sitk.Image
 
 
 def write_nifti(array: NDArray[np.generic], geometry: VolumeGeometry, path: Path) -> None:
-    """Write atomically (temporary file + rename) as compressed NIfTI."""
+    """Write atomically (temporary file + rename) as gzip-compressed NIfTI.
+
+    SimpleITK writes the header and voxels (so the geometry is ITK's own), uncompressed: its NIfTI writer
+    ignores the compression level. The gzip stream is then written here at ``COMPRESSION_LEVEL``.
+    """
     image = to_image(array, geometry)
-    writer = sitk.ImageFileWriter()
-    writer.SetUseCompression(True)
-    writer.SetCompressionLevel(COMPRESSION_LEVEL)
     with staged_file(path) as tmp:
-        writer.SetFileName(str(tmp))
-        writer.Execute(image)
+        raw = tmp.with_name(tmp.name.removesuffix(".gz"))
+        try:
+            sitk.WriteImage(image, str(raw), useCompression=False)
+            with (
+                raw.open("rb") as source,
+                tmp.open("wb") as target,
+                gzip.GzipFile(fileobj=target, mode="wb", compresslevel=COMPRESSION_LEVEL, mtime=0) as packed,
+            ):
+                shutil.copyfileobj(source, packed, 1 << 22)
+        finally:
+            raw.unlink(missing_ok=True)
