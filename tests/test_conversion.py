@@ -18,6 +18,7 @@ from tsretrain.conversion import convert as convert_module
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.headers import iter_files
 from tsretrain.conversion.listing import read_listing
+from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.synth.phantom import planimetric_volume_ml, truth_mask
 from tsretrain.synth.truth import load_truth
@@ -209,7 +210,7 @@ def test_batches_of_a_fan_out_share_one_listing(cohort: Path, tmp_path: Path) ->
         ConvertConfig(input=cohort / "dicom", out=tmp_path, cases=("RADCURE-0002",), workers=1, inventory=inventory)
     )
     assert {r["case_id"] for r in read_listing(tmp_path / "cases.csv")} == {"RADCURE-0001", "RADCURE-0002"}
-    with pytest.raises(ValueError, match="not in the inventory"):
+    with pytest.raises(UserError, match="not in the inventory"):
         convert(ConvertConfig(input=cohort / "dicom", out=tmp_path, cases=("NOPE",), inventory=inventory))
 
 

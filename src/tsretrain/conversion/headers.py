@@ -234,10 +234,13 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
         record.series_description = _str(ds, "SeriesDescription")
         record.transfer_syntax = _str(ds.file_meta, "TransferSyntaxUID")
         is_rtstruct = record.modality == "RTSTRUCT" or sop_class == RTSTRUCT_STORAGE
+        is_ct = record.modality == "CT" or sop_class in (CT_IMAGE_STORAGE, *ENHANCED_CT_STORAGE)
         if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
             record.why_ignored = "dicomdir"
         elif record.modality not in ("CT", "") and not is_rtstruct:
             record.why_ignored = f"modality {record.modality}"
+        elif not (is_ct or is_rtstruct):
+            record.why_ignored = f"neither Modality nor SOP class say CT or RTSTRUCT ({sop_class or 'no SOP class'})"
         elif not (record.patient_id and record.sop_uid and record.series_uid):
             missing = [k for k in ("PatientID", "SeriesInstanceUID", "SOPInstanceUID") if not _str(ds, k)]
             _unusable(record, Reason.MISSING_UIDS, f"{record.modality or 'DICOM'} file without {', '.join(missing)}")

@@ -140,7 +140,7 @@ def _out_of_field(b: PatientBuild, _: np.random.Generator) -> None:
     node = Structure("GTVn_L2", "GTVn", (Ellipsoid((half_width - 4.0, 0.0, -20.0), (12.0, 10.0, 12.0)),), 80.0, "GTV")
     structures = [s for s in b.phantom.structures if s.organ != "GTVn"] + [node]
     b.phantom = _with_structures(b.phantom, structures)
-    above = float(b.spec.w_axis()[-1]) + 2 * b.spec.slice_thickness
+    above = float(b.spec.w_axis()[-1]) + 1.5 * b.spec.slice_thickness  # off the slice grid: not a cut series
     b.rtstructs = [replace(b.rtstructs[0], extra_w=("Brainstem", above))]
 
 
