@@ -290,6 +290,9 @@ def _special_kind(mode: int) -> str:
     return "not a regular file"
 
 
+UNLISTABLE_FOLDER = "folder cannot be listed"
+
+
 @dataclass
 class Tree:
     """The regular files below a root, and every entry that was not one (as skipped/unreadable records)."""
@@ -315,7 +318,7 @@ def walk_tree(root: Path) -> Tree:
             with os.scandir(folder) as entries:
                 listing = sorted(entries, key=lambda e: e.name)
         except OSError as exc:
-            tree.oddities.append(_oddity(root, folder, "unreadable", f"folder cannot be listed: {exc.strerror}"))
+            tree.oddities.append(_oddity(root, folder, "unreadable", f"{UNLISTABLE_FOLDER}: {exc.strerror}"))
             continue
         subfolders: list[Path] = []
         for entry in listing:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.geometry import build_geometry
-from tsretrain.conversion.headers import FileRecord, read_record, read_remote_record, walk_tree
+from tsretrain.conversion.headers import UNLISTABLE_FOLDER, FileRecord, read_record, read_remote_record, walk_tree
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.errors import UserError
@@ -425,7 +425,9 @@ def build_inventory(
         if pid:
             by_patient[pid].append(record)
         elif record.kind != "skipped":
-            unidentified[record.path.partition("/")[0] if "/" in record.path else "root"].append(record)
+            top, inside, _ = record.path.partition("/")
+            is_folder = record.why_ignored.startswith(UNLISTABLE_FOLDER)
+            unidentified[top if inside or is_folder else "root"].append(record)
     shared = _shared_uids(by_patient)
     taken: set[str] = set()
     plans = []
