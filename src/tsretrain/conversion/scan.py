@@ -14,7 +14,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from tsretrain.conversion.geometry import build_geometry
 from tsretrain.conversion.headers import UNLISTABLE_FOLDER, FileRecord, read_record, read_remote_record, walk_tree
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.plan import OK, CasePlan
+from tsretrain.conversion.pool import worker_pool
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
@@ -68,7 +69,7 @@ def read_records(root: Path, workers: int) -> list[FileRecord]:
                 records.extend(_read_chunk((str(root), chunk)))
                 advance(len(chunk))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with worker_pool(workers) as pool:
                 for result in pool.map(_read_chunk, [(str(root), c) for c in chunks]):
                     records.extend(result)
                     advance(len(result))
