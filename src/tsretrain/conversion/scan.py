@@ -260,7 +260,8 @@ def plan_patient(
             plan.add_problem(exc.reason, exc.detail)
             plan.ct_files = sorted(r.path for r in chosen)
         plan.file_stats = [(r.path, r.size, r.mtime_ns) for r in chosen]
-    if rs is not None and rs.rtstruct is not None and ct_uid is not None:
+    named = rs.rtstruct.referenced_series_uids if rs is not None and rs.rtstruct is not None else []
+    if rs is not None and ct_uid is not None and (ct_uid in named or not named):  # not when paired by frame
         _check_references(plan, rs, ct_uid, ct_series)
     if rs is not None and rs.rtstruct is not None:
         for duplicate in rs.rtstruct.duplicate_roi_numbers:
