@@ -135,7 +135,7 @@ def _ct_images(item: Dataset) -> list[str]:
     ]
 
 
-def _slice_header(ds: Dataset, rel: str) -> SliceHeader | None:
+def _slice_header(ds: Dataset, rel: str, sop_uid: str) -> SliceHeader | None:
     try:
         position = tuple(float(v) for v in ds.ImagePositionPatient)
         orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
@@ -152,7 +152,7 @@ def _slice_header(ds: Dataset, rel: str) -> SliceHeader | None:
     number = ds.get("InstanceNumber")
     return SliceHeader(
         path=rel,
-        sop_instance_uid=_str(ds, "SOPInstanceUID"),
+        sop_instance_uid=sop_uid,
         position=position,
         orientation=orientation,
         pixel_spacing=spacing,
@@ -251,7 +251,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
             _unusable(record, Reason.UNSUPPORTED_CT, f"Enhanced CT ({sop_class})")
         elif record.modality == "CT" and sop_class in ("", CT_IMAGE_STORAGE):
             image_type = [str(v).upper() for v in ds.get("ImageType", [])]
-            header = _slice_header(ds, rel)
+            header = _slice_header(ds, rel, record.sop_uid)
             if "LOCALIZER" in image_type:
                 record.why_ignored = "localizer"
             elif header is None:
@@ -323,6 +323,9 @@ def walk_tree(root: Path) -> Tree:
         subfolders: list[Path] = []
         for entry in listing:
             path = Path(entry.path)
+            if entry.is_file(follow_symlinks=False):  # a plain file: known from the listing, no stat needed
+                tree.files.append(path)
+                continue
             try:
                 info = entry.stat(follow_symlinks=True)
             except FileNotFoundError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import json
 import re
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,21 +58,44 @@ def _read_chunk(args: tuple[str, list[str]]) -> list[FileRecord]:
     return [read_record(Path(root), Path(p)) for p in paths]
 
 
+SHARED_FIELDS = (
+    "patient_id",
+    "study_uid",
+    "series_uid",
+    "frame_of_reference_uid",
+    "modality",
+    "series_number",
+    "series_description",
+    "transfer_syntax",
+    "why_ignored",
+)
+"""Record fields whose values every file of a series repeats."""
+
+
+def _share_strings(records: list[FileRecord]) -> list[FileRecord]:
+    """One string object per repeated value (a scan holds every record at once: ~0.5 KiB less per file)."""
+    for record in records:
+        for name in SHARED_FIELDS:
+            setattr(record, name, sys.intern(getattr(record, name)))
+    return records
+
+
 def read_records(root: Path, workers: int) -> list[FileRecord]:
     """Headers of every file below root, read in parallel, in path order; file-system oddities included."""
     tree = walk_tree(root)
-    files = tree.files
-    chunks = [[str(p) for p in files[i : i + 64]] for i in range(0, len(files), 64)]
+    n_files = len(tree.files)
+    chunks = [[str(p) for p in tree.files[i : i + 64]] for i in range(0, n_files, 64)]
     records: list[FileRecord] = list(tree.oddities)
-    with progress("scan: reading headers", total=len(files)) as advance:
+    del tree
+    with progress("scan: reading headers", total=n_files) as advance:
         if workers <= 1 or len(chunks) <= 1:
             for chunk in chunks:
-                records.extend(_read_chunk((str(root), chunk)))
+                records.extend(_share_strings(_read_chunk((str(root), chunk))))
                 advance(len(chunk))
         else:
             with worker_pool(workers) as pool:
                 for result in pool.map(_read_chunk, [(str(root), c) for c in chunks]):
-                    records.extend(result)
+                    records.extend(_share_strings(result))
                     advance(len(result))
     return records
 
@@ -83,7 +107,7 @@ def read_remote_records(uri: str, threads: int = 16) -> list[FileRecord]:
     records: list[FileRecord] = []
     with progress("scan: reading remote headers", total=len(objects)) as advance, ThreadPoolExecutor(threads) as pool:
         for record in pool.map(lambda item: read_remote_record(store, item[0], *item[1]), objects):
-            records.append(record)
+            records.extend(_share_strings([record]))
             advance(1)
     return records
 
@@ -515,6 +539,7 @@ def scan(config: ScanConfig) -> StepResult:
             return filecmp.cmp(Path(source) / a, Path(source) / b, shallow=False)
 
     inventory = build_inventory(source, records, dictionary, config.rtstruct_choice, same_bytes)
+    del records  # the plans hold what is needed; the records are the scan's largest memory
     atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
@@ -533,7 +558,7 @@ def scan(config: ScanConfig) -> StepResult:
         step="scan",
         outputs={"inventory": str(config.out / "inventory.json"), "cases": str(config.out / "cases.csv")},
         counts={
-            "files": len(records),
+            "files": inventory["files"]["total"],
             "cases": len(plans),
             "file_system_problems": len(problems),
             **{k: counts[k] for k in sorted(counts)},
