@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 
-def measure(command: list[str]) -> dict[str, float]:
+def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run a child that prints a JSON object as its last line; add its process tree's peak RSS (MiB)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
     assert process.stdout is not None
     lines = process.stdout.read().decode().strip().splitlines()
     _, status, usage = os.wait4(process.pid, 0)

@@ -1,14 +1,28 @@
-"""Benchmark: one RADCURE-sized case (512 x 512 x 180, 21+ ROIs), our converter against rt-utils.
+"""Benchmark: conversion against dcm2niix and plastimatch, and the scan of a 5,000-file tree against main.
 
-Each measurement runs in its own process; peak RSS is that process tree's maximum resident set
-(``wait4``), time is wall-clock. Modes:
+Conversion case: one RADCURE-sized synthetic patient (512 x 512 x 180 CT, 21+ ROIs) with scanner noise
+(20 HU on every pixel, air included) added to the CT files.
+Each measurement runs in its own process, modes interleaved (run 1 of every mode, then run 2 ...), so that
+load from other users of the machine hits all modes alike; time is wall-clock, peak RSS is the process
+tree's maximum resident set (``wait4``). Modes:
 
-- ``ours-labels``: read the RTSTRUCT and burn every mapped ROI into one label map (what rt-utils does);
-- ``ours-case``:   the whole ``convert`` stage for the case: CT to HU NIfTI + label map NIfTI + manifest;
-- ``rt-utils``:    ``RTStructBuilder.create_from`` then ``get_roi_mask_by_name`` for every ROI, merged into
-  one label map (rt-utils 1.2.7, the baseline).
+- ``dcm2niix``:    ``dcm2niix -z y`` on the CT folder (baseline of the CT path);
+- ``ours-ct``:     tsretrain's CT path: scan of the case's headers, HU volume, gzip-compressed NIfTI;
+- ``plastimatch``: ``plastimatch convert --xor-contours --output-labelmap`` (baseline of the RTSTRUCT path);
+- ``ours-labels``: tsretrain's RTSTRUCT path: scan of the case's headers, every mapped ROI into one label
+  map, label NIfTI;
+- ``ours-case``:   the whole ``convert`` stage for the case (scan, CT, labels, manifest, listing).
 
+Fidelity (not timed): plastimatch's per-ROI masks (``--output-prefix``, ``--xor-contours``) against ours,
+voxel by voxel.
+
+Scan: a 5,000-file tree (50 patients x 99 slices + RTSTRUCT), ``scan`` with 2 workers, this checkout
+against ``--baseline-src`` (the ``src`` folder of another checkout, e.g. ``git worktree add /tmp/base main``);
+files per second, and the Python heap per file (``tracemalloc`` peak of the whole scan / files).
+
+Needs ``pip install dcm2niix`` and plastimatch (``apt-get install plastimatch``) on PATH.
 Usage: python bench/convert.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-bench] [--repeat 3]
+       [--baseline-src /tmp/base/src]
 """
 
 from __future__ import annotations
@@ -18,8 +32,11 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +45,11 @@ import numpy as np
 
 from tsretrain.synth.layouts import series_folders
 
+CASE_MODES = ("dcm2niix", "ours-ct", "plastimatch", "ours-labels", "ours-case")
+SCAN_MODES = ("scan-baseline", "scan-ours")
 
-def prepare(workdir: Path) -> Path:
+
+def prepare_case(workdir: Path) -> Path:
     from tsretrain.synth.cohort import SynthConfig, generate
 
     if not (workdir / "cohort.json").is_file():
@@ -47,7 +67,46 @@ def prepare(workdir: Path) -> Path:
                 roi_variants=False,
             )
         )
+        add_scanner_noise(workdir / "dicom")
     return workdir
+
+
+def add_scanner_noise(dicom: Path, sigma_hu: float = 20.0) -> None:
+    """Gaussian noise on every pixel, air included, as real scans have (the phantom is noisy only inside the body).
+
+    Noise decides how well a CT compresses, hence how long writing .nii.gz takes.
+    """
+    import pydicom
+
+    rng = np.random.default_rng(1)
+    for path in sorted(dicom.rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        if ds.Modality != "CT":
+            continue
+        pixels = ds.pixel_array.astype(np.float64) + rng.normal(0.0, sigma_hu, size=(ds.Rows, ds.Columns))
+        ds.PixelData = (
+            np.clip(np.rint(pixels), 0, 65535 if ds.PixelRepresentation == 0 else 32767)
+            .astype(ds.pixel_array.dtype)
+            .tobytes()
+        )
+        ds.save_as(path)
+
+
+def prepare_tree(workdir: Path) -> Path:
+    from tsretrain.synth.cohort import SynthConfig, generate
+
+    if not (workdir / "cohort.json").is_file():
+        generate(SynthConfig(out=workdir, cases=50, seed=5, rows=32, columns=32, slices=99, pixel_spacing=8.0))
+    return workdir / "dicom"
+
+
+def _case_plan(dicom: Path, scratch: Path):  # type: ignore[no-untyped-def]
+    from tsretrain.conversion.plan import load_inventory
+    from tsretrain.conversion.scan import ScanConfig, scan
+
+    scan(ScanConfig(input=dicom, out=scratch / "scan", workers=1))
+    _, (plan,) = load_inventory(scratch / "scan" / "inventory.json")
+    return plan
 
 
 def run_mode(mode: str, workdir: Path) -> dict[str, float]:
@@ -55,92 +114,203 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     from tsretrain.labels.dictionary import load_dictionary
 
     dictionary = load_dictionary("radcure-oar21")
-    ct_dir, rs_path = series_folders(workdir / "dicom" / "RADCURE-0001")
+    dicom = workdir / "dicom"
+    ct_dir, rs_path = series_folders(dicom / "RADCURE-0001")
+    scratch = Path(tempfile.mkdtemp(dir=workdir))
     started = time.perf_counter()
-    if mode == "ours-case":
-        from tsretrain.conversion.convert import ConvertConfig, convert
+    if mode == "dcm2niix":
+        subprocess.run(
+            ["dcm2niix", "-z", "y", "-f", "ct", "-o", str(scratch), str(ct_dir)], check=True, capture_output=True
+        )
+    elif mode == "plastimatch":
+        subprocess.run(
+            [
+                "plastimatch",
+                "convert",
+                "--input",
+                str(rs_path),
+                "--referenced-ct",
+                str(ct_dir),
+                "--xor-contours",
+                "--output-labelmap",
+                str(scratch / "labels.nii.gz"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    elif mode == "ours-ct":
+        from tsretrain.conversion.ct import read_hu_volume
+        from tsretrain.conversion.geometry import VolumeGeometry
+        from tsretrain.conversion.nifti import write_nifti
 
-        convert(ConvertConfig(input=workdir / "dicom", out=workdir / f"out-{os.getpid()}", workers=1))
-        rois = float(len(dictionary.labels))
+        plan = _case_plan(dicom, scratch)
+        geometry = VolumeGeometry.from_json(plan.geometry or {})
+        volume = read_hu_volume(dicom, plan.ct_files, plan.ct_sop_uids, geometry)
+        write_nifti(volume, geometry, scratch / "ct.nii.gz")
     elif mode == "ours-labels":
         from tsretrain.conversion.geometry import VolumeGeometry
-        from tsretrain.conversion.plan import load_inventory
+        from tsretrain.conversion.nifti import write_nifti
         from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
-        from tsretrain.conversion.scan import ScanConfig, scan
 
-        scan(ScanConfig(input=workdir / "dicom", out=workdir / f"scan-{os.getpid()}", workers=1))
-        _, (plan,) = load_inventory(workdir / f"scan-{os.getpid()}" / "inventory.json")
+        plan = _case_plan(dicom, scratch)
+        geometry = VolumeGeometry.from_json(plan.geometry or {})
         ids = {label.name: label.id for label in dictionary.labels}
         labels, _ = burn_label_map(
-            read_structure_set(workdir / "dicom" / plan.rtstruct_file),
-            VolumeGeometry.from_json(plan.geometry or {}),
-            plan.label_of_roi,
-            ids,
-            dictionary.precedence,
+            read_structure_set(dicom / plan.rtstruct_file), geometry, plan.label_of_roi, ids, dictionary.precedence
         )
-        rois = float(len(plan.label_of_roi))
+        write_nifti(labels, geometry, scratch / "labels.nii.gz")
+    elif mode == "ours-case":
+        from tsretrain.conversion.convert import ConvertConfig, convert
+
+        convert(ConvertConfig(input=dicom, out=scratch / "out", workers=1))
     else:
-        from rt_utils import RTStructBuilder
-
-        rtstruct = RTStructBuilder.create_from(dicom_series_path=str(ct_dir), rt_struct_path=str(rs_path))
-        names = [n for n in rtstruct.get_roi_names() if dictionary.map_rois([n]).label_of_roi]
-        labels = None
-        for name in names:
-            mask = rtstruct.get_roi_mask_by_name(name)
-            if labels is None:
-                labels = np.zeros(mask.shape, dtype=np.uint8)
-            labels[mask] = dictionary.by_name(dictionary.map_rois([name]).label_of_roi[name]).id
-        rois = float(len(names))
-    return {"seconds": time.perf_counter() - started, "rois": rois}
+        raise ValueError(mode)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"seconds": seconds}
 
 
-def measure(mode: str, workdir: Path) -> dict[str, float]:
-    return benchlib.measure([sys.executable, __file__, "--child", mode, "--workdir", str(workdir)])
+def run_scan(tree: Path) -> dict[str, float]:
+    """Scan the tree twice in this process: once timed, once under tracemalloc (heap per file)."""
+    import tracemalloc
+
+    from tsretrain.conversion.scan import ScanConfig, scan
+
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        result = scan(ScanConfig(input=tree, out=Path(scratch) / "a", workers=2))
+        seconds = time.perf_counter() - started
+        tracemalloc.start()
+        scan(ScanConfig(input=tree, out=Path(scratch) / "b", workers=2))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    files = float(result.counts["files"])
+    return {"seconds": seconds, "files": files, "heap_kib_per_file": peak / 1024 / files}
+
+
+def fidelity(workdir: Path) -> tuple[int, int]:
+    """(identical ROIs, compared ROIs): plastimatch's per-ROI masks (XOR) against ours."""
+    import SimpleITK as sitk
+
+    from tsretrain.conversion.geometry import VolumeGeometry
+    from tsretrain.conversion.rtstruct import read_structure_set, roi_contours, slice_masks
+    from tsretrain.labels.dictionary import load_dictionary
+
+    dicom = workdir / "dicom"
+    ct_dir, rs_path = series_folders(dicom / "RADCURE-0001")
+    scratch = Path(tempfile.mkdtemp(dir=workdir))
+    command = ["plastimatch", "convert", "--input", str(rs_path), "--referenced-ct", str(ct_dir)]
+    command += ["--xor-contours", "--output-prefix", str(scratch / "rois"), "--prefix-format", "nii.gz"]
+    subprocess.run(command, check=True, capture_output=True)
+    plan = _case_plan(dicom, scratch)
+    geometry = VolumeGeometry.from_json(plan.geometry or {})
+    names = [n for n in plan.label_of_roi if load_dictionary("radcure-oar21").map_rois([n]).label_of_roi]
+    contours = roi_contours(read_structure_set(dicom / plan.rtstruct_file), geometry, set(names))
+    same = 0
+    for name in names:
+        theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(scratch / "rois" / f"{name}.nii.gz"))) > 0
+        ours = np.zeros(geometry.shape, dtype=bool)
+        for k, mask in slice_masks(contours[name], geometry.shape[1], geometry.shape[2]):
+            ours[k] = mask
+        same += int(np.array_equal(ours, theirs))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return same, len(names)
+
+
+def measure(mode: str, workdir: Path, baseline_src: Path | None) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", mode, "--workdir", str(workdir)]
+    env = None
+    if mode == "scan-baseline" and baseline_src is not None:
+        env = {**os.environ, "PYTHONPATH": str(baseline_src)}
+    return benchlib.measure(command, env=env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (a marked section).")
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (marked sections).")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tsretrain-bench-convert"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline-src", type=Path, default=None, help="src/ of the checkout to compare the scan to")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    case_dir, tree_dir = args.workdir / "case", args.workdir / "tree"
     if args.child:
-        print(json.dumps(run_mode(args.child, args.workdir)))
+        if args.child.startswith("scan-"):
+            print(json.dumps(run_scan(prepare_tree(tree_dir))))
+        else:
+            print(json.dumps(run_mode(args.child, case_dir)))
         return
-    prepare(args.workdir)
-    rows = {}
-    for mode in ("rt-utils", "ours-labels", "ours-case"):
-        runs = [measure(mode, args.workdir) for _ in range(args.repeat)]
-        rows[mode] = {
-            "seconds": statistics.median(r["seconds"] for r in runs),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-            "rois": runs[0]["rois"],
+    prepare_case(case_dir)
+    prepare_tree(tree_dir)
+    modes = CASE_MODES + (SCAN_MODES if args.baseline_src else SCAN_MODES[1:])
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    for _ in range(args.repeat):  # interleaved: every mode once per round
+        for mode in modes:
+            runs[mode].append(measure(mode, args.workdir, args.baseline_src))
+            print(mode, runs[mode][-1], flush=True)
+    rows = {
+        m: {
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+            **{k: statistics.median(r[k] for r in rs) for k in ("files", "heap_kib_per_file") if k in rs[0]},
         }
-        print(mode, rows[mode], flush=True)
-    base = rows["rt-utils"]["seconds"]
+        for m, rs in runs.items()
+    }
+    same, compared = fidelity(case_dir)
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other users), Python {platform.python_version()}"
+    )
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/convert.py", *sys.argv[1:]])
+    labels = {
+        "dcm2niix": "dcm2niix `-z y`: CT to .nii.gz (baseline of the CT path)",
+        "ours-ct": "tsretrain CT path: header scan, HU volume, .nii.gz",
+        "plastimatch": "plastimatch `convert --xor-contours --output-labelmap` (baseline of the RTSTRUCT path)",
+        "ours-labels": "tsretrain RTSTRUCT path: header scan, all mapped ROIs into one label map, .nii.gz",
+        "ours-case": "tsretrain `convert` of the case: scan, CT, label map, manifest, listing",
+    }
+    baseline_of = {"ours-ct": "dcm2niix", "ours-labels": "plastimatch", "ours-case": "dcm2niix"}
     lines = [
         "## Conversion of one RADCURE-sized case (`bench/convert.py`)",
         "",
-        f"Case: synthetic, 512 x 512 x 180 CT (0.98 x 0.98 x 2 mm), {int(rows['ours-labels']['rois'])} mapped ROIs. "
-        f"Median of {args.repeat} runs, each in its own process; peak RSS of that process tree. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        "Case: synthetic, 512 x 512 x 180 CT (0.98 x 0.98 x 2 mm) with 20 HU noise on every pixel, 21 mapped ROIs. "
+        f"Median of {args.repeat} runs, each in its own process, all modes interleaved in one command; peak RSS "
+        f"of that process tree. Machine: {machine}.",
         "",
-        "| what | time (s) | vs rt-utils | peak RSS (MiB) |",
+        "| what | time (s) | vs baseline | peak RSS (MiB) |",
         "|---|---|---|---|",
     ]
-    labels = {
-        "rt-utils": "rt-utils 1.2.7: masks of all ROIs into one label map (baseline)",
-        "ours-labels": "tsretrain: RTSTRUCT to label map (same work as the baseline)",
-        "ours-case": "tsretrain `convert`: scan + CT HU NIfTI + label NIfTI + manifest",
-    }
-    for mode, row in rows.items():
-        ratio = "1.00x (baseline)" if mode == "rt-utils" else f"{base / row['seconds']:.2f}x faster"
+    for mode in CASE_MODES:
+        row = rows[mode]
+        base = baseline_of.get(mode)
+        ratio = "baseline" if base is None else f"{row['seconds'] / rows[base]['seconds']:.2f}x the time of {base}"
         lines.append(f"| {labels[mode]} | {row['seconds']:.2f} | {ratio} | {row['peak_rss_mib']:.0f} |")
-    lines += ["", f"Command: `{command}`"]
-    section = "\n".join(lines)
-    benchlib.update_section(args.out, "bench/convert.py", section)
+    lines += [
+        "",
+        f"Fidelity: {same} of {compared} ROI masks voxel-identical to plastimatch's (`--xor-contours`).",
+        "",
+        f"Command: `{command}`",
+    ]
+    benchlib.update_section(args.out, "bench/convert.py", "\n".join(lines))
+    scan_lines = [
+        "## Scan of a 5,000-file tree (`bench/convert.py`)",
+        "",
+        f"50 patients x (99 CT slices + RTSTRUCT), `scan` with 2 workers; median of {args.repeat} interleaved runs. "
+        "Heap per file: `tracemalloc` peak of the main process over the whole scan, divided by the file count. "
+        f"Machine: {machine}.",
+        "",
+        "| code | files/s | heap per file (KiB) | peak RSS (MiB) |",
+        "|---|---|---|---|",
+    ]
+    names = {"scan-baseline": f"baseline (`{args.baseline_src}`)", "scan-ours": "this checkout"}
+    for mode in modes:
+        if mode in SCAN_MODES:
+            row = rows[mode]
+            scan_lines.append(
+                f"| {names[mode]} | {row['files'] / row['seconds']:.0f} | {row['heap_kib_per_file']:.2f} "
+                f"| {row['peak_rss_mib']:.0f} |"
+            )
+    scan_lines += ["", f"Command: `{command}`"]
+    benchlib.update_section(args.out, "bench/convert.py scan", "\n".join(scan_lines))
 
 
 if __name__ == "__main__":

@@ -44,9 +44,9 @@ from hera.workflows.models import (
     ValueFrom,
 )
 
+from tsretrain.errors import USER_ERROR_EXIT
 from tsretrain.layout import relative
 from tsretrain.pipeline.registry import BY_NAME, INPUT, RUN, STAGES, Files, Stage
-from tsretrain.stages import USAGE_EXIT_CODE
 
 NAME = "tsretrain"
 WORK = "/work"
@@ -135,7 +135,7 @@ RESOURCES = {
     "gpu": {"cpu_request": 8, "cpu_limit": 12, "memory_request": "32Gi", "memory_limit": "48Gi", "gpus": 1},
 }
 SHM = "8Gi"  # nnU-Net's worker processes share batches through /dev/shm (counted against the memory limit)
-RETRY_EXPRESSION = f"lastRetry.exitCode != '{USAGE_EXIT_CODE}'"  # a usage error cannot go away: never retried
+RETRY_EXPRESSION = f"lastRetry.exitCode != '{USER_ERROR_EXIT}'"  # a usage error cannot go away: never retried
 
 
 def _env() -> list[Env | SecretEnv]:

@@ -18,6 +18,7 @@ from tsretrain.conversion import convert as convert_module
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.headers import iter_files
 from tsretrain.conversion.listing import read_listing
+from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.synth.phantom import planimetric_volume_ml, truth_mask
 from tsretrain.synth.truth import load_truth
@@ -209,7 +210,7 @@ def test_batches_of_a_fan_out_share_one_listing(cohort: Path, tmp_path: Path) ->
         ConvertConfig(input=cohort / "dicom", out=tmp_path, cases=("RADCURE-0002",), workers=1, inventory=inventory)
     )
     assert {r["case_id"] for r in read_listing(tmp_path / "cases.csv")} == {"RADCURE-0001", "RADCURE-0002"}
-    with pytest.raises(ValueError, match="not in the inventory"):
+    with pytest.raises(UserError, match="not in the inventory"):
         convert(ConvertConfig(input=cohort / "dicom", out=tmp_path, cases=("NOPE",), inventory=inventory))
 
 
@@ -244,3 +245,38 @@ def test_one_failing_case_never_stops_the_others(
     result = convert(ConvertConfig(input=cohort / "dicom", out=tmp_path, cases=cases, workers=2))
     assert result.counts["converted_now"] == 1
     assert json.loads((tmp_path / "cases" / "RADCURE-0002" / "manifest.json").read_text())["status"] == "ok"
+
+
+def test_degenerate_contours_are_skipped_with_their_roi_and_slice(converted: Path) -> None:
+    m = manifest(converted, "EDGE-33-degenerate-contours")
+    assert m["status"] == "ok" and m["labels"]["GTVp"]["present"]
+    gtvp = [w for w in m["warnings"] if w.startswith("ROI 'GTVp'")]
+    for words, where in (("empty", "slice 1"), ("fewer than 3", "slice 2"), ("NaN", "slice 3"), ("outside", "slice 4")):
+        assert any(words in w and f"({where})" in w for w in gtvp), (words, gtvp)
+
+
+def test_a_roi_drawn_every_millimetre_keeps_one_plane_per_slice(cohort: Path, converted: Path) -> None:
+    """Planes 1 mm apart on a 3 mm CT: each slice takes the plane through its centre, nothing cancels."""
+    case = "EDGE-34-dense-planes"
+    m = manifest(converted, case)
+    assert any("GTVp" in w and "nearest the slice centre" in w for w in m["warnings"])
+    phantom, spec = load_truth(cohort / "truth" / f"{case}.json")
+    truth = truth_mask(phantom, spec, "GTVp")
+    ours = read_label(converted, case) == DICTIONARY.by_name("GTVp").id
+    on_truth = truth.any(axis=(1, 2))
+    dice = 2 * (ours[on_truth] & truth[on_truth]).sum() / (ours[on_truth].sum() + truth[on_truth].sum())
+    assert dice >= 0.9
+    extra = np.nonzero(ours.any(axis=(1, 2)) & ~on_truth)[0]  # end slices whose nearest plane cuts the tumour
+    truth_slices = np.nonzero(on_truth)[0]
+    assert set(extra) <= {truth_slices[0] - 1, truth_slices[-1] + 1}
+    assert m["labels"]["GTVp"]["volume_ml"] >= 0.97 * planimetric_volume_ml(phantom, spec, "GTVp")
+
+
+def test_unsupported_and_cut_series_say_what_to_do(converted: Path) -> None:
+    rows = {r["case_id"]: r for r in read_listing(converted / "cases.csv")}
+    assert (
+        "Enhanced" in rows["EDGE-28-enhanced-ct"]["advice"] and "does not read" in rows["EDGE-28-enhanced-ct"]["advice"]
+    )
+    for case in ("EDGE-26-cut-series", "EDGE-27-cut-series-no-references"):
+        assert "download the whole series again" in rows[case]["advice"]
+    assert "PixelSpacing" in rows["EDGE-29-zero-pixel-spacing"]["advice"]

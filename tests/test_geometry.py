@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from tsretrain.conversion.geometry import SliceHeader, build_geometry
+from tsretrain.conversion.geometry import SliceHeader, VolumeGeometry, build_geometry
 from tsretrain.conversion.headers import read_record
+from tsretrain.conversion.nifti import to_image, write_nifti
 from tsretrain.reasons import CaseError, Reason
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -118,3 +121,13 @@ def test_pydicom_ct2n_mixed_orientation() -> None:
     assert caught.value.reason == Reason.MIXED_ORIENTATION
     # The scan itself never offers these as a volume: they are localizers.
     assert {read_record(root, p).why_ignored for p in root.iterdir()} == {"localizer"}
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8])
+def test_nifti_written_here_is_byte_for_byte_what_simpleitk_writes(tmp_path: Path, dtype: type) -> None:
+    rng = np.random.default_rng(4)
+    array = rng.integers(0, 120, size=(7, 5, 6)).astype(dtype)
+    geometry = VolumeGeometry((7, 5, 6), (1.5, 2.25, -3.0), (0.7, 0.8, 2.0), (0, 1, 0, 0.6, 0, 0.8, 0.8, 0, -0.6))
+    write_nifti(array, geometry, tmp_path / "ours.nii.gz")
+    sitk.WriteImage(to_image(array, geometry), str(tmp_path / "sitk.nii"), useCompression=False)
+    assert gzip.decompress((tmp_path / "ours.nii.gz").read_bytes()) == (tmp_path / "sitk.nii").read_bytes()

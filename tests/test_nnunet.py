@@ -19,8 +19,8 @@ import torch
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.errors import UserError
 from tsretrain.model import Model
-from tsretrain.stages import UsageError
 from tsretrain.storage.store import open_store
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.training import discovery
@@ -88,7 +88,7 @@ def test_plan_overrides_make_a_named_variant(prepared: Path) -> None:
     assert json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 2
     assert result.outputs["plans"].endswith("nnUNetPlansBs3.json")
     assert json.loads((pre / "planning_summary.json").read_text())["plans_identifier"] == "nnUNetPlansBs3"
-    with pytest.raises(UsageError, match="--plans"):
+    with pytest.raises(UserError, match="--plans"):
         preprocess(PreprocessConfig(work=prepared / "work", split=prepared / "split", batch_size=3))
 
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tsretrain.cli import app, failure_list
+from tsretrain.errors import UserError
 from tsretrain.pipeline.pod import Transfer, expand, fetch, parse_get, parse_put
-from tsretrain.stages import UsageError
 from tsretrain.storage.store import matches, open_store
 
 runner = CliRunner()
@@ -34,7 +34,7 @@ def test_patterns_match_segment_by_segment() -> None:
     assert not matches("cases/A/tasks/x.nii.gz", ("cases/*/*.nii.gz",))  # * never crosses /
     assert not matches("cases.csv", ("cases/*/*",))
     assert expand(("cases/{case}/*", "x"), ("A", "B")) == ("cases/A/*", "cases/B/*", "x")
-    with pytest.raises(UsageError, match="--batch"):
+    with pytest.raises(UserError, match="--batch"):
         expand(("cases/{case}/*",), ())
 
 
@@ -57,7 +57,7 @@ def test_transfer_specs() -> None:
         "s3://b/run/raw", Path("/work/raw"), ("*/labelsTs/*", "*/dataset.json")
     )
     assert parse_put("/work/split=s3://b/run/split") == Transfer("s3://b/run/split", Path("/work/split"))
-    with pytest.raises(UsageError, match="expected"):
+    with pytest.raises(UserError, match="expected"):
         parse_get("s3://b/run/raw")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsretrain.conversion.rasterize import polygon_area, rasterize_xor, xor_area
+from tsretrain.conversion.rasterize import polygon_area, rasterize_box, rasterize_xor, xor_area
 from tsretrain.synth.shapes import Ellipse
 
 
@@ -62,3 +62,39 @@ def test_xor_area_subtracts_holes() -> None:
     assert polygon_area(outer) == pytest.approx(100.0)
     assert xor_area([outer, inner]) == pytest.approx(96.0)
     assert xor_area([outer, square(20, 20, 22, 22)]) == pytest.approx(104.0)
+
+
+def brute_force_xor(polygons: list[np.ndarray], rows: int, columns: int) -> np.ndarray:
+    """Even-odd rule at every pixel centre, edge by edge (half-open rows, crossing at or left of the centre)."""
+    parity = np.zeros((rows, columns), dtype=bool)
+    jj, ii = np.mgrid[0:rows, 0:columns]
+    for polygon in polygons:
+        for (x0, y0), (x1, y1) in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
+            lo, hi = min(y0, y1), max(y0, y1)
+            rows_hit = (jj >= lo) & (jj < hi)
+            if not rows_hit.any():
+                continue
+            t = (jj - y0) / (y1 - y0) if y1 != y0 else np.zeros_like(jj, dtype=float)
+            x = x0 + t * (x1 - x0)
+            parity ^= rows_hit & (np.ceil(x) <= ii)
+    return parity
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bounding_box_rasterizer_equals_the_whole_image_rule(seed: int) -> None:
+    """Random polygons (some on integer vertices, some leaving the image), several per slice, XOR."""
+    rng = np.random.default_rng(seed)
+    rows, columns = 23, 31
+    polygons = []
+    for _ in range(int(rng.integers(1, 4))):
+        n = int(rng.integers(3, 12))
+        centre = rng.uniform(-5, 35, size=2)
+        points = centre + rng.uniform(-9, 9, size=(n, 2))
+        if seed % 2:
+            points = np.round(points * 2) / 2  # vertices on pixel centres and half-pixel lines
+        polygons.append(points)
+    r0, c0, box = rasterize_box(polygons, rows, columns)
+    whole = np.zeros((rows, columns), dtype=bool)
+    whole[r0 : r0 + box.shape[0], c0 : c0 + box.shape[1]] = box
+    np.testing.assert_array_equal(whole, brute_force_xor(polygons, rows, columns))
+    np.testing.assert_array_equal(rasterize_xor(polygons, rows, columns), whole)

@@ -77,7 +77,7 @@ def test_scan_of_pydicom_dicomdir_tree(tmp_path: Path) -> None:
     # Folder names are not patient ids: CT5N and MR1..3 belong to patient 98890234 by their tags.
     assert rows["98890234"]["reason"] == "no_rtstruct" and rows["98890234"]["n_slices"] == "5"  # CT2N: localizers
     assert rows["77654033"]["reason"] == "no_rtstruct" and "missing" in rows["77654033"]["detail"]  # CT2's gap
-    assert rows["12345678"]["reason"] == "no_ct"
+    assert rows["12345678"]["reason"] == "invalid_geometry"  # TINY_ALPHA: CT images without any geometry tags
 
 
 def test_real_ct5n_with_contours_converts_exactly(tmp_path: Path) -> None:
@@ -122,5 +122,5 @@ def test_real_rtstruct_without_preamble_and_with_point_rois(tmp_path: Path) -> N
     ds = pydicom.dcmread(RTSTRUCT_DCM, force=True)
     grid = VolumeGeometry((200, 64, 64), (-300.0, -300.0, -300.0), (10.0, 10.0, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     rois = roi_contours(ds, grid, {"patient", "Isocenter 1"})
-    assert rois["Isocenter 1"].skipped["not_closed"] == 1
+    assert rois["Isocenter 1"].skipped["not_closed"] == ["contour #1"]
     assert rois["patient"].by_slice and not rois["patient"].skipped.get("not_closed")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tsretrain.errors import UserError
 from tsretrain.pipeline.registry import BY_NAME, NAMES
 from tsretrain.pipeline.runner import Run, default_config, load_config, run
-from tsretrain.stages import UsageError
 
 
 def test_default_run_covers_every_stage_but_pseudolabels() -> None:
@@ -58,5 +58,5 @@ def test_finished_stages_are_skipped_and_config_changes_redo_them(tmp_path: Path
 def test_unknown_keys_stages_and_settings_are_refused(tmp_path: Path, yaml: str, message: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UserError, match=message):
         load_config(bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import typing
 from dataclasses import MISSING
 from pathlib import Path
@@ -13,9 +14,11 @@ import typer
 from rich.table import Table
 
 from tsretrain import __version__
+from tsretrain.errors import UserError, run_cli, set_debug
+from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list
-from tsretrain.stages import USAGE_EXIT_CODE, StageResult, UsageError
+from tsretrain.stages import StageResult
 from tsretrain.storage.store import MANIFEST
 from tsretrain.ui import console, setup_logging
 
@@ -29,8 +32,12 @@ def _done(result: StageResult) -> None:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of user errors too.")] = False,
+) -> None:
     setup_logging(verbose)
+    set_debug(debug)
 
 
 @app.command()
@@ -85,7 +92,7 @@ def _value(name: str, hint: Any, raw: Any) -> Any:
         if scalar is not None and isinstance(raw, str):
             return scalar(raw) if raw.strip() else None
     except ValueError as exc:
-        raise UsageError(f"--{name.replace('_', '-')}: {exc}") from exc
+        raise UserError(f"--{name.replace('_', '-')}: {exc}") from exc
     return raw
 
 
@@ -102,9 +109,8 @@ def _stage_command(stage: Stage) -> None:
     def command(**params: Any) -> None:
         try:
             _done(stage.run(stage_config(stage, params)))
-        except UsageError as exc:
-            console.print(f"[red]{stage.name}[/red]: {exc}")
-            raise typer.Exit(USAGE_EXIT_CODE) from exc
+        except UserError as exc:
+            raise typer.Exit(report_error(exc, stage.name)) from exc
 
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [_parameter(n, o, types[n], defaults[n]) for n, o in stage.all_options().items()]
@@ -142,9 +148,8 @@ def run_command(
 
     try:
         run(run_dir, config, tuple(stage or ()), force)
-    except UsageError as exc:
-        console.print(f"[red]run[/red]: {exc}")
-        raise typer.Exit(USAGE_EXIT_CODE) from exc
+    except UserError as exc:
+        raise typer.Exit(report_error(exc, "run")) from exc
     console.print(f"[green]run complete[/green]: {run_dir}")
     report = RunLayout(run_dir).report / "report.html"
     if report.is_file():
@@ -169,9 +174,8 @@ def pod_command(
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
         fetch(gets, tuple(parse_list(batch)))
-    except UsageError as exc:
-        console.print(f"[red]pod[/red]: {exc}")
-        raise typer.Exit(USAGE_EXIT_CODE) from exc
+    except UserError as exc:
+        raise typer.Exit(report_error(exc, "pod")) from exc
     try:
         app(args=list(context.args))
         code: Any = 0
@@ -237,9 +241,8 @@ def claim_command(
     prefix = run_prefix(output_prefix, runs_prefix, workflow)
     try:
         claim(prefix, workflow, resume.strip().lower() == "true")
-    except UsageError as exc:
-        console.print(f"[red]claim[/red]: {exc}")
-        raise typer.Exit(USAGE_EXIT_CODE) from exc
+    except UserError as exc:
+        raise typer.Exit(report_error(exc, "claim")) from exc
     out_file.write_text(prefix)
     console.print(f"output prefix: {prefix}")
 
@@ -389,7 +392,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    app()
+    sys.exit(run_cli(app))
 
 
 if __name__ == "__main__":

@@ -9,13 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-USAGE_EXIT_CODE = 2
-"""Exit code of a stage that cannot run as configured (bad option, missing weights ...): retrying cannot help."""
-
-
-class UsageError(ValueError):
-    """The stage cannot run as configured; the message says what to change. Never retried on a cluster."""
-
 
 @dataclass(frozen=True)
 class StageResult:

@@ -6,25 +6,27 @@ Output folder::
     cases/<case>/<case>.nii.gz        label map (organ dictionary ids)
     cases/<case>/manifest.json        raw names, mapping, volumes, overlaps, warnings, status, reason
     cases.csv                         listing of every case, converted or excluded
+    convert.json                      the organ dictionary the folder was converted with
     scan/                             the inventory this run used (unless --inventory was given)
 
 Cases run in worker processes; a case that fails never stops the others. A finished case is skipped on
-re-run while its inputs, dictionary and tsretrain version are unchanged (``--force`` redoes it).
+re-run while its inputs, dictionary and tsretrain version are unchanged (``--force`` redoes it). Ctrl-C
+stops the workers at once, writes the listing of the cases finished so far and exits with code 130; the
+next run goes on from there.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from tsretrain import __version__
 from tsretrain.conversion.ct import read_hu_volume
@@ -32,8 +34,16 @@ from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
+from tsretrain.conversion.pool import ignore_interrupts, worker_pool
 from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
-from tsretrain.conversion.scan import ScanConfig, scan
+from tsretrain.conversion.scan import (
+    ScanConfig,
+    check_input_folder,
+    load_user_dictionary,
+    prepare_output_folder,
+    scan,
+)
+from tsretrain.errors import Interrupted, UserError
 from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
@@ -43,6 +53,7 @@ from tsretrain.storage.store import open_store
 from tsretrain.ui import log, progress
 
 MANIFEST = "manifest.json"
+MARKER = "convert.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,11 +137,14 @@ def _convert_ok_case(
     geometry = VolumeGeometry.from_json(plan.geometry or {})
     structure_set = read_structure_set(input_root / plan.rtstruct_file)
     label_ids = {label.name: label.id for label in dictionary.labels}
-    labels, burn = burn_label_map(structure_set, geometry, plan.label_of_roi, label_ids, dictionary.precedence)
+    slice_of_sop = {uid: k for k, uid in enumerate(plan.ct_sop_uids)}
+    labels, burn = burn_label_map(
+        structure_set, geometry, plan.label_of_roi, label_ids, dictionary.precedence, slice_of_sop
+    )
     manifest["warnings"].extend(burn.warnings)
     manifest["rois"] = burn.rois
     manifest["overlaps"] = burn.overlaps
-    counts = np.bincount(labels.reshape(-1), minlength=256)
+    counts = burn.voxels
     per_label: dict[str, Any] = {}
     for label in dictionary.labels:
         sources = sorted(r for r, name in plan.label_of_roi.items() if name == label.name)
@@ -211,7 +225,7 @@ def run_cases(
             batch = pending if not isolate else pending[:1]
             pending = pending[len(batch) :]
             crashed: list[CasePlan] = []
-            with ProcessPoolExecutor(max_workers=1 if isolate else workers) as pool:
+            with worker_pool(1 if isolate else workers) as pool:
                 futures: list[tuple[CasePlan, Future[dict[str, Any]]]] = [
                     (
                         p,
@@ -228,6 +242,9 @@ def run_cases(
                         advance(1)
                     except BrokenProcessPool:
                         crashed.append(plan)
+                        continue
+                    if manifests[-1]["reason"] == Reason.INTERNAL_ERROR.value:
+                        log.error("%s: internal error, please report it\n%s", plan.case_id, manifests[-1]["detail"])
             if crashed and isolate:
                 manifests.append(_crash_manifest(crashed[0], dictionary, cases_dir / crashed[0].case_id))
                 advance(1)
@@ -281,9 +298,55 @@ def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_dictionary(out: Path, dictionary: OrganDictionary, force: bool) -> None:
+    """Refuse to mix two dictionaries in one output folder; with ``force`` the other one's cases are removed."""
+    cases_dir = out / "cases"
+    marker = out / MARKER
+    if marker.is_file():
+        previous = json.loads(marker.read_text())["dictionary"]
+    else:  # a folder written before the marker existed: its manifests tell
+        previous = next((m["dictionary"] for m in all_manifests(cases_dir)), None)
+    if previous is not None and previous["sha256"] != dictionary.sha256:
+        if not force:
+            raise UserError(
+                f"{out} holds cases converted with dictionary {previous['name']} {previous['version']}, "
+                f"not {dictionary.name} {dictionary.version}",
+                "use another --out, or add --force to convert every case again with the new dictionary",
+            )
+        removed = 0
+        for manifest in all_manifests(cases_dir):
+            if manifest["dictionary"]["sha256"] != dictionary.sha256:
+                shutil.rmtree(cases_dir / manifest["case_id"])
+                removed += 1
+        log.warning("--force: removed %d case(s) converted with dictionary %s", removed, previous["name"])
+    atomic_write_text(marker, json.dumps({"dictionary": dictionary.to_json()}, indent=1))
+
+
 def convert(config: ConvertConfig) -> StageResult:
-    """Run the convert stage over every planned case (or the selected batch)."""
-    dictionary = load_dictionary(config.dictionary)
+    """Run the convert stage over every planned case (or the selected batch).
+
+    Ctrl-C: running cases are abandoned, the listing of the finished ones is written and :class:`Interrupted`
+    is raised (exit code 130); a re-run skips what finished.
+    """
+    if config.source is None:
+        check_input_folder(str(config.input))
+    dictionary = load_user_dictionary(config.dictionary)
+    prepare_output_folder(config.out)
+    check_dictionary(config.out, dictionary, config.force)
+    try:
+        return _convert(config, dictionary)
+    except KeyboardInterrupt:
+        ignore_interrupts()
+        cases_dir = config.out / "cases"
+        remove_stale_temporaries(cases_dir)
+        rows = write_case_listing(config.out) if cases_dir.is_dir() else []
+        raise Interrupted(
+            f"{len(rows)} case(s) finished, listed in {config.out / 'cases.csv'}",
+            "run the same command again to convert the rest (finished cases are skipped)",
+        ) from None
+
+
+def _convert(config: ConvertConfig, dictionary: OrganDictionary) -> StageResult:
     inventory_path = config.inventory
     if inventory_path is None:
         scan(
@@ -296,15 +359,22 @@ def convert(config: ConvertConfig) -> StageResult:
             )
         )
         inventory_path = config.out / "scan" / "inventory.json"
+    elif not inventory_path.is_file():
+        raise UserError(
+            f"inventory {inventory_path} does not exist", "run tsretrain scan first, or leave out --inventory"
+        )
     header, plans = load_inventory(inventory_path)
     if header["dictionary"]["sha256"] != dictionary.sha256:
-        raise ValueError(
-            f"{inventory_path} was scanned with another dictionary; re-run the scan with {config.dictionary}"
+        raise UserError(
+            f"{inventory_path} was scanned with dictionary {header['dictionary']['name']}, not {config.dictionary}",
+            f"re-run the scan with --dictionary {config.dictionary}",
         )
     if config.cases:
         unknown = set(config.cases) - {p.case_id for p in plans}
         if unknown:
-            raise ValueError(f"case ids not in the inventory: {sorted(unknown)}")
+            raise UserError(
+                f"case ids not in the inventory: {sorted(unknown)[:5]}", f"see the case_id column of {inventory_path}"
+            )
         plans = [p for p in plans if p.case_id in config.cases]
     cases_dir = config.out / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
@@ -341,6 +411,7 @@ def convert(config: ConvertConfig) -> StageResult:
     for m in manifests:
         if m["status"] != OK:
             log.info("%s %s: %s", m["case_id"], m["status"], m["reason"])
+
     return StageResult(
         stage="convert",
         outputs={"cases": str(cases_dir), "listing": str(config.out / "cases.csv")},

@@ -25,7 +25,7 @@ PIXEL_SPACING_TOL = 1e-4
 """Largest difference (mm) of pixel spacing between slices of one volume."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SliceHeader:
     """The geometry-relevant header fields of one image of a series."""
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -13,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from tsretrain.conversion.geometry import SliceHeader
+from tsretrain.reasons import Reason
 
 if TYPE_CHECKING:
     from tsretrain.storage.store import Store
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+ENHANCED_CT_STORAGE = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")  # Enhanced, Legacy Converted
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
@@ -32,15 +36,25 @@ class RtstructInfo:
     roi_names: dict[int, str]
     roi_contour_types: dict[int, list[str]]
     date_time: str
+    series_images: dict[str, list[str]] = field(default_factory=dict)  # series UID -> its ContourImageSequence
+    contour_images: list[str] = field(default_factory=list)  # CT SOP UIDs named by the contours themselves
+    duplicate_roi_numbers: list[str] = field(default_factory=list)  # "N: name, name" per reused ROINumber
 
 
-@dataclass
+@dataclass(slots=True)
 class FileRecord:
-    """One DICOM file, as far as its header tells."""
+    """One file of the tree, as far as its header (or the file system) tells.
+
+    ``kind``: ``ct`` and ``rtstruct`` are used; ``ignored`` files are counted (other modalities, not DICOM);
+    ``unusable`` DICOM files make their patient's case excluded with ``problem``; ``unreadable`` files and
+    folders (permissions, I/O error, vanished) exclude the patient they belong to; ``skipped`` entries
+    (dangling links, FIFOs, sockets, devices, symlink loops) are listed as warnings.
+    """
 
     path: str  # relative to the scanned root
-    kind: str  # ct | rtstruct | ignored
+    kind: str
     why_ignored: str = ""
+    problem: str = ""  # a Reason value, for unusable files
     modality: str = ""
     patient_id: str = ""
     study_uid: str = ""
@@ -72,6 +86,7 @@ def _str(ds: Dataset, keyword: str) -> str:
 def _rtstruct_info(ds: Dataset) -> RtstructInfo:
     series: list[str] = []
     frames: list[str] = []
+    series_images: dict[str, list[str]] = {}
     for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
         if frame.get("FrameOfReferenceUID"):
             frames.append(str(frame.FrameOfReferenceUID))
@@ -79,14 +94,24 @@ def _rtstruct_info(ds: Dataset) -> RtstructInfo:
             for ref in study.get("RTReferencedSeriesSequence", []):
                 if ref.get("SeriesInstanceUID"):
                     series.append(str(ref.SeriesInstanceUID))
-    names = {int(roi.ROINumber): str(roi.get("ROIName", "")) for roi in ds.get("StructureSetROISequence", [])}
+                    series_images[str(ref.SeriesInstanceUID)] = _ct_images(ref)
+    names: dict[int, str] = {}
+    duplicates: list[str] = []
     for roi in ds.get("StructureSetROISequence", []):
+        number, name = int(roi.ROINumber), str(roi.get("ROIName", ""))
+        if number in names:
+            duplicates.append(f"ROINumber {number}: {names[number]!r} and {name!r}")
+        names.setdefault(number, name)
         if roi.get("ReferencedFrameOfReferenceUID"):
             frames.append(str(roi.ReferencedFrameOfReferenceUID))
     types: dict[int, list[str]] = {}
+    contour_images: list[str] = []
     for roi_contour in ds.get("ROIContourSequence", []):
         number = int(roi_contour.ReferencedROINumber)
-        types[number] = [str(c.get("ContourGeometricType", "")) for c in roi_contour.get("ContourSequence", [])]
+        contours = roi_contour.get("ContourSequence", None) or []
+        types[number] = [str(c.get("ContourGeometricType", "")) for c in contours]
+        for contour in contours:
+            contour_images.extend(_ct_images(contour))
     date_time = _str(ds, "StructureSetDate") + _str(ds, "StructureSetTime")
     return RtstructInfo(
         referenced_series_uids=list(dict.fromkeys(series)),
@@ -94,10 +119,23 @@ def _rtstruct_info(ds: Dataset) -> RtstructInfo:
         roi_names=names,
         roi_contour_types=types,
         date_time=date_time,
+        series_images=series_images,
+        contour_images=list(dict.fromkeys(contour_images)),
+        duplicate_roi_numbers=duplicates,
     )
 
 
-def _slice_header(ds: Dataset, rel: str) -> SliceHeader | None:
+def _ct_images(item: Dataset) -> list[str]:
+    """The CT SOP instance UIDs of an item's ContourImageSequence (images of other modalities are left out)."""
+    return [
+        str(ref.ReferencedSOPInstanceUID)
+        for ref in item.get("ContourImageSequence", None) or []
+        if ref.get("ReferencedSOPInstanceUID")
+        and str(ref.get("ReferencedSOPClassUID", CT_IMAGE_STORAGE)) == CT_IMAGE_STORAGE
+    ]
+
+
+def _slice_header(ds: Dataset, rel: str, sop_uid: str) -> SliceHeader | None:
     try:
         position = tuple(float(v) for v in ds.ImagePositionPatient)
         orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
@@ -105,12 +143,16 @@ def _slice_header(ds: Dataset, rel: str) -> SliceHeader | None:
         rows, columns = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):
         return None
-    if len(position) != 3 or len(orientation) != 6 or len(spacing) != 2:
+    if len(position) != 3 or len(orientation) != 6 or len(spacing) != 2 or rows <= 0 or columns <= 0:
+        return None
+    if not all(math.isfinite(v) for v in (*position, *orientation, *spacing)) or min(spacing) <= 0:
+        return None
+    if math.hypot(*orientation[:3]) < 0.5 or math.hypot(*orientation[3:]) < 0.5:
         return None
     number = ds.get("InstanceNumber")
     return SliceHeader(
         path=rel,
-        sop_instance_uid=_str(ds, "SOPInstanceUID"),
+        sop_instance_uid=sop_uid,
         position=position,
         orientation=orientation,
         pixel_spacing=spacing,
@@ -138,10 +180,26 @@ PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 
 def read_record(root: Path, path: Path) -> FileRecord:
-    """Classify one local file by its DICOM header alone."""
-    stat = path.stat()
-    with path.open("rb") as handle:
-        return classify(path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns, handle)
+    """Classify one local file by its DICOM header alone; file-system failures become unreadable records.
+
+    The file is opened non-blocking and checked to be a regular file before any read, so a FIFO or a
+    device swapped in after the walk never blocks the scan.
+    """
+    rel = path.relative_to(root).as_posix()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return FileRecord(rel, "unreadable", "vanished during the scan")
+    except OSError as exc:
+        return FileRecord(rel, "unreadable", f"cannot open: {exc.strerror or exc}")
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return FileRecord(rel, "skipped", _special_kind(info.st_mode))
+        try:
+            return classify(rel, info.st_size, info.st_mtime_ns, handle)
+        except OSError as exc:  # I/O error while reading (bad sector, network share gone)
+            return FileRecord(rel, "unreadable", f"read error: {exc.strerror or exc}")
 
 
 def read_remote_record(store: Store, key: str, size: int, mtime_ns: int) -> FileRecord:
@@ -155,14 +213,14 @@ def read_remote_record(store: Store, key: str, size: int, mtime_ns: int) -> File
 def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord:
     """Classify one file from a readable handle on its bytes (headers only)."""
     record = FileRecord(path=rel, kind="ignored", size=size, mtime_ns=mtime_ns)
+    if not _looks_like_dicom(handle.read(132)):
+        record.why_ignored = "not_dicom"
+        return record
+    handle.seek(0)
     try:
-        if not _looks_like_dicom(handle.read(132)):
-            record.why_ignored = "not_dicom"
-            return record
-        handle.seek(0)
         ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        record.why_ignored = f"unreadable: {exc}"
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+        record.why_ignored = f"corrupt: {exc}"
         return record
     try:
         sop_class = _str(ds, "SOPClassUID") or _str(ds.file_meta, "MediaStorageSOPClassUID")
@@ -175,38 +233,130 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
         record.series_number = _str(ds, "SeriesNumber")
         record.series_description = _str(ds, "SeriesDescription")
         record.transfer_syntax = _str(ds.file_meta, "TransferSyntaxUID")
+        is_rtstruct = record.modality == "RTSTRUCT" or sop_class == RTSTRUCT_STORAGE
+        is_ct = record.modality == "CT" or sop_class in (CT_IMAGE_STORAGE, *ENHANCED_CT_STORAGE)
         if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
             record.why_ignored = "dicomdir"
-        elif not record.patient_id or not record.sop_uid:
-            record.why_ignored = "no_patient_or_sop_uid"
-        elif record.modality == "RTSTRUCT" or sop_class == RTSTRUCT_STORAGE:
+        elif record.modality not in ("CT", "") and not is_rtstruct:
+            record.why_ignored = f"modality {record.modality}"
+        elif not (is_ct or is_rtstruct):
+            record.why_ignored = f"neither Modality nor SOP class say CT or RTSTRUCT ({sop_class or 'no SOP class'})"
+        elif not (record.patient_id and record.sop_uid and record.series_uid):
+            missing = [k for k in ("PatientID", "SeriesInstanceUID", "SOPInstanceUID") if not _str(ds, k)]
+            _unusable(record, Reason.MISSING_UIDS, f"{record.modality or 'DICOM'} file without {', '.join(missing)}")
+        elif is_rtstruct:
             record.kind = "rtstruct"
             record.rtstruct = _rtstruct_info(ds)
+        elif sop_class in ENHANCED_CT_STORAGE:
+            _unusable(record, Reason.UNSUPPORTED_CT, f"Enhanced CT ({sop_class})")
         elif record.modality == "CT" and sop_class in ("", CT_IMAGE_STORAGE):
             image_type = [str(v).upper() for v in ds.get("ImageType", [])]
-            header = _slice_header(ds, rel)
+            header = _slice_header(ds, rel, record.sop_uid)
             if "LOCALIZER" in image_type:
                 record.why_ignored = "localizer"
             elif header is None:
-                record.why_ignored = "ct_without_geometry"
+                _unusable(
+                    record,
+                    Reason.INVALID_GEOMETRY,
+                    "CT image whose PixelSpacing, ImagePositionPatient, ImageOrientationPatient or size is "
+                    "missing, zero or not finite",
+                )
             else:
                 record.kind = "ct"
                 record.slice = header
                 record.truncated = _pixel_data_truncated(ds, size)
-        elif record.modality == "CT":
-            record.why_ignored = f"unsupported_ct_sop_class {sop_class}"
         else:
-            record.why_ignored = f"modality {record.modality or 'unknown'}"
+            record.why_ignored = f"not a CT image or RTSTRUCT (SOP class {sop_class or 'unknown'})"
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         record.kind = "ignored"
-        record.why_ignored = f"unreadable: {exc}"
+        record.rtstruct = None
+        record.why_ignored = f"corrupt: {exc}"
     return record
 
 
+def _unusable(record: FileRecord, problem: Reason, why: str) -> None:
+    record.kind = "unusable"
+    record.problem = problem.value
+    record.why_ignored = why
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "not a regular file"
+
+
+UNLISTABLE_FOLDER = "folder cannot be listed"
+
+
+@dataclass
+class Tree:
+    """The regular files below a root, and every entry that was not one (as skipped/unreadable records)."""
+
+    files: list[Path]
+    oddities: list[FileRecord]
+
+
+def walk_tree(root: Path) -> Tree:
+    """Every regular file below root in a stable order, never opening anything else.
+
+    Hidden folders are skipped. Symbolic links to folders are followed once: a folder reached again (a
+    loop, or a second link to it) is reported, as are dangling links, FIFOs, sockets, devices, folders that
+    cannot be listed and entries that vanish during the walk.
+    """
+    tree = Tree([], [])
+    start = root.stat()
+    visited = {(start.st_dev, start.st_ino)}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listing = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            tree.oddities.append(_oddity(root, folder, "unreadable", f"{UNLISTABLE_FOLDER}: {exc.strerror}"))
+            continue
+        subfolders: list[Path] = []
+        for entry in listing:
+            path = Path(entry.path)
+            if entry.is_file(follow_symlinks=False):  # a plain file: known from the listing, no stat needed
+                tree.files.append(path)
+                continue
+            try:
+                info = entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                if entry.is_symlink():
+                    tree.oddities.append(_oddity(root, path, "skipped", "dangling symbolic link"))
+                else:
+                    tree.oddities.append(_oddity(root, path, "unreadable", "vanished during the scan"))
+                continue
+            except OSError as exc:  # ELOOP (a link to itself), EACCES on the link's target
+                tree.oddities.append(_oddity(root, path, "skipped", f"cannot follow: {exc.strerror}"))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if entry.name.startswith("."):
+                    continue
+                if (info.st_dev, info.st_ino) in visited:
+                    tree.oddities.append(_oddity(root, path, "skipped", "symbolic link loop (folder already scanned)"))
+                    continue
+                visited.add((info.st_dev, info.st_ino))
+                subfolders.append(path)
+            elif stat.S_ISREG(info.st_mode):
+                tree.files.append(path)
+            else:
+                tree.oddities.append(_oddity(root, path, "skipped", _special_kind(info.st_mode)))
+        stack.extend(reversed(subfolders))
+    return tree
+
+
+def _oddity(root: Path, path: Path, kind: str, why: str) -> FileRecord:
+    return FileRecord(path.relative_to(root).as_posix(), kind, why)
+
+
 def iter_files(root: Path) -> list[Path]:
-    """All regular files below root, in a stable order; hidden folders are skipped."""
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / name for name in sorted(files))
-    return found
+    """All regular files below root, in a stable order (see :func:`walk_tree`)."""
+    return walk_tree(root).files

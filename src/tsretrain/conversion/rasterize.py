@@ -7,11 +7,12 @@ how DICOM ``CLOSED_PLANAR`` contours encode holes (an inner contour inside an ou
 The implementation counts, for every pixel row, the edge crossings of the row's pixel-centre line and
 toggles the first pixel centre at or right of each crossing; a running parity along the row yields the
 mask. Parts of contours outside the image are clipped exactly: crossings left of the image toggle the
-first column, crossings right of it toggle nothing.
+first column, crossings right of it toggle nothing. Only the polygons' bounding box is swept.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,10 +25,33 @@ def rasterize_xor(polygons: Sequence[NDArray[np.float64]], rows: int, columns: i
     Each polygon is an (N, 2) array of vertices (closed implicitly). Pixel (j, i) has its centre at
     column i, row j. Polygons are combined with XOR.
     """
+    mask = np.zeros((rows, columns), dtype=bool)
+    row, column, box = rasterize_box(polygons, rows, columns)
+    mask[row : row + box.shape[0], column : column + box.shape[1]] = box
+    return mask
+
+
+def rasterize_box(
+    polygons: Sequence[NDArray[np.float64]], rows: int, columns: int
+) -> tuple[int, int, NDArray[np.bool_]]:
+    """The XOR mask of the polygons within their bounding box: (first row, first column, mask).
+
+    Identical to the whole-image mask cut to the box; only the box's pixels are touched. The box has one
+    column of margin on each side so that a crossing rounded across the extreme vertex lands in it.
+    """
+    usable = [p for p in polygons if len(p) >= 3]
+    if not usable:
+        return 0, 0, np.zeros((0, 0), dtype=bool)
+    points = np.concatenate(usable)
+    r0 = max(0, math.ceil(float(points[:, 1].min())))
+    r1 = min(rows, math.ceil(float(points[:, 1].max())))
+    c0 = min(max(0, math.ceil(float(points[:, 0].min())) - 1), columns)
+    c1 = min(max(0, math.ceil(float(points[:, 0].max())) + 1), columns)
+    height, width = r1 - r0, c1 - c0 + 1  # toggle positions c0..c1; c1 only ever switches off
+    if height <= 0:
+        return 0, 0, np.zeros((0, 0), dtype=bool)
     flat_index: list[NDArray[np.int64]] = []
-    for polygon in polygons:
-        if len(polygon) < 3:
-            continue
+    for polygon in usable:
         x0 = polygon[:, 0]
         y0 = polygon[:, 1]
         x1 = np.roll(x0, -1)
@@ -45,13 +69,13 @@ def rasterize_xor(polygons: Sequence[NDArray[np.float64]], rows: int, columns: i
         row = first[edge] + offsets
         t = (row - y0[edge]) / (y1[edge] - y0[edge])
         x = x0[edge] + t * (x1[edge] - x0[edge])
-        column = np.clip(np.ceil(x), 0, columns).astype(np.int64)
-        flat_index.append(row * (columns + 1) + column)
+        column = np.clip(np.ceil(x), c0, c1).astype(np.int64)
+        flat_index.append((row - r0) * width + (column - c0))
     if not flat_index:
-        return np.zeros((rows, columns), dtype=bool)
-    toggles = np.bincount(np.concatenate(flat_index), minlength=rows * (columns + 1))
-    parity = np.cumsum(toggles.reshape(rows, columns + 1) & 1, axis=1) & 1
-    return parity[:, :columns].astype(bool)
+        return 0, 0, np.zeros((0, 0), dtype=bool)
+    toggles = (np.bincount(np.concatenate(flat_index), minlength=height * width) & 1).astype(np.uint8)
+    parity = np.bitwise_xor.accumulate(toggles.reshape(height, width), axis=1)
+    return r0, c0, parity[:, : width - 1].view(bool)
 
 
 def polygon_area(polygon: NDArray[np.float64]) -> float:

@@ -29,8 +29,9 @@ from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.dataset.merge import MergeInputs, merge_labels
+from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import load_dictionary
-from tsretrain.stages import StageResult, UsageError
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import torch_device
@@ -39,7 +40,7 @@ from tsretrain.ui import log, progress
 TASKS = "tasks"  # per case, the folder of the task maps (the merged map sits beside it)
 
 
-class PseudolabelError(UsageError):
+class PseudolabelError(UserError):
     """TotalSegmentator cannot run as configured; the message says what to install or provision."""
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from tsretrain.conversion.convert import listing_rows
-from tsretrain.stages import StageResult, UsageError
+from tsretrain.errors import UserError
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 
 GTVP_BANDS_ML = (3.0, 10.0, 30.0)
@@ -150,7 +151,7 @@ def run_split(config: SplitConfig) -> StageResult:
     """Split the cases with status ok in the conversion listing."""
     missing = [f for f in config.folds if f >= config.cv_folds]
     if missing:
-        raise UsageError(f"folds {missing} do not exist in a {config.cv_folds}-fold split: raise cv_folds or drop them")
+        raise UserError(f"folds {missing} do not exist in a {config.cv_folds}-fold split: raise cv_folds or drop them")
     rows = [r for r in listing_rows(config.converted) if r["status"] == "ok"]
     if len(rows) < config.cv_folds + 1:
         raise ValueError(

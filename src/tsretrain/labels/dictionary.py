@@ -28,14 +28,14 @@ from typing import Any
 
 import yaml
 
+from tsretrain.errors import UserError
 from tsretrain.reasons import Reason
-from tsretrain.stages import UsageError
 
 TUMOUR_LABEL = "GTVp"
 KNOWN_SOURCES = ("rtstruct", "totalsegmentator", "body")
 
 
-class DictionaryError(UsageError):
+class DictionaryError(UserError):
     """An organ dictionary is invalid; the message says where and how to fix it."""
 
 

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsretrain.errors import UserError
 from tsretrain.layout import relative
-from tsretrain.stages import UsageError
 from tsretrain.storage.store import open_store
 from tsretrain.ui import log
 
@@ -36,7 +36,7 @@ class Transfer:
 def _parts(option: str, text: str) -> tuple[str, str, tuple[str, ...]]:
     parts = text.split("=")
     if len(parts) not in (2, 3) or not all(parts[:2]):
-        raise UsageError(f"{option}: expected {option[2:].upper()}=PATH[=PATTERN,...], got {text!r}")
+        raise UserError(f"{option}: expected {option[2:].upper()}=PATH[=PATTERN,...], got {text!r}")
     include = tuple(p for p in parts[2].split(",") if p) if len(parts) == 3 else ()
     return parts[0], parts[1], include
 
@@ -59,7 +59,7 @@ def expand(patterns: tuple[str, ...], batch: tuple[str, ...]) -> tuple[str, ...]
     for pattern in patterns:
         if "{case}" in pattern:
             if not batch:
-                raise UsageError(f"include pattern {pattern!r} needs --batch")
+                raise UserError(f"include pattern {pattern!r} needs --batch")
             out += [pattern.replace("{case}", case) for case in batch]
         else:
             out.append(pattern)
@@ -100,7 +100,7 @@ def claim(prefix: str, workflow: str, resume: bool) -> None:
         return  # this workflow's claim step, retried
     if store.list("") and not resume:
         holder = json.loads(owner).get("workflow") if owner else "files of another run"
-        raise UsageError(
+        raise UserError(
             f"{prefix} already holds {holder}: give another output-prefix, leave it empty for one of this run's own, "
             "or set resume=true to continue that run"
         )

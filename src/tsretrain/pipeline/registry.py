@@ -23,10 +23,11 @@ from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.dataset.pseudolabel import PseudolabelConfig, pseudolabel
 from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.report import ReportConfig, report
 from tsretrain.model import Model
-from tsretrain.stages import StageResult, UsageError
+from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.training.predict import PredictConfig, predict
@@ -100,13 +101,13 @@ class Stage:
         own = {k: v for k, v in values.items() if k in self.options}
         unknown = set(values) - set(self.options) - set(self.model)
         if unknown:
-            raise UsageError(f"{self.name}: unknown setting(s) {sorted(unknown)}; known: {sorted(self.all_options())}")
+            raise UserError(f"{self.name}: unknown setting(s) {sorted(unknown)}; known: {sorted(self.all_options())}")
         try:
             if self.model:
                 own["model"] = Model(**{k: v for k, v in values.items() if k in self.model})
             return self.config(**own)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"{self.name}: {exc}") from exc
+            raise UserError(f"{self.name}: {exc}") from exc
 
 
 def _default(f: Any) -> Any:
@@ -124,7 +125,7 @@ def parse_list(text: str) -> list[str]:
         try:
             return [str(item) for item in json.loads(text)]
         except json.JSONDecodeError as exc:
-            raise UsageError(f"not a JSON list: {text}") from exc
+            raise UserError(f"not a JSON list: {text}") from exc
     return [item.strip() for item in text.split(",") if item.strip()]
 
 

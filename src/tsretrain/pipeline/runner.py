@@ -21,10 +21,11 @@ from typing import Any
 
 import yaml
 
+from tsretrain.errors import UserError
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
 from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, Stage
-from tsretrain.stages import StageResult, UsageError
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
 
@@ -43,21 +44,21 @@ def load_config(path: Path | None) -> dict[str, Any]:
         user = yaml.safe_load(path.read_text()) or {}
         unknown = set(user) - set(config) - set(NAMES)
         if unknown:
-            raise UsageError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted({*config, *NAMES})}")
+            raise UserError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted({*config, *NAMES})}")
         for key, value in user.items():
             config[key] = {**config.get(key, {}), **value} if isinstance(config.get(key, {}), dict) else value
     unknown_stages = [s for s in config["stages"] if s not in BY_NAME]
     if unknown_stages:
-        raise UsageError(f"unknown stage(s) {unknown_stages}; stages are {NAMES}")
+        raise UserError(f"unknown stage(s) {unknown_stages}; stages are {NAMES}")
     model_fields = {f.name for f in fields(Model)}
     for key in config["model"]:
         if key not in model_fields:
-            raise UsageError(f"model: unknown setting {key!r}; known: {sorted(model_fields)}")
+            raise UserError(f"model: unknown setting {key!r}; known: {sorted(model_fields)}")
     for name in NAMES:
         bound = {k for k, option in BY_NAME[name].options.items() if option.at} | {BY_NAME[name].fan_out}
         wrong = set(config.get(name) or {}) - (set(BY_NAME[name].options) - bound)
         if wrong:
-            raise UsageError(f"{name}: {sorted(wrong)} cannot be set here (paths come from the run layout)")
+            raise UserError(f"{name}: {sorted(wrong)} cannot be set here (paths come from the run layout)")
     return config
 
 
@@ -133,7 +134,7 @@ def run(
     config = load_config(config_path)
     unknown = [s for s in only if s not in BY_NAME]
     if unknown:
-        raise UsageError(f"unknown stage(s) {unknown}; stages are {NAMES}")
+        raise UserError(f"unknown stage(s) {unknown}; stages are {NAMES}")
     the_run = Run(folder, config)
     wanted = [s for s in NAMES if s in config["stages"] and (not only or s in only)]
     if config.get("input") and "synth" in wanted:

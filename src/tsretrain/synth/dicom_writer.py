@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -150,13 +151,16 @@ class RtstructOptions:
     """Variations of an RTSTRUCT used to build edge cases."""
 
     contour_offset: float = 0.0  # mm added along the slice normal to every contour point
-    contour_image_sequence: bool = True
+    contour_image_sequence: bool = True  # False: no ContourImageSequence at all (series or contour level)
     referenced_series_uid: str | None = None  # default: the CT series
     referenced_series: bool = True  # write RTReferencedSeriesSequence at all
     frame_uid: str | None = None  # default: the CT's frame of reference
     rename: tuple[tuple[str, str], ...] = ()  # (ROI name, new name)
     add_point_roi: bool = False
     extra_w: tuple[str, float] = ("", 0.0)  # (ROI name, w) for a contour above or below the scan
+    plane_step: tuple[str, float] = ("", 0.0)  # (ROI name, mm): that ROI drawn on planes this far apart
+    degenerate: str = ""  # ROI that also gets an empty, a 2-point, a NaN and a far-outside contour
+    duplicate_roi_number: bool = False  # the second ROI reuses the first one's ROINumber
     label: str = "RTSTRUCT"
     date_time: tuple[str, str] = (STUDY_DATE, "130000")
     sop_tag: str = "rtstruct"
@@ -180,7 +184,8 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
     if options.referenced_series:
         series = Dataset()
         series.SeriesInstanceUID = options.referenced_series_uid or ids.ct_series_uid
-        series.ContourImageSequence = Sequence([_image_ref(uid) for uid in ids.ct_sop_uids])
+        if options.contour_image_sequence:
+            series.ContourImageSequence = Sequence([_image_ref(uid) for uid in ids.ct_sop_uids])
         study = Dataset()
         study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
         study.ReferencedSOPInstanceUID = ids.study_uid
@@ -215,6 +220,9 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
     for structure in phantom.structures:
         contours = Sequence()
         planes = [(float(w), k) for k, w in enumerate(spec.w_axis())]
+        if options.plane_step[0] == structure.roi_name:
+            w_axis = spec.w_axis()
+            planes = [(float(w), -1) for w in np.arange(w_axis[0], w_axis[-1] + 1e-6, options.plane_step[1])]
         if options.extra_w[0] == structure.roi_name:
             planes.append((options.extra_w[1], -1))
         for w, k in planes:
@@ -230,6 +238,8 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
                 contour.NumberOfContourPoints = len(points)
                 contour.ContourData = [_ds(v) for v in points.reshape(-1)]
                 contours.append(contour)
+        if options.degenerate == structure.roi_name:
+            contours.extend(_degenerate_contours(spec, ids))
         add_roi(renames.get(structure.roi_name, structure.roi_name), contours, structure.interpreted_type)
     if options.add_point_roi:
         point = Dataset()
@@ -237,10 +247,35 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
         point.NumberOfContourPoints = 1
         point.ContourData = [_ds(v) for v in spec.to_patient(0.0, 0.0, float(spec.w_axis()[0]))]
         add_roi("REF_PT", Sequence([point]), "MARKER")
+    if options.duplicate_roi_number:
+        roi_seq[1].ROINumber = roi_seq[0].ROINumber
     ds.StructureSetROISequence = roi_seq
     ds.ROIContourSequence = contour_seq
     ds.RTROIObservationsSequence = obs_seq
     return ds
+
+
+def _degenerate_contours(spec: ScanSpec, ids: SeriesIds) -> list[Dataset]:
+    """Contours real exports contain: empty (slice 1), 2 points (slice 2), NaN (slice 3), far outside (slice 4)."""
+    w = spec.w_axis()
+    far = spec.to_patient(np.array([5000.0, 5010.0, 5010.0]), np.array([5000.0, 5000.0, 5010.0]), float(w[4]))
+    cases: list[tuple[int, list[str]]] = [
+        (1, []),
+        (2, [_ds(v) for v in spec.to_patient(np.array([0.0, 5.0]), np.array([0.0, 0.0]), float(w[2])).reshape(-1)]),
+        (3, ["NaN"] * 9),
+        (4, [_ds(v) for v in far.reshape(-1)]),
+    ]
+    contours = []
+    for k, data in cases:
+        contour = Dataset()
+        contour.ContourImageSequence = Sequence([_image_ref(ids.ct_sop_uids[k])])
+        contour.ContourGeometricType = "CLOSED_PLANAR"
+        contour.NumberOfContourPoints = len(data) // 3
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "NaN" is not a valid DS: that is the point
+            contour.ContourData = data
+        contours.append(contour)
+    return contours
 
 
 def _image_ref(sop_uid: str) -> Dataset:

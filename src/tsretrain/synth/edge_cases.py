@@ -5,7 +5,11 @@ What tsretrain does with each (documented in the README):
 - oblique and prone series are converted with their exact direction matrix;
 - ``GTVp2``/``GTVp3`` (second primaries) are merged into GTVp; ``gtvp `` matches GTVp;
 - POINT ROIs, contours outside the field of view and files that are not CT/RTSTRUCT are reported as
-  warnings or ignored files, never as a failure.
+  warnings or ignored files, never as a failure; so are empty, 2-point, NaN and far-outside contours;
+- a CT that lost slices the RTSTRUCT was drawn on is excluded (``referenced_slices_missing``), whether the
+  RTSTRUCT names its images (ContourImageSequence) or only its contours lie beyond the series' end;
+- Enhanced CT, CT images without usable geometry or without UIDs are excluded with their own reasons;
+- a ROI drawn every 1 mm on a 3 mm CT keeps, per slice, the plane through the slice centre.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, JPEG2000Lossless
 
+from tsretrain.conversion.headers import ENHANCED_CT_STORAGE
 from tsretrain.synth import dicom_writer as dw
 from tsretrain.synth.patient import PatientBuild
 from tsretrain.synth.phantom import Phantom
@@ -126,6 +132,45 @@ def _drop_middle_slice(series: list[Dataset]) -> list[Dataset]:
     return series[: len(series) // 2] + series[len(series) // 2 + 1 :]
 
 
+def _drop_last_half(series: list[Dataset]) -> list[Dataset]:
+    return series[: len(series) // 2]
+
+
+def _cut_without_references(b: PatientBuild, rng: np.random.Generator) -> None:
+    _ct_edit(_drop_last_half)(b, rng)
+    _rt(contour_image_sequence=False)(b, rng)
+
+
+def _enhanced(series: list[Dataset]) -> list[Dataset]:
+    for ds in series:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(ENHANCED_CT_STORAGE[0])
+    return series
+
+
+def _zero_spacing(series: list[Dataset]) -> list[Dataset]:
+    for ds in series:
+        ds.PixelSpacing = ["0", "0"]
+    return series
+
+
+def _rewrite_ct(*keywords: str) -> Callable[[PatientBuild, np.random.Generator], None]:
+    """Delete these attributes from the CT files once written (folder names still come from them)."""
+
+    def apply(b: PatientBuild, _: np.random.Generator) -> None:
+        def strip(root: Path, written: list[Path]) -> None:
+            for path in written:
+                ds = pydicom.dcmread(path)
+                if ds.Modality == "CT":
+                    for keyword in keywords:
+                        delattr(ds, keyword)
+                    dw.save(ds, str(path))
+
+        b.after_write.append(strip)
+        b.truth_usable = False
+
+    return apply
+
+
 def _truncate(b: PatientBuild, _: np.random.Generator) -> None:
     def cut(root: Path, written: list[Path]) -> None:
         victim = written[len(written) // 3]
@@ -140,7 +185,7 @@ def _out_of_field(b: PatientBuild, _: np.random.Generator) -> None:
     node = Structure("GTVn_L2", "GTVn", (Ellipsoid((half_width - 4.0, 0.0, -20.0), (12.0, 10.0, 12.0)),), 80.0, "GTV")
     structures = [s for s in b.phantom.structures if s.organ != "GTVn"] + [node]
     b.phantom = _with_structures(b.phantom, structures)
-    above = float(b.spec.w_axis()[-1]) + 2 * b.spec.slice_thickness
+    above = float(b.spec.w_axis()[-1]) + 1.5 * b.spec.slice_thickness  # off the slice grid: not a cut series
     b.rtstructs = [replace(b.rtstructs[0], extra_w=("Brainstem", above))]
 
 
@@ -305,6 +350,47 @@ EDGE_CASES: tuple[EdgeCase, ...] = (
         "112 x 128 pixels of 1.5 x 1.7 mm",
         _spec(rows=112, columns=128, pixel_spacing=(1.5, 1.7)),
     ),
+    EdgeCase(
+        "cut-series",
+        "excluded",
+        "referenced_slices_missing",
+        "the last half of the CT is missing (interrupted download); the RTSTRUCT names its images",
+        _ct_edit(_drop_last_half),
+    ),
+    EdgeCase(
+        "cut-series-no-references",
+        "excluded",
+        "referenced_slices_missing",
+        "the last half of the CT is missing and the RTSTRUCT has no ContourImageSequence",
+        _cut_without_references,
+    ),
+    EdgeCase("enhanced-ct", "excluded", "unsupported_ct", "the CT is Enhanced CT", _ct_edit(_enhanced)),
+    EdgeCase("zero-pixel-spacing", "excluded", "invalid_geometry", "PixelSpacing 0\\0", _ct_edit(_zero_spacing)),
+    EdgeCase(
+        "ct-without-uids",
+        "excluded",
+        "missing_uids",
+        "CT files without Series/SOPInstanceUID",
+        _rewrite_ct("SeriesInstanceUID", "SOPInstanceUID"),
+    ),
+    EdgeCase(
+        "ct-without-patient-id", "excluded", "missing_uids", "CT files without PatientID", _rewrite_ct("PatientID")
+    ),
+    EdgeCase(
+        "duplicate-roi-number",
+        "excluded",
+        "ambiguous_roi",
+        "two ROIs share one ROINumber",
+        _rt(duplicate_roi_number=True),
+    ),
+    EdgeCase(
+        "degenerate-contours",
+        "ok",
+        "",
+        "GTVp also has an empty, a 2-point, a NaN and a far-outside contour",
+        _rt(degenerate="GTVp"),
+    ),
+    EdgeCase("dense-planes", "ok", "", "GTVp drawn every 1 mm on the 3 mm CT", _rt(plane_step=("GTVp", 1.0))),
     EdgeCase(
         "jpeg2000-undecodable",
         "excluded",

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsretrain.errors import UserError
 from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.resources import cpu_quota
-from tsretrain.stages import UsageError
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def torch_device(name: str) -> Any:
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
+        raise UserError(
             "--device cuda but this process sees no CUDA device: on Kubernetes the pod needs the GPU runtime "
             "(runtimeClassName, the chart's gpu.runtimeClassName) and an nvidia.com/gpu limit"
         )

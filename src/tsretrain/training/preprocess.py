@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota, memory_limit_bytes
-from tsretrain.stages import StageResult, UsageError
+from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders
 
@@ -121,10 +122,10 @@ def _median(values: list[list[float]]) -> list[float]:
 def preprocess(config: PreprocessConfig) -> StageResult:
     """Fingerprint, plan and preprocess the assembled dataset."""
     if config.planner not in PLANNERS:
-        raise UsageError(f"planner must be one of {sorted(PLANNERS)}")
+        raise UserError(f"planner must be one of {sorted(PLANNERS)}")
     overrides = config.batch_size or config.patch_size or config.target_spacing
     if overrides and not config.model.plans:
-        raise UsageError("plan overrides need --plans (a named variant; nnU-Net's own plans stay untouched)")
+        raise UserError("plan overrides need --plans (a named variant; nnU-Net's own plans stay untouched)")
     folders = NnunetFolders(config.work)
     folders.activate()
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
