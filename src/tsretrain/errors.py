@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import click
+import typer
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
@@ -70,12 +70,16 @@ def run_cli(app: Callable[..., Any]) -> int:
         result = app(standalone_mode=False)
     except UserError as exc:
         return report(exc)
-    except click.exceptions.Abort:  # Ctrl-C outside a stage that handles it
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C outside a stage that handles it
         print("interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
-    except click.ClickException as exc:  # usage errors (unknown option, missing argument): exit 2
-        exc.show()
-        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors (unknown option, missing argument): exit 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", USER_ERROR_EXIT))
     except Exception:
         traceback.print_exc()
         print("internal error in tsretrain: please report it with the traceback above", file=sys.stderr)
