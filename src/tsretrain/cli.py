@@ -270,12 +270,38 @@ def evaluate_command(
     tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
     workers: WorkersOption = 0,
     surface: Annotated[bool, typer.Option(help="Compute HD95 and NSD (off: Dice only).")] = True,
+    converted: Annotated[
+        Path | None, typer.Option(help="Conversion output: its manifests mark the manual-contour references.")
+    ] = None,
+    pseudolabels: Annotated[
+        Path | None, typer.Option(help="Pseudo-label output: its merge records give each reference's source.")
+    ] = None,
+    missing_as_empty: Annotated[
+        bool, typer.Option("--missing-as-empty", help="Count a case without prediction as missed (all labels empty).")
+    ] = False,
+    nsd_voxels: Annotated[
+        bool, typer.Option("--nsd-voxels", help="Also the voxel-count NSD variant (not comparable with published NSD).")
+    ] = False,
 ) -> None:
-    """Dice, HD95 and NSD per case and label, per-label statistics and the GTVp analysis."""
+    """Dice, HD95 and NSD per case and label, statistics per reference source and the GTVp analysis."""
     from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 
     _done(
-        evaluate(EvaluateConfig(reference, prediction, out, dictionary, tolerance_mm, workers=workers, surface=surface))
+        evaluate(
+            EvaluateConfig(
+                reference,
+                prediction,
+                out,
+                dictionary,
+                tolerance_mm,
+                workers=workers,
+                surface=surface,
+                nsd_voxels=nsd_voxels,
+                missing_as_empty=missing_as_empty,
+                converted=converted,
+                pseudolabels=pseudolabels,
+            )
+        )
     )
 
 

@@ -132,13 +132,9 @@ def case_metrics(
         box = _union(ref_box, pred_box)
         ref, pred = reference[box] == label, prediction[box] == label
         ref_n, pred_n = int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
-        if not pred_n:
-            results.append(LabelMetrics(label, MISSED, 0.0, math.nan, 0.0, ref_n, 0, 0, 0.0 if nsd_voxels else math.nan))
-            continue
-        if not ref_n:
-            results.append(
-                LabelMetrics(label, FALSE_POSITIVE, 0.0, math.nan, 0.0, 0, pred_n, 0, 0.0 if nsd_voxels else math.nan)
-            )
+        if not (ref_n and pred_n):
+            status, by_count = (MISSED if ref_n else FALSE_POSITIVE), (0.0 if nsd_voxels else math.nan)
+            results.append(LabelMetrics(label, status, 0.0, math.nan, 0.0, ref_n, pred_n, 0, by_count))
             continue
         tp = int(np.count_nonzero(ref & pred))
         dice = 2 * tp / (ref_n + pred_n)

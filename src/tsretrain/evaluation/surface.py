@@ -83,9 +83,9 @@ def corner_codes(mask: NDArray[np.bool_]) -> NDArray[np.uint8]:
 
 
 def surface_dice(
-    reference: NDArray[np.bool_], prediction: NDArray[np.bool_], spacing: tuple[float, float, float], tolerance_mm: float
+    reference: NDArray[np.bool_], prediction: NDArray[np.bool_], spacing: tuple[float, float, float], tolerance: float
 ) -> float:
-    """NSD of two non-empty masks (cropped to the bounding box of both) at ``tolerance_mm``."""
+    """NSD of two non-empty masks (cropped to the bounding box of both) at ``tolerance`` (mm)."""
     areas = surfel_areas(spacing)
     ref_codes, pred_codes = corner_codes(reference), corner_codes(prediction)
     ref_border = (ref_codes != 0) & (ref_codes != 255)
@@ -93,5 +93,5 @@ def surface_dice(
     ref_area, pred_area = areas[ref_codes[ref_border]], areas[pred_codes[pred_border]]
     to_pred: Any = ndimage.distance_transform_edt(~pred_border, sampling=spacing)
     to_ref: Any = ndimage.distance_transform_edt(~ref_border, sampling=spacing)
-    close = ref_area[to_pred[ref_border] <= tolerance_mm].sum() + pred_area[to_ref[pred_border] <= tolerance_mm].sum()
+    close = ref_area[to_pred[ref_border] <= tolerance].sum() + pred_area[to_ref[pred_border] <= tolerance].sum()
     return float(close / (ref_area.sum() + pred_area.sum()))

@@ -164,6 +164,8 @@ class Run:
                     f / "evaluation",
                     c["dictionary"],
                     **c["evaluate"],
+                    converted=f / "converted",
+                    pseudolabels=f / "pseudolabels" if "pseudolabel" in c["stages"] else None,
                 )
             ),
             "report": lambda: report(ReportConfig(f, f / "report", dataset_folder, synthetic=not c.get("input"))),
