@@ -53,13 +53,13 @@ def label_tables(summary: dict[str, Any]) -> list[Block]:
             ("p", NOTE),
         ]
     absent = summary["no_reference"]
-    predicted = [f"{a['name']} ({a['n_false_positive']} cases)" for a in absent if a["n_false_positive"]]
+    predicted = [f"{a['name']} {a['n_false_positive']}" for a in absent if a["n_false_positive"]]
     blocks.append(
         (
             "p",
             (
                 f"No reference in any test case, so in no table: {', '.join(a['name'] for a in absent)}; "
-                f"predicted anyway in: {', '.join(predicted) or 'none'}."
+                f"cases predicting them anyway (false positives): {', '.join(predicted) or 'none'}."
             )
             if absent
             else "Every label has a reference in at least one test case.",
