@@ -172,6 +172,20 @@ def test_a_prediction_without_reference_is_an_error(tmp_path: Path) -> None:
         evaluate(EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1))
 
 
+def test_voxel_count_nsd_only_on_request_and_labelled(tmp_path: Path) -> None:
+    names = small_test_set(tmp_path, ["p1"], ["p1"])
+    config = EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1)
+    evaluate(config)
+    assert "nsd_voxel_count" not in rows(tmp_path / "out" / "per_case.csv")[0]
+    evaluate(EvaluateConfig(**{**config.__dict__, "nsd_voxels": True}))
+    (row,) = rows(tmp_path / "out" / "per_case.csv")
+    assert 0 < float(row["nsd_voxel_count"]) <= 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "not comparable" in summary["conventions"]["nsd_voxel_count"]
+    header = next(b for b in label_tables(summary) if b[0] == "table")[1]
+    assert "NSD by voxel count (not comparable)" in header
+
+
 def provenance_run(tmp_path: Path, gtvp_source: str = "rtstruct") -> tuple[EvaluateConfig, dict[str, Any]]:
     """Two test cases of a run with pseudo-labels: Parotid manual in c1 and TotalSegmentator's in c2, Thyroid
     always TotalSegmentator's, Lens never present (predicted in c2), GTVp manual; and their records."""
