@@ -90,8 +90,10 @@ class CaseJob:
 
 
 def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
+    """The label map (a read-only view when it is stored as uint8: valid while the image is kept) and its image."""
     image = sitk.ReadImage(str(path))
-    return sitk.GetArrayViewFromImage(image).astype(np.uint8, copy=True), image
+    array = sitk.GetArrayViewFromImage(image)
+    return (array if array.dtype == np.uint8 else array.astype(np.uint8)), image
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
