@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from typer.testing import CliRunner
 
+from tsretrain.cli import app
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.statistics import gtvp_analysis
@@ -164,6 +166,18 @@ def test_a_missing_prediction_is_an_error_naming_the_cases_or_counted_as_missed(
     assert (summary["gtvp"]["n_cases"], summary["gtvp"]["n_missed"]) == (4, 2)
     status = {r["case"]: r["status"] for r in rows(tmp_path / "out" / "per_case.csv")}
     assert status == {"p1": "both", "p2": "missed", "p3": "both", "p4": "missed"}
+
+
+def test_cli_refuses_a_missing_prediction_unless_told(tmp_path: Path) -> None:
+    names = small_test_set(tmp_path, ["p1", "p2"], ["p1"])
+    command = ["evaluate", str(tmp_path / "ref"), str(tmp_path / "pred"), "--out", str(tmp_path / "out")]
+    command += ["--dictionary", names, "--workers", "1"]
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code != 0 and "p2" in str(refused.exception)
+    accepted = CliRunner().invoke(app, [*command, "--missing-as-empty", "--nsd-voxels"])
+    assert accepted.exit_code == 0, accepted.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["missing_predictions"] == ["p2"] and "nsd_voxel_count" in summary["conventions"]
 
 
 def test_a_prediction_without_reference_is_an_error(tmp_path: Path) -> None:
