@@ -114,9 +114,9 @@ def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
         prediction, pred_image = _read(job.prediction)
         if not same_grid(ref_image, pred_image):
             raise ValueError(f"{job.case}: prediction and reference are not on the same grid")
-    spacing = tuple(float(s) for s in reversed(ref_image.GetSpacing()))
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    metrics = case_metrics(reference, prediction, spacing, job.labels, job.tolerances, job.surface, job.nsd_voxels)  # type: ignore[arg-type]
+    x, y, z = (float(s) for s in ref_image.GetSpacing())
+    voxel_ml = x * y * z / 1000.0
+    metrics = case_metrics(reference, prediction, (z, y, x), job.labels, job.tolerances, job.surface, job.nsd_voxels)
     return [
         {"case": job.case, **m.to_json(), "ref_volume_ml": round(m.ref_voxels * voxel_ml, 4), "voxel_ml": voxel_ml}
         for m in metrics
@@ -147,13 +147,15 @@ def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | No
 
 def _label_rows(rows: list[dict[str, Any]], names: dict[int, str], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
     """One row per reference group and label, groups in the report's order; labels without any reference last."""
-    out = []
-    for group in (*TITLES, ""):
-        for label, name in sorted(names.items()):
-            mine = [r for r in rows if r["label"] == label and r["reference"] == group]
-            if mine:
-                out.append({"reference": group, "label": label, "name": name, **label_summary(mine, metrics)})
-    return out
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["reference"], row["label"]), []).append(row)
+    return [
+        {"reference": group, "label": label, "name": name, **label_summary(grouped[(group, label)], metrics)}
+        for group in (*TITLES, "")
+        for label, name in sorted(names.items())
+        if (group, label) in grouped
+    ]
 
 
 def _average(per_label: list[dict[str, Any]]) -> dict[str, Any]:
