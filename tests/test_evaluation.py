@@ -1,18 +1,24 @@
-"""Metrics on shapes with known answers, the absent-label policy, GTVp statistics, and agreement with nnU-Net."""
+"""Metrics on shapes with known answers, the absent-label policy, GTVp statistics and DSCagg by hand, no silent
+drops, reference provenance with its tables, and agreement with nnU-Net."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from typer.testing import CliRunner
 
+from tsretrain.cli import app
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.statistics import gtvp_analysis
+from tsretrain.evaluation.tables import label_tables
 
 
 def sphere(
@@ -80,12 +86,222 @@ def test_gtvp_statistics() -> None:
     low, high = result["mean_ci95"]
     assert low <= result["mean"] <= high
     assert result["by_volume_band"]["GTVp 0-3 mL"]["n"] == 6
+    assert (result["n_cases"], result["n_missed"], result["n_false_positive"]) == (6, 0, 0)
+
+
+def test_volume_bands_in_numeric_order() -> None:
+    rows = [
+        {"case": f"c{i}", "status": "both", "dice": 0.5, "tp": 50, "ref_voxels": v, "pred_voxels": 100}
+        for i, v in enumerate([40000, 2000, 15000, 5000])  # 40, 2, 15, 5 mL at 1 mm3
+    ]
+    result = gtvp_analysis(rows, {f"c{i}": 0.001 for i in range(4)})
+    assert list(result["by_volume_band"]) == ["GTVp 0-3 mL", "GTVp 3-10 mL", "GTVp 10-30 mL", "GTVp >= 30 mL"]
 
 
 def write(array: np.ndarray, path: Path, spacing: tuple[float, float, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(array.astype(np.uint8))
     image.SetSpacing(spacing[::-1])
     sitk.WriteImage(image, str(path))
+
+
+def dictionary(folder: Path, names: list[str]) -> str:
+    path = folder / "dictionary.yaml"
+    path.write_text(
+        "name: t\nversion: '1'\nlabels:\n"
+        + "".join(f"  - {{id: {i}, name: {n}, sources: [rtstruct: [{n.lower()}]]}}\n" for i, n in enumerate(names, 1))
+    )
+    return str(path)
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def box(shape: tuple[int, int, int], z: slice, y: slice, x: slice, label: int = 1) -> np.ndarray:
+    array = np.zeros(shape, np.uint8)
+    array[z, y, x] = label
+    return array
+
+
+def test_dsc_agg_is_hecktors_physical_volume_over_all_cases_by_hand(tmp_path: Path) -> None:
+    shape = (10, 20, 20)
+    cases = {  # reference, prediction, spacing (z, y, x) mm
+        "a": (box(shape, slice(0, 10), slice(0, 10), slice(0, 10)), box(shape, slice(0, 8), slice(0, 10), slice(2, 12)),
+              (1.0, 1.0, 1.0)),  # ref 1000, pred 800, overlap 640 voxels of 1 mm3
+        "b": (box(shape, slice(0, 5), slice(0, 10), slice(0, 10)), np.zeros(shape, np.uint8), (2.0, 1.0, 1.0)),
+        "c": (np.zeros(shape, np.uint8), box(shape, slice(0, 4), slice(0, 10), slice(0, 10)), (3.0, 0.5, 0.5)),
+    }  # fmt: skip
+    for case, (ref, pred, spacing) in cases.items():
+        write(ref, tmp_path / "ref" / f"{case}.nii.gz", spacing)
+        write(pred, tmp_path / "pred" / f"{case}.nii.gz", spacing)
+    evaluate(EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", dictionary(tmp_path, ["GTVp"])))
+    gtvp = json.loads((tmp_path / "out" / "summary.json").read_text())["gtvp"]
+    # By hand, in mm3: a: 2 x 640 x 1 over (1000 + 800) x 1; b (missed): 500 x 2; c (false positive): 400 x 0.75.
+    assert gtvp["dsc_agg"] == pytest.approx(1280 / (1800 + 1000 + 300), abs=1e-6)  # 0.4129, not 1280/2300
+    assert (gtvp["dsc_agg_n"], gtvp["n_cases"], gtvp["n_missed"], gtvp["n_false_positive"]) == (3, 2, 1, 1)
+    assert gtvp["mean"] == pytest.approx((1280 / 1800 + 0.0) / 2, abs=1e-6)
+
+
+def small_test_set(tmp_path: Path, cases: list[str], predicted: list[str]) -> str:
+    shape = (6, 12, 12)
+    for case in cases:
+        write(box(shape, slice(1, 4), slice(2, 8), slice(2, 8)), tmp_path / "ref" / f"{case}.nii.gz", (2.0, 1.0, 1.0))
+    for case in predicted:
+        write(box(shape, slice(1, 4), slice(3, 8), slice(2, 8)), tmp_path / "pred" / f"{case}.nii.gz", (2.0, 1.0, 1.0))
+    return dictionary(tmp_path, ["GTVp"])
+
+
+def test_a_missing_prediction_is_an_error_naming_the_cases_or_counted_as_missed(tmp_path: Path) -> None:
+    names = small_test_set(tmp_path, ["p1", "p2", "p3", "p4"], ["p1", "p3"])
+    config = EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1)
+    with pytest.raises(FileNotFoundError, match=r"no prediction for 2 of 4 test case\(s\).*p2, p4.*--missing-as-empty"):
+        evaluate(config)
+    assert not (tmp_path / "out").exists()
+    result = evaluate(EvaluateConfig(**{**config.__dict__, "missing_as_empty": True}))
+    assert result.counts["cases"] == 4 and result.counts["missing_predictions"] == 2
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["missing_predictions"] == ["p2", "p4"]
+    assert (summary["gtvp"]["n_cases"], summary["gtvp"]["n_missed"]) == (4, 2)
+    status = {r["case"]: r["status"] for r in rows(tmp_path / "out" / "per_case.csv")}
+    assert status == {"p1": "both", "p2": "missed", "p3": "both", "p4": "missed"}
+
+
+def test_cli_refuses_a_missing_prediction_unless_told(tmp_path: Path) -> None:
+    names = small_test_set(tmp_path, ["p1", "p2"], ["p1"])
+    command = ["evaluate", str(tmp_path / "ref"), str(tmp_path / "pred"), "--out", str(tmp_path / "out")]
+    command += ["--dictionary", names, "--workers", "1"]
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code != 0 and "p2" in str(refused.exception)
+    accepted = CliRunner().invoke(app, [*command, "--missing-as-empty", "--nsd-voxels"])
+    assert accepted.exit_code == 0, accepted.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["missing_predictions"] == ["p2"] and "nsd_voxel_count" in summary["conventions"]
+
+
+def test_a_prediction_without_reference_is_an_error(tmp_path: Path) -> None:
+    names = small_test_set(tmp_path, ["p1", "p2"], ["p1", "p2", "p9"])
+    with pytest.raises(ValueError, match=r"1 prediction\(s\) without a reference.*p9"):
+        evaluate(EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1))
+
+
+def test_voxel_count_nsd_only_on_request_and_labelled(tmp_path: Path) -> None:
+    names = small_test_set(tmp_path, ["p1"], ["p1"])
+    config = EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1)
+    evaluate(config)
+    assert "nsd_voxel_count" not in rows(tmp_path / "out" / "per_case.csv")[0]
+    evaluate(EvaluateConfig(**{**config.__dict__, "nsd_voxels": True}))
+    (row,) = rows(tmp_path / "out" / "per_case.csv")
+    assert 0 < float(row["nsd_voxel_count"]) <= 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "not comparable" in summary["conventions"]["nsd_voxel_count"]
+    header = next(b for b in label_tables(summary) if b[0] == "table")[1]
+    assert "NSD by voxel count (not comparable)" in header
+
+
+def provenance_run(tmp_path: Path, gtvp_source: str = "rtstruct") -> tuple[EvaluateConfig, dict[str, Any]]:
+    """Two test cases of a run with pseudo-labels: Parotid manual in c1 and TotalSegmentator's in c2, Thyroid
+    always TotalSegmentator's, Lens never present (predicted in c2), GTVp manual; and their records."""
+    shape = (8, 16, 16)
+    truth = {}
+    for case in ("c1", "c2"):
+        ref = box(shape, slice(1, 5), slice(1, 6), slice(1, 6), 1)  # Parotid
+        ref[1:5, 8:14, 8:14] = 2  # Thyroid
+        ref[5:7, 2:5, 9:13] = 4  # GTVp
+        pred = np.roll(ref, 1, axis=2)
+        if case == "c2":
+            pred[0, 0:2, 0:2] = 3  # Lens, without any reference
+        write(ref, tmp_path / "labelsTs" / f"{case}.nii.gz", (2.0, 1.0, 1.0))
+        write(pred, tmp_path / "pred" / f"{case}.nii.gz", (2.0, 1.0, 1.0))
+        voxels = {name: int((ref == i).sum()) for i, name in enumerate(["Parotid", "Thyroid", "Lens", "GTVp"], 1)}
+        sources = {
+            "Parotid": "rtstruct" if case == "c1" else "totalsegmentator:head_glands_cavities/parotid_gland_left",
+            "Thyroid": "totalsegmentator:headneck_bones_vessels/thyroid",
+            "Lens": None,
+            "GTVp": gtvp_source,
+        }
+        record = tmp_path / "pseudolabels" / case / "pseudolabel.json"
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"tasks": {}, "sources": sources, "missing_labels": ["Lens"], "voxels": voxels}))
+        manifest = tmp_path / "converted" / "cases" / case / "manifest.json"
+        manifest.parent.mkdir(parents=True)
+        present = {"Parotid": case == "c1", "Thyroid": False, "Lens": False, "GTVp": True}
+        labels = {n: {"present": p, "voxels": voxels[n] if p else 0} for n, p in present.items()}
+        manifest.write_text(json.dumps({"case_id": case, "labels": labels}))
+        truth[case] = voxels
+    names = dictionary(tmp_path, ["Parotid", "Thyroid", "Lens", "GTVp"])
+    config = EvaluateConfig(
+        tmp_path / "labelsTs",
+        tmp_path / "pred",
+        tmp_path / "out",
+        names,
+        workers=1,
+        pseudolabels=tmp_path / "pseudolabels",
+    )
+    return config, truth
+
+
+def test_reference_provenance_per_label_and_separate_tables(tmp_path: Path) -> None:
+    config, _ = provenance_run(tmp_path)
+    evaluate(config)
+    source = {(r["case"], r["name"]): r["reference"] for r in rows(tmp_path / "out" / "per_case.csv")}
+    assert source[("c1", "Parotid")] == "manual" and source[("c2", "Parotid")] == "totalsegmentator"
+    assert source[("c1", "Thyroid")] == source[("c2", "Thyroid")] == "totalsegmentator"
+    assert source[("c1", "GTVp")] == source[("c2", "GTVp")] == "manual"
+    assert source[("c2", "Lens")] == ""  # a false positive of a label with no reference anywhere
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    groups = {g: {r["name"]: r for r in v["labels"]} for g, v in summary["groups"].items()}
+    assert set(groups["manual"]) == {"Parotid", "GTVp"} and set(groups["totalsegmentator"]) == {"Parotid", "Thyroid"}
+    assert groups["manual"]["Parotid"]["n_reference"] == groups["totalsegmentator"]["Parotid"]["n_reference"] == 1
+    assert summary["no_reference"] == [{"name": "Lens", "n_false_positive": 1}]
+    per_label = rows(tmp_path / "out" / "per_label.csv")
+    columns = list(per_label[0])
+    for metric in ("dice", "hd95", "nsd"):  # every mean with its n beside it
+        assert columns.index(f"{metric}_n") == columns.index(f"{metric}_mean") + 1
+    assert {"n_reference", "n_missed", "n_false_positive"} <= set(columns)
+    assert [(r["reference"], r["name"]) for r in per_label] == [
+        ("manual", "Parotid"), ("manual", "GTVp"), ("totalsegmentator", "Parotid"),
+        ("totalsegmentator", "Thyroid"), ("", "Lens"),
+    ]  # fmt: skip
+    blocks = label_tables(summary)
+    titles = [b[1] for b in blocks if b[0] == "h3"]
+    assert titles == ["Accuracy against manual contours", "Agreement with TotalSegmentator (pseudo-label references)"]
+    tables = [b for b in blocks if b[0] == "table"]
+    assert tables[0][1][:2] == ["label", "cases"] and "HD95 n" in tables[0][1] and "missed" in tables[0][1]
+    assert [row[0] for row in tables[0][2]] == ["Parotid", "GTVp"]
+    assert blocks[-1][1] == (
+        "No reference in any test case, so in no table: Lens; cases predicting them anyway (false positives): Lens 1."
+    )
+    assert "HD95" in summary["conventions"]["hd95"] and "Nikolov" in summary["conventions"]["nsd"]
+
+
+def test_references_must_match_their_records_and_gtvp_must_be_manual(tmp_path: Path) -> None:
+    config, _ = provenance_run(tmp_path)
+    manifests = EvaluateConfig(**{**config.__dict__, "pseudolabels": None, "converted": tmp_path / "converted"})
+    with pytest.raises(ValueError, match=r"differ from their records.*c1/Thyroid: reference 144, record 0"):
+        evaluate(manifests)  # the merged maps scored as if they were the manual ones
+    record = tmp_path / "pseudolabels" / "c2" / "pseudolabel.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "sources": {**data["sources"], "GTVp": "totalsegmentator:x/y"}}))
+    with pytest.raises(ValueError, match="c2: the GTVp reference comes from totalsegmentator"):
+        evaluate(config)
+    record.unlink()
+    with pytest.raises(FileNotFoundError, match="no record of the reference for 1 case"):
+        evaluate(config)
+
+
+def test_manual_only_run_puts_every_reference_in_the_manual_table(tmp_path: Path) -> None:
+    config, truth = provenance_run(tmp_path)
+    for case, voxels in truth.items():  # a run without pseudo-labels: the manual map is the reference
+        manifest = tmp_path / "converted" / "cases" / case / "manifest.json"
+        labels = {n: {"present": bool(v), "voxels": v} for n, v in voxels.items()}
+        manifest.write_text(json.dumps({"case_id": case, "labels": labels}))
+    evaluate(EvaluateConfig(**{**config.__dict__, "pseudolabels": None, "converted": tmp_path / "converted"}))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["groups"]) == ["manual"]
+    assert [r["name"] for r in summary["groups"]["manual"]["labels"]] == ["Parotid", "Thyroid", "GTVp"]
+    assert "conversion manifests" in summary["reference_records"]
 
 
 def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
@@ -94,8 +310,6 @@ def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
-    ref_dir.mkdir()
-    pred_dir.mkdir()
     for n in range(4):
         ref = np.zeros((24, 40, 40), np.uint8)
         for label in range(1, 6):
@@ -106,16 +320,8 @@ def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
         pred = np.roll(pred, n, axis=2)
         write(ref, ref_dir / f"case{n}.nii.gz", (2.0, 1.0, 1.0))
         write(pred, pred_dir / f"case{n}.nii.gz", (2.0, 1.0, 1.0))
-    dictionary = tmp_path / "d.yaml"
-    dictionary.write_text(
-        "name: t\nversion: '1'\nlabels:\n"
-        + "".join(f"  - {{id: {i}, name: L{i}, sources: [rtstruct: [l{i}]]}}\n" for i in range(1, 8))
-    )
-    evaluate(
-        EvaluateConfig(
-            reference=ref_dir, prediction=pred_dir, out=tmp_path / "ours", dictionary=str(dictionary), workers=1
-        )
-    )
+    names = dictionary(tmp_path, [f"L{i}" for i in range(1, 8)])
+    evaluate(EvaluateConfig(reference=ref_dir, prediction=pred_dir, out=tmp_path / "ours", dictionary=names, workers=1))
     theirs = compute_metrics_on_folder(
         str(ref_dir),
         str(pred_dir),
@@ -125,10 +331,7 @@ def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
         list(range(1, 8)),
         num_processes=1,
     )
-    ours = {
-        (r.split(",")[0], int(r.split(",")[1])): r.split(",")[4]
-        for r in (tmp_path / "ours" / "per_case.csv").read_text().splitlines()[1:]
-    }
+    ours = {(r["case"], int(r["label"])): r["dice"] for r in rows(tmp_path / "ours" / "per_case.csv")}
     compared = 0
     for case in theirs["metric_per_case"]:
         name = Path(case["prediction_file"]).name.removesuffix(".nii.gz")
@@ -142,4 +345,5 @@ def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
                 compared += 1
     assert compared >= 20
     summary = json.loads((tmp_path / "ours" / "summary.json").read_text())
-    assert summary["absent_label_policy"] and len(summary["labels"]) == 7
+    assert summary["absent_label_policy"] and summary["reference_records"] == "none given"
+    assert sum(len(g["labels"]) for g in summary["groups"].values()) + len(summary["no_reference"]) == 7

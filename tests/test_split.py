@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tsretrain.dataset.split import SplitConfig, make_split, nnunet_splits, volume_band
+from tsretrain.dataset.split import SplitConfig, make_split, nnunet_splits, report, volume_band
 
 
 def cases(n: int) -> list[dict[str, str]]:
@@ -66,5 +66,20 @@ def test_fixed_split_and_site_strata_from_a_clinical_sheet(tmp_path: Path) -> No
 
 def test_volume_bands() -> None:
     assert volume_band(0.5) == "GTVp 0-3 mL"
+    assert volume_band(3.0) == "GTVp 3-10 mL"
     assert volume_band(12.0) == "GTVp 10-30 mL"
-    assert volume_band(45.0) == "GTVp >= 30 mL"
+    assert volume_band(30.0) == volume_band(45.0) == "GTVp >= 30 mL"
+
+
+def test_a_patient_is_stratified_by_all_of_its_cases_whatever_their_order(tmp_path: Path) -> None:
+    rows = cases(40)
+    rows.append({"case_id": "C998b", "patient_id": "P001", "gtvp_volume_ml": "50.0"})  # P001: 5 mL and 50 mL
+    split = make_split(rows, config(tmp_path))
+    assert split["strata"]["C001"] == split["strata"]["C998b"] == "GTVp >= 30 mL"
+    assert split["strata"]["C000"] == split["strata"]["C999b"] == "GTVp 0-3 mL"
+    assert make_split(rows[::-1], config(tmp_path)) == split
+
+
+def test_report_lists_volume_bands_in_numeric_order(tmp_path: Path) -> None:
+    header = report(make_split(cases(40), config(tmp_path))).splitlines()[4]
+    assert header == "| part | cases | GTVp 0-3 mL | GTVp 3-10 mL | GTVp 10-30 mL | GTVp >= 30 mL |"

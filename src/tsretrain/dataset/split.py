@@ -43,13 +43,22 @@ class SplitConfig:
     fixed_split_column: str | None = None  # e.g. "RADCURE-challenge": rows saying "test" form the test set
 
 
+VOLUME_BANDS = (
+    *(f"GTVp {low:g}-{high:g} mL" for low, high in zip((0.0, *GTVP_BANDS_ML), GTVP_BANDS_ML, strict=False)),
+    f"GTVp >= {GTVP_BANDS_ML[-1]:g} mL",
+)
+"""The band names, in numeric order."""
+
+
 def volume_band(volume_ml: float) -> str:
     """Name of the GTVp volume band of a volume in mL."""
-    edges = (0.0, *GTVP_BANDS_ML)
-    for low, high in zip(edges, GTVP_BANDS_ML, strict=False):
-        if volume_ml < high:
-            return f"GTVp {low:g}-{high:g} mL"
-    return f"GTVp >= {GTVP_BANDS_ML[-1]:g} mL"
+    return VOLUME_BANDS[sum(volume_ml >= edge for edge in GTVP_BANDS_ML)]
+
+
+def stratum_order(stratum: str) -> tuple[int, str]:
+    """Sort key of a stratum (``band`` or ``band | site``): bands in numeric order, then site."""
+    band, _, site = stratum.partition(" | ")
+    return VOLUME_BANDS.index(band), site
 
 
 def _clinical(path: Path | None) -> dict[str, dict[str, str]]:
@@ -67,18 +76,22 @@ def _clinical(path: Path | None) -> dict[str, dict[str, str]]:
 def make_split(cases: list[dict[str, str]], config: SplitConfig) -> dict[str, Any]:
     """Assign each usable case to the test set or to one fold."""
     clinical = _clinical(config.clinical_csv)
-    strata: dict[str, str] = {}
-    for case in cases:
-        stratum = volume_band(float(case["gtvp_volume_ml"] or 0.0))  # the listing row of the case
-        site = clinical.get(case["patient_id"], {}).get(config.site_column.strip(), "")
-        strata[case["case_id"]] = f"{stratum} | {site}" if site else stratum
-    patients = defaultdict(list)
+    patients: dict[str, list[str]] = defaultdict(list)
+    largest: dict[str, float] = defaultdict(float)
     for case in cases:
         patients[case["patient_id"]].append(case["case_id"])
+        largest[case["patient_id"]] = max(largest[case["patient_id"]], float(case["gtvp_volume_ml"] or 0.0))
+    # A patient's stratum uses all of its cases (the largest GTVp), whatever their order in the listing.
+    patient_stratum = {}
+    for patient in patients:
+        band = volume_band(largest[patient])
+        site = clinical.get(patient, {}).get(config.site_column.strip(), "")
+        patient_stratum[patient] = f"{band} | {site}" if site else band
+    strata = {c: patient_stratum[p] for p, members in patients.items() for c in members}
     rng = np.random.default_rng(config.seed)
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for patient in sorted(patients):
-        by_stratum[strata[patients[patient][0]]].append(patient)
+        by_stratum[patient_stratum[patient]].append(patient)
 
     test_patients: list[str] = []
     if config.fixed_split_column:
@@ -113,7 +126,7 @@ def make_split(cases: list[dict[str, str]], config: SplitConfig) -> dict[str, An
         "fixed_split_column": config.fixed_split_column,
         "test": test_cases,
         "folds": [sorted(f) for f in folds],
-        "strata": strata,
+        "strata": dict(sorted(strata.items())),
     }
 
 
@@ -129,7 +142,7 @@ def nnunet_splits(split: dict[str, Any]) -> list[dict[str, list[str]]]:
 def report(split: dict[str, Any]) -> str:
     """A Markdown summary: sizes, strata per part, test ids."""
     parts = {"test": split["test"], **{f"fold {n}": f for n, f in enumerate(split["folds"])}}
-    strata = sorted(set(split["strata"].values()))
+    strata = sorted(set(split["strata"].values()), key=stratum_order)
     total = sum(len(p) for p in parts.values())
     lines = [
         "# Split",

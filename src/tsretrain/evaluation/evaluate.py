@@ -1,8 +1,14 @@
 """The ``evaluate`` stage: metrics of a prediction folder against a reference folder, with statistics.
 
-Outputs (``OUT/``): ``per_case.csv`` (one row per case and label), ``per_label.csv``, ``summary.json``
-(per-label statistics, the average Dice over all structures, the GTVp analysis, the absent-label policy).
-Cases are evaluated in worker processes, one case in memory per worker.
+The reference folder defines the test cases: a case without a prediction is an error that names it (or, with
+``missing_as_empty``, counted as missed with every label empty), and so is a prediction without a reference.
+Each label of each case is tagged with where its reference came from (:mod:`tsretrain.evaluation.provenance`);
+statistics are given per group: accuracy against manual contours apart from agreement with TotalSegmentator.
+
+Outputs (``OUT/``): ``per_case.csv`` (one row per case and label), ``per_label.csv`` (one row per reference
+group and label: every mean with its n, the missed and false-positive counts beside it), ``summary.json``
+(the same per group, the metric conventions, the average Dice over all structures, the GTVp analysis, the
+absent-label policy). Cases are evaluated in worker processes, one case in memory per worker.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from tsretrain.conversion.listing import write_csv
-from tsretrain.evaluation.metrics import case_metrics
+from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VOXELS_CONVENTION, case_metrics
+from tsretrain.evaluation.provenance import TITLES, assign_groups, read_sources
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.resources import cpu_quota
@@ -36,6 +43,7 @@ PER_CASE_COLUMNS = [
     "case",
     "label",
     "name",
+    "reference",
     "status",
     "dice",
     "hd95",
@@ -45,6 +53,9 @@ PER_CASE_COLUMNS = [
     "tp",
     "ref_volume_ml",
 ]
+DSC_AGG_CONVENTION = (
+    "DSCagg (HECKTOR 2022): sum of 2|A∩B| over sum of |A|+|B| in mL, over all test cases, false positives included"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,11 +70,30 @@ class EvaluateConfig:
     tolerances: dict[str, float] = field(default_factory=dict)  # per label name
     workers: int = 0
     surface: bool = True  # HD95 and NSD; off: Dice only
+    nsd_voxels: bool = False  # also the voxel-count NSD variant (column nsd_voxel_count), not comparable
+    missing_as_empty: bool = False  # a case without a prediction counts as missed (every label empty)
+    converted: Path | None = None  # conversion output: manifests say which references are manual contours
+    pseudolabels: Path | None = None  # pseudo-label output: merge records say where each reference came from
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One case for a worker (``prediction`` None: no prediction, every label empty)."""
+
+    case: str
+    reference: Path
+    prediction: Path | None
+    labels: list[int]
+    tolerances: dict[int, float]
+    surface: bool
+    nsd_voxels: bool
 
 
 def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
+    """The label map (a read-only view when it is stored as uint8: valid while the image is kept) and its image."""
     image = sitk.ReadImage(str(path))
-    return sitk.GetArrayViewFromImage(image).astype(np.uint8, copy=True), image
+    array = sitk.GetArrayViewFromImage(image)
+    return (array if array.dtype == np.uint8 else array.astype(np.uint8)), image
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
@@ -75,39 +105,74 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
-def evaluate_case(args: tuple[str, str, str, list[int], dict[int, float], bool]) -> list[dict[str, Any]]:
+def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
     """All label metrics of one case (run in a worker)."""
-    case, reference_path, prediction_path, labels, tolerances, surface = args
-    reference, ref_image = _read(Path(reference_path))
-    prediction, pred_image = _read(Path(prediction_path))
-    if not same_grid(ref_image, pred_image):
-        raise ValueError(f"{case}: prediction and reference are not on the same grid")
-    spacing = tuple(float(s) for s in reversed(ref_image.GetSpacing()))
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    rows = []
-    for m in case_metrics(reference, prediction, spacing, labels, tolerances, surface):  # type: ignore[arg-type]
-        rows.append(
-            {"case": case, **m.to_json(), "ref_volume_ml": round(m.ref_voxels * voxel_ml, 4), "voxel_ml": voxel_ml}
+    reference, ref_image = _read(job.reference)
+    if job.prediction is None:
+        prediction = np.zeros_like(reference)
+    else:
+        prediction, pred_image = _read(job.prediction)
+        if not same_grid(ref_image, pred_image):
+            raise ValueError(f"{job.case}: prediction and reference are not on the same grid")
+    x, y, z = (float(s) for s in ref_image.GetSpacing())
+    voxel_ml = x * y * z / 1000.0
+    metrics = case_metrics(reference, prediction, (z, y, x), job.labels, job.tolerances, job.surface, job.nsd_voxels)
+    return [
+        {"case": job.case, **m.to_json(), "ref_volume_ml": round(m.ref_voxels * voxel_ml, 4), "voxel_ml": voxel_ml}
+        for m in metrics
+    ]
+
+
+def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | None]]:
+    """The test cases (the reference folder's) and their predictions; a missing or extra one is an error."""
+    references = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.reference.glob("*.nii.gz"))}
+    predictions = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.prediction.glob("*.nii.gz"))}
+    if not references:
+        raise FileNotFoundError(f"no reference label maps (*.nii.gz) in {config.reference}")
+    extra = sorted(set(predictions) - set(references))
+    if extra:
+        raise ValueError(
+            f"{len(extra)} prediction(s) without a reference in {config.reference}: {', '.join(extra)}; "
+            "evaluate a prediction folder of this test set only"
         )
-    return rows
+    missing = sorted(set(references) - set(predictions))
+    if missing and not config.missing_as_empty:
+        raise FileNotFoundError(
+            f"no prediction for {len(missing)} of {len(references)} test case(s) in {config.prediction}: "
+            f"{', '.join(missing)}; predict them, or count them as missed (every label empty) with "
+            "--missing-as-empty"
+        )
+    return references, {c: predictions.get(c) for c in references}
+
+
+def _label_rows(rows: list[dict[str, Any]], names: dict[int, str], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per reference group and label, groups in the report's order; labels without any reference last."""
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["reference"], row["label"]), []).append(row)
+    return [
+        {"reference": group, "label": label, "name": name, **label_summary(grouped[(group, label)], metrics)}
+        for group in (*TITLES, "")
+        for label, name in sorted(names.items())
+        if (group, label) in grouped
+    ]
+
+
+def _average(per_label: list[dict[str, Any]]) -> dict[str, Any]:
+    means = [p["dice_mean"] for p in per_label if p["dice_mean"] is not None]
+    return {"average_dice": round(float(np.mean(means)), 6) if means else None, "average_dice_n_labels": len(means)}
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:
     dictionary = load_dictionary(config.dictionary)
     names = {label.id: label.name for label in dictionary.labels}
     tolerances = {label.id: config.tolerances.get(label.name, config.tolerance_mm) for label in dictionary.labels}
-    predictions = sorted(config.prediction.glob("*.nii.gz"))
-    cases = [p.name.removesuffix(".nii.gz") for p in predictions]
-    missing = [c for c in cases if not (config.reference / f"{c}.nii.gz").is_file()]
-    if missing or not cases:
-        raise FileNotFoundError(
-            f"no reference for {missing[:5]} in {config.reference}"
-            if missing
-            else f"no predictions (*.nii.gz) in {config.prediction}"
-        )
+    references, predictions = _cases(config)
+    cases = list(references)
+    sources, records = read_sources(cases, list(names.values()), config.converted, config.pseudolabels)
     jobs = [
-        (c, str(config.reference / f"{c}.nii.gz"), str(p), sorted(names), tolerances, config.surface)
-        for c, p in zip(cases, predictions, strict=True)
+        CaseJob(c, references[c], predictions[c], sorted(names), tolerances, config.surface, config.nsd_voxels)
+        for c in cases
     ]
     rows: list[dict[str, Any]] = []
     workers = min(config.workers or cpu_quota(), len(jobs))
@@ -123,28 +188,46 @@ def evaluate(config: EvaluateConfig) -> StageResult:
                     advance(1)
     for row in rows:
         row["name"] = names[row["label"]]
-    per_label = []
-    for label, name in sorted(names.items()):
-        summary = label_summary([r for r in rows if r["label"] == label])
-        per_label.append({"label": label, "name": name, **summary})
-    means = [p["dice_mean"] for p in per_label if p["dice_mean"] is not None]
+        row["nsd_voxel_count"] = row.pop("nsd_voxels")
+    assign_groups(rows, sources)
+    metrics = ("dice", "hd95", "nsd", "nsd_voxel_count") if config.nsd_voxels else ("dice", "hd95", "nsd")
+    per_label = _label_rows(rows, names, metrics)
+    pooled = [
+        {"name": name, **label_summary([r for r in rows if r["label"] == label], ("dice",))}
+        for label, name in sorted(names.items())
+    ]
     voxel_ml = {r["case"]: r["voxel_ml"] for r in rows}
     gtvp_id = next((i for i, n in names.items() if n == "GTVp"), None)
     gtvp = gtvp_analysis([r for r in rows if r["label"] == gtvp_id], voxel_ml) if gtvp_id else {}
+    average = _average(pooled)
+    conventions = {"hd95": HD95_CONVENTION, "nsd": NSD_CONVENTION, "dsc_agg": DSC_AGG_CONVENTION}
+    if config.nsd_voxels:
+        conventions["nsd_voxel_count"] = NSD_VOXELS_CONVENTION
     summary_json: dict[str, Any] = {
         "n_cases": len(cases),
         "cases": cases,
+        "missing_predictions": [c for c, p in predictions.items() if p is None],
         "dictionary": dictionary.to_json(),
         "tolerance_mm": {names[k]: v for k, v in tolerances.items()},
+        "conventions": conventions,
         "absent_label_policy": POLICY,
-        "average_dice_all_structures": round(float(np.mean(means)), 6) if means else None,
-        "labels": per_label,
+        "reference_records": records,
+        "average_dice_all_structures": average["average_dice"],
+        "average_dice_all_structures_n_labels": average["average_dice_n_labels"],
+        "groups": {
+            group: {"title": title, **_average(members), "labels": members}
+            for group, title in TITLES.items()
+            if (members := [p for p in per_label if p["reference"] == group])
+        },
+        "no_reference": [
+            {"name": p["name"], "n_false_positive": p["n_false_positive"]} for p in per_label if not p["reference"]
+        ],
         "gtvp": gtvp or None,
     }
     config.out.mkdir(parents=True, exist_ok=True)
-    write_csv(config.out / "per_case.csv", rows, PER_CASE_COLUMNS)
-    label_columns = list(per_label[0].keys())
-    write_csv(config.out / "per_label.csv", per_label, label_columns)
+    columns = PER_CASE_COLUMNS + (["nsd_voxel_count"] if config.nsd_voxels else [])
+    write_csv(config.out / "per_case.csv", rows, columns)
+    write_csv(config.out / "per_label.csv", per_label, list(per_label[0].keys()))
     atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
     return StageResult(
         "evaluate",
@@ -152,6 +235,7 @@ def evaluate(config: EvaluateConfig) -> StageResult:
         {
             "cases": len(cases),
             "labels": len(names),
+            "missing_predictions": len(summary_json["missing_predictions"]),
             "gtvp_mean_dice_x1000": round(1000 * gtvp["mean"]) if gtvp.get("mean") is not None else -1,
         },
     )

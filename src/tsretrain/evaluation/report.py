@@ -202,9 +202,9 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
 
 def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
     from tsretrain.evaluation import figures  # matplotlib only when a report is written
+    from tsretrain.evaluation.tables import conventions, gtvp_tables, label_tables
 
     summary = json.loads((RunLayout(run).evaluation / "summary.json").read_text())
-    per_label = read_listing(RunLayout(run).evaluation / "per_label.csv")
     per_case = read_listing(RunLayout(run).evaluation / "per_case.csv")
     gtvp = summary["gtvp"] or {}
     blocks: list[Block] = [
@@ -212,63 +212,18 @@ def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[li
         (
             "p",
             f"{summary['n_cases']} test cases. Average Dice across all structures: "
-            f"{fmt(summary['average_dice_all_structures'])}. Surface metrics at "
-            f"{fmt(next(iter(summary['tolerance_mm'].values()), 2.0), 1)} mm tolerance. Labels absent from the "
-            "reference are not averaged; missed and false-positive cases are counted in their own columns.",
+            f"{fmt(summary['average_dice_all_structures'])} (pooled over reference sources, "
+            f"{summary['average_dice_all_structures_n_labels']} labels).",
         ),
-        (
-            "table",
-            [
-                "label",
-                "cases",
-                "Dice mean",
-                "Dice median",
-                "Dice std",
-                "HD95 mean (mm)",
-                "NSD mean",
-                "missed",
-                "false positive",
-            ],
-            [
-                [
-                    r["name"],
-                    r["n_reference"],
-                    fmt(_f(r["dice_mean"])),
-                    fmt(_f(r["dice_median"])),
-                    fmt(_f(r["dice_std"])),
-                    fmt(_f(r["hd95_mean"]), 2),
-                    fmt(_f(r["nsd_mean"])),
-                    r["n_missed"],
-                    r["n_false_positive"],
-                ]
-                for r in per_label
-            ],
-        ),
+        conventions(summary),
+        *label_tables(summary),
     ]
     figures.per_organ_dice(per_case, figure_dir / "per_organ_dice.png")
     blocks.append(("img", figure_dir / "per_organ_dice.png", "Per-organ Dice"))
     if gtvp.get("n_cases"):
         blocks += [
             ("h3", "GTVp"),
-            (
-                "table",
-                ["statistic", "value"],
-                [
-                    ["cases", str(gtvp["n_cases"])],
-                    ["mean Dice", fmt(gtvp["mean"])],
-                    ["median Dice", fmt(gtvp["median"])],
-                    ["mean 95 % CI (bootstrap)", interval(gtvp["mean_ci95"])],
-                    ["median 95 % CI (bootstrap)", interval(gtvp["median_ci95"])],
-                    ["DSCagg", fmt(gtvp["dsc_agg"])],
-                    ["detection rate", fmt(gtvp["detection_rate"])],
-                ],
-            ),
-            ("table", ["quantile", "Dice"], [[q, fmt(v)] for q, v in gtvp["quantiles"].items()]),
-            (
-                "table",
-                ["GTVp volume band", "cases", "mean Dice", "median Dice"],
-                [[b, str(v["n"]), fmt(v["mean"]), fmt(v["median"])] for b, v in gtvp["by_volume_band"].items()],
-            ),
+            *gtvp_tables(gtvp),
             (
                 "p",
                 "Cases below 0.01: "
@@ -292,10 +247,6 @@ def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[li
             )
         )
     return blocks, summary
-
-
-def _f(text: str) -> float | None:
-    return float(text) if text not in ("", "None") else None
 
 
 def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir: Path) -> list[Block]:

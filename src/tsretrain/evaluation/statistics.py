@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from tsretrain.dataset.split import volume_band
-from tsretrain.evaluation.metrics import BOTH, FALSE_POSITIVE, MISSED
+from tsretrain.dataset.split import VOLUME_BANDS, volume_band
+from tsretrain.evaluation.metrics import ABSENT, BOTH, FALSE_POSITIVE, MISSED
 
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
 LOW_DICE, HIGH_DICE = 0.01, 0.84
@@ -18,21 +18,22 @@ def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 6)
 
 
-def label_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean/median/std of Dice, HD95 and NSD over the cases whose reference has the label, and counts."""
+def label_summary(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("dice", "hd95", "nsd")) -> dict[str, Any]:
+    """Per metric mean (with its n beside it), median and std over the cases whose reference has the label
+    (HD95 leaves out missed cases, where it is undefined); the missed, false-positive and absent counts."""
     scored = [r for r in rows if r["status"] in (BOTH, MISSED)]
     out: dict[str, Any] = {
         "n_reference": len(scored),
         "n_missed": sum(r["status"] == MISSED for r in rows),
         "n_false_positive": sum(r["status"] == FALSE_POSITIVE for r in rows),
-        "n_absent": sum(r["status"] == "absent" for r in rows),
+        "n_absent": sum(r["status"] == ABSENT for r in rows),
     }
-    for metric in ("dice", "hd95", "nsd"):
+    for metric in metrics:
         values = np.array([r[metric] for r in scored if r[metric] is not None], dtype=float)
         out[f"{metric}_mean"] = _clean(values.mean()) if len(values) else None
+        out[f"{metric}_n"] = len(values)
         out[f"{metric}_median"] = _clean(float(np.median(values))) if len(values) else None
         out[f"{metric}_std"] = _clean(values.std(ddof=1)) if len(values) > 1 else None
-        out[f"{metric}_n"] = len(values)
     return out
 
 
@@ -45,31 +46,41 @@ def bootstrap_ci(values: np.ndarray, statistic: Any, n: int = 2000, seed: int = 
     return [float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))]
 
 
+def dsc_agg(rows: list[dict[str, Any]], voxel_ml: dict[str, float]) -> float | None:
+    """HECKTOR 2022's aggregated Dice: sum over all cases (false positives included) of 2 |A ∩ B| over the
+    sum of |A| + |B|, in physical volume, so that cases of different spacing weigh by their volume in mL."""
+    overlap = sum(2 * r["tp"] * voxel_ml[r["case"]] for r in rows)
+    total = sum((r["ref_voxels"] + r["pred_voxels"]) * voxel_ml[r["case"]] for r in rows)
+    return _clean(overlap / total) if total else None
+
+
 def gtvp_analysis(rows: list[dict[str, Any]], voxel_ml: dict[str, float]) -> dict[str, Any]:
-    """The tumour: per-case distribution, DSCagg, detection rate, CIs, volume bands, worst and best cases."""
+    """The tumour: per-case distribution over the cases with a reference (n, missed and false positives beside
+    the mean), DSCagg over all cases, detection rate, CIs, volume bands in numeric order, worst and best cases."""
     scored = sorted((r for r in rows if r["status"] in (BOTH, MISSED)), key=lambda r: r["dice"])
     if not scored:
         return {"n_cases": 0}
     dice = np.array([r["dice"] for r in scored], dtype=float)
-    tp = sum(r["tp"] for r in scored)
-    total = sum(r["ref_voxels"] + r["pred_voxels"] for r in scored)
-    bands: dict[str, list[float]] = {}
+    bands: dict[str, list[float]] = {band: [] for band in VOLUME_BANDS}
     for r in scored:
-        volume = r["ref_voxels"] * voxel_ml[r["case"]]
-        bands.setdefault(volume_band(volume), []).append(r["dice"])
+        bands[volume_band(r["ref_voxels"] * voxel_ml[r["case"]])].append(r["dice"])
     return {
         "n_cases": len(scored),
+        "n_missed": sum(r["status"] == MISSED for r in rows),
+        "n_false_positive": sum(r["status"] == FALSE_POSITIVE for r in rows),
         "mean": _clean(dice.mean()),
         "median": _clean(float(np.median(dice))),
         "std": _clean(dice.std(ddof=1)) if len(dice) > 1 else None,
         "quantiles": {f"{int(q * 100)}%": _clean(float(np.quantile(dice, q))) for q in QUANTILES},
-        "dsc_agg": _clean(2 * tp / total) if total else None,
+        "dsc_agg": dsc_agg(rows, voxel_ml),
+        "dsc_agg_n": sum(r["status"] != ABSENT for r in rows),
         "detection_rate": _clean(float(np.mean([r["tp"] > 0 for r in scored]))),
         "mean_ci95": bootstrap_ci(dice, np.mean) if len(dice) > 1 else None,
         "median_ci95": bootstrap_ci(dice, np.median) if len(dice) > 1 else None,
         "by_volume_band": {
             band: {"n": len(v), "mean": _clean(float(np.mean(v))), "median": _clean(float(np.median(v)))}
-            for band, v in sorted(bands.items())
+            for band, v in bands.items()
+            if v
         },
         "below_0.01": [{"case": r["case"], "dice": _clean(r["dice"])} for r in scored if r["dice"] < LOW_DICE],
         "above_0.84": [{"case": r["case"], "dice": _clean(r["dice"])} for r in scored[::-1] if r["dice"] > HIGH_DICE],

@@ -352,8 +352,27 @@ STAGES: tuple[Stage, ...] = (
             "tolerance_mm": Option("NSD tolerance in mm."),
             "workers": WORKERS,
             "surface": Option("Compute HD95 and NSD (off: Dice only).", flags=("--surface/--no-surface",)),
+            "nsd_voxels": Option(
+                "Also the voxel-count NSD (column nsd_voxel_count; not comparable with published NSD).",
+                flags=("--nsd-voxels",),
+            ),
+            "missing_as_empty": Option(
+                "Count a case without a prediction as missed (every label empty) instead of failing.",
+                flags=("--missing-as-empty",),
+            ),
+            "converted": Option("Output folder of convert: its manifests name the manual contours.", at="converted"),
+            "pseudolabels": Option(
+                "Output folder of pseudolabel: its merge records name each reference's source.",
+                at="pseudolabels",
+                when="pseudolabel",
+            ),
         },
-        reads=(Files("raw", ("*/labelsTs/*",)), Files("predictions", ("test/*",))),
+        reads=(
+            Files("raw", ("*/labelsTs/*",)),
+            Files("predictions", ("test/*",)),
+            Files("converted", ("cases/*/manifest.json",)),
+            Files("pseudolabels", ("*/pseudolabel.json",)),
+        ),
         writes=(Files("evaluation"),),
         resources="big-cpu",
         internal=("tolerances",),

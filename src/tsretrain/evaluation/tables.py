@@ -1,0 +1,93 @@
+"""The report's evaluation tables, from ``summary.json``: one table per reference source ("accuracy against
+manual contours" apart from "agreement with TotalSegmentator"), every mean with its n and the missed and
+false-positive counts beside it, the labels without any reference in one line under the tables, and the GTVp
+statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsretrain.evaluation.report import fmt, interval
+
+Block = tuple[Any, ...]
+
+NOTE = (
+    "cases: test cases whose reference of the label comes from this source (the n of the Dice and NSD means, "
+    "missed cases included with 0); HD95 n leaves out the missed cases, where HD95 is undefined; false positive: "
+    "cases without a reference of the label where the prediction has it (in no mean)."
+)
+
+
+def conventions(summary: dict[str, Any]) -> Block:
+    """The metric definitions the numbers follow, as one paragraph."""
+    tolerances = sorted(set(summary["tolerance_mm"].values()))
+    return (
+        "p",
+        f"Reference sources from {summary['reference_records']}. "
+        + "; ".join(summary["conventions"].values())
+        + f". NSD tolerance: {', '.join(fmt(t, 1) for t in tolerances)} mm.",
+    )
+
+
+def label_tables(summary: dict[str, Any]) -> list[Block]:
+    """One table per reference source, with its note; the labels without any reference under the last one."""
+    voxel_count = "nsd_voxel_count" in summary["conventions"]
+    header = ["label", "cases", "Dice mean", "Dice median", "Dice std", "HD95 mean (mm)", "HD95 n", "NSD mean"]
+    header += ["NSD by voxel count (not comparable)"] if voxel_count else []
+    header += ["missed", "false positive"]
+    blocks: list[Block] = []
+    for group in summary["groups"].values():
+        rows = []
+        for r in group["labels"]:
+            row = [r["name"], r["n_reference"], fmt(r["dice_mean"]), fmt(r["dice_median"]), fmt(r["dice_std"])]
+            row += [fmt(r["hd95_mean"], 2), r["hd95_n"], fmt(r["nsd_mean"])]
+            row += [fmt(r["nsd_voxel_count_mean"])] if voxel_count else []
+            rows.append([*row, r["n_missed"], r["n_false_positive"]])
+        blocks += [
+            ("h3", group["title"]),
+            (
+                "p",
+                f"Average Dice over these {group['average_dice_n_labels']} labels: {fmt(group['average_dice'])}.",
+            ),
+            ("table", header, rows),
+            ("p", NOTE),
+        ]
+    absent = summary["no_reference"]
+    predicted = [f"{a['name']} {a['n_false_positive']}" for a in absent if a["n_false_positive"]]
+    blocks.append(
+        (
+            "p",
+            (
+                f"No reference in any test case, so in no table: {', '.join(a['name'] for a in absent)}; "
+                f"cases predicting them anyway (false positives): {', '.join(predicted) or 'none'}."
+            )
+            if absent
+            else "Every label has a reference in at least one test case.",
+        )
+    )
+    return blocks
+
+
+def gtvp_tables(gtvp: dict[str, Any]) -> list[Block]:
+    """The GTVp statistics (each with the cases it is over), its quantiles and its volume bands."""
+    cases = f"{gtvp['n_cases']} cases ({gtvp['n_missed']} missed)"
+    return [
+        (
+            "table",
+            ["statistic", "value", "over"],
+            [
+                ["mean Dice", fmt(gtvp["mean"]), cases],
+                ["median Dice", fmt(gtvp["median"]), cases],
+                ["mean 95 % CI (bootstrap)", interval(gtvp["mean_ci95"]), cases],
+                ["median 95 % CI (bootstrap)", interval(gtvp["median_ci95"]), cases],
+                ["DSCagg", fmt(gtvp["dsc_agg"]), f"{gtvp['dsc_agg_n']} cases ({gtvp['n_false_positive']} false pos.)"],
+                ["detection rate", fmt(gtvp["detection_rate"]), cases],
+            ],
+        ),
+        ("table", ["quantile", "Dice"], [[q, fmt(v)] for q, v in gtvp["quantiles"].items()]),
+        (
+            "table",
+            ["GTVp volume band", "cases", "mean Dice", "median Dice"],
+            [[b, str(v["n"]), fmt(v["mean"]), fmt(v["median"])] for b, v in gtvp["by_volume_band"].items()],
+        ),
+    ]
