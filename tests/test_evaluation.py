@@ -136,7 +136,14 @@ def test_dsc_agg_is_hecktors_physical_volume_over_all_cases_by_hand(tmp_path: Pa
     for case, (ref, pred, spacing) in cases.items():
         write(ref, tmp_path / "ref" / f"{case}.nii.gz", spacing)
         write(pred, tmp_path / "pred" / f"{case}.nii.gz", spacing)
-    evaluate(EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", dictionary(tmp_path, ["GTVp"])))
+    evaluate(
+        EvaluateConfig(
+            reference=tmp_path / "ref",
+            prediction=tmp_path / "pred",
+            out=tmp_path / "out",
+            dictionary=dictionary(tmp_path, ["GTVp"]),
+        )
+    )
     gtvp = json.loads((tmp_path / "out" / "summary.json").read_text())["gtvp"]
     # By hand, in mm3: a: 2 x 640 x 1 over (1000 + 800) x 1; b (missed): 500 x 2; c (false positive): 400 x 0.75.
     assert gtvp["dsc_agg"] == pytest.approx(1280 / (1800 + 1000 + 300), abs=1e-6)  # 0.4129, not 1280/2300
@@ -155,7 +162,9 @@ def small_test_set(tmp_path: Path, cases: list[str], predicted: list[str]) -> st
 
 def test_a_missing_prediction_is_an_error_naming_the_cases_or_counted_as_missed(tmp_path: Path) -> None:
     names = small_test_set(tmp_path, ["p1", "p2", "p3", "p4"], ["p1", "p3"])
-    config = EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1)
+    config = EvaluateConfig(
+        reference=tmp_path / "ref", prediction=tmp_path / "pred", out=tmp_path / "out", dictionary=names, workers=1
+    )
     with pytest.raises(FileNotFoundError, match=r"no prediction for 2 of 4 test case\(s\).*p2, p4.*--missing-as-empty"):
         evaluate(config)
     assert not (tmp_path / "out").exists()
@@ -183,12 +192,22 @@ def test_cli_refuses_a_missing_prediction_unless_told(tmp_path: Path) -> None:
 def test_a_prediction_without_reference_is_an_error(tmp_path: Path) -> None:
     names = small_test_set(tmp_path, ["p1", "p2"], ["p1", "p2", "p9"])
     with pytest.raises(ValueError, match=r"1 prediction\(s\) without a reference.*p9"):
-        evaluate(EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1))
+        evaluate(
+            EvaluateConfig(
+                reference=tmp_path / "ref",
+                prediction=tmp_path / "pred",
+                out=tmp_path / "out",
+                dictionary=names,
+                workers=1,
+            )
+        )
 
 
 def test_voxel_count_nsd_only_on_request_and_labelled(tmp_path: Path) -> None:
     names = small_test_set(tmp_path, ["p1"], ["p1"])
-    config = EvaluateConfig(tmp_path / "ref", tmp_path / "pred", tmp_path / "out", names, workers=1)
+    config = EvaluateConfig(
+        reference=tmp_path / "ref", prediction=tmp_path / "pred", out=tmp_path / "out", dictionary=names, workers=1
+    )
     evaluate(config)
     assert "nsd_voxel_count" not in rows(tmp_path / "out" / "per_case.csv")[0]
     evaluate(EvaluateConfig(**{**config.__dict__, "nsd_voxels": True}))
@@ -232,10 +251,10 @@ def provenance_run(tmp_path: Path, gtvp_source: str = "rtstruct") -> tuple[Evalu
         truth[case] = voxels
     names = dictionary(tmp_path, ["Parotid", "Thyroid", "Lens", "GTVp"])
     config = EvaluateConfig(
-        tmp_path / "labelsTs",
-        tmp_path / "pred",
-        tmp_path / "out",
-        names,
+        reference=tmp_path / "labelsTs",
+        prediction=tmp_path / "pred",
+        out=tmp_path / "out",
+        dictionary=names,
         workers=1,
         pseudolabels=tmp_path / "pseudolabels",
     )
