@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tsretrain.cli import app, failure_list
@@ -137,3 +138,13 @@ def test_hidden_folders_are_never_published(tmp_path: Path) -> None:
     (out / "A" / "A.nii.gz").write_bytes(b"m")
     open_store(str(tmp_path / "store")).sync_up(out, "")
     assert set(open_store(str(tmp_path / "store")).manifest("") or {}) == {"A/A.nii.gz"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+@pytest.mark.parametrize("stage", ["train", "predict"])
+def test_a_gpu_stage_without_a_gpu_fails_at_once(tmp_path: Path, stage: str) -> None:
+    """--device cuda (what the workflow's GPU steps ask for) never falls back to the CPU: a usage error."""
+    args = ["--fold", "0"] if stage == "train" else ["--out", str(tmp_path / "p")]
+    result = runner.invoke(app, [stage, "--work", str(tmp_path), *args, "--device", "cuda"])
+    assert result.exit_code == 2 and "runtimeClassName" in result.output
+    assert not (tmp_path / "nnUNet_results").exists()  # failed before touching anything
