@@ -148,3 +148,18 @@ def test_a_gpu_stage_without_a_gpu_fails_at_once(tmp_path: Path, stage: str) -> 
     result = runner.invoke(app, [stage, "--work", str(tmp_path), *args, "--device", "cuda"])
     assert result.exit_code == 2 and "runtimeClassName" in result.output
     assert not (tmp_path / "nnUNet_results").exists()  # failed before touching anything
+
+
+def test_a_retried_batch_replaces_its_own_manifest(tmp_path: Path) -> None:
+    """Two attempts of one batch publish one manifest; batches publish manifests of their own."""
+    store = tmp_path / "store"
+    for attempt, batch in ((1, "A,B"), (2, "A,B"), (1, "C")):
+        out = tmp_path / f"out-{attempt}-{batch}"
+        for case in batch.split(","):
+            (out / "cases" / case).mkdir(parents=True)
+            (out / "cases" / case / "manifest.json").write_text(json.dumps({"case_id": case, "attempt": attempt}))
+        result = runner.invoke(app, ["pod", "--put", f"{out}={store}", "--batch", batch, "--", "version"])
+        assert result.exit_code == 0, result.output
+    assert len(list(store.glob("_manifest-batch-*.json"))) == 2
+    fetch([Transfer(str(store), tmp_path / "fetched")])  # the union of the manifests matches the objects
+    assert json.loads((tmp_path / "fetched" / "cases" / "A" / "manifest.json").read_text())["attempt"] == 2
