@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tsretrain.cli import app, failure_list
@@ -137,3 +138,28 @@ def test_hidden_folders_are_never_published(tmp_path: Path) -> None:
     (out / "A" / "A.nii.gz").write_bytes(b"m")
     open_store(str(tmp_path / "store")).sync_up(out, "")
     assert set(open_store(str(tmp_path / "store")).manifest("") or {}) == {"A/A.nii.gz"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+@pytest.mark.parametrize("stage", ["train", "predict"])
+def test_a_gpu_stage_without_a_gpu_fails_at_once(tmp_path: Path, stage: str) -> None:
+    """--device cuda (what the workflow's GPU steps ask for) never falls back to the CPU: a usage error."""
+    args = ["--fold", "0"] if stage == "train" else ["--out", str(tmp_path / "p")]
+    result = runner.invoke(app, [stage, "--work", str(tmp_path), *args, "--device", "cuda"])
+    assert result.exit_code == 2 and "runtimeClassName" in result.output
+    assert not (tmp_path / "nnUNet_results").exists()  # failed before touching anything
+
+
+def test_a_retried_batch_replaces_its_own_manifest(tmp_path: Path) -> None:
+    """Two attempts of one batch publish one manifest; batches publish manifests of their own."""
+    store = tmp_path / "store"
+    for attempt, batch in ((1, "A,B"), (2, "A,B"), (1, "C")):
+        out = tmp_path / f"out-{attempt}-{batch}"
+        for case in batch.split(","):
+            (out / "cases" / case).mkdir(parents=True)
+            (out / "cases" / case / "manifest.json").write_text(json.dumps({"case_id": case, "attempt": attempt}))
+        result = runner.invoke(app, ["pod", "--put", f"{out}={store}", "--batch", batch, "--", "version"])
+        assert result.exit_code == 0, result.output
+    assert len(list(store.glob("_manifest-batch-*.json"))) == 2
+    fetch([Transfer(str(store), tmp_path / "fetched")])  # the union of the manifests matches the objects
+    assert json.loads((tmp_path / "fetched" / "cases" / "A" / "manifest.json").read_text())["attempt"] == 2

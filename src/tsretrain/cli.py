@@ -19,7 +19,6 @@ from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list
 from tsretrain.stages import StageResult
-from tsretrain.storage.store import MANIFEST
 from tsretrain.ui import console, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -166,10 +165,12 @@ def pod_command(
         list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
     ] = None,
     batch: Annotated[str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns.")] = "",
-    manifest_name: Annotated[str, typer.Option(help="Manifest of this writer (one per fan-out batch).")] = MANIFEST,
+    manifest_name: Annotated[
+        str | None, typer.Option(help="Manifest of this writer (default: one per fan-out batch, else the folder's).")
+    ] = None,
 ) -> None:
     """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
-    from tsretrain.pipeline.pod import fetch, parse_get, parse_put, publish
+    from tsretrain.pipeline.pod import batch_manifest, fetch, parse_get, parse_put, publish
 
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
@@ -183,7 +184,7 @@ def pod_command(
         code = exc.code
     if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
-    publish(puts, manifest_name)
+    publish(puts, manifest_name or batch_manifest(tuple(parse_list(batch))))
 
 
 @app.command("listing")
