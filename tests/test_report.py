@@ -68,7 +68,8 @@ def test_report_numbers_equal_the_csvs(finished_run: Path) -> None:
     split = json.loads((finished_run / "split" / "split.json").read_text())
     assert f"| test | {len(split['test'])} |" in markdown
     progress = json.loads(next((finished_run / "nnunet").rglob("fold_0/progress.json")).read_text())
-    assert f"| fold_0 | {len(progress['train_losses'])} | {fmt(progress['train_losses'][-1])} |" in markdown
+    epochs, iterations = len(progress["train_losses"]), progress["iterations_per_epoch"]
+    assert f"| fold_0 | {epochs} | {iterations} | {fmt(progress['train_losses'][-1])} |" in markdown
 
 
 def test_a_second_run_skips_every_stage(finished_run: Path) -> None:

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from tsretrain.pipeline import summary
+from tsretrain.pipeline.summary import StageClock
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
@@ -205,11 +207,11 @@ def run(
             continue
         console.rule(f"[bold]{stage}")
         log.info("stage %s starting", stage)
-        result = plan[stage]()
-        atomic_write_text(
-            the_run.record(stage),
-            json.dumps({"config_hash": the_run.stage_hash(stage), "result": json.loads(result.to_json())}, indent=1),
-        )
+        with StageClock() as clock:
+            result = plan[stage]()
+        record = {"config_hash": the_run.stage_hash(stage), "result": json.loads(result.to_json()), **clock.record()}
+        atomic_write_text(the_run.record(stage), json.dumps(record, indent=1))
         console.print(f"[green]{stage} done[/green] {result.summary()}")
         results.append(result)
+    summary.show(folder)
     return results

@@ -103,6 +103,8 @@ def progress_of(trainer: Any) -> dict[str, Any]:
         "device_name": name,
         "epoch": int(trainer.current_epoch),
         "num_epochs": int(trainer.num_epochs),
+        "iterations_per_epoch": int(trainer.num_iterations_per_epoch),
+        "batch_size": int(trainer.batch_size),
         "train_losses": [float(v) for v in logged.get("train_losses", [])],
         "val_losses": [float(v) for v in logged.get("val_losses", [])],
         "pseudo_dice": [[float(x) for x in v] for v in logged.get("dice_per_class_or_region", [])],
