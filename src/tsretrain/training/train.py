@@ -43,6 +43,7 @@ class TrainConfig:
     store: str | None = None  # URI of the model folder in the store (s3://... or a path); fold_<k>/ goes below it
     validate: bool = True
     iterations: int | None = None  # iterations per epoch of the tiny trainer
+    seed: int = 0  # initial weights and the main process's random draws (augmentation workers draw their own)
 
     def fold_folder(self) -> Path:
         name = dataset_folder_name(self.dataset_id, self.dataset_name)
@@ -130,6 +131,8 @@ def train(config: TrainConfig) -> StepResult:
         log.info("fold %d already trained (%s); nothing to do", config.fold, local)
         return StepResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
 
+    import numpy as np
+    import torch
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
     from tsretrain.training import discovery
@@ -143,6 +146,8 @@ def train(config: TrainConfig) -> StepResult:
             _mirror(config, (Path(written), Path(filename).name))
 
     resume = any((local / name).is_file() for name in CHECKPOINTS)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
     trainer = get_trainer_from_args(
         str(config.dataset_id),
         config.configuration,
