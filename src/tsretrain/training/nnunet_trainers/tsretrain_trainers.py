@@ -99,7 +99,7 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
         super().initialize()
         if self.device.type == "cpu":
             network: nn.Module = self.network
-            network.to(memory_format=torch.channels_last_3d)  # in place: the optimizer keeps its parameters
+            network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # in place
 
 
 def class_weights(dataset_json: dict[str, Any], device: torch.device, gtvp_weight: float) -> torch.Tensor:
