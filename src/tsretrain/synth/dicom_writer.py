@@ -242,6 +242,7 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
                 contour.ContourGeometricType = "CLOSED_PLANAR"
                 contour.NumberOfContourPoints = len(points)
                 contour[CONTOUR_DATA] = _contour_data(points.reshape(-1))
+                contour.set_original_encoding(False, True, "iso8859")  # what it is written in: kept raw
                 contours.append(contour)
         add_roi(renames.get(structure.roi_name, structure.roi_name), contours, structure.interpreted_type)
     if options.add_point_roi:
