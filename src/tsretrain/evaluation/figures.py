@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import SimpleITK as sitk
+from matplotlib.ticker import MaxNLocator
 
 CT_WINDOW = (40.0, 400.0)  # soft-tissue level / width (HU)
 
@@ -48,6 +49,7 @@ def training_curves(progress: dict[str, Any], title: str, best: int | None, path
         axes[1, 1].set_ylim(bottom=0)
         for ax in axes.flat:
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=90)

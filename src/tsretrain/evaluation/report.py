@@ -111,8 +111,8 @@ def scope_blocks(run: Path, dataset: str) -> list[Block]:
             f"A CPU demo on a synthetic cohort. It shows every stage running for real on DICOM-RT input: "
             f"discovery and conversion with its exclusions, the leak-free split, nnU-Net's own planning, "
             f"preprocessing, training ({folds}, {', '.join(map(str, iterations)) or 0} iterations, a small "
-            "network on small patches) and prediction, then evaluation, and that the model learns the large "
-            "structures and the tumour of patients it has never seen.",
+            "network on small patches) and prediction, then evaluation on test patients the model has never "
+            "seen: section 5 shows how far it learned the large structures and the tumour.",
         ),
         (
             "p",
@@ -138,12 +138,15 @@ def dataset_section(run: Path) -> list[Block]:
             f"{len(rows)} patients found; {by_status['ok']} converted, {by_status['excluded']} excluded, "
             f"{by_status['failed']} failed. Every exclusion has a reason (listing: converted/cases.csv).",
         ),
-        (
-            "table",
-            ["reason", "cases", "share of excluded"],
-            [[r, str(n), f"{100 * n / max(1, sum(reasons.values())):.0f} %"] for r, n in reasons.most_common()],
-        ),
     ]
+    if reasons:
+        blocks.append(
+            (
+                "table",
+                ["reason", "cases", "share of excluded"],
+                [[r, str(n), f"{100 * n / sum(reasons.values()):.0f} %"] for r, n in reasons.most_common()],
+            )
+        )
     presence: Counter[str] = Counter()
     ok = [r for r in rows if r["status"] == "ok"]
     for row in ok:
@@ -258,7 +261,8 @@ def per_label_blocks(per_label: list[dict[str, str]], per_case: list[dict[str, s
     """Per-label metrics sorted by mean Dice, with each structure's size and, for the smallest, a note."""
     sizes = structure_sizes(per_case)
     scored = sorted(per_label, key=lambda r: -(_f(r["dice_mean"]) or 0.0) if r["dice_mean"] else 1.0)
-    limited = [r["name"] for r in scored if r["name"] in sizes and sizes[r["name"]][1] < RESOLUTION_VOXELS]
+    small = {n for n, (_, voxels) in sizes.items() if voxels < RESOLUTION_VOXELS} - {"GTVp"}  # GTVp: by band below
+    limited = [r["name"] for r in scored if r["name"] in small]
     rows = [
         [
             r["name"],
@@ -353,8 +357,8 @@ def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[li
         blocks.append(
             (
                 "p",
-                "These cases are synthetic phantoms: the numbers show that the pipeline learns, "
-                "they say nothing about clinical performance.",
+                "These cases are synthetic phantoms: the numbers show what the model learned in a short CPU "
+                "training, they say nothing about clinical performance.",
             )
         )
     return blocks, summary
@@ -414,10 +418,12 @@ def literature_reading(gtvp: dict[str, Any], synthetic: bool) -> str:
         f"Reading: mean GTVp Dice {mean:.2f} (median {gtvp['median']:.2f}) is {where} the {low:.2f}-{high:.2f} "
         "expected of CT-only models on full RADCURE volumes"
     )
+    if synthetic and mean < 0.5:
+        return line + "; on phantoms this low means the model has not learned the tumour (too short a training)."
     if synthetic:
         return line + (
             "; the synthetic tumours are brighter and more regular than real ones, so this shows that the "
-            "pipeline learns, not how it would do on patients."
+            "pipeline learns the tumour, not how it would do on patients."
         )
     return line + "; PET/CT results (0.74-0.79) are out of reach of CT alone and are not a target."
 
