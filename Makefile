@@ -21,16 +21,6 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/tsretrain run --run-dir $(DEMO_DIR)
-	@echo ""
-	@echo "Outputs (in $(DEMO_DIR)/):"
-	@echo "  cohort/dicom              synthetic DICOM-RT cohort (ground truth in cohort/truth)"
-	@echo "  converted/cases.csv       case listing: status, reason and advice for every patient"
-	@echo "  converted/cases/<case>/   CT and label map NIfTI, manifest.json"
-	@echo "  split/split_report.md     the leak-free split"
-	@echo "  nnunet/                   nnU-Net raw, preprocessed and results (3d_tiny, folds 0 and 1)"
-	@echo "  predictions/test/         fold-ensemble predictions of the held-out test cases"
-	@echo "  evaluation/               per_case.csv, per_label.csv, summary.json"
-	@echo "  report/report.html        the run report (report.md beside it)"
 
 lint: install
 	$(BIN)/ruff check src tests bench pipelines

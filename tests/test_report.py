@@ -11,6 +11,7 @@ import pytest
 
 from tsretrain.evaluation.report import fmt
 from tsretrain.pipeline.runner import run
+from tsretrain.pipeline.summary import summary_lines
 
 SECTIONS = [
     "1. Dataset exploration",
@@ -72,7 +73,8 @@ def test_report_numbers_equal_the_csvs(finished_run: Path) -> None:
     split = json.loads((finished_run / "split" / "split.json").read_text())
     assert f"| test | {len(split['test'])} |" in markdown
     progress = json.loads(next((finished_run / "nnunet").rglob("fold_0/progress.json")).read_text())
-    assert f"| fold_0 | {len(progress['train_losses'])} | {fmt(progress['train_losses'][-1])} |" in markdown
+    epochs, iterations = len(progress["train_losses"]), progress["iterations_per_epoch"]
+    assert f"| fold_0 | {epochs} | {iterations} | {fmt(progress['train_losses'][-1])} |" in markdown
 
 
 def test_a_second_run_skips_every_stage(finished_run: Path) -> None:
@@ -97,3 +99,15 @@ def test_provenance_names_each_training_pods_own_environment(finished_run: Path,
     report(ReportConfig(run_dir=run, out=run / "report"))
     markdown = (run / "report" / "report.md").read_text()
     assert "| NVIDIA H100 80GB HBM3 | torch 2.8.0+cu128, CUDA 12.8 | 2.8.1 |" in markdown
+
+
+def test_the_run_ends_with_a_summary_of_cases_dice_time_and_report(finished_run: Path) -> None:
+    lines = dict(summary_lines(finished_run))
+    listing = list(csv.DictReader((finished_run / "converted" / "cases.csv").open()))
+    assert lines["cases"].startswith(f"{len(listing)} found, {sum(r['status'] == 'ok' for r in listing)} converted")
+    gtvp = json.loads((finished_run / "evaluation" / "summary.json").read_text())["gtvp"]
+    assert lines["test Dice"].startswith(f"GTVp mean {gtvp['mean']:.2f}, median {gtvp['median']:.2f}")
+    records = [json.loads(p.read_text()) for p in (finished_run / ".stages").glob("*.json")]
+    assert all(r["seconds"] >= 0 and r["cpu_seconds"] >= 0 for r in records)
+    assert lines["wall time"].startswith("synth ") and "report " in lines["wall time"]
+    assert lines["report"] == (finished_run / "report" / "report.html").resolve().as_uri()

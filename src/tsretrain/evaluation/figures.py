@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
+from matplotlib.ticker import MaxNLocator
 
 CT_WINDOW = (40.0, 400.0)  # soft-tissue level / width (HU)
 
@@ -21,27 +21,35 @@ def _defaults() -> Any:
     return plt.rc_context(matplotlib.rcParamsDefault)
 
 
-def training_curves(progress: dict[str, Any], title: str, path: Path) -> None:
-    """Train/val loss, pseudo-Dice (mean foreground and EMA), epoch time and learning rate per epoch."""
+def training_curves(progress: dict[str, Any], title: str, best: int | None, path: Path) -> None:
+    """Train/val loss, pseudo-Dice (mean foreground and EMA), epoch time and learning rate per epoch, with the
+    best EMA epoch marked."""
     with _defaults():
         fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
         epochs = np.arange(len(progress["train_losses"]))
         axes[0, 0].plot(epochs, progress["train_losses"], label="train")
         axes[0, 0].plot(epochs[: len(progress["val_losses"])], progress["val_losses"], label="validation")
         axes[0, 0].set_title("loss")
-        axes[0, 0].legend()
         pseudo = [float(np.nanmean(d)) if len(d) else np.nan for d in progress["pseudo_dice"]]
         axes[0, 1].plot(epochs[: len(pseudo)], pseudo, label="pseudo-Dice (mean)")
         axes[0, 1].plot(epochs[: len(progress["ema_fg_dice"])], progress["ema_fg_dice"], label="EMA")
         axes[0, 1].set_title("pseudo-Dice")
         axes[0, 1].set_ylim(0, 1)
-        axes[0, 1].legend()
+        if best is not None:
+            for ax in axes[0]:
+                ax.axvline(best, color="#c0392b", linestyle="--", linewidth=1, label=f"best epoch {best}")
+            axes[0, 1].plot([best], [progress["ema_fg_dice"][best]], "o", color="#c0392b")
+        for ax in axes[0]:
+            ax.legend(fontsize=8)
         axes[1, 0].plot(epochs[: len(progress["epoch_seconds"])], progress["epoch_seconds"])
         axes[1, 0].set_title("epoch time (s)")
+        axes[1, 0].set_ylim(bottom=0)
         axes[1, 1].plot(epochs[: len(progress["learning_rates"])], progress["learning_rates"])
         axes[1, 1].set_title("learning rate")
+        axes[1, 1].set_ylim(bottom=0)
         for ax in axes.flat:
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=90)
@@ -85,26 +93,36 @@ def gtvp_distribution(dice: list[float], quantiles: dict[str, float | None], pat
 
 
 def case_review(ct: Path, reference: Path, prediction: Path, label: int, title: str, path: Path) -> None:
-    """The axial slice with most reference tumour: CT in a soft-tissue window, reference (green) and
-    prediction (red) outlines."""
+    """The axial slice with most reference tumour, reference and prediction side by side: CT in a soft-tissue
+    window, every structure in its colour (the same in both panels), GTVp outlined (reference green,
+    prediction red; the reference outline is repeated dashed over the prediction)."""
     with _defaults():
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))) == label
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction))) == label
+        ref_map = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))
+        pred_map = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))
+        ref = ref_map == label
         k = int(np.argmax(ref.sum(axis=(1, 2)))) if ref.any() else image.shape[0] // 2
         level, width = CT_WINDOW
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.imshow(image[k], cmap="gray", vmin=level - width / 2, vmax=level + width / 2)
-        for mask, colour in ((ref[k], "#2ecc71"), (pred[k], "#e74c3c")):
-            if mask.any():
-                ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.2)
-        if ref[k].any():
-            cy, cx = ndimage.center_of_mass(ref[k])
-            half = max(30, int(3 * np.sqrt(ref[k].sum())))
-            ax.set_xlim(cx - half, cx + half)
-            ax.set_ylim(cy + half, cy - half)
-        ax.set_title(f"{title}\nslice {k}: reference green, prediction red", fontsize=9)
-        ax.axis("off")
+        body = np.argwhere(image[k] > -500)
+        (y0, x0), (y1, x1) = (body.min(axis=0), body.max(axis=0)) if len(body) else ((0, 0), image[k].shape)
+        colours = plt.get_cmap("tab20")
+        top = max(int(ref_map.max()), int(pred_map.max()), 1)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4.8))
+        for ax, labels, name in ((axes[0], ref_map, "reference"), (axes[1], pred_map, "prediction")):
+            ax.imshow(image[k], cmap="gray", vmin=level - width / 2, vmax=level + width / 2)
+            overlay = np.ma.masked_equal(labels[k], 0)
+            ax.imshow(overlay, cmap=colours, vmin=1, vmax=max(top, 20), alpha=0.35, interpolation="nearest")
+            outline = labels[k] == label
+            if outline.any():
+                colour = "#2ecc71" if name == "reference" else "#e74c3c"
+                ax.contour(outline.astype(float), levels=[0.5], colors=colour, linewidths=1.6)
+            if name == "prediction" and ref[k].any():
+                ax.contour(ref[k].astype(float), levels=[0.5], colors="#2ecc71", linewidths=0.9, linestyles="--")
+            ax.set_xlim(x0 - 3, x1 + 3)
+            ax.set_ylim(y1 + 3, y0 - 3)
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+        fig.suptitle(f"{title}, slice {k}", fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tsretrain.evaluation.report import fmt, interval
+from tsretrain.evaluation.report import RESOLUTION_NOTE, RESOLUTION_VOXELS, fmt, interval
 
 Block = tuple[Any, ...]
 
@@ -29,20 +29,27 @@ def conventions(summary: dict[str, Any]) -> Block:
     )
 
 
-def label_tables(summary: dict[str, Any]) -> list[Block]:
-    """One table per reference source, with its note; the labels without any reference under the last one."""
+def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]]) -> list[Block]:
+    """One table per reference source, sorted by mean Dice, with its note and each structure's size (mL, voxels);
+    the labels without any reference, and those at the resolution limit, in a line under the tables."""
     voxel_count = "nsd_voxel_count" in summary["conventions"]
     header = ["label", "cases", "Dice mean", "Dice median", "Dice std", "HD95 mean (mm)", "HD95 n", "NSD mean"]
     header += ["NSD by voxel count (not comparable)"] if voxel_count else []
-    header += ["missed", "false positive"]
+    header += ["missed", "false positive", "size (mL)", "size (voxels)", "note"]
+    small = {n for n, (_, voxels) in sizes.items() if voxels < RESOLUTION_VOXELS} - {"GTVp"}  # GTVp: by band
+    limited: list[str] = []
     blocks: list[Block] = []
     for group in summary["groups"].values():
         rows = []
-        for r in group["labels"]:
+        for r in sorted(group["labels"], key=lambda r: -(r["dice_mean"] if r["dice_mean"] is not None else -1.0)):
             row = [r["name"], r["n_reference"], fmt(r["dice_mean"]), fmt(r["dice_median"]), fmt(r["dice_std"])]
             row += [fmt(r["hd95_mean"], 2), r["hd95_n"], fmt(r["nsd_mean"])]
             row += [fmt(r["nsd_voxel_count_mean"])] if voxel_count else []
-            rows.append([*row, r["n_missed"], r["n_false_positive"]])
+            ml, voxels = sizes.get(r["name"], (None, None))
+            note = "resolution limit" if r["name"] in small else ""
+            limited += [r["name"]] if note else []
+            row += [r["n_missed"], r["n_false_positive"], fmt(ml, 2), fmt(None if voxels is None else round(voxels))]
+            rows.append([*row, note])
         blocks += [
             ("h3", group["title"]),
             (
@@ -65,6 +72,14 @@ def label_tables(summary: dict[str, Any]) -> list[Block]:
             else "Every label has a reference in at least one test case.",
         )
     )
+    if limited:
+        blocks.append(
+            (
+                "p",
+                f"Below {RESOLUTION_VOXELS} voxels on the evaluated grid ({', '.join(limited)}): {RESOLUTION_NOTE}. "
+                "The model cannot learn these at this resolution; their numbers are shown, not hidden, and say little.",
+            )
+        )
     return blocks
 
 

@@ -24,7 +24,9 @@ import yaml
 from tsretrain.errors import UserError
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
+from tsretrain.pipeline import summary
 from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, Stage
+from tsretrain.pipeline.summary import StageClock
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
@@ -148,11 +150,11 @@ def run(
             continue
         console.rule(f"[bold]{name}")
         log.info("stage %s starting", name)
-        result = the_run.execute(BY_NAME[name])
-        atomic_write_text(
-            the_run.record(name),
-            json.dumps({"config_hash": the_run.stage_hash(name), "result": json.loads(result.to_json())}, indent=1),
-        )
+        with StageClock() as clock:
+            result = the_run.execute(BY_NAME[name])
+        record = {"config_hash": the_run.stage_hash(name), "result": json.loads(result.to_json()), **clock.record()}
+        atomic_write_text(the_run.record(name), json.dumps(record, indent=1))
         console.print(f"[green]{name} done[/green] {result.summary()}")
         results.append(result)
+    summary.show(folder)
     return results

@@ -53,6 +53,7 @@ class SynthConfig:
         )
 
 
+SMALL_GTVP_RADIUS = 6.0  # mm: about 0.9 mL, smallest volume band (< 3 mL), over 100 voxels at 1.6 x 1.6 x 3 mm
 ENCODINGS = (dw.PixelEncoding(1, -1024.0), dw.PixelEncoding(0, -1024.0), dw.PixelEncoding(1, 0.0))
 
 
@@ -74,8 +75,8 @@ def write_build(root: Path, build: PatientBuild) -> list[Path]:
 
 def regular_build(config: SynthConfig, patient_id: str, number: int, rng: np.random.Generator) -> PatientBuild:
     """A normal patient: one CT series and one RTSTRUCT with RADCURE's ROI names."""
-    spec = config.spec()
-    small = 4.5 if number % 4 == 1 else None  # every fourth tumour is small (< 1 cm3 at this radius)
+    spec = replace(config.spec(), w_center=config.spec().w_center + float(rng.uniform(-6.0, 6.0)))  # scan extent
+    small = SMALL_GTVP_RADIUS if number % 4 == 1 else None  # every fourth tumour is small
     phantom = make_phantom(patient_id, rng, gtvp_radius=small, spelling_variants=config.roi_variants)
     return PatientBuild.make(
         phantom,

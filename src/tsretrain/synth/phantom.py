@@ -2,7 +2,8 @@
 
 All sizes are millimetres in the scan frame (u: patient left, v: posterior, w: superior for a head-first
 supine scan). CT numbers give learnable but realistic contrast (tumour ~95 HU against ~35 HU muscle; eyes and
-plexus in fat, cord in CSF, lumens of air), since nnU-Net normalises CT with foreground statistics.
+plexus in fat, cord and brainstem in CSF, a fat plane around the oesophagus, lumens of air), since nnU-Net
+normalises CT with foreground statistics.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def make_phantom(
         (Cylinder((0.0, 52 * s), (8.5, 7.5), -1e3, 45.0), 5.0),  # spinal canal (CSF)
         (Ellipsoid((0.0, 10.0, 95.0), (66 * s, 80 * s, 52.0)), 700.0),  # skull
         (Ellipsoid((0.0, 12.0, 95.0), (60 * s, 74 * s, 47.0)), 30.0),  # brain
+        (Ellipsoid((0.0, 42 * s, 62.0), (15.0, 14.0, 25.0)), 8.0),  # cisterns (CSF) around the brainstem
+        (Cylinder((0.0, 20 * s), (11.0, 9.0), -1e3, -25.0), -90.0),  # fat plane around the oesophagus
         (Cylinder((0.0, -22 * s), (9.0, 7.0), -1e3, 22.0), AIR_HU + 50),  # airway
         (Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0), AIR_HU + 100),  # oesophageal lumen
     ]
@@ -179,7 +182,7 @@ def make_phantom(
             Ellipsoid((sign * 56 * s, 28 * s, -58.0), (6.0, 7.0, 16.0)),
         )
 
-    radius = gtvp_radius if gtvp_radius is not None else float(math.exp(rng.uniform(math.log(5.0), math.log(22.0))))
+    radius = gtvp_radius if gtvp_radius is not None else float(math.exp(rng.uniform(math.log(7.0), math.log(22.0))))
     gtvp_center = (float(rng.uniform(-12, 12)), float(rng.uniform(-12, 6)), float(rng.uniform(-8, 28)))
     gtvp_radii = tuple(radius * float(rng.uniform(0.8, 1.2)) for _ in range(3))
     gtvp = Ellipsoid(gtvp_center, gtvp_radii, yaw=float(rng.uniform(0, math.pi)))  # type: ignore[arg-type]

@@ -31,12 +31,16 @@ class NnunetFolders:
         return self.root / NNUNET_FOLDERS["results"]
 
     def activate(self) -> None:
-        """Point nnU-Net at these folders; worker counts come from the CPU quota unless already set."""
+        """Point nnU-Net at these folders; worker counts come from the CPU quota unless already set (before torch
+        is first imported, so that the OpenMP setting applies)."""
         for name in NNUNET_FOLDERS.values():
             path = self.root / name
             path.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(path)
         os.environ.setdefault("nnUNet_n_proc_DA", str(augmentation_workers()))
+        # idle OpenMP threads sleep instead of spinning: on a CPU shared with augmentation workers (or other
+        # jobs) spinning tripled the CPU time of a training step (docs/benchmarks.md)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         os.environ.setdefault("nnUNet_def_n_proc", str(cpu_quota()))
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
     store: str | None = None  # URI of the run's nnUNet_results in the store (s3://... or a path): same layout below
     validate: bool = True
     iterations: int | None = None  # iterations per epoch of the tiny trainer
+    seed: int = 0  # initial weights and the main process's random draws (augmentation workers draw their own)
 
     def fold_folder(self) -> Path:
         folders = NnunetFolders(self.work)
@@ -130,6 +131,8 @@ def progress_of(trainer: Any) -> dict[str, Any]:
         "environment": environment,
         "epoch": int(trainer.current_epoch),
         "num_epochs": int(trainer.num_epochs),
+        "iterations_per_epoch": int(trainer.num_iterations_per_epoch),
+        "batch_size": int(trainer.batch_size),
         "train_losses": [float(v) for v in logged.get("train_losses", [])],
         "val_losses": [float(v) for v in logged.get("val_losses", [])],
         "pseudo_dice": [[float(x) for x in v] for v in logged.get("dice_per_class_or_region", [])],
@@ -156,6 +159,8 @@ def train(config: TrainConfig) -> StageResult:
         log.info("fold %d already trained (%s); nothing to do", config.fold, local)
         return StageResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
 
+    import numpy as np
+    import torch
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
     from tsretrain.training import discovery
@@ -169,6 +174,8 @@ def train(config: TrainConfig) -> StageResult:
             _mirror(config, (Path(written), Path(filename).name))
 
     resume = any((local / name).is_file() for name in CHECKPOINTS)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
     trainer = get_trainer_from_args(
         str(config.model.dataset_id),
         config.model.configuration,

@@ -1,0 +1,161 @@
+"""Where the demo's time goes: one training step of the demo's network against one augmented batch, and the
+stages of a finished ``make demo`` run with its test Dice.
+
+1. On the run's preprocessed data, the demo's trainer (``3d_tiny``, ``nnUNetTrainerTsrTiny``) builds its
+   data loader and network; in a child process per variant it times augmented batches (one process, as one
+   augmentation worker does) and training steps, for torch with 1 or 2 threads, OpenMP threads spinning or
+   sleeping when idle (``OMP_WAIT_POLICY``) and the network in nnU-Net's or channels-last memory format.
+   CPU seconds are the measure: on a shared machine wall time says more about the neighbours.
+2. From the run folder: wall and CPU seconds of every stage (``.stages/``), the configuration trained, and the
+   test Dice per structure (``evaluation/``).
+
+``python bench/demo.py --run demo-run --out docs/benchmarks.md`` (after ``make demo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import benchlib
+
+VARIANTS = (  # (threads, OMP_WAIT_POLICY, channels-last)
+    (1, "ACTIVE", False),
+    (2, "ACTIVE", False),
+    (2, "PASSIVE", False),
+    (1, "PASSIVE", True),
+    (2, "PASSIVE", True),
+)
+
+
+def child(run: Path, threads: int, channels_last: bool, steps: int) -> None:
+    """Time ``steps`` augmented batches and ``steps`` training steps of the demo's trainer; print JSON."""
+    os.environ["nnUNet_n_proc_DA"] = "0"  # noqa: SIM112 (nnU-Net's name); batches made here, in this process
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from tsretrain.training import discovery
+    from tsretrain.training.nnunet_env import NnunetFolders
+
+    NnunetFolders(run / "nnunet").activate()
+    discovery.install()
+    torch.set_num_threads(1)
+    trainer = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
+    trainer.initialize()
+    if not channels_last:
+        trainer.network.to(memory_format=torch.contiguous_format)
+    loader, _ = trainer.get_dataloaders()
+    cpu = time.process_time()
+    batches = [next(loader) for _ in range(steps + 1)]
+    augmentation = (time.process_time() - cpu) / len(batches)
+    torch.set_num_threads(threads)
+    trainer.network.train()
+    trainer.train_step(batches[0])  # warm-up
+    cpu, wall = time.process_time(), time.perf_counter()
+    for batch in batches[1:]:
+        trainer.train_step(batch)
+    result = {
+        "augmentation_cpu_s": augmentation,
+        "step_cpu_s": (time.process_time() - cpu) / steps,
+        "step_wall_s": (time.perf_counter() - wall) / steps,
+    }
+    print(json.dumps(result))
+
+
+def step_table(run: Path, steps: int) -> list[str]:
+    header = "| torch threads | idle OpenMP threads | network memory format | step CPU (s) | augmented batch CPU (s) |"
+    rows = [header, "|---|---|---|---|---|"]
+    for threads, wait, channels_last in VARIANTS:
+        command = [sys.executable, __file__, "--child", "--run", str(run), "--threads", str(threads)]
+        command += ["--steps", str(steps)] + (["--channels-last"] if channels_last else [])
+        os.environ["OMP_WAIT_POLICY"] = wait
+        result = benchlib.measure(command)
+        layout = "channels-last" if channels_last else "nnU-Net's (contiguous)"
+        idle = "sleep (PASSIVE)" if wait == "PASSIVE" else "spin (default)"
+        rows.append(
+            f"| {threads} | {idle} | {layout} | {result['step_cpu_s']:.2f} | {result['augmentation_cpu_s']:.3f} |"
+        )
+    return rows
+
+
+def stage_table(run: Path) -> list[str]:
+    config = json.loads((run / "run_config.json").read_text())
+    rows = ["| stage | wall (s) | CPU (s) |", "|---|---|---|"]
+    wall = cpu = 0.0
+    for stage in config["stages"]:
+        record = json.loads((run / ".stages" / f"{stage}.json").read_text())
+        wall, cpu = wall + record["seconds"], cpu + record["cpu_seconds"]
+        rows.append(f"| {stage} | {record['seconds']:.0f} | {record['cpu_seconds']:.0f} |")
+    rows.append(f"| all stages | {wall:.0f} | {cpu:.0f} |")
+    return rows
+
+
+def dice_table(run: Path) -> list[str]:
+    from tsretrain.conversion.listing import read_listing
+    from tsretrain.evaluation.report import RESOLUTION_VOXELS, structure_sizes
+
+    per_case = read_listing(run / "evaluation" / "per_case.csv")
+    sizes = structure_sizes(per_case)
+    labels = [r for r in read_listing(run / "evaluation" / "per_label.csv") if r["dice_mean"]]
+    labels.sort(key=lambda r: -float(r["dice_mean"]))
+    rows = ["| structure | test cases | Dice mean | Dice median | mean size (voxels) | |", "|---|---|---|---|---|---|"]
+    for r in labels:
+        voxels = sizes[r["name"]][1]
+        note = "resolution limit" if voxels < RESOLUTION_VOXELS else ""
+        rows.append(
+            f"| {r['name']} | {r['n_reference']} | {float(r['dice_mean']):.3f} | {float(r['dice_median']):.3f} "
+            f"| {voxels:.0f} | {note} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("demo-run"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--channels-last", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(args.run, args.threads, args.channels_last, args.steps)
+        return
+    config = json.loads((args.run / "run_config.json").read_text())
+    train, synth = config["train"], config["synth"]
+    gtvp = json.loads((args.run / "evaluation" / "summary.json").read_text())["gtvp"]
+    section = [
+        "## The demo: where its time goes and what it learns (`bench/demo.py`)",
+        "",
+        f"Run: `make demo` defaults, {synth['cases']} regular + edge-case phantoms of {synth['rows']} x "
+        f"{synth['columns']} x {synth['slices']}; {train['configuration']}, {train['trainer']}, folds "
+        f"{train['folds']}, {train['epochs']} epochs x {train['iterations']} iterations. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, Python "
+        f"{platform.python_version()}.",
+        "",
+        "One training step (batch of two 32 x 64 x 64 patches) against one augmented batch, CPU seconds "
+        f"(mean of {args.steps}; each variant in its own process):",
+        "",
+        *step_table(args.run, args.steps),
+        "",
+        "Stages of the run (wall time inflated by the machine's other jobs; CPU time is this run's own):",
+        "",
+        *stage_table(args.run),
+        "",
+        f"Test Dice (GTVp: mean {gtvp['mean']:.3f}, median {gtvp['median']:.3f}, detection rate "
+        f"{gtvp['detection_rate']:.2f}):",
+        "",
+        *dice_table(args.run),
+        "",
+        "Command: `python bench/demo.py --run demo-run --out docs/benchmarks.md`",
+    ]
+    benchlib.update_section(args.out, "bench/demo.py", "\n".join(section))
+
+
+if __name__ == "__main__":
+    main()
