@@ -49,8 +49,8 @@ def prepare(work: Path, args: argparse.Namespace) -> None:
                     "pixel_spacing": 0.98 * 512 / args.rows,
                     "slice_thickness": 2.0,
                 },
-                "split": {"folds": 2},  # only fold 0 is trained: fewer cases suffice
-                "preprocess": {"tiny": args.configuration == "3d_tiny"},
+                "model": {"configuration": args.configuration, "folds": [0]},
+                "split": {"cv_folds": 2},  # only fold 0 is trained: fewer cases suffice
                 "stages": ["synth", "scan", "convert", "split", "assemble", "preprocess"],
             }
         )
