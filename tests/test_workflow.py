@@ -289,13 +289,14 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
     gets = {name: parsed[2] for name, parsed in parsed_pods(workflow).items()}
     assert gets["pseudolabel"][0].include == ("cases/{case}/*",)  # expanded per case of the batch
     assert gets["split"][0].include == ("cases/*/manifest.json",)
-    assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*",)}
+    assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*",), ("cases/*/manifest.json",)}
+    assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
 
 
 def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
     templates = _templates(workflow)
     containers = {n: t for n, t in templates.items() if "container" in t}
-    assert set(containers) == {*CLUSTER_STAGES, "assemble-merged", "claim", "listing", "record-status"}
+    assert set(containers) == {*CLUSTER_STAGES, "assemble-merged", "evaluate-merged", "claim", "listing", "record-status"}
     for name, template in containers.items():
         container = template["container"]
         assert container["command"] == ["tsretrain"], name
@@ -342,9 +343,14 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
     assert tasks["assemble-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
     assert tasks["preprocess"]["depends"] == "assemble && assemble-merged"
     assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
-    order = ["preprocess", "train", "predict", "evaluate", "report"]
+    order = ["preprocess", "train", "predict"]
     for before, after in itertools.pairwise(order):
         assert tasks[after]["depends"] == before
+    # The evaluation reads the merge records too when there are pseudo-labels (which reference is whose).
+    assert tasks["evaluate"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
+    assert tasks["evaluate-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
+    assert tasks["evaluate"]["depends"] == tasks["evaluate-merged"]["depends"] == "predict"
+    assert tasks["report"]["depends"] == "evaluate && evaluate-merged"
     for task in tasks.values():
         if task["name"] != "claim":  # every stage writes below the prefix the claim step fixed
             parameters = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
