@@ -21,10 +21,10 @@ def test_every_stage_of_the_default_run_gets_a_valid_configuration(tmp_path: Pat
     the_run = Run(tmp_path, load_config(None))
     configs = {name: BY_NAME[name].configure(the_run.settings(BY_NAME[name])) for name in NAMES if name != "train"}
     train = BY_NAME["train"].configure({**the_run.settings(BY_NAME["train"]), "fold": 1})
-    assert train.fold == 1 and train.iterations == 20 and train.work == tmp_path / "nnunet"
+    assert train.fold == 1 and train.iterations == 40 and train.work == tmp_path / "nnunet"
     assert configs["convert"].inventory == tmp_path / "scan" / "inventory.json"
-    assert configs["split"].folds == (0, 1) and configs["split"].cv_folds == 5
-    assert configs["predict"].model.folds == (0, 1) and configs["predict"].model.configuration == "3d_tiny"
+    assert configs["split"].folds == (0,) and configs["split"].cv_folds == 5
+    assert configs["predict"].model.folds == (0,) and configs["predict"].model.configuration == "3d_tiny"
     assert configs["evaluate"].reference == tmp_path / "nnunet/nnUNet_raw/Dataset366_TotalSegmentator/labelsTs"
     assert configs["assemble"].labels_from is None  # no pseudolabel stage in the default run
     assert configs["report"].run_dir == tmp_path and configs["report"].synthetic

@@ -305,6 +305,7 @@ STAGES: tuple[Stage, ...] = (
             "pretrained_weights": Option("Initial weights (fine-tuning)."),
             "store": Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there."),
             "validate": Option("Predict the fold's validation cases at the end.", flags=("--validate/--no-validate",)),
+            "seed": Option("Random seed of the initial weights and the training process's draws."),
         },
         model=("dataset", "trainer", "plans", "configuration"),
         reads=(Files("preprocessed"),),
