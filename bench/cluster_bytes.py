@@ -1,7 +1,7 @@
 """Bytes each cluster step fetches from the store, measured on the wire by the test harness (a per-pod proxy in
 ``tests/argo_sim``) on the synthetic cohort of ``tests/test_cluster_run.py``, extrapolated to RADCURE.
 
-Extrapolation (per pod): the synthetic cohort has 29 patients of 64 x 64 x 24 voxels; RADCURE has 3,346
+Extrapolation (per pod): the synthetic cohort has 29 patients (64 x 64 x 24 voxels in the test); RADCURE has 3,346
 patients, 323.5 GB of DICOM, CTs of about 512 x 512 x 181. A step's bytes scale with what it reads: DICOM of a
 batch (per-patient DICOM ratio), headers of every file (64 KiB ranged reads per object at most), per-case JSON
 (patients ratio), or images of the whole dataset (patients x voxels ratio). Model checkpoints (train, predict)

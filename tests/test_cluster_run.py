@@ -42,8 +42,9 @@ TINY = {
     "folds": '["0"]',
     "trainer": "nnUNetTrainerTsrTiny",
     "configuration": "3d_tiny",
-    "epochs": "8",
-    "iterations": "4",
+    "epochs": "6",
+    "iterations": "2",
+    "device": "cpu",  # the GPU steps' device: this machine has none
     "convert-batch-size": "8",
 }
 
