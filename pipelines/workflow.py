@@ -239,8 +239,8 @@ def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
     if stage.name not in SELF_PUBLISHING:
         for files in stage.writes:
             args += ["--put", _transfer(_path(files.location), f"{OUT}/{relative(files.location)}", files)]
-    if stage.fan_out == "cases":  # one manifest per batch; {case} in include patterns is each case of it
-        args += ["--batch", "{{inputs.parameters.cases}}", "--manifest-name", "_manifest-{{pod.name}}.json"]
+    if stage.fan_out == "cases":  # a manifest of the batch's own; {case} in include patterns is each case of it
+        args += ["--batch", "{{inputs.parameters.cases}}"]
     return [*args, "--", *stage_args(stage, with_stages)]
 
 
@@ -275,7 +275,16 @@ def build() -> WorkflowTemplate:
         claim = _container(
             "claim",
             "cpu",
-            ["claim", *_prefix_args(), "--workflow", "{{workflow.name}}", "--resume", param("resume")],
+            [
+                "claim",
+                *_prefix_args(),
+                "--workflow",
+                "{{workflow.name}}",
+                "--resume",
+                param("resume"),
+                "--out-file",
+                CLAIMED,
+            ],
             small,
             scratch="1Gi",
             retries=2,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
 from tsretrain.conversion.listing import read_listing
+from tsretrain.layout import markdown_table
+from tsretrain.pipeline.registry import STAGES
 
 runner = CliRunner()
 
@@ -60,3 +64,36 @@ def test_dictionary_commands(tmp_path: Path) -> None:
     bad.write_text("name: x\nversion: '1'\nlabels:\n  - {id: 0, name: A, sources: [rtstruct: [a]]}\n")
     result = runner.invoke(app, ["dictionary", "validate", str(bad)])
     assert result.exit_code == 1 and "reserved for background" in result.output
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_stage_table_matches_the_registry() -> None:
+    """Each stage's row lists exactly its options (a new option or a renamed one must reach the README)."""
+    rows = {
+        match[1]: match[2]
+        for match in re.finditer(r"^\| `tsretrain (\w+) ([^`]*)` \|", README.read_text(), flags=re.MULTILINE)
+    }
+    for stage in STAGES:
+        assert stage.name in rows, f"README has no row for the stage {stage.name}"
+        shown = set(re.findall(r"--[a-z][a-z-]*", rows[stage.name]))
+        options = {name: option.cli_flags(name) for name, option in stage.all_options().items()}
+        aliases = {alias for flags in options.values() for flag in flags for alias in flag.split("/")}
+        assert shown <= aliases, (stage.name, shown - aliases)
+        for name, flags in options.items():
+            option = stage.all_options()[name]
+            assert option.argument or flags[0].split("/")[0] in shown, (stage.name, flags[0])
+
+
+def test_readme_layout_is_the_run_layout() -> None:
+    assert markdown_table() in README.read_text()
+
+
+def test_every_configuration_field_is_declared_in_the_registry() -> None:
+    """A configuration field is an option, the model, or left at its default on purpose: never forgotten."""
+    for stage in STAGES:
+        fields = {f.name for f in dataclasses.fields(stage.config)}
+        declared = set(stage.options) | set(stage.internal) | ({"model"} if stage.model else set())
+        assert fields == declared, stage.name
+        assert stage.resources in ("cpu", "big-cpu", "gpu") and stage.image in ("cpu", "gpu", "pseudolabel")

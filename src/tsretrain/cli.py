@@ -16,7 +16,6 @@ from tsretrain import __version__
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list
 from tsretrain.stages import USAGE_EXIT_CODE, StageResult, UsageError
-from tsretrain.storage.store import MANIFEST
 from tsretrain.ui import console, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -137,12 +136,18 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="Re-run stages recorded as complete.")] = False,
 ) -> None:
     """Run the pipeline's stages in order on local storage, skipping those already complete."""
+    from tsretrain.layout import RunLayout
     from tsretrain.pipeline.runner import run
 
-    run(run_dir, config, tuple(stage or ()), force)
+    try:
+        run(run_dir, config, tuple(stage or ()), force)
+    except UsageError as exc:
+        console.print(f"[red]run[/red]: {exc}")
+        raise typer.Exit(USAGE_EXIT_CODE) from exc
     console.print(f"[green]run complete[/green]: {run_dir}")
-    if (run_dir / "report" / "report.html").is_file():
-        console.print(f"report: {run_dir / 'report' / 'report.html'}")
+    report = RunLayout(run_dir).report / "report.html"
+    if report.is_file():
+        console.print(f"report: {report}")
 
 
 @app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -155,10 +160,12 @@ def pod_command(
         list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
     ] = None,
     batch: Annotated[str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns.")] = "",
-    manifest_name: Annotated[str, typer.Option(help="Manifest of this writer (one per fan-out batch).")] = MANIFEST,
+    manifest_name: Annotated[
+        str | None, typer.Option(help="Manifest of this writer (default: one per fan-out batch, else the folder's).")
+    ] = None,
 ) -> None:
     """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
-    from tsretrain.pipeline.pod import fetch, parse_get, parse_put, publish
+    from tsretrain.pipeline.pod import batch_manifest, fetch, parse_get, parse_put, publish
 
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
@@ -173,7 +180,7 @@ def pod_command(
         code = exc.code
     if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
-    publish(puts, manifest_name)
+    publish(puts, manifest_name or batch_manifest(tuple(parse_list(batch))))
 
 
 @app.command("listing")
@@ -221,8 +228,8 @@ def claim_command(
     output_prefix: OutputPrefixOption,
     runs_prefix: RunsPrefixOption,
     workflow: WorkflowOption,
+    out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix (the step's output).")],
     resume: Annotated[str, typer.Option(help="true: continue the run that holds the prefix.")] = "false",
-    out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix.")] = Path("/tmp/output-prefix"),
 ) -> None:
     """Make a cluster run's store prefix this workflow's (the workflow's first step); refuse one holding another
     run unless resuming."""

@@ -13,17 +13,26 @@ NNUNET_FOLDERS = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "r
 LOCATIONS: dict[str, tuple[str, str]] = {
     "cohort": ("cohort", "synthetic DICOM cohort: dicom/, truth/, cohort.json (when no input is given)"),
     "scan": ("scan", "inventory.json (every case plan), cases.csv (the scan's listing)"),
-    "converted": ("converted", "cases/<case>/ (CT, label map, manifest.json), cases.csv (the case listing)"),
-    "pseudolabels": ("pseudolabels", "<case>/: TotalSegmentator maps, merged label map, pseudolabel.json"),
+    "converted": ("converted", "cases/CASE/ (CT, label map, manifest.json), cases.csv (the case listing)"),
+    "pseudolabels": (
+        "pseudolabels",
+        "CASE/: tasks/ (TotalSegmentator maps), CASE.nii.gz (the merged map), pseudolabel.json",
+    ),
     "split": ("split", "split.json, splits_final.json, split_report.md"),
     "nnunet": ("nnunet", "nnU-Net's work root: the three folders below"),
-    "raw": (f"nnunet/{NNUNET_FOLDERS['raw']}", "<dataset>/: imagesTr, labelsTr, imagesTs, labelsTs, dataset.json"),
+    "raw": (
+        f"nnunet/{NNUNET_FOLDERS['raw']}",
+        "DATASET/: imagesTr, labelsTr, imagesTs (test cases only), labelsTs, dataset.json",
+    ),
     "preprocessed": (
         f"nnunet/{NNUNET_FOLDERS['preprocessed']}",
-        "<dataset>/: plans, preprocessed data, planning_summary.json",
+        "DATASET/: plans, preprocessed data, planning_summary.json (names the plans)",
     ),
-    "results": (f"nnunet/{NNUNET_FOLDERS['results']}", "<dataset>/<trainer>__<plans>__<configuration>/fold_<k>/"),
-    "predictions": ("predictions", "test/ (fold ensemble), validation/fold_<k>/"),
+    "results": (
+        f"nnunet/{NNUNET_FOLDERS['results']}",
+        "DATASET/TRAINER__PLANS__CONFIGURATION/fold_K/: checkpoints, progress.json, validation/",
+    ),
+    "predictions": ("predictions", "test/ (fold ensemble), validation/fold_K/"),
     "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json"),
     "report": ("report", "report.html (self-contained), report.md, figures/"),
     "records": (".stages", "one record per finished stage: its configuration hash and result (local runs)"),
@@ -93,3 +102,9 @@ class RunLayout:
     @property
     def records(self) -> Path:
         return self.at("records")
+
+
+def markdown_table() -> str:
+    """The layout as the README shows it (a test keeps the two equal)."""
+    rows = [f"| `{path}{'' if path.endswith('.json') else '/'}` | {holds} |" for path, holds in LOCATIONS.values()]
+    return "\n".join(["| path | holds |", "|---|---|", *rows])

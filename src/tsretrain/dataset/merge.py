@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from tsretrain.labels.dictionary import OrganDictionary, PseudoLabelSource
 
@@ -25,6 +24,8 @@ BODY_HU = -500.0
 
 def body_mask(hu: NDArray[np.integer[Any]]) -> NDArray[np.bool_]:
     """The patient's body: the largest connected component above -500 HU, holes filled slice by slice."""
+    from scipy import ndimage  # imported when used: the command line starts without scipy
+
     candidate: NDArray[np.bool_] = np.asarray(hu > BODY_HU, dtype=bool)
     components, count = ndimage.label(candidate)
     if count == 0:

@@ -19,7 +19,6 @@ from typing import Any
 
 from tsretrain.conversion.convert import listing_rows
 from tsretrain.conversion.listing import read_listing
-from tsretrain.evaluation import figures
 from tsretrain.layout import RunLayout
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -154,6 +153,8 @@ def planning_section(run: Path, dataset: str) -> list[Block]:
 
 
 def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Block], list[list[str]]]:
+    from tsretrain.evaluation import figures  # matplotlib only when a report is written
+
     blocks: list[Block] = [("h2", "4. Training")]
     rows, provenance = [], []
     results = RunLayout(run).results / dataset
@@ -200,6 +201,8 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
 
 
 def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
+    from tsretrain.evaluation import figures  # matplotlib only when a report is written
+
     summary = json.loads((RunLayout(run).evaluation / "summary.json").read_text())
     per_label = read_listing(RunLayout(run).evaluation / "per_label.csv")
     per_case = read_listing(RunLayout(run).evaluation / "per_case.csv")
@@ -296,6 +299,8 @@ def _f(text: str) -> float | None:
 
 
 def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir: Path) -> list[Block]:
+    from tsretrain.evaluation import figures  # matplotlib only when a report is written
+
     per_case = [
         r
         for r in read_listing(RunLayout(run).evaluation / "per_case.csv")

@@ -13,6 +13,7 @@ never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tsretrain.layout import relative
 from tsretrain.stages import UsageError
-from tsretrain.storage.store import open_store
+from tsretrain.storage.store import MANIFEST, open_store
 from tsretrain.ui import log
 
 
@@ -75,6 +76,13 @@ def fetch(gets: list[Transfer], batch: tuple[str, ...] = ()) -> int:
         total += counts["bytes"]
         log.info("pod: %s -> %s: %s in %.1f s", get.uri, get.path, counts, time.perf_counter() - started)
     return total
+
+
+def batch_manifest(batch: tuple[str, ...]) -> str:
+    """The manifest a fan-out batch publishes: named after its cases, so that a retried pod replaces its own."""
+    if not batch:
+        return MANIFEST
+    return f"_manifest-batch-{hashlib.sha256(','.join(batch).encode()).hexdigest()[:16]}.json"
 
 
 def publish(puts: list[Transfer], manifest_name: str) -> None:

@@ -80,10 +80,6 @@ class Stage:
     cluster: bool = True  # part of the workflow (synth makes a local cohort only)
     internal: tuple[str, ...] = ()  # configuration fields left at their defaults (not options)
 
-    def field_types(self) -> dict[str, Any]:
-        hints = typing.get_type_hints(self.config)
-        return {name: hints[name] for name in self.options}
-
     def all_options(self) -> dict[str, Option]:
         """The stage's options in command-line order: its own, then the model's it takes."""
         return {**self.options, **{name: MODEL_OPTIONS[name] for name in self.model}}
@@ -95,8 +91,9 @@ class Stage:
         return {**own, **model}
 
     def types(self) -> dict[str, Any]:
-        model = typing.get_type_hints(Model)
-        return {**self.field_types(), **{name: model[name] for name in self.model}}
+        """Type of every option: its configuration field's (or the model's)."""
+        own, model = typing.get_type_hints(self.config), typing.get_type_hints(Model)
+        return {**{name: own[name] for name in self.options}, **{name: model[name] for name in self.model}}
 
     def configure(self, values: dict[str, Any]) -> Any:
         """The stage's configuration from option values (model fields gathered into one Model)."""
@@ -110,9 +107,6 @@ class Stage:
             return self.config(**own)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{self.name}: {exc}") from exc
-
-    def locations(self) -> set[str]:
-        return {option.at for option in self.options.values() if option.at and option.at not in (INPUT, RUN)}
 
 
 def _default(f: Any) -> Any:

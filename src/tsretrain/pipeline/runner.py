@@ -28,8 +28,6 @@ from tsretrain.stages import StageResult, UsageError
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import console, log
 
-GLOBAL_KEYS = ("input", "model", "stages")
-
 
 def default_config() -> dict[str, Any]:
     text = (resources.files("tsretrain.pipeline") / "default.yaml").read_text()

@@ -47,14 +47,15 @@ def matches(path: str, patterns: tuple[str, ...]) -> bool:
 
 
 def folder_manifest(folder: Path, include: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
-    """Relative path -> size and SHA-256 of every file below folder (hidden temporaries excluded; with
+    """Relative path -> size and SHA-256 of every file below folder (hidden files and folders excluded; with
     ``include``, only the files matching one of these patterns)."""
     entries = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
         if include and not matches(rel, include):
             continue
-        if path.is_file() and not path.name.startswith((".", "_manifest")):
+        hidden = any(part.startswith(".") for part in rel.split("/"))  # temporaries, staged weights
+        if path.is_file() and not hidden and not path.name.startswith("_manifest"):
             entries[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
     return entries
 

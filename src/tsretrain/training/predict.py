@@ -29,6 +29,7 @@ class PredictConfig:
 
 
 def predict(config: PredictConfig) -> StageResult:
+    device = torch_device(config.device)  # first: a pod without the GPU it asked for fails at once
     folders = NnunetFolders(config.work)
     folders.activate()
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -45,7 +46,7 @@ def predict(config: PredictConfig) -> StageResult:
         tile_step_size=config.step_size,
         use_gaussian=True,
         use_mirroring=config.tta,
-        device=torch_device(config.device),
+        device=device,
         verbose=False,
         allow_tqdm=False,
     )

@@ -141,6 +141,7 @@ def progress_of(trainer: Any) -> dict[str, Any]:
 
 def train(config: TrainConfig) -> StageResult:
     """Train (or resume, or skip when finished) one fold."""
+    device = torch_device(config.device)  # first: a pod without the GPU it asked for fails at once
     folders = NnunetFolders(config.work)
     folders.activate()
     os.environ["TSRETRAIN_SAVE_EVERY"] = str(config.save_every)
@@ -175,7 +176,7 @@ def train(config: TrainConfig) -> StageResult:
         config.model.trainer,
         config.model.plans_in(folders.preprocessed),
         continue_training=resume,
-        device=torch_device(config.device),
+        device=device,
     )
     if hasattr(trainer_class, "checkpoint_hook"):
         trainer_class.checkpoint_hook = lambda written, filename: on_checkpoint(trainer, written, filename)
