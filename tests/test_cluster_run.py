@@ -308,5 +308,10 @@ def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Clust
         log = run.log_of(pod)
         assert pod.phase == "Failed" and "weights" in log.lower() and "Usage:" not in log, log[-2000:]
     assert all(len(run.task(p.display.rsplit("(", 1)[0]).attempts) == 1 for p in pods)  # not retried
+    stored = cluster.listing(parameters["output-prefix"])
+    for pod in pods:  # each fetches its batch's converted cases at most
+        batch = pod.display.split(":", 1)[1].split(")", 1)[0].split(",")
+        needed = sum(size for key, size in stored.items() if key.split("/")[2:3] and key.split("/")[2] in batch)
+        assert pod.fetched <= needed * 1.05 + 256 * 1024, pod.display
     status = json.loads(cluster.store(parameters["output-prefix"]).get_bytes("status.json") or b"{}")
     assert status["status"] == "Failed" and any(f["templateName"] == "pseudolabel" for f in status["failures"])
