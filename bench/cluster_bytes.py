@@ -1,7 +1,7 @@
 """Bytes each cluster step fetches from the store, measured on the wire by the test harness (a per-pod proxy in
 ``tests/argo_sim``) on the synthetic cohort of ``tests/test_cluster_run.py``, extrapolated to RADCURE.
 
-Extrapolation (per pod): the synthetic cohort has 29 patients of 128 x 128 x 40 voxels; RADCURE has 3,346
+Extrapolation (per pod): the synthetic cohort has 29 patients (64 x 64 x 24 voxels in the test); RADCURE has 3,346
 patients, 323.5 GB of DICOM, CTs of about 512 x 512 x 181. A step's bytes scale with what it reads: DICOM of a
 batch (per-patient DICOM ratio), headers of every file (64 KiB ranged reads per object at most), per-case JSON
 (patients ratio), or images of the whole dataset (patients x voxels ratio). Model checkpoints (train, predict)
@@ -26,7 +26,6 @@ from benchlib import update_section
 ROOT = Path(__file__).resolve().parents[1]
 RADCURE_PATIENTS, RADCURE_DICOM = 3346, 323.5e9
 RADCURE_VOXELS, RADCURE_OBJECTS_PER_PATIENT = 512 * 512 * 181, 183  # CT slices and an RTSTRUCT
-SYNTH_VOXELS = 128 * 128 * 40
 RANGED_READ = 64 * 1024
 SCALING = {  # template: what its bytes scale with
     "claim": "nothing",
@@ -57,10 +56,10 @@ def measure() -> dict[str, object]:
         return data
 
 
-def factor(kind: str, patients: int, dicom_bytes: int, objects: int) -> float:
+def factor(kind: str, patients: int, dicom_bytes: int, objects: int, voxels_here: int) -> float:
     per_patient = RADCURE_DICOM / RADCURE_PATIENTS / (dicom_bytes / patients)
     cases = RADCURE_PATIENTS / patients
-    voxels = RADCURE_VOXELS / SYNTH_VOXELS
+    voxels = RADCURE_VOXELS / voxels_here
     read_here = objects * min(RANGED_READ, dicom_bytes / objects)  # ranged reads of at most 64 KiB per object
     return {
         "nothing": 1.0,
@@ -76,11 +75,13 @@ def table(data: dict[str, object]) -> str:
     pods = data["pods"]
     assert isinstance(pods, list)
     patients, dicom_bytes, objects = int(data["patients"]), int(data["dicom_bytes"]), int(data["dicom_objects"])
+    voxels = int(data["voxels_per_case"])
     by_template: dict[str, list[int]] = defaultdict(list)
     for pod in pods:
         by_template[pod["template"]].append(int(pod["fetched"]))
     lines = [
-        f"Measured on the synthetic cohort ({patients} patients, {dicom_bytes / 1e6:.0f} MB of DICOM, "
+        f"Measured on the synthetic cohort ({patients} patients, {dicom_bytes / 1e6:.0f} MB of DICOM, {voxels} voxels "
+        "per CT, "
         "convert batches of 8), one fold of the tiny configuration; bytes received by each pod from the store. "
         "Extrapolated to RADCURE (3,346 patients, 323.5 GB) by what each step's bytes scale with.",
         "",
@@ -89,7 +90,7 @@ def table(data: dict[str, object]) -> str:
     ]
     for template, values in sorted(by_template.items(), key=lambda kv: list(SCALING).index(kv[0])):
         kind = SCALING[template]
-        estimate = max(values) * factor(kind, patients, dicom_bytes, objects)
+        estimate = max(values) * factor(kind, patients, dicom_bytes, objects, voxels)
         lines.append(f"| {template} | {len(values)} | {_size(max(values))} | {kind} | {_size(estimate)} |")
     return "\n".join(lines)
 

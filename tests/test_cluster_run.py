@@ -27,6 +27,7 @@ from argo_sim.wheel import pod_environment
 from support import SeaweedServer
 
 from tsretrain.storage.store import S3Store, make_bucket, open_store
+from tsretrain.synth.cohort import SynthConfig, generate
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,27 @@ TINY = {
     "folds": '["0"]',
     "trainer": "nnUNetTrainerTsrTiny",
     "configuration": "3d_tiny",
-    "epochs": "8",
-    "iterations": "4",
+    "epochs": "6",
+    "iterations": "2",
+    "device": "cpu",  # the GPU steps' device: this machine has none
     "convert-batch-size": "8",
 }
+
+
+SMALL = {"rows": 64, "columns": 64, "slices": 24, "pixel_spacing": 3.0, "slice_thickness": 5.0}
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 regular patients and every edge case, on a small grid (the run must fit a few CI minutes)."""
+    out = tmp_path_factory.mktemp("small-cohort")
+    generate(SynthConfig(out=out, cases=3, seed=7, edge_cases=True, **SMALL))
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(small_cohort: Path) -> dict[str, dict[str, Any]]:
+    return {p["patient_id"]: p for p in json.loads((small_cohort / "cohort.json").read_text())["patients"]}
 
 
 @dataclass
@@ -67,7 +85,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path) -> Iterator[Cluster]:
     objects = installed(TAG, ACCESS_KEY, SECRET_KEY)
     (template,) = [o for o in objects if o["kind"] == "WorkflowTemplate"]
     secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
@@ -89,7 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
                 break
             except Exception:
                 time.sleep(0.2)
-        open_store(INPUT).sync_up(cohort / "dicom", "")
+        open_store(INPUT).sync_up(small_cohort / "dicom", "")
         weights = root / "claims" / "weights"
         weights.mkdir(parents=True)  # provisioned but empty: no TotalSegmentator weights
         port = int(server.endpoint.rsplit(":", 1)[1])
@@ -104,7 +122,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Iterator[
             timeout_s=1500,
         )
         with simulation.session():
-            yield Cluster(simulation, server, cohort, weights)
+            yield Cluster(simulation, server, small_cohort, weights)
     finally:
         server.stop()
         shutil.rmtree(pods, ignore_errors=True)
@@ -146,7 +164,7 @@ class Preemption:
 
     def __init__(self, cluster: Cluster, output: str) -> None:
         self.cluster, self.output = cluster, output
-        self.killed_at_epoch: int | None = None
+        self.killed_at_epoch: int | None = None  # epochs the killed pod had completed
         self._next = 0.0
 
     def __call__(self, node: Node, _: Simulation) -> bool:
@@ -156,8 +174,8 @@ class Preemption:
         stored = self.cluster.listing(f"{self.output}/nnunet")
         if not any(k.endswith("fold_0/checkpoint_latest.pth") for k in stored):
             return False
-        epochs = [int(e) for e in re.findall(r"Epoch (\d+)", node.log.read_text() if node.log else "")]
-        self.killed_at_epoch = max(epochs, default=0)
+        log = node.log.read_text() if node.log else ""
+        self.killed_at_epoch = log.count("Epoch time:")  # epochs completed before the kill
         return True
 
 
@@ -241,6 +259,7 @@ def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
                     ],
                     "dicom_bytes": total(dicom, r""),
                     "dicom_objects": len(dicom),
+                    "voxels_per_case": SMALL["rows"] * SMALL["columns"] * SMALL["slices"],
                     "patients": len(inventory.get("cases", [])),
                     "case_bytes": case_bytes,
                     "store": out,
@@ -280,6 +299,7 @@ def test_a_usage_error_is_not_retried(cluster: Cluster) -> None:
 
 def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Cluster) -> None:
     parameters = {**TINY, "output-prefix": "s3://tsretrain/runs/pseudo", "pseudolabel": "true"}
+    parameters["convert-batch-size"] = "64"  # one conversion and one pseudo-label pod
     run = cluster.run({**parameters, "dictionary": "radcure-ts90"})
     assert run.phase == "Failed"
     pods = run.pods("pseudolabel")
@@ -288,5 +308,10 @@ def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Clust
         log = run.log_of(pod)
         assert pod.phase == "Failed" and "weights" in log.lower() and "Usage:" not in log, log[-2000:]
     assert all(len(run.task(p.display.rsplit("(", 1)[0]).attempts) == 1 for p in pods)  # not retried
+    stored = cluster.listing(parameters["output-prefix"])
+    for pod in pods:  # each fetches its batch's converted cases at most
+        batch = pod.display.split(":", 1)[1].split(")", 1)[0].split(",")
+        needed = sum(size for key, size in stored.items() if key.split("/")[2:3] and key.split("/")[2] in batch)
+        assert pod.fetched <= needed * 1.05 + 256 * 1024, pod.display
     status = json.loads(cluster.store(parameters["output-prefix"]).get_bytes("status.json") or b"{}")
     assert status["status"] == "Failed" and any(f["templateName"] == "pseudolabel" for f in status["failures"])
