@@ -236,3 +236,19 @@ def test_an_output_made_with_another_dictionary_is_refused_unless_forced(tree: P
     assert set(rows_by_case(out / "cases.csv")) == {"RADCURE-0002"}
     manifest = json.loads((out / "cases" / "RADCURE-0002" / "manifest.json").read_text())
     assert manifest["dictionary"]["name"] == "radcure-ts90"
+
+
+def test_a_ct_paired_by_frame_of_reference_is_not_checked_against_another_series_images(
+    tree: Path, tmp_path: Path
+) -> None:
+    """The RTSTRUCT names a series that is absent; the only CT of its frame stands in, with new instance UIDs."""
+    root = tmp_path / "in"
+    shutil.copytree(tree / "RADCURE-0001", root / "RADCURE-0001")
+    for n, path in enumerate(ct_files(root)):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = "1.2.3.4.5"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.5.{n}"
+        ds.save_as(path, enforce_file_format=True)
+    scan(ScanConfig(root, tmp_path / "scan", workers=1))
+    (row,) = read_listing(tmp_path / "scan" / "cases.csv")
+    assert row["status"] == "ok" and "paired by frame of reference" in row["warnings"]

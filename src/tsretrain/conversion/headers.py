@@ -37,7 +37,7 @@ class RtstructInfo:
     roi_contour_types: dict[int, list[str]]
     date_time: str
     series_images: dict[str, list[str]] = field(default_factory=dict)  # series UID -> its ContourImageSequence
-    contour_images: list[str] = field(default_factory=list)  # CT SOP UIDs named by the contours themselves
+    contour_images: list[str] = field(default_factory=list)  # named by the contours (read without series_images)
     duplicate_roi_numbers: list[str] = field(default_factory=list)  # "N: name, name" per reused ROINumber
 
 
@@ -106,11 +106,12 @@ def _rtstruct_info(ds: Dataset) -> RtstructInfo:
             frames.append(str(roi.ReferencedFrameOfReferenceUID))
     types: dict[int, list[str]] = {}
     contour_images: list[str] = []
+    per_contour = not any(series_images.values())  # the series' list names every image a contour can
     for roi_contour in ds.get("ROIContourSequence", []):
         number = int(roi_contour.ReferencedROINumber)
         contours = roi_contour.get("ContourSequence", None) or []
         types[number] = [str(c.get("ContourGeometricType", "")) for c in contours]
-        for contour in contours:
+        for contour in contours if per_contour else []:
             contour_images.extend(_ct_images(contour))
     date_time = _str(ds, "StructureSetDate") + _str(ds, "StructureSetTime")
     return RtstructInfo(
