@@ -249,6 +249,6 @@ def test_a_ct_paired_by_frame_of_reference_is_not_checked_against_another_series
         ds.SeriesInstanceUID = "1.2.3.4.5"
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.5.{n}"
         ds.save_as(path, enforce_file_format=True)
-    scan(ScanConfig(root, tmp_path / "scan", workers=1))
+    scan(ScanConfig(input=root, out=tmp_path / "scan", workers=1))
     (row,) = read_listing(tmp_path / "scan" / "cases.csv")
     assert row["status"] == "ok" and "paired by frame of reference" in row["warnings"]

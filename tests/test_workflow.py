@@ -296,7 +296,14 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
 def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
     templates = _templates(workflow)
     containers = {n: t for n, t in templates.items() if "container" in t}
-    assert set(containers) == {*CLUSTER_STAGES, "assemble-merged", "evaluate-merged", "claim", "listing", "record-status"}
+    assert set(containers) == {
+        *CLUSTER_STAGES,
+        "assemble-merged",
+        "evaluate-merged",
+        "claim",
+        "listing",
+        "record-status",
+    }
     for name, template in containers.items():
         container = template["container"]
         assert container["command"] == ["tsretrain"], name
