@@ -100,6 +100,12 @@ PARAMETERS = (
         "configuration", "3d_fullres", "nnU-Net configuration (3d_tiny: a cheap run)", ("configuration",)
     ),
     WorkflowParameter("epochs", "1000", "training epochs", ("epochs",)),
+    WorkflowParameter(
+        "device",
+        "cuda",
+        "device of train and predict: cuda (fails at once without a GPU) or cpu",
+        ("train.device", "predict.device"),
+    ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
     WorkflowParameter("scratch", "20Gi", "local disk of a CPU step that holds a batch or a listing"),
@@ -118,8 +124,7 @@ CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
     "scan": {"input": param("input-prefix"), "batches_out": BATCHES},  # headers by ranged reads from the store
     "convert": {"input": f"{WORK}/dicom", "source": param("input-prefix")},  # the batch's files staged first
     "pseudolabel": {"weights": "/weights", "device": "gpu"},
-    "train": {"device": "cuda", "store": f"{OUT}/{relative('results')}"},  # checkpoints mirrored, resumed
-    "predict": {"device": "cuda"},
+    "train": {"store": f"{OUT}/{relative('results')}"},  # checkpoints mirrored, resumed
 }
 SELF_PUBLISHING = {"train"}  # publishes each fold under --store itself
 FAN_OUT = {"cases": "{{tasks.scan.outputs.parameters.batches}}", "fold": param("folds")}

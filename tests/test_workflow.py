@@ -50,6 +50,7 @@ SAMPLE = {
     "workflow.parameters.trainer": "nnUNetTrainerTsrTiny",
     "workflow.parameters.configuration": "3d_tiny",
     "workflow.parameters.epochs": "3",
+    "workflow.parameters.device": "cuda",
     "workflow.parameters.iterations": "4",
     "workflow.parameters.cv-folds": "5",
     "workflow.parameters.convert-batch-size": "2",
@@ -251,6 +252,8 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     configs = {name: config for name, (_, config, *_) in parsed.items()}
     assert configs["evaluate"].reference == Path("/work/nnunet/nnUNet_raw/Dataset042_HeadNeck/labelsTs")
     assert configs["train"].device == configs["predict"].device == "cuda"  # no silent CPU fallback
+    defaults = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    assert defaults["device"] == "cuda"  # cpu only when asked for (a CPU-only test cluster)
     assert configs["train"].store == f"{PREFIX}/{relative('results')}"
     assert configs["assemble-merged"].labels_from == Path("/work/pseudolabels")
     assert configs["assemble"].labels_from is None
