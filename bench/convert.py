@@ -110,48 +110,35 @@ def _case_plan(dicom: Path, scratch: Path):  # type: ignore[no-untyped-def]
 
 
 def run_mode(mode: str, workdir: Path) -> dict[str, float]:
-    """Body of one measured process; prints nothing, returns what it measured."""
+    """Body of one measured process; prints nothing, returns its wall and CPU seconds (helpers included)."""
+    import resource
+
+    from tsretrain.conversion.convert import ConvertConfig, convert
+    from tsretrain.conversion.ct import read_hu_volume
+    from tsretrain.conversion.geometry import VolumeGeometry
+    from tsretrain.conversion.nifti import write_nifti
+    from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
     from tsretrain.labels.dictionary import load_dictionary
 
     dictionary = load_dictionary("radcure-oar21")
     dicom = workdir / "dicom"
     ct_dir, rs_path = series_folders(dicom / "RADCURE-0001")
     scratch = Path(tempfile.mkdtemp(dir=workdir))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    children_started = resource.getrusage(resource.RUSAGE_CHILDREN)
     if mode == "dcm2niix":
-        subprocess.run(
-            ["dcm2niix", "-z", "y", "-f", "ct", "-o", str(scratch), str(ct_dir)], check=True, capture_output=True
-        )
+        command = ["dcm2niix", "-z", "y", "-f", "ct", "-o", str(scratch), str(ct_dir)]
+        subprocess.run(command, check=True, capture_output=True)
     elif mode == "plastimatch":
-        subprocess.run(
-            [
-                "plastimatch",
-                "convert",
-                "--input",
-                str(rs_path),
-                "--referenced-ct",
-                str(ct_dir),
-                "--xor-contours",
-                "--output-labelmap",
-                str(scratch / "labels.nii.gz"),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        command = ["plastimatch", "convert", "--input", str(rs_path), "--referenced-ct", str(ct_dir)]
+        command += ["--xor-contours", "--output-labelmap", str(scratch / "labels.nii.gz")]
+        subprocess.run(command, check=True, capture_output=True)
     elif mode == "ours-ct":
-        from tsretrain.conversion.ct import read_hu_volume
-        from tsretrain.conversion.geometry import VolumeGeometry
-        from tsretrain.conversion.nifti import write_nifti
-
         plan = _case_plan(dicom, scratch)
         geometry = VolumeGeometry.from_json(plan.geometry or {})
         volume = read_hu_volume(dicom, plan.ct_files, plan.ct_sop_uids, geometry)
         write_nifti(volume, geometry, scratch / "ct.nii.gz")
     elif mode == "ours-labels":
-        from tsretrain.conversion.geometry import VolumeGeometry
-        from tsretrain.conversion.nifti import write_nifti
-        from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
-
         plan = _case_plan(dicom, scratch)
         geometry = VolumeGeometry.from_json(plan.geometry or {})
         ids = {label.name: label.id for label in dictionary.labels}
@@ -160,32 +147,44 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
         )
         write_nifti(labels, geometry, scratch / "labels.nii.gz")
     elif mode == "ours-case":
-        from tsretrain.conversion.convert import ConvertConfig, convert
-
         convert(ConvertConfig(input=dicom, out=scratch / "out", workers=1))
     else:
         raise ValueError(mode)
     seconds = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (
+        time.process_time()
+        - cpu_started
+        + sum(getattr(children, f) - getattr(children_started, f) for f in ("ru_utime", "ru_stime"))
+    )
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"seconds": seconds}
+    return {"seconds": seconds, "cpu_seconds": cpu}
 
 
 def run_scan(tree: Path) -> dict[str, float]:
     """Scan the tree twice in this process: once timed, once under tracemalloc (heap per file)."""
+    import resource
     import tracemalloc
 
     from tsretrain.conversion.scan import ScanConfig, scan
 
     with tempfile.TemporaryDirectory() as scratch:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        children_started = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = scan(ScanConfig(input=tree, out=Path(scratch) / "a", workers=2))
         seconds = time.perf_counter() - started
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (
+            time.process_time()
+            - cpu_started
+            + sum(getattr(children, f) - getattr(children_started, f) for f in ("ru_utime", "ru_stime"))
+        )
         tracemalloc.start()
         scan(ScanConfig(input=tree, out=Path(scratch) / "b", workers=2))
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     files = float(result.counts["files"])
-    return {"seconds": seconds, "files": files, "heap_kib_per_file": peak / 1024 / files}
+    return {"seconds": seconds, "cpu_seconds": cpu, "files": files, "heap_kib_per_file": peak / 1024 / files}
 
 
 def fidelity(workdir: Path) -> tuple[int, int]:
@@ -252,7 +251,11 @@ def main() -> None:
         m: {
             "seconds": statistics.median(r["seconds"] for r in rs),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-            **{k: statistics.median(r[k] for r in rs) for k in ("files", "heap_kib_per_file") if k in rs[0]},
+            **{
+                k: statistics.median(r[k] for r in rs)
+                for k in ("files", "heap_kib_per_file", "cpu_seconds")
+                if k in rs[0]
+            },
         }
         for m, rs in runs.items()
     }
@@ -273,17 +276,22 @@ def main() -> None:
         "## Conversion of one RADCURE-sized case (`bench/convert.py`)",
         "",
         "Case: synthetic, 512 x 512 x 180 CT (0.98 x 0.98 x 2 mm) with 20 HU noise on every pixel, 21 mapped ROIs. "
-        f"Median of {args.repeat} runs, each in its own process, all modes interleaved in one command; peak RSS "
-        f"of that process tree. Machine: {machine}.",
+        f"Median of {args.repeat} runs, each in its own process, all modes interleaved in one command; CPU time = "
+        "user + system of the process and its children (robust to the machine's load, unlike wall time); imports "
+        f"are not timed; peak RSS of the process tree. Machine: {machine}.",
         "",
-        "| what | time (s) | vs baseline | peak RSS (MiB) |",
-        "|---|---|---|---|",
+        "| what | wall time (s) | vs baseline | CPU time (s) | vs baseline | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
     ]
     for mode in CASE_MODES:
         row = rows[mode]
         base = baseline_of.get(mode)
-        ratio = "baseline" if base is None else f"{row['seconds'] / rows[base]['seconds']:.2f}x the time of {base}"
-        lines.append(f"| {labels[mode]} | {row['seconds']:.2f} | {ratio} | {row['peak_rss_mib']:.0f} |")
+        wall = "baseline" if base is None else f"{row['seconds'] / rows[base]['seconds']:.2f}x {base}"
+        cpu = "baseline" if base is None else f"{row['cpu_seconds'] / rows[base]['cpu_seconds']:.2f}x {base}"
+        lines.append(
+            f"| {labels[mode]} | {row['seconds']:.2f} | {wall} | {row['cpu_seconds']:.2f} | {cpu} "
+            f"| {row['peak_rss_mib']:.0f} |"
+        )
     lines += [
         "",
         f"Fidelity: {same} of {compared} ROI masks voxel-identical to plastimatch's (`--xor-contours`).",
@@ -298,15 +306,17 @@ def main() -> None:
         "Heap per file: `tracemalloc` peak of the main process over the whole scan, divided by the file count. "
         f"Machine: {machine}.",
         "",
-        "| code | files/s | heap per file (KiB) | peak RSS (MiB) |",
-        "|---|---|---|---|",
+        "| code | files/s (wall) | CPU ms per file | heap per file (KiB) | peak RSS (MiB) |",
+        "|---|---|---|---|---|",
     ]
     names = {"scan-baseline": f"baseline (`{args.baseline_src}`)", "scan-ours": "this checkout"}
     for mode in modes:
         if mode in SCAN_MODES:
             row = rows[mode]
             scan_lines.append(
-                f"| {names[mode]} | {row['files'] / row['seconds']:.0f} | {row['heap_kib_per_file']:.2f} "
+                f"| {names[mode]} | {row['files'] / row['seconds']:.0f} "
+                f"| {1000 * row['cpu_seconds'] / row['files']:.2f} "
+                f"| {row['heap_kib_per_file']:.2f} "
                 f"| {row['peak_rss_mib']:.0f} |"
             )
     scan_lines += ["", f"Command: `{command}`"]
