@@ -88,7 +88,11 @@ def stage_table(run: Path) -> list[str]:
     rows = ["| stage | wall (s) | CPU (s) |", "|---|---|---|"]
     wall = cpu = 0.0
     for stage in config["stages"]:
-        record = json.loads((run / ".stages" / f"{stage}.json").read_text())
+        path = run / ".stages" / f"{stage}.json"
+        if not path.is_file():
+            rows.append(f"| {stage} | not run | |")
+            continue
+        record = json.loads(path.read_text())
         wall, cpu = wall + record["seconds"], cpu + record["cpu_seconds"]
         rows.append(f"| {stage} | {record['seconds']:.0f} | {record['cpu_seconds']:.0f} |")
     rows.append(f"| all stages | {wall:.0f} | {cpu:.0f} |")
@@ -114,6 +118,15 @@ def dice_table(run: Path) -> list[str]:
     return rows
 
 
+def dice_section(run: Path) -> list[str]:
+    gtvp = json.loads((run / "evaluation" / "summary.json").read_text())["gtvp"]
+    head = (
+        f"Test Dice (GTVp: mean {gtvp['mean']:.3f}, median {gtvp['median']:.3f}, "
+        f"detection rate {gtvp['detection_rate']:.2f}):"
+    )
+    return [head, "", *dice_table(run), ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("demo-run"))
@@ -128,7 +141,7 @@ def main() -> None:
         return
     config = json.loads((args.run / "run_config.json").read_text())
     train, synth = config["train"], config["synth"]
-    gtvp = json.loads((args.run / "evaluation" / "summary.json").read_text())["gtvp"]
+    evaluated = (args.run / "evaluation" / "summary.json").is_file()
     section = [
         "## The demo: where its time goes and what it learns (`bench/demo.py`)",
         "",
@@ -147,11 +160,7 @@ def main() -> None:
         "",
         *stage_table(args.run),
         "",
-        f"Test Dice (GTVp: mean {gtvp['mean']:.3f}, median {gtvp['median']:.3f}, detection rate "
-        f"{gtvp['detection_rate']:.2f}):",
-        "",
-        *dice_table(args.run),
-        "",
+        *(dice_section(args.run) if evaluated else ["The run has no test evaluation yet.", ""]),
         "Command: `python bench/demo.py --run demo-run --out docs/benchmarks.md`",
     ]
     benchlib.update_section(args.out, "bench/demo.py", "\n".join(section))

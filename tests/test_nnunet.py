@@ -192,13 +192,13 @@ def test_trainer_settings_from_the_environment(prepared: Path, monkeypatch: pyte
     assert trainer.num_epochs == 3
     monkeypatch.delenv("TSRETRAIN_LR")
     trainer = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
-    assert trainer.initial_lr == 0.03  # a short schedule's step
+    assert trainer.initial_lr == 3e-3  # AdamW for a short schedule
 
 
 @pytest.mark.slow
 def test_the_demo_trainer_learns_the_synthetic_anatomy(prepared: Path, tmp_path: Path) -> None:
     """150 steps of the demo's trainer and configuration: the pseudo-Dice rises and the mandible is segmented
-    on the validation patches (with nnU-Net's learning rate of 0.01 every structure stays at 0 for 250 steps)."""
+    on the validation patches (with nnU-Net's SGD every structure stayed at 0 for 250 steps)."""
     work = tmp_path / "work"
     for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
         shutil.copytree(prepared / "work" / folder, work / folder)
