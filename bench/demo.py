@@ -83,7 +83,7 @@ NOTES = """What decided the demo's configuration:
   the demo shows a model that segments, not a cross-validated ensemble.
 - Phantoms: 1.6 x 1.6 x 3 mm keeps the cord and the oesophagus several voxels across; CSF around the cord and
   the brainstem and a fat plane around the oesophagus give them the contrast they have on real CT, since nnU-Net
-  normalises with the foreground's statistics, which the mandible's bone dominates (mean 188 HU, SD 327 HU).
+  normalises with the foreground's statistics, which the mandible's bone dominates (mean 175 HU, SD 312 HU).
   Lens, cochlea, optic nerves and chiasm stay under 100 voxels: below what this resolution can learn.
 """
 
