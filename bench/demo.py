@@ -69,12 +69,12 @@ def child(run: Path, threads: int, channels_last: bool, steps: int) -> None:
 
 NOTES = """What decided the demo's configuration:
 
-- The network is the cost, not the augmentation: an augmented batch takes about a tenth of a step's CPU time,
-  so one augmentation worker keeps up and the rest of the CPU belongs to torch.
-- With OpenMP's default (idle threads spin), two torch threads beside the augmentation workers cost three to
-  four times the CPU of one thread on this shared machine; with idle threads sleeping (`OMP_WAIT_POLICY=PASSIVE`,
-  set by tsretrain before torch loads) two threads cost about 15 % more CPU than one and run in about half the
-  wall time on two free cores. Channels-last saves about a quarter of the small network's step.
+- The network is the cost, not the augmentation: an augmented batch takes a tenth to a fifth of a step's CPU
+  time, so one augmentation worker keeps up and the rest of the CPU belongs to torch.
+- With OpenMP's default (idle threads spin), two torch threads cost four times the CPU of one thread on this
+  shared machine; with idle threads sleeping (`OMP_WAIT_POLICY=PASSIVE`, set by tsretrain before torch loads)
+  two threads cost 15-20 % more CPU than one, which two free cores repay. Channels-last saves about a fifth of
+  the small network's step.
 - nnU-Net's SGD (momentum 0.99) did not suit a thousand steps of this network: at 0.01 (and in one of two runs
   at 0.03) every structure's pseudo-Dice was still 0 after 200-275 steps and the network gave the same class
   probabilities at every voxel (the class frequencies). nnU-Net's AdamW variant at 3e-3 segmented the mandible
@@ -117,6 +117,7 @@ def stage_table(run: Path) -> list[str]:
         wall, cpu = wall + record["seconds"], cpu + record["cpu_seconds"]
         rows.append(f"| {stage} | {record['seconds']:.0f} | {record['cpu_seconds']:.0f} |")
     rows.append(f"| all stages | {wall:.0f} | {cpu:.0f} |")
+    rows += ["", f"On two free cores the stages need at least {cpu / 120:.0f} minutes (their CPU time over two cores)."]
     return rows
 
 
