@@ -77,7 +77,7 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
     validation iterations), 3 epochs unless set, and nnU-Net's AdamW variant at 3e-3: with a schedule of a
     thousand steps instead of nnU-Net's 250 000, its SGD (momentum 0.99, 0.01 or 0.03) left the small network
     predicting the class frequencies everywhere after 200-275 steps, where AdamW segments the mandible after 75
-    (docs/benchmarks.md). On a CPU the network runs channels-last (about a quarter less time per step)."""
+    (docs/benchmarks.md). On a CPU the network runs channels-last (about a fifth less time per step)."""
 
     TINY_LR = 3e-3
 
