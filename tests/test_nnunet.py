@@ -208,4 +208,4 @@ def test_the_demo_trainer_learns_the_synthetic_anatomy(prepared: Path, tmp_path:
     labels = json.loads((work / "nnUNet_raw" / NAME / "dataset.json").read_text())["labels"]
     mandible = [epoch[labels["Mandible_Bone"] - 1] for epoch in progress["pseudo_dice"]]
     assert max(mandible[-2:]) >= 0.25, mandible  # 0.4-0.8 in runs here; 0.000 with SGD
-    assert progress["ema_fg_dice"][-1] > progress["ema_fg_dice"][0] + 0.01
+    assert progress["ema_fg_dice"][-1] > progress["ema_fg_dice"][0] + 0.005  # a mean over 21 structures, smoothed
