@@ -7,7 +7,6 @@ summary of a run whose stages were all skipped is the same as the one printed wh
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from collections import Counter
@@ -120,5 +119,5 @@ def show(run: Path) -> None:
     table.add_column(overflow="fold")
     for heading, text in lines:
         table.add_row(heading, text)
-    console.rule(f"[bold]summary of {os.path.relpath(run)}")
+    console.rule(f"[bold]summary of {run}")
     console.print(table, highlight=False)
