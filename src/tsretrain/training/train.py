@@ -18,6 +18,7 @@ from typing import Any
 from tsretrain.steps import StepResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
+from tsretrain.training.lifetime import end_children_with_parent
 from tsretrain.training.nnunet_env import NnunetFolders, dataset_folder_name, torch_device
 from tsretrain.ui import log
 
@@ -134,6 +135,7 @@ def train(config: TrainConfig) -> StepResult:
 
     discovery.install()
     trainer_class = discovery.find_trainer(config.trainer)
+    end_children_with_parent()  # no orphaned augmentation workers when this process is killed
 
     def on_checkpoint(trainer: Any, written: str, filename: str) -> None:
         atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))

@@ -1,0 +1,75 @@
+"""A fold resumes on a fresh node from the store's checkpoint; a killed trainer leaves no worker behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from processes import alive, children, wait_until
+from test_nnunet import TINY, prepared  # noqa: F401 (the module's fixture, built once for this module too)
+
+from tsretrain.training.train import TrainConfig, train
+
+EXPORTED_BY_TRAIN = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "nnUNet_n_proc_DA")
+EXPORTED_BY_TRAIN += ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc")
+
+
+@pytest.fixture
+def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    """A copy of the prepared nnU-Net folders (no results); the settings train() exports are undone after."""
+    for name in EXPORTED_BY_TRAIN:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(prepared / "work" / folder, tmp_path / "work" / folder)
+    return tmp_path / "work"
+
+
+@pytest.mark.slow
+def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, tmp_path: Path) -> None:
+    """A first node trains and mirrors its checkpoints, then is lost before the fold ends (its local folder
+    gone, the store without the final checkpoint); a second node starts from the stored latest checkpoint."""
+    store = tmp_path / "store"
+    config = TrainConfig(work, 1, epochs=3, iterations=1, save_every=1, validate=False, store=str(store), **TINY)  # type: ignore[arg-type]
+    train(config)
+    stored_latest = store / "fold_1" / "checkpoint_latest.pth"
+    epoch = int(torch.load(stored_latest, map_location="cpu", weights_only=False)["current_epoch"])
+    assert epoch == 2
+    (store / "fold_1" / "checkpoint_final.pth").unlink()
+    shutil.rmtree(work / "nnUNet_results")
+
+    result = train(config)
+    assert result.counts["resumed_from_epoch"] == epoch
+    final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 3
+    assert (store / "fold_1" / "checkpoint_final.pth").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_trainer_leaves_no_augmentation_worker(work: Path, kill: signal.Signals) -> None:
+    command = [sys.executable, "-m", "tsretrain.cli", "train", "--work", str(work), "--fold", "0"]
+    command += ["--configuration", "3d_tiny", "--trainer", "nnUNetTrainerTsrTiny", "--device", "cpu"]
+    command += ["--epochs", "50", "--no-validate"]
+    env = {**os.environ, "nnUNet_n_proc_DA": "2", "TSRETRAIN_ITERATIONS": "50"}
+    trainer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        # two training workers and one validation worker once the first epoch starts
+        assert wait_until(lambda: len(children(trainer.pid)) >= 3 or trainer.poll() is not None, 300.0)
+        assert trainer.poll() is None, "training ended before it could be killed"
+        workers = children(trainer.pid)
+        trainer.send_signal(kill)
+        trainer.wait(timeout=60)
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 15.0), [p for p in workers if alive(p)]
+    finally:
+        for pid in [trainer.pid, *workers]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        trainer.wait()
