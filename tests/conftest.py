@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import RUN_MARKER, command_line, started_by_run, wait_until
+from processes import RUN_MARKER, command_line, left_behind, wait_until
 
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.synth.cohort import SynthConfig, generate
@@ -27,9 +27,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     marker = os.environ[RUN_MARKER]
-    if wait_until(lambda: not started_by_run(marker), 20.0):
+    if wait_until(lambda: not left_behind(marker), 20.0):
         return
-    left = "\n".join(f"  {pid}: {command_line(pid)}" for pid in started_by_run(marker))
+    left = "\n".join(f"  {pid}: {command_line(pid)}" for pid in left_behind(marker))
     session.config.get_terminal_writer().line(f"processes left running by the tests:\n{left}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

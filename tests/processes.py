@@ -50,6 +50,16 @@ def started_by_run(marker: str) -> list[int]:
     return found
 
 
+def left_behind(marker: str) -> list[int]:
+    """Processes of the run still alive, but this process's own multiprocessing resource tracker (it ends when
+    this process does)."""
+    return [
+        pid
+        for pid in started_by_run(marker)
+        if not (_parent_of(pid) == os.getpid() and "multiprocessing.resource_tracker" in command_line(pid))
+    ]
+
+
 def command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
