@@ -88,3 +88,32 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
     assert remove_stale_temporaries(tmp_path) == 4
     assert names(tmp_path) == [".hidden", ".older", "a.tmp", "case1"]
     assert remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+def test_every_temporary_is_hidden_and_known_to_the_cleaner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write killed before its rename leaves its temporary; the next run's cleaner must recognise it."""
+    import os
+
+    renamed: list[str] = []
+    replace = os.replace
+
+    def spy(source: str | Path, target: str | Path) -> None:
+        renamed.extend((Path(source).name, Path(target).name))
+        replace(source, target)
+
+    monkeypatch.setattr("os.replace", spy)
+    atomic_write_text(tmp_path / "a" / "b" / "c.json", "{}")  # parents created
+    with staged_file(tmp_path / "d" / "e" / "image.nii.gz") as tmp:
+        tmp.write_bytes(b"")
+    with staged_dir(tmp_path / "f" / "g" / "case") as tmp:
+        (tmp / "x").write_text("")
+    with staged_dir(tmp_path / "f" / "g" / "case") as tmp:  # the old folder is moved aside first
+        (tmp / "y").write_text("")
+    temporaries = set(renamed) - {"c.json", "image.nii.gz", "case"}
+    assert len(temporaries) == 5  # four written, one old folder moved aside
+    left = tmp_path / "left"
+    left.mkdir()
+    for name in temporaries:
+        (left / name).mkdir()
+    assert all(name.startswith(".") for name in temporaries)
+    assert remove_stale_temporaries(left) == 5 and names(left) == []

@@ -32,3 +32,18 @@ def test_the_newest_structure_set_is_chosen_whatever_the_file_order(cohort: Path
         ds.save_as(path)
     assert _chosen(root, tmp_path / "newest", "newest") == ("ok", newer)
     assert _chosen(root, tmp_path / "fail", "fail")[0] == "excluded"
+
+
+def test_a_new_tsretrain_version_reconverts_every_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tsretrain.conversion import convert as convert_module
+    from tsretrain.conversion.convert import ConvertConfig, convert
+    from tsretrain.synth.cohort import SynthConfig, generate
+
+    generate(SynthConfig(out=tmp_path / "cohort", cases=2, rows=40, columns=40, slices=10, pixel_spacing=5.0))
+    config = ConvertConfig(input=tmp_path / "cohort" / "dicom", out=tmp_path / "converted", workers=1)
+    first = convert(config)
+    assert convert(config).counts["converted_now"] == 0
+    monkeypatch.setattr(convert_module, "__version__", "99.0.0")
+    assert convert(config).counts["converted_now"] == first.counts["cases"] == 2
+    manifest = (tmp_path / "converted" / "cases").glob("*/manifest.json")
+    assert all('"tsretrain_version": "99.0.0"' in p.read_text() for p in manifest)

@@ -95,3 +95,47 @@ def test_hu_uses_slope_and_intercept(tmp_path: Path, stored: np.ndarray, slope: 
     expected = np.clip(np.rint(stored.astype(np.float64) * slope + intercept), -32768, 32767)
     assert volume.dtype == np.int16
     np.testing.assert_array_equal(volume, [expected, expected])
+
+
+def _axial(n: int, **changes: object) -> SliceHeader:
+    fields: dict[str, object] = {
+        "path": f"f{n}",
+        "sop_instance_uid": f"1.{n}",
+        "position": (0.0, 0.0, 2.0 * n),
+        "orientation": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        "pixel_spacing": (0.8, 0.6),
+        "rows": 3,
+        "columns": 5,
+    }
+    return SliceHeader(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("slices", "reason"),
+    [
+        ([], Reason.NO_CT),
+        ([_axial(0), _axial(1, rows=4), _axial(2)], Reason.INCONSISTENT_GEOMETRY),
+        ([_axial(0), _axial(1), _axial(2, pixel_spacing=(0.8, 0.61))], Reason.INCONSISTENT_GEOMETRY),
+        ([_axial(0), _axial(1, orientation=(1.0, 0.0, 0.0, 0.0, 0.9998, 0.02)), _axial(2)], Reason.MIXED_ORIENTATION),
+        (
+            [
+                _axial(0, orientation=(1.0, 0.0, 0.0, 0.3, 1.0, 0.0)),
+                _axial(1, orientation=(1.0, 0.0, 0.0, 0.3, 1.0, 0.0)),
+            ],
+            Reason.INCONSISTENT_GEOMETRY,
+        ),  # row and column directions not orthogonal
+    ],
+    ids=["no-slices", "rows", "pixel-spacing", "orientation", "not-orthogonal"],
+)
+def test_inconsistent_series_are_refused_with_their_reason(slices: list[SliceHeader], reason: Reason) -> None:
+    with pytest.raises(CaseError) as caught:
+        build_geometry(slices)
+    assert caught.value.reason == reason
+
+
+def test_direction_cosines_that_are_not_unit_vectors_are_normalised() -> None:
+    """Some scanners write 0.99999-style cosines; here an exaggerated scale of 2."""
+    slices = [_axial(n, orientation=(2.0, 0.0, 0.0, 0.0, 2.0, 0.0)) for n in range(3)]
+    geometry, _ = build_geometry(slices)
+    np.testing.assert_allclose(geometry.direction_matrix, np.eye(3))
+    assert geometry.spacing == (0.6, 0.8, 2.0)
