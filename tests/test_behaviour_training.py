@@ -73,3 +73,34 @@ def test_a_killed_trainer_leaves_no_augmentation_worker(work: Path, kill: signal
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         trainer.wait()
+
+
+@pytest.mark.slow
+def test_training_starts_from_pretrained_weights(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights drawn here, given as ``pretrained_weights``, are the network's after a step of learning rate 1e-9
+    (the segmentation heads excepted: nnU-Net never transfers them)."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from tsretrain.training import discovery
+    from tsretrain.training.nnunet_env import NnunetFolders
+
+    NnunetFolders(work).activate()
+    discovery.install()
+    built = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
+    built.initialize()
+    generator = torch.Generator().manual_seed(5)
+    by_storage: dict[int, torch.Tensor] = {}  # the decoder lists the encoder's tensors again, under its own keys
+    drawn = {}
+    for key, value in built.network.state_dict().items():
+        drawn[key] = by_storage.setdefault(value.data_ptr(), torch.randn(value.shape, generator=generator) * 0.05)
+    torch.save({"network_weights": drawn}, tmp_path / "pretrained.pth")
+
+    monkeypatch.setenv("TSRETRAIN_LR", "1e-9")
+    pretrained = tmp_path / "pretrained.pth"
+    config = TrainConfig(work, 0, epochs=1, iterations=1, validate=False, pretrained_weights=pretrained, **TINY)  # type: ignore[arg-type]
+    train(config)
+    final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    transferred = [k for k in drawn if ".seg_layers." not in k and drawn[k].is_floating_point()]
+    assert len(transferred) > 10
+    for key in transferred:
+        torch.testing.assert_close(final["network_weights"][key], drawn[key], atol=1e-6, rtol=0)
