@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-run
 WORKERS ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean workflow images kind-up kind-down submit watch logs
+.PHONY: install demo test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit watch logs
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
 $(STAMP): pyproject.toml constraints-cpu.txt
@@ -33,6 +33,12 @@ unit: install
 	$(BIN)/pytest -n 2 --durations=10
 
 test: lint typecheck unit
+
+# Mutation testing of the core (long; not part of `make test`): modules and tests in pyproject's [tool.mutmut],
+# scores and surviving mutants in docs/testing.md.
+mutation: install
+	$(BIN)/mutmut run
+	$(BIN)/mutmut results
 
 bench: install
 	$(BIN)/python bench/convert.py --out docs/benchmarks.md

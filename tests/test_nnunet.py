@@ -214,7 +214,7 @@ def test_the_demo_trainer_learns_the_synthetic_anatomy(prepared: Path, tmp_path:
     work = tmp_path / "work"
     for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
         shutil.copytree(prepared / "work" / folder, work / folder)
-    config = TrainConfig(work=work, fold=0, epochs=5, iterations=25, validate=False, **TINY)  # type: ignore[arg-type]
+    config = TrainConfig(work=work, fold=0, epochs=5, iterations=25, validate=False, model=TINY, device="cpu")
     train(config)
     progress = json.loads((config.fold_folder() / "progress.json").read_text())
     labels = json.loads((work / "nnUNet_raw" / NAME / "dataset.json").read_text())["labels"]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import BotoCoreError, ClientError
 from support import SeaweedServer
 
 from tsretrain.storage.store import MANIFEST, LocalStore, S3Store, make_bucket, open_store
@@ -50,11 +51,13 @@ def s3_env(server: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> SeaweedSer
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.SECRET_KEY)
-    for _ in range(50):
+    for attempt in range(50):
         try:
             make_bucket(f"s3://{BUCKET}")
             break
-        except Exception:
+        except (BotoCoreError, ClientError):  # the gateway can answer a moment before its filer takes buckets
+            if attempt == 49:
+                raise
             time.sleep(0.2)
     return server
 

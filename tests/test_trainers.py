@@ -25,7 +25,6 @@ def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy() -> None:
     expected = functional.cross_entropy(logits, target[:, 0].long(), weight=weight)
     assert FocalCrossEntropy(weight, 0.0)(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
     assert WeightedCrossEntropy(weight=weight)(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
-    assert FocalCrossEntropy(weight, 2.0)(logits, target) < FocalCrossEntropy(weight, 0.0)(logits, target)
 
 
 def test_cpu_quota_from_the_cgroup(tmp_path: Path) -> None:

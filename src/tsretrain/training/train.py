@@ -19,6 +19,7 @@ from tsretrain.model import Model
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
+from tsretrain.training.lifetime import end_children_with_parent
 from tsretrain.training.nnunet_env import NnunetFolders, torch_device
 from tsretrain.ui import log
 
@@ -167,6 +168,7 @@ def train(config: TrainConfig) -> StageResult:
 
     discovery.install()
     trainer_class = discovery.find_trainer(config.model.trainer)
+    end_children_with_parent()  # no orphaned augmentation workers when this process is killed
 
     def on_checkpoint(trainer: Any, written: str, filename: str) -> None:
         atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))

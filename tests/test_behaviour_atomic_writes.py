@@ -1,0 +1,119 @@
+"""Atomic files and folders: a reader sees the old complete version or the new one, never a part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tsretrain.storage.atomic import (
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temporaries,
+    staged_dir,
+    staged_file,
+)
+
+
+class Interrupted(BaseException):
+    """Stands for a kill or a Ctrl-C in the middle of a write."""
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_atomic_write_replaces_a_file_and_leaves_nothing_else(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "a.json"
+    atomic_write_text(target, "first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second" and names(target.parent) == ["a.json"]
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "old")
+
+    def fail(*_: object) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr("os.fsync", fail)
+    with pytest.raises(Interrupted):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old" and names(tmp_path) == ["a.txt"]
+
+
+def test_staged_file_keeps_the_suffixes_and_renames_on_success_only(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "image.nii.gz"
+    with staged_file(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz") and tmp.name.startswith(".image.")
+        tmp.write_bytes(b"data")
+        assert not target.exists()
+    assert target.read_bytes() == b"data" and names(target.parent) == ["image.nii.gz"]
+    with pytest.raises(Interrupted), staged_file(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise Interrupted
+    assert target.read_bytes() == b"data" and names(target.parent) == ["image.nii.gz"]
+
+
+def test_staged_dir_replaces_a_folder_as_a_whole(tmp_path: Path) -> None:
+    target = tmp_path / "cases" / "case1"
+    with staged_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+        (tmp / "b").write_text("1")
+        assert not target.exists() and tmp.parent == target.parent and tmp.name.startswith(".case1.")
+    assert names(target) == ["a", "b"]
+    with staged_dir(target) as tmp:
+        (tmp / "c").write_text("2")
+        assert names(target) == ["a", "b"]  # the old folder stays whole until the new one is complete
+    assert names(target) == ["c"] and names(target.parent) == ["case1"]
+
+
+def test_an_interrupted_staged_dir_keeps_the_old_folder_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "case1"
+    with staged_dir(target) as tmp:
+        (tmp / "a").write_text("old")
+    with pytest.raises(Interrupted), staged_dir(target) as tmp:
+        (tmp / "a").write_text("new")
+        raise Interrupted
+    assert (target / "a").read_text() == "old" and names(tmp_path) == ["case1"]
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    for name in (".case1.x1.tmp", ".a.json.x2.tmp", ".case2.ab12.old", ".img.x3.tmp.nii.gz"):
+        (tmp_path / name).mkdir() if "case" in name else (tmp_path / name).write_text("")
+    (tmp_path / ".case1.x1.tmp" / "partial").write_text("")
+    for name in ("case1", ".hidden", "a.tmp", ".older"):
+        (tmp_path / name).write_text("keep")
+    assert remove_stale_temporaries(tmp_path) == 4
+    assert names(tmp_path) == [".hidden", ".older", "a.tmp", "case1"]
+    assert remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+def test_every_temporary_is_hidden_and_known_to_the_cleaner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write killed before its rename leaves its temporary; the next run's cleaner must recognise it."""
+    import os
+
+    renamed: list[str] = []
+    replace = os.replace
+
+    def spy(source: str | Path, target: str | Path) -> None:
+        renamed.extend((Path(source).name, Path(target).name))
+        replace(source, target)
+
+    monkeypatch.setattr("os.replace", spy)
+    atomic_write_text(tmp_path / "a" / "b" / "c.json", "{}")  # parents created
+    with staged_file(tmp_path / "d" / "e" / "image.nii.gz") as tmp:
+        tmp.write_bytes(b"")
+    with staged_dir(tmp_path / "f" / "g" / "case") as tmp:
+        (tmp / "x").write_text("")
+    with staged_dir(tmp_path / "f" / "g" / "case") as tmp:  # the old folder is moved aside first
+        (tmp / "y").write_text("")
+    temporaries = set(renamed) - {"c.json", "image.nii.gz", "case"}
+    assert len(temporaries) == 5  # four written, one old folder moved aside
+    left = tmp_path / "left"
+    left.mkdir()
+    for name in temporaries:
+        (left / name).mkdir()
+    assert all(name.startswith(".") for name in temporaries)
+    assert remove_stale_temporaries(left) == 5 and names(left) == []

@@ -1,0 +1,88 @@
+"""HD95 and NSD on asymmetric shapes, where the two directions (and the two surfaces) differ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from tsretrain.evaluation.metrics import case_metrics
+
+SPACING = (2.0, 1.0, 1.5)  # anisotropic: a swapped or ignored spacing changes every distance
+
+
+def cubes(*corners: tuple[int, int, int], size: int = 8) -> NDArray[np.uint8]:
+    """Label 1 on cubes of ``size`` voxels a side at the given corners, in a 48^3 grid."""
+    mask = np.zeros((48, 48, 48), np.uint8)
+    for z, y, x in corners:
+        mask[z : z + size, y : y + size, x : x + size] = 1
+    return mask
+
+
+def brute_force_hd95(ref: NDArray[np.uint8], pred: NDArray[np.uint8]) -> float:
+    """The larger directed 95th percentile between 6-connected boundary voxels, by nearest-neighbour search."""
+
+    def boundary_mm(mask: NDArray[np.uint8]) -> NDArray[np.float64]:
+        solid = mask.astype(bool)
+        edge = solid & ~ndimage.binary_erosion(solid, ndimage.generate_binary_structure(3, 1), border_value=0)
+        return np.argwhere(edge) * np.asarray(SPACING)
+
+    a, b = boundary_mm(ref), boundary_mm(pred)
+    a_to_b, b_to_a = cKDTree(b).query(a)[0], cKDTree(a).query(b)[0]
+    return max(float(np.percentile(a_to_b, 95)), float(np.percentile(b_to_a, 95)))
+
+
+def hd95_and_nsd(ref: NDArray[np.uint8], pred: NDArray[np.uint8], tau: float = 1.0) -> tuple[float, float]:
+    (m,) = case_metrics(ref, pred, SPACING, [1], tolerance_mm=tau)
+    assert m.status == "both"
+    return m.hd95, m.nsd
+
+
+def test_hd95_is_the_larger_of_the_two_directions_whichever_mask_is_the_reference() -> None:
+    """Prediction = reference plus a second, distant cube: every reference boundary voxel lies on the
+    prediction's boundary (distance 0) but half the prediction's boundary lies 20+ voxels away."""
+    ref = cubes((4, 4, 4))
+    pred = cubes((4, 4, 4), (4, 30, 30))
+    expected = brute_force_hd95(ref, pred)
+    assert expected > 20.0  # far from the value of the near direction, 0
+    assert hd95_and_nsd(ref, pred)[0] == pytest.approx(expected)
+    assert hd95_and_nsd(pred, ref)[0] == pytest.approx(expected)
+
+
+def test_hd95_is_a_95th_percentile_not_the_maximum() -> None:
+    """One stray voxel far away (under 1 % of the prediction's boundary) leaves HD95 at 0 but not Dice."""
+    ref = cubes((4, 4, 4))
+    pred = ref.copy()
+    pred[40, 40, 40] = 1
+    (m,) = case_metrics(ref, pred, SPACING, [1])
+    assert m.hd95 == 0.0 and m.dice < 1.0
+    assert brute_force_hd95(ref, pred) == 0.0
+
+
+def test_hd95_with_a_partial_overlap_matches_a_brute_force_search() -> None:
+    ref = cubes((10, 10, 10), size=12)
+    pred = cubes((13, 8, 12), (30, 30, 30), size=9)
+    expected = brute_force_hd95(ref, pred)
+    assert hd95_and_nsd(ref, pred)[0] == pytest.approx(expected)
+    assert hd95_and_nsd(pred, ref)[0] == pytest.approx(expected)
+
+
+def test_nsd_counts_both_surfaces() -> None:
+    """Prediction = reference plus an equal distant cube: all of the reference surface is within the tolerance,
+    half of the prediction surface is not, so NSD = (S + S) / (S + 2 S) = 2/3 in either argument order
+    (the reference surface alone would give 1, the prediction surface alone 1/2)."""
+    ref = cubes((4, 4, 4))
+    pred = cubes((4, 4, 4), (30, 4, 30))
+    assert hd95_and_nsd(ref, pred)[1] == pytest.approx(2 / 3)
+    assert hd95_and_nsd(pred, ref)[1] == pytest.approx(2 / 3)
+
+
+def test_nsd_tolerance_is_in_millimetres_along_each_axis() -> None:
+    """A one-voxel shift along z is 2 mm, along x 1.5 mm: a tolerance of 1.8 mm takes the x shift only."""
+    ref = cubes((10, 10, 10), size=10)
+    along_z, along_x = np.roll(ref, 1, axis=0), np.roll(ref, 1, axis=2)
+    assert hd95_and_nsd(ref, along_x, tau=1.8)[1] == pytest.approx(1.0)
+    assert hd95_and_nsd(ref, along_z, tau=1.8)[1] < 1.0
+    assert hd95_and_nsd(ref, along_z, tau=2.1)[1] == pytest.approx(1.0)

@@ -1,0 +1,126 @@
+"""A fold resumes on a fresh node from the store's checkpoint; a killed trainer leaves no worker behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from processes import alive, children, wait_until
+from test_nnunet import TINY, prepared  # noqa: F401 (the module's fixture, built once for this module too)
+
+from tsretrain.training.train import TrainConfig, train
+
+EXPORTED_BY_TRAIN = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "nnUNet_n_proc_DA")
+EXPORTED_BY_TRAIN += ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc")
+
+
+@pytest.fixture
+def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    """A copy of the prepared nnU-Net folders (no results); the settings train() exports are undone after."""
+    for name in EXPORTED_BY_TRAIN:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(prepared / "work" / folder, tmp_path / "work" / folder)
+    return tmp_path / "work"
+
+
+@pytest.mark.slow
+def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, tmp_path: Path) -> None:
+    """A first node trains and mirrors its checkpoints, then is lost before the fold ends (its local folder
+    gone, the store without the final checkpoint); a second node starts from the stored latest checkpoint."""
+    store = tmp_path / "store"
+    config = TrainConfig(
+        work=work,
+        fold=1,
+        epochs=3,
+        iterations=1,
+        save_every=1,
+        validate=False,
+        store=str(store),
+        model=TINY,
+        device="cpu",
+    )
+    train(config)
+    stored = store / config.fold_folder().relative_to(work / "nnUNet_results")  # the results' layout below it
+    stored_latest = stored / "checkpoint_latest.pth"
+    epoch = int(torch.load(stored_latest, map_location="cpu", weights_only=False)["current_epoch"])
+    assert epoch == 2
+    (stored / "checkpoint_final.pth").unlink()
+    shutil.rmtree(work / "nnUNet_results")
+
+    result = train(config)
+    assert result.counts["resumed_from_epoch"] == epoch
+    final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 3
+    assert (stored / "checkpoint_final.pth").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_trainer_leaves_no_augmentation_worker(work: Path, kill: signal.Signals) -> None:
+    command = [sys.executable, "-m", "tsretrain.cli", "train", "--work", str(work), "--fold", "0"]
+    command += ["--configuration", "3d_tiny", "--trainer", "nnUNetTrainerTsrTiny", "--device", "cpu"]
+    command += ["--epochs", "50", "--no-validate"]
+    env = {**os.environ, "nnUNet_n_proc_DA": "2", "TSRETRAIN_ITERATIONS": "50"}
+    trainer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        # two training workers and one validation worker once the first epoch starts
+        assert wait_until(lambda: len(children(trainer.pid)) >= 3 or trainer.poll() is not None, 300.0)
+        assert trainer.poll() is None, "training ended before it could be killed"
+        workers = children(trainer.pid)
+        trainer.send_signal(kill)
+        trainer.wait(timeout=60)
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 15.0), [p for p in workers if alive(p)]
+    finally:
+        for pid in [trainer.pid, *workers]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        trainer.wait()
+
+
+@pytest.mark.slow
+def test_training_starts_from_pretrained_weights(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights drawn here, given as ``pretrained_weights``, are the network's after a step of learning rate 1e-9
+    (the segmentation heads excepted: nnU-Net never transfers them)."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from tsretrain.training import discovery
+    from tsretrain.training.nnunet_env import NnunetFolders
+
+    NnunetFolders(work).activate()
+    discovery.install()
+    built = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
+    built.initialize()
+    generator = torch.Generator().manual_seed(5)
+    by_storage: dict[int, torch.Tensor] = {}  # the decoder lists the encoder's tensors again, under its own keys
+    drawn = {}
+    for key, value in built.network.state_dict().items():
+        drawn[key] = by_storage.setdefault(value.data_ptr(), torch.randn(value.shape, generator=generator) * 0.05)
+    torch.save({"network_weights": drawn}, tmp_path / "pretrained.pth")
+
+    monkeypatch.setenv("TSRETRAIN_LR", "1e-9")
+    pretrained = tmp_path / "pretrained.pth"
+    config = TrainConfig(
+        work=work,
+        fold=0,
+        epochs=1,
+        iterations=1,
+        validate=False,
+        pretrained_weights=pretrained,
+        model=TINY,
+        device="cpu",
+    )
+    train(config)
+    final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    transferred = [k for k in drawn if ".seg_layers." not in k and drawn[k].is_floating_point()]
+    assert len(transferred) > 10
+    for key in transferred:
+        torch.testing.assert_close(final["network_weights"][key], drawn[key], atol=1e-6, rtol=0)
