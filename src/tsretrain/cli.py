@@ -142,17 +142,12 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="Re-run stages recorded as complete.")] = False,
 ) -> None:
     """Run the pipeline's stages in order on local storage, skipping those already complete."""
-    from tsretrain.layout import RunLayout
     from tsretrain.pipeline.runner import run
 
     try:
         run(run_dir, config, tuple(stage or ()), force)
     except UserError as exc:
         raise typer.Exit(report_error(exc, "run")) from exc
-    console.print(f"[green]run complete[/green]: {run_dir}")
-    report = RunLayout(run_dir).report / "report.html"
-    if report.is_file():
-        console.print(f"report: {report}")
 
 
 @app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
