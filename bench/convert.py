@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import benchlib
 import numpy as np
@@ -109,6 +110,15 @@ def _case_plan(dicom: Path, scratch: Path):  # type: ignore[no-untyped-def]
     return plan
 
 
+def cpu_since(cpu_started: float, children_started: Any) -> float:
+    """CPU seconds (user + system) of this process and its finished children since the given readings."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = sum(getattr(children, f) - getattr(children_started, f) for f in ("ru_utime", "ru_stime"))
+    return time.process_time() - cpu_started + spent
+
+
 def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     """Body of one measured process; prints nothing, returns its wall and CPU seconds (helpers included)."""
     import resource
@@ -151,12 +161,7 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     else:
         raise ValueError(mode)
     seconds = time.perf_counter() - started
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (
-        time.process_time()
-        - cpu_started
-        + sum(getattr(children, f) - getattr(children_started, f) for f in ("ru_utime", "ru_stime"))
-    )
+    cpu = cpu_since(cpu_started, children_started)
     shutil.rmtree(scratch, ignore_errors=True)
     return {"seconds": seconds, "cpu_seconds": cpu}
 
@@ -173,12 +178,7 @@ def run_scan(tree: Path) -> dict[str, float]:
         children_started = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = scan(ScanConfig(input=tree, out=Path(scratch) / "a", workers=2))
         seconds = time.perf_counter() - started
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (
-            time.process_time()
-            - cpu_started
-            + sum(getattr(children, f) - getattr(children_started, f) for f in ("ru_utime", "ru_stime"))
-        )
+        cpu = cpu_since(cpu_started, children_started)
         tracemalloc.start()
         scan(ScanConfig(input=tree, out=Path(scratch) / "b", workers=2))
         _, peak = tracemalloc.get_traced_memory()

@@ -198,6 +198,7 @@ def test_scan_reads_only_headers_from_s3_and_convert_stages_its_cases(s3_env: Se
     from tsretrain.conversion.listing import read_listing
     from tsretrain.conversion.scan import ScanConfig, scan
     from tsretrain.synth.cohort import SynthConfig, generate
+    from tsretrain.synth.edge_cases import EDGE_CASES
 
     generate(
         SynthConfig(
@@ -217,7 +218,7 @@ def test_scan_reads_only_headers_from_s3_and_convert_stages_its_cases(s3_env: Se
     remote = {
         r["case_id"]: (r["status"], r["reason"], r["n_slices"]) for r in read_listing(tmp_path / "remote" / "cases.csv")
     }
-    assert remote == local and len(remote) == 28
+    assert remote == local and len(remote) == 2 + len(EDGE_CASES)
     case = "RADCURE-0001"
     convert(
         ConvertConfig(
