@@ -27,8 +27,10 @@ from tsretrain.synth.cohort import SynthConfig, generate
 TSRETRAIN = [sys.executable, "-m", "tsretrain.cli"]
 
 
-def small_cohort(out: Path, cases: int = 3, size: int = 40) -> Path:
-    generate(SynthConfig(out=out, cases=cases, seed=3, rows=size, columns=size, slices=12, pixel_spacing=200 / size))
+def small_cohort(out: Path, cases: int = 3, size: int = 40, slices: int = 12) -> Path:
+    generate(
+        SynthConfig(out=out, cases=cases, seed=3, rows=size, columns=size, slices=slices, pixel_spacing=200 / size)
+    )
     return out / "dicom"
 
 
@@ -189,7 +191,8 @@ def test_user_errors_are_two_lines_with_exit_code_2(tree: Path, tmp_path: Path) 
 
 
 def test_ctrl_c_stops_at_once_lists_what_finished_and_a_rerun_resumes(tmp_path: Path) -> None:
-    dicom = small_cohort(tmp_path / "cohort", cases=12, size=200)
+    # cases of about a second each: the run is still converting when the first one is listed, on any machine
+    dicom = small_cohort(tmp_path / "cohort", cases=12, size=200, slices=100)
     out = tmp_path / "out"
     args = [*TSRETRAIN, "convert", str(dicom), "--out", str(out), "-j", "2"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -29,13 +29,14 @@ def conventions(summary: dict[str, Any]) -> Block:
     )
 
 
-def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]]) -> list[Block]:
+def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] | None = None) -> list[Block]:
     """One table per reference source, sorted by mean Dice, with its note and each structure's size (mL, voxels);
     the labels without any reference, and those at the resolution limit, in a line under the tables."""
     voxel_count = "nsd_voxel_count" in summary["conventions"]
     header = ["label", "cases", "Dice mean", "Dice median", "Dice std", "HD95 mean (mm)", "HD95 n", "NSD mean"]
     header += ["NSD by voxel count (not comparable)"] if voxel_count else []
     header += ["missed", "false positive", "size (mL)", "size (voxels)", "note"]
+    sizes = sizes or {}
     small = {n for n, (_, voxels) in sizes.items() if voxels < RESOLUTION_VOXELS} - {"GTVp"}  # GTVp: by band
     limited: list[str] = []
     blocks: list[Block] = []
