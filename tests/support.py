@@ -42,28 +42,29 @@ class SeaweedServer:
     def __init__(self, folder: Path, config: str | None = None) -> None:
         self.folder = folder
         self.config = config  # an -s3.config identities JSON (default: one identity with the keys above)
-        self.ports = {
-            name: free_port()
-            for name in (
-                "master.port",
-                "master.port.grpc",
-                "volume.port",
-                "volume.port.grpc",
-                "filer.port",
-                "filer.port.grpc",
-                "s3.port",
-                "s3.port.grpc",
-                "admin.port",
-                "admin.port.grpc",
-            )
-        }
+        self.ports = self._pick_ports()
         self.process: Any = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
+    @staticmethod
+    def _pick_ports() -> dict[str, int]:
+        names = ("master", "volume", "filer", "s3", "admin")
+        return {f"{name}.port{grpc}": free_port() for name in names for grpc in ("", ".grpc")}
+
     def start(self) -> None:
+        """Start the server; a port taken by another process between choosing and binding it (the server then
+        exits at once) is retried with new ports, twice."""
+        for attempt in range(3):
+            if attempt:
+                self.ports = self._pick_ports()
+            if self._start_once():
+                return
+        raise RuntimeError("SeaweedFS did not start within 60 s")
+
+    def _start_once(self) -> bool:
         import shutil
         import subprocess
         import time
@@ -105,15 +106,19 @@ class SeaweedServer:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
+            if self.process.poll() is not None:  # exited: e.g. a port taken meanwhile
+                self.process = None
+                return False
             try:
                 urllib.request.urlopen(self.endpoint, timeout=1)
             except urllib.error.HTTPError:
-                return  # answering (403 without credentials): ready
+                return True  # answering (403 without credentials): ready
             except OSError:
                 time.sleep(0.3)
                 continue
-            return
-        raise RuntimeError("SeaweedFS did not start within 60 s")
+            return True
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None:

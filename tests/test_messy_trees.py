@@ -195,7 +195,14 @@ def test_ctrl_c_stops_at_once_lists_what_finished_and_a_rerun_resumes(tmp_path: 
     dicom = small_cohort(tmp_path / "cohort", cases=12, size=200, slices=100)
     out = tmp_path / "out"
     args = [*TSRETRAIN, "convert", str(dicom), "--out", str(out), "-j", "2"]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: Ctrl-C's default action (a test runner's worker may ignore SIGINT, and children inherit it)
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not list((out / "cases").glob("*/manifest.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
