@@ -246,6 +246,9 @@ def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
             args += ["--put", _transfer(_path(files.location), f"{OUT}/{relative(files.location)}", files)]
     if stage.fan_out == "cases":  # a manifest of the batch's own; {case} in include patterns is each case of it
         args += ["--batch", "{{inputs.parameters.cases}}"]
+    if stage.cases_from:  # {case} is each case listed in a file that the pod fetched first
+        location, name = stage.cases_from
+        args += ["--cases-from", f"{_path(location)}/{name}"]
     return [*args, "--", *stage_args(stage, with_stages)]
 
 

@@ -248,7 +248,16 @@ def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
     wanted = r"(labelsTs/|^predictions/test/|^converted/cases/[^/]+/manifest\.json$)"
     assert evaluate.fetched <= total(out, wanted) * 1.05 + overhead
     (report,) = run.pods("report")
-    assert report.fetched <= total(out, r"") - total(out, r"(\.pth$|^nnunet/preprocessed/)")
+    # the report's images are the reviewed cases' only (evaluation/review.json), never the whole test set
+    review = json.loads(cluster.store(output).get_bytes("evaluation/review.json") or b"{}")["cases"]
+    shown = "|".join(re.escape(c["case"]) for c in review)
+    images = r"(images|labels)T[rs]/|^predictions/"
+    others = total(out, images) - total(out, rf"((images|labels)Ts|^predictions/test)/({shown})(_0000)?\.nii\.gz$")
+    assert review and f"{len(review)} cases from /work/evaluation/review.json" in run.log_of(report)
+    preprocessed = total(out, r"^nnunet/nnUNet_preprocessed/") - total(
+        out, r"^nnunet/nnUNet_preprocessed/[^/]+/[^/]+\.json$"
+    )
+    assert report.fetched <= total(out, r"") - total(out, r"\.pth$") - preprocessed - others
     assert sum(p.fetched for p in run.pods()) < 30 * total(dicom, r"")  # no pod fetches the world
     record = os.environ.get("TSRETRAIN_CLUSTER_BYTES")  # bench/cluster_bytes.py extrapolates these
     if record:

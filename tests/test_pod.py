@@ -35,8 +35,9 @@ def test_patterns_match_segment_by_segment() -> None:
     assert not matches("cases/A/tasks/x.nii.gz", ("cases/*/*.nii.gz",))  # * never crosses /
     assert not matches("cases.csv", ("cases/*/*",))
     assert expand(("cases/{case}/*", "x"), ("A", "B")) == ("cases/A/*", "cases/B/*", "x")
-    with pytest.raises(UserError, match="--batch"):
-        expand(("cases/{case}/*",), ())
+    assert expand(("cases/{case}/*", "x"), ()) == ("x",)  # no case: no pattern of a case
+    with pytest.raises(UserError, match="--batch or --cases-from"):
+        expand(("cases/{case}/*",), None)
 
 
 def test_a_pod_fetches_only_what_its_stage_needs(tmp_path: Path) -> None:
@@ -51,6 +52,45 @@ def test_a_pod_fetches_only_what_its_stage_needs(tmp_path: Path) -> None:
     assert fetched == 2 * 1000 + sum(len(json.dumps({"case_id": c})) for c in "AC")
     fetch([Transfer(uri, tmp_path / "manifests", ("cases/*/manifest.json",))])
     assert len(list((tmp_path / "manifests").rglob("*"))) == 3 + 3 + 1  # three manifests, their folders, cases/
+
+
+def test_cases_listed_in_a_fetched_file_name_what_the_later_fetches_bring(tmp_path: Path) -> None:
+    """The report pod's way: the evaluation folder (with review.json) first, then only the listed cases."""
+    uri = published(tmp_path)
+    review = tmp_path / "local-eval"
+    review.mkdir()
+    (review / "review.json").write_text(json.dumps({"cases": [{"case": "C", "kind": "lowest"}, {"case": "A"}]}))
+    (review / "summary.json").write_text("{}")
+    evaluation = str(tmp_path / "store" / "evaluation")
+    open_store(evaluation).sync_up(review, "")
+    gets = [  # the per-case folder first on purpose: the pod must reorder
+        Transfer(uri, tmp_path / "pod" / "converted", ("cases/{case}/*.nii.gz", "cases.csv")),
+        Transfer(evaluation, tmp_path / "pod" / "evaluation"),
+    ]
+    fetch(gets, cases_from=tmp_path / "pod" / "evaluation" / "review.json")
+    got = sorted(p.relative_to(tmp_path / "pod").as_posix() for p in (tmp_path / "pod").rglob("*.*"))
+    assert got == [
+        "converted/cases.csv",
+        "converted/cases/A/A.nii.gz",
+        "converted/cases/C/C.nii.gz",
+        "evaluation/review.json",
+        "evaluation/summary.json",
+    ]
+    (review / "review.json").write_text(json.dumps({"cases": []}))  # nothing to review: no case fetched, not all
+    open_store(evaluation).sync_up(review, "")
+    fetch(
+        [
+            Transfer(evaluation, tmp_path / "none" / "evaluation"),
+            Transfer(uri, tmp_path / "none" / "converted", ("cases/{case}/*",)),
+        ],
+        cases_from=tmp_path / "none" / "evaluation" / "review.json",
+    )
+    assert not (tmp_path / "none" / "converted").exists()
+    with pytest.raises(UserError, match="exclude each other"):
+        fetch(gets, ("A",), tmp_path / "pod" / "evaluation" / "review.json")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="list of cases"):
+        fetch(gets[:1], cases_from=tmp_path / "bad.json")
 
 
 def test_transfer_specs() -> None:

@@ -160,6 +160,9 @@ def pod_command(
         list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
     ] = None,
     batch: Annotated[str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns.")] = "",
+    cases_from: Annotated[
+        Path | None, typer.Option(help='A fetched JSON file whose "cases" are {case} in the other patterns.')
+    ] = None,
     manifest_name: Annotated[
         str | None, typer.Option(help="Manifest of this writer (default: one per fan-out batch, else the folder's).")
     ] = None,
@@ -169,7 +172,7 @@ def pod_command(
 
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
-        fetch(gets, tuple(parse_list(batch)))
+        fetch(gets, tuple(parse_list(batch)), cases_from)
     except UserError as exc:
         raise typer.Exit(report_error(exc, "pod")) from exc
     try:

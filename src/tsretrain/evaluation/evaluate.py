@@ -8,7 +8,8 @@ statistics are given per group: accuracy against manual contours apart from agre
 Outputs (``OUT/``): ``per_case.csv`` (one row per case and label), ``per_label.csv`` (one row per reference
 group and label: every mean with its n, the missed and false-positive counts beside it), ``summary.json``
 (the same per group, the metric conventions, the average Dice over all structures, the GTVp analysis, the
-absent-label policy). Cases are evaluated in worker processes, one case in memory per worker.
+absent-label policy), ``review.json`` (the cases a report shows, :mod:`tsretrain.evaluation.review`). Cases
+are evaluated in worker processes, one case in memory per worker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import SimpleITK as sitk
 from tsretrain.conversion.listing import write_csv
 from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VOXELS_CONVENTION, case_metrics
 from tsretrain.evaluation.provenance import TITLES, assign_groups, read_sources
+from tsretrain.evaluation.review import REVIEW_FILE, review_document
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.resources import cpu_quota
@@ -229,6 +231,7 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     write_csv(config.out / "per_case.csv", rows, columns)
     write_csv(config.out / "per_label.csv", per_label, list(per_label[0].keys()))
     atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
+    atomic_write_text(config.out / REVIEW_FILE, json.dumps(review_document(rows), indent=1))
     return StageResult(
         "evaluate",
         {"summary": str(config.out / "summary.json"), "per_case": str(config.out / "per_case.csv")},

@@ -19,6 +19,7 @@ from typing import Any
 
 from tsretrain.conversion.convert import listing_rows
 from tsretrain.conversion.listing import read_listing
+from tsretrain.evaluation.review import read_review
 from tsretrain.layout import RunLayout
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -326,16 +327,10 @@ def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[li
     return blocks, summary
 
 
-def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir: Path) -> list[Block]:
+def review_section(run: Path, dataset: str, figure_dir: Path) -> list[Block]:
     from tsretrain.evaluation import figures  # matplotlib only when a report is written
 
-    per_case = [
-        r
-        for r in read_listing(RunLayout(run).evaluation / "per_case.csv")
-        if r["name"] == "GTVp" and r["status"] in ("both", "missed")
-    ]
-    per_case.sort(key=lambda r: float(r["dice"]))
-    chosen = [("lowest", r) for r in per_case[:2]] + [("highest", r) for r in per_case[::-1][:2]]
+    chosen = read_review(RunLayout(run).evaluation)
     blocks: list[Block] = [
         ("h2", "6. Case review"),
         (
@@ -346,21 +341,18 @@ def review_section(run: Path, summary: dict[str, Any], dataset: str, figure_dir:
         ),
     ]
     raw = RunLayout(run).raw / dataset
-    seen = set()
-    for kind, row in chosen:
-        if row["case"] in seen:
-            continue
-        seen.add(row["case"])
-        image = figure_dir / f"review_{row['case']}.png"
+    for case in chosen:
+        name, dice = case["case"], fmt(case["dice"])
+        image = figure_dir / f"review_{name}.png"
         figures.case_review(
-            raw / "imagesTs" / f"{row['case']}_0000.nii.gz",
-            raw / "labelsTs" / f"{row['case']}.nii.gz",
-            RunLayout(run).predictions / "test" / f"{row['case']}.nii.gz",
-            int(row["label"]),
-            f"{row['case']}: GTVp Dice {fmt(float(row['dice']))} ({kind})",
+            raw / "imagesTs" / f"{name}_0000.nii.gz",
+            raw / "labelsTs" / f"{name}.nii.gz",
+            RunLayout(run).predictions / "test" / f"{name}.nii.gz",
+            case["label"],
+            f"{name}: GTVp Dice {dice} ({case['kind']})",
             image,
         )
-        blocks.append(("img", image, f"{row['case']}, GTVp Dice {fmt(float(row['dice']))} ({kind})"))
+        blocks.append(("img", image, f"{name}, GTVp Dice {dice} ({case['kind']})"))
     return blocks
 
 
@@ -499,7 +491,7 @@ def report(config: ReportConfig) -> StageResult:
         + planning_section(run, config.dataset)
         + training
         + evaluation
-        + review_section(run, summary, config.dataset, figure_dir)
+        + review_section(run, config.dataset, figure_dir)
         + literature_section(summary, config.synthetic)
         + provenance_section(run, config.dataset, fold_rows)
     )

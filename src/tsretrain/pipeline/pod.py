@@ -8,7 +8,8 @@ folder are the run layout's, the same as below the store prefix and in a local r
         --put /work/split=s3://b/run/split -- split /work/converted --out /work/split
 
 A ``--get`` or ``--put`` may end with ``=PATTERN,PATTERN``: only the files matching one of them move (``*``
-never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batch``).
+never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batch``, or of the list in
+the file ``--cases-from`` names, fetched by an earlier ``--get``).
 """
 
 from __future__ import annotations
@@ -54,25 +55,53 @@ def parse_put(text: str) -> Transfer:
     return Transfer(uri, Path(path), include)
 
 
-def expand(patterns: tuple[str, ...], batch: tuple[str, ...]) -> tuple[str, ...]:
-    """Patterns with ``{case}`` repeated for each case of the batch."""
+def expand(patterns: tuple[str, ...], cases: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Patterns with ``{case}`` repeated for each of ``cases`` (an empty tuple drops them)."""
     out: list[str] = []
     for pattern in patterns:
         if "{case}" in pattern:
-            if not batch:
-                raise UserError(f"include pattern {pattern!r} needs --batch")
-            out += [pattern.replace("{case}", case) for case in batch]
+            if cases is None:
+                raise UserError(f"include pattern {pattern!r} needs --batch or --cases-from")
+            out += [pattern.replace("{case}", case) for case in cases]
         else:
             out.append(pattern)
     return tuple(out)
 
 
-def fetch(gets: list[Transfer], batch: tuple[str, ...] = ()) -> int:
-    """Fetch published folders (checked against their manifests); returns the bytes fetched."""
+def read_cases(path: Path) -> tuple[str, ...]:
+    """The case ids a JSON file lists under ``"cases"``: ids, or objects with a ``"case"`` field."""
+    try:
+        listed = json.loads(path.read_text())["cases"]
+        return tuple(str(item["case"] if isinstance(item, dict) else item) for item in listed)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--cases-from {path}: not a JSON file with a list of cases ({exc})") from exc
+
+
+def _per_case(get: Transfer) -> bool:
+    return any("{case}" in pattern for pattern in get.include)
+
+
+def fetch(gets: list[Transfer], batch: tuple[str, ...] = (), cases_from: Path | None = None) -> int:
+    """Fetch published folders (checked against their manifests); returns the bytes fetched.
+
+    ``{case}`` in include patterns is each case of ``batch`` or, with ``cases_from``, each case listed in that
+    file, which one of the folders without ``{case}`` brings (those are fetched first). A folder whose patterns
+    all name cases is skipped when there are none.
+    """
+    if batch and cases_from is not None:
+        raise UserError("--batch and --cases-from exclude each other")
     total = 0
-    for get in gets:
+    cases: tuple[str, ...] | None = batch or None
+    for get in sorted(gets, key=_per_case):  # stable: the order given, folders of named cases last
+        if cases is None and cases_from is not None and _per_case(get):
+            cases = read_cases(cases_from)
+            log.info("pod: %d cases from %s: %s", len(cases), cases_from, ", ".join(cases))
+        include = expand(get.include, cases)
+        if get.include and not include:
+            log.info("pod: %s: no case to fetch", get.uri)
+            continue
         started = time.perf_counter()
-        counts = open_store(get.uri).sync_down("", get.path, expand(get.include, batch))
+        counts = open_store(get.uri).sync_down("", get.path, include)
         total += counts["bytes"]
         log.info("pod: %s -> %s: %s in %.1f s", get.uri, get.path, counts, time.perf_counter() - started)
     return total

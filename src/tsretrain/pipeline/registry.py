@@ -26,6 +26,7 @@ from tsretrain.dataset.split import SplitConfig, run_split
 from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.report import ReportConfig, report
+from tsretrain.evaluation.review import REVIEW_FILE
 from tsretrain.model import Model
 from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
@@ -76,6 +77,7 @@ class Stage:
     reads: tuple[Files, ...] = ()
     writes: tuple[Files, ...] = ()
     fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
+    cases_from: tuple[str, str] | None = None  # (location, file) naming the cases of ``{case}`` in ``reads``
     resources: str = "cpu"  # cpu, big-cpu or gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
     cluster: bool = True  # part of the workflow (synth makes a local cohort only)
@@ -393,15 +395,14 @@ STAGES: tuple[Stage, ...] = (
             Files("scan", ("inventory.json",)),
             Files("converted", ("cases/*/manifest.json",)),
             Files("split"),
-            Files("raw", ("*/dataset.json", "*/imagesTs/*", "*/labelsTs/*")),
+            Files("raw", ("*/dataset.json", "*/imagesTs/{case}_0000.nii.gz", "*/labelsTs/{case}.nii.gz")),
             Files("preprocessed", ("*/*.json",)),
             Files("results", ("*/*/*.json", "*/*/fold_*/progress.json")),
-            Files("predictions", ("test/*",)),
-            Files(
-                "evaluation",
-            ),
+            Files("predictions", ("test/{case}.nii.gz",)),
+            Files("evaluation"),
         ),
         writes=(Files("report"),),
+        cases_from=("evaluation", REVIEW_FILE),  # the case review's images only
     ),
 )
 
