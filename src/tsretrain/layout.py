@@ -33,7 +33,7 @@ LOCATIONS: dict[str, tuple[str, str]] = {
         "DATASET/TRAINER__PLANS__CONFIGURATION/fold_K/: checkpoints, progress.json, validation/",
     ),
     "predictions": ("predictions", "test/ (fold ensemble), validation/fold_K/"),
-    "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json"),
+    "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json, review.json (the cases the report shows)"),
     "report": ("report", "report.html (self-contained), report.md, figures/"),
     "records": (".stages", "one record per finished stage: its configuration hash and result (local runs)"),
     "claim": ("run.json", "the workflow that owns a cluster run's prefix"),
