@@ -53,7 +53,7 @@ class SynthConfig:
         )
 
 
-SMALL_GTVP_RADIUS = 6.0  # mm: about 0.9 mL, smallest volume band (< 3 mL), over 100 voxels at 1.6 x 1.6 x 3 mm
+SMALL_GTVP_RADIUS = 6.0  # mm: 0.9 mL (volume band < 3 mL), about 70 voxels on the demo grid (2.1 x 2.1 x 3 mm)
 ENCODINGS = (dw.PixelEncoding(1, -1024.0), dw.PixelEncoding(0, -1024.0), dw.PixelEncoding(1, 0.0))
 
 
