@@ -366,3 +366,25 @@ def test_dice_equals_nnunets_compute_metrics_on_folder(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "ours" / "summary.json").read_text())
     assert summary["absent_label_policy"] and summary["reference_records"] == "none given"
     assert sum(len(g["labels"]) for g in summary["groups"].values()) + len(summary["no_reference"]) == 7
+
+
+def test_structures_never_predicted_are_told_apart_from_those_at_the_resolution_limit() -> None:
+    def label(name: str, missed: int) -> dict[str, Any]:
+        dice = 0.0 if missed else 0.9
+        return {"name": name, "n_reference": 3, "n_missed": missed, "n_false_positive": 0, "dice_mean": dice}
+
+    labels = [label("Plexus", 3), label("Lens", 3), label("Parotid", 0), label("Cord", 2)]
+    for row in labels:
+        row.update(dice_median=row["dice_mean"], dice_std=0.0, hd95_mean=None, hd95_n=0, nsd_mean=None)
+    group = {"title": "Accuracy against manual contours", "average_dice": 0.2, "average_dice_n_labels": 4}
+    summary = {"conventions": {}, "groups": {"manual": {**group, "labels": labels}}, "no_reference": []}
+    sizes = {"Plexus": (2.0, 200.0), "Lens": (0.1, 12.0), "Parotid": (10.0, 800.0), "Cord": (7.0, 560.0)}
+    blocks = label_tables(summary, sizes)
+    (table,) = [b for b in blocks if b[0] == "table"]
+    notes = {row[0]: row[-1] for row in table[2]}
+    assert notes == {"Parotid": "", "Plexus": "never predicted", "Lens": "resolution limit", "Cord": ""}
+    texts = [b[1] for b in blocks if b[0] == "p"]
+    assert any(
+        t.startswith("Never predicted in any test case although above the resolution limit (Plexus)") for t in texts
+    )
+    assert any("(Lens)" in t and "resolution limit" in t for t in texts)

@@ -204,7 +204,7 @@ def test_trainer_settings_from_the_environment(prepared: Path, monkeypatch: pyte
     assert trainer.num_epochs == 3
     monkeypatch.delenv("TSRETRAIN_LR")
     trainer = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
-    assert trainer.initial_lr == 3e-3  # AdamW for a short schedule
+    assert trainer.initial_lr == 1e-2  # AdamW for a short schedule
 
 
 @pytest.mark.slow

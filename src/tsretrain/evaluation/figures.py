@@ -80,10 +80,12 @@ def gtvp_distribution(dice: list[float], quantiles: dict[str, float | None], pat
     with _defaults():
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.hist(dice, bins=[i / 20 for i in range(21)], color="#4a7ab5", edgecolor="white")
-        for name, value in quantiles.items():
-            if value is not None:
-                ax.axvline(value, color="#c0392b", linestyle="--", linewidth=1)
-                ax.text(value, ax.get_ylim()[1] * 0.95, name, rotation=90, va="top", fontsize=8)
+        top = ax.get_ylim()[1]
+        marked = [(name, value) for name, value in quantiles.items() if value is not None]
+        for n, (name, value) in enumerate(marked):
+            ax.axvline(value, color="#c0392b", linestyle="--", linewidth=1)
+            height = 0.95 if n % 2 == 0 else 0.6  # neighbouring quantiles are often close: labels at two heights
+            ax.text(value, top * height, name, rotation=90, va="top", ha="right", fontsize=8, backgroundcolor="white")
         ax.set_xlabel("GTVp Dice per case")
         ax.set_ylabel("cases")
         ax.set_xlim(0, 1)

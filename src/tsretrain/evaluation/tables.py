@@ -39,6 +39,7 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
     sizes = sizes or {}
     small = {n for n, (_, voxels) in sizes.items() if voxels < RESOLUTION_VOXELS} - {"GTVp"}  # GTVp: by band
     limited: list[str] = []
+    unlearned: list[str] = []
     blocks: list[Block] = []
     for group in summary["groups"].values():
         rows = []
@@ -49,6 +50,9 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
             ml, voxels = sizes.get(r["name"], (None, None))
             note = "resolution limit" if r["name"] in small else ""
             limited += [r["name"]] if note else []
+            if not note and r["n_reference"] and r["n_missed"] == r["n_reference"]:
+                note = "never predicted"
+                unlearned.append(r["name"])
             row += [r["n_missed"], r["n_false_positive"], fmt(ml, 2), fmt(None if voxels is None else round(voxels))]
             rows.append([*row, note])
         blocks += [
@@ -79,6 +83,14 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
                 "p",
                 f"Below {RESOLUTION_VOXELS} voxels on the evaluated grid ({', '.join(limited)}): {RESOLUTION_NOTE}. "
                 "The model cannot learn these at this resolution; their numbers are shown, not hidden, and say little.",
+            )
+        )
+    if unlearned:
+        blocks.append(
+            (
+                "p",
+                f"Never predicted in any test case although above the resolution limit ({', '.join(unlearned)}): "
+                "the model did not learn these in this training.",
             )
         )
     return blocks

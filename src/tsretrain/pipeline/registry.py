@@ -164,6 +164,7 @@ STAGES: tuple[Stage, ...] = (
             "slices": Option("Slices per CT."),
             "pixel_spacing": Option("Pixel spacing (mm)."),
             "slice_thickness": Option("Slice spacing (mm)."),
+            "scan_centre": Option("Height of the middle slice (mm, superior; eyes at about 80, larynx about -35)."),
         },
         writes=(Files("cohort"),),
         cluster=False,

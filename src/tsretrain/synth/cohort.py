@@ -40,6 +40,7 @@ class SynthConfig:
     slices: int = 48
     pixel_spacing: float = 1.6
     slice_thickness: float = 3.0
+    scan_centre: float = 12.0  # mm above the frame origin (superior) of the middle slice; eyes at ~80, larynx ~-35
     id_prefix: str = "RADCURE"
     roi_variants: bool = True
 
@@ -50,10 +51,11 @@ class SynthConfig:
             slices=self.slices,
             pixel_spacing=(self.pixel_spacing, self.pixel_spacing),
             slice_thickness=self.slice_thickness,
+            w_center=self.scan_centre,
         )
 
 
-SMALL_GTVP_RADIUS = 6.0  # mm: about 0.9 mL, smallest volume band (< 3 mL), over 100 voxels at 1.6 x 1.6 x 3 mm
+SMALL_GTVP_RADIUS = 6.0  # mm: 0.9 mL (volume band < 3 mL), about 70 voxels on the demo grid (2.1 x 2.1 x 3 mm)
 ENCODINGS = (dw.PixelEncoding(1, -1024.0), dw.PixelEncoding(0, -1024.0), dw.PixelEncoding(1, 0.0))
 
 
