@@ -85,7 +85,7 @@ NOTES = """What decided the demo's configuration:
 - Phantoms on a 96 x 96 grid of 2.1 mm (was 128 x 128 of 1.6 mm): the 64 x 64 patch covers two thirds of a
   slice instead of half, so each step sees more anatomy, and every stage but training gets cheaper; the cord
   and the oesophagus stay over 2 voxels across. 64 slices from the thoracic inlet to 10 slices above the eyes:
-  with the eyes 1-4 slices below the scan's top edge they stayed under 0.75 Dice in 1000 and in 1200 steps.
+  with the eyes ending 0-4 slices below the scan's top edge they stayed under 0.75 Dice in 1000 and in 1200 steps.
   CSF around the cord and the brainstem and a fat plane around the oesophagus give them the contrast they
   have on real CT, since nnU-Net normalises with the foreground's statistics, which the mandible's bone
   dominates. Lens, cochlea, optic nerves and chiasm stay under 100 voxels: below what this resolution can learn.
