@@ -26,7 +26,6 @@ from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.headers import read_record, walk_tree
 from tsretrain.conversion.listing import read_listing
 from tsretrain.conversion.scan import ScanConfig, scan
-from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.synth.cohort import SynthConfig, generate
 

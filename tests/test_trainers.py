@@ -59,8 +59,8 @@ def test_augmentation_workers_come_from_the_cpu_quota(
         monkeypatch.setenv(name, "")  # restored (or removed) after the test, whatever activate() sets
         monkeypatch.delenv(name)
     nnunet_env.NnunetFolders(tmp_path / "work").activate()
-    assert os.environ["nnUNet_n_proc_DA"] == str(workers) and get_allowed_n_proc_DA() == workers
-    assert os.environ["nnUNet_def_n_proc"] == str(threads)
+    assert get_allowed_n_proc_DA() == workers
+    assert os.environ["nnUNet_def_n_proc"] == str(threads)  # noqa: SIM112 (nnU-Net's name)
     monkeypatch.setenv("nnUNet_n_proc_DA", "7")
     nnunet_env.NnunetFolders(tmp_path / "work").activate()
     assert get_allowed_n_proc_DA() == 7
