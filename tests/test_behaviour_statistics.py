@@ -1,14 +1,17 @@
 """The GTVp bootstrap intervals are percentile bootstrap intervals: checked against the bootstrap distribution
-computed exactly (binomial probabilities), on data where that distribution is discrete."""
+computed exactly (binomial probabilities), on data where that distribution is discrete. Every field of the
+per-label summary and of the GTVp analysis, computed by hand."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import numpy as np
+import pytest
 from scipy.stats import binom
 
-from tsretrain.evaluation.statistics import gtvp_analysis
+from tsretrain.evaluation.statistics import dsc_agg, gtvp_analysis, label_summary
 
 RESAMPLES = 2000  # what gtvp_analysis draws
 
@@ -64,3 +67,91 @@ def test_median_interval_is_the_percentile_bootstrap() -> None:
     assert result["median_ci95"] == ends
     low, high = result["mean_ci95"]
     assert values[0] < low < np.mean(values) < high < values[-1]
+
+
+def _row(case: str, status: str, dice: float | None, tp: int, ref: int, pred: int) -> dict[str, Any]:
+    return {"case": case, "status": status, "dice": dice, "tp": tp, "ref_voxels": ref, "pred_voxels": pred}
+
+
+@pytest.mark.filterwarnings("error")  # no mean, median or std of too few values is ever taken
+def test_label_summary_by_hand() -> None:
+    rows = [
+        {"status": "both", "dice": 0.8, "hd95": 2.0, "nsd": 0.9},
+        {"status": "both", "dice": 0.6, "hd95": 4.5, "nsd": 0.7},
+        {"status": "missed", "dice": 0.0, "hd95": None, "nsd": 0.0},
+        {"status": "false_pos", "dice": 0.0, "hd95": None, "nsd": 0.0},
+        {"status": "absent", "dice": None, "hd95": None, "nsd": None},
+    ]
+    expected: dict[str, Any] = {"n_reference": 3, "n_missed": 1, "n_false_positive": 1, "n_absent": 1}
+    for metric, values in (("dice", [0.8, 0.6, 0.0]), ("hd95", [2.0, 4.5]), ("nsd", [0.9, 0.7, 0.0])):
+        expected[f"{metric}_mean"] = round(statistics.mean(values), 6)
+        expected[f"{metric}_n"] = len(values)
+        expected[f"{metric}_median"] = round(statistics.median(values), 6)
+        expected[f"{metric}_std"] = round(statistics.stdev(values), 6)
+    assert label_summary(rows) == expected
+    assert expected["dice_mean"] == 0.466667  # rounded to 6 digits
+    one = label_summary([rows[2]])
+    assert (one["dice_n"], one["dice_mean"], one["dice_median"], one["dice_std"]) == (1, 0.0, 0.0, None)
+    assert (one["hd95_n"], one["hd95_mean"], one["hd95_median"], one["hd95_std"]) == (0, None, None, None)
+
+
+@pytest.mark.filterwarnings("error")
+def test_gtvp_analysis_by_hand() -> None:
+    """Every field: cases exactly at 0.01 and 0.84 are in neither list, the best case comes first, a one-voxel
+    overlap counts as detected, the false positive counts in DSCagg only, the absent case nowhere."""
+    rows = [
+        _row("big", "both", 0.9, 4500, 5000, 5000),  # 5 mL
+        _row("edge-high", "both", 0.84, 84, 100, 100),
+        _row("edge-low", "both", 0.01, 1, 100, 100),
+        _row("missed", "missed", 0.0, 0, 100, 0),
+        _row("false-positive", "false_pos", 0.0, 0, 0, 50),
+        _row("absent", "absent", None, 0, 0, 0),
+        _row("best", "both", 0.95, 95, 100, 100),
+    ]
+    result = gtvp_analysis(rows, {r["case"]: 0.001 for r in rows})
+    dice = [0.0, 0.01, 0.84, 0.9, 0.95]
+    deciles, quartiles = (
+        statistics.quantiles(dice, n=10, method="inclusive"),
+        statistics.quantiles(dice, n=4, method="inclusive"),
+    )
+    low, high = result.pop("mean_ci95")
+    assert low < 0.54 < high and len(result.pop("median_ci95")) == 2
+    assert result == {
+        "n_cases": 5,
+        "n_missed": 1,
+        "n_false_positive": 1,
+        "mean": 0.54,
+        "median": 0.84,
+        "std": round(statistics.stdev(dice), 6),
+        "quantiles": {
+            "10%": round(deciles[0], 6),
+            "25%": round(quartiles[0], 6),
+            "50%": 0.84,
+            "75%": round(quartiles[2], 6),
+            "90%": round(deciles[8], 6),
+        },
+        "dsc_agg": round(2 * (4500 + 84 + 1 + 95) / (10000 + 200 + 200 + 100 + 50 + 200), 6),
+        "dsc_agg_n": 6,
+        "detection_rate": 0.8,
+        "by_volume_band": {
+            "GTVp 0-3 mL": {"n": 4, "mean": 0.45, "median": 0.425},
+            "GTVp 3-10 mL": {"n": 1, "mean": 0.9, "median": 0.9},
+        },
+        "below_0.01": [{"case": "missed", "dice": 0.0}],
+        "above_0.84": [{"case": "best", "dice": 0.95}, {"case": "big", "dice": 0.9}],
+    }
+
+
+@pytest.mark.filterwarnings("error")
+def test_gtvp_analysis_of_few_cases() -> None:
+    """No spread or interval from one case, both from two; nothing but the count without a case; the same
+    intervals on every run."""
+    assert gtvp_analysis([_row("a", "false_pos", 0.0, 0, 0, 9)], {"a": 0.001}) == {"n_cases": 0}
+    one = gtvp_analysis([_row("a", "both", 0.5, 50, 100, 100)], {"a": 0.001})
+    assert (one["std"], one["mean_ci95"], one["median_ci95"]) == (None, None, None)
+    two = [_row("a", "both", 0.5, 50, 100, 100), _row("b", "both", 0.7, 70, 100, 100)]
+    first, again = gtvp_analysis(two, {"a": 0.001, "b": 0.001}), gtvp_analysis(two, {"a": 0.001, "b": 0.001})
+    assert first["std"] == round(statistics.stdev([0.5, 0.7]), 6)
+    assert first["mean_ci95"] == again["mean_ci95"] and first["median_ci95"] == again["median_ci95"]
+    assert first["mean_ci95"][0] == 0.5 and first["mean_ci95"][1] == 0.7
+    assert dsc_agg([], {}) is None
