@@ -3,11 +3,13 @@ folds dealt in turn; clinical sheets as spreadsheets export them; the report by 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tsretrain.dataset.split import SplitConfig, make_split, report
+from tsretrain.dataset.split import SplitConfig, make_split, nnunet_splits, report, run_split
+from tsretrain.errors import UserError
 
 
 def test_folds_depend_on_the_seed_when_the_test_set_is_fixed(tmp_path: Path) -> None:
@@ -112,3 +114,53 @@ def test_report_by_hand() -> None:
     )
     alone = {"seed": 1, "test": ["C-a"], "folds": [], "strata": {"C-a": "GTVp 0-3 mL"}}
     assert "; 1 cases; test 1 (100.0 %), 0 cross-validation folds." in report(alone)
+
+
+def _converted(root: Path, volumes: dict[str, float], failed: tuple[str, ...] = ()) -> Path:
+    """A conversion output with one (minimal) manifest per case."""
+    for patient, volume in {**volumes, **dict.fromkeys(failed, 0.0)}.items():
+        manifest = {
+            "case_id": f"C-{patient}",
+            "patient_id": patient,
+            "status": "failed" if patient in failed else "ok",
+            "reason": "no_rtstruct" if patient in failed else "",
+            "detail": "",
+            "input": {"ct_series_uid": "1.2", "rtstruct_sop_uid": "1.3", "frame_of_reference_uid": "1.4"},
+            "roi_names": ["GTVp"],
+            "unmapped_rois": [],
+            "missing_labels": [],
+            "warnings": [],
+            "labels": {"GTVp": {"volume_ml": volume}},
+        }
+        (root / "cases" / f"C-{patient}").mkdir(parents=True)
+        (root / "cases" / f"C-{patient}" / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_the_split_stage_writes_the_split_of_the_usable_cases(tmp_path: Path) -> None:
+    volumes = {f"P{n}": v for n, v in enumerate([1.0, 5.0, 15.0, 40.0] * 2)}
+    converted = _converted(tmp_path / "converted", volumes, failed=("PX",))
+    config = SplitConfig(converted=converted, out=tmp_path / "split", cv_folds=3, folds=(0, 2), test_fraction=0.25)
+    result = run_split(config)
+    split = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert split == make_split(_cases(volumes), config)
+    assert json.loads((tmp_path / "split" / "splits_final.json").read_text()) == nnunet_splits(split)
+    assert (tmp_path / "split" / "split_report.md").read_text() == report(split)
+    assert "C-PX" not in split["strata"]
+    assert result.stage == "split"
+    assert result.outputs == {
+        "split": str(tmp_path / "split" / "split.json"),
+        "splits_final": str(tmp_path / "split" / "splits_final.json"),
+    }
+    assert result.counts == {"test": 2, "train": 6, "folds": 3}
+
+
+def test_the_split_stage_refuses_missing_folds_and_too_few_cases(tmp_path: Path) -> None:
+    converted = _converted(tmp_path / "converted", {f"P{n}": 1.0 for n in range(4)}, failed=("PX",))
+    with pytest.raises(UserError, match=r"folds \[3\] do not exist in a 3-fold split"):
+        run_split(SplitConfig(converted=converted, out=tmp_path / "a", cv_folds=3, folds=(2, 3)))
+    with pytest.raises(ValueError, match=r"^4 usable case\(s\): a 4-fold split needs at least 5$"):
+        run_split(SplitConfig(converted=converted, out=tmp_path / "b", cv_folds=4, test_fraction=0.0))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    run_split(SplitConfig(converted=converted, out=tmp_path / "c", cv_folds=3, test_fraction=0.0))
+    assert [len(f) for f in json.loads((tmp_path / "c" / "split.json").read_text())["folds"]] == [2, 1, 1]
