@@ -90,10 +90,11 @@ def test_clinical_sheet_errors_say_what_is_missing(tmp_path: Path) -> None:
 def test_report_by_hand() -> None:
     split = {
         "seed": 7,
-        "test": ["C-a"],
+        "test": ["C-a", "C-e"],
         "folds": [["C-b", "C-c"], ["C-d"]],
         "strata": {
             "C-a": "GTVp 0-3 mL | Larynx",
+            "C-e": "GTVp >= 30 mL",
             "C-b": "GTVp 0-3 mL | Larynx",
             "C-c": "GTVp >= 30 mL",
             "C-d": "GTVp 3-10 mL | Oral",
@@ -102,15 +103,15 @@ def test_report_by_hand() -> None:
     assert report(split) == (
         "# Split\n"
         "\n"
-        "Seed 7; 4 cases; test 1 (25.0 %), 2 cross-validation folds.\n"
+        "Seed 7; 5 cases; test 2 (40.0 %), 2 cross-validation folds.\n"
         "\n"
         "| part | cases | GTVp 0-3 mL, Larynx | GTVp 3-10 mL, Oral | GTVp >= 30 mL |\n"
         "|---|---|---|---|---|\n"
-        "| test | 1 | 1 | 0 | 0 |\n"
+        "| test | 2 | 1 | 0 | 1 |\n"
         "| fold 0 | 2 | 1 | 0 | 1 |\n"
         "| fold 1 | 1 | 0 | 1 | 0 |\n"
         "\n"
-        "Test cases: C-a\n"
+        "Test cases: C-a, C-e\n"
     )
     alone = {"seed": 1, "test": ["C-a"], "folds": [], "strata": {"C-a": "GTVp 0-3 mL"}}
     assert "; 1 cases; test 1 (100.0 %), 0 cross-validation folds." in report(alone)
@@ -140,18 +141,17 @@ def _converted(root: Path, volumes: dict[str, float], failed: tuple[str, ...] = 
 def test_the_split_stage_writes_the_split_of_the_usable_cases(tmp_path: Path) -> None:
     volumes = {f"P{n}": v for n, v in enumerate([1.0, 5.0, 15.0, 40.0] * 2)}
     converted = _converted(tmp_path / "converted", volumes, failed=("PX",))
-    config = SplitConfig(converted=converted, out=tmp_path / "split", cv_folds=3, folds=(0, 2), test_fraction=0.25)
-    result = run_split(config)
-    split = json.loads((tmp_path / "split" / "split.json").read_text())
+    out = tmp_path / "runs" / "split"
+    config = SplitConfig(converted=converted, out=out, cv_folds=3, folds=(0, 2), test_fraction=0.25)
+    run_split(config)
+    result = run_split(config)  # again, into the same folder
+    split = json.loads((out / "split.json").read_text())
     assert split == make_split(_cases(volumes), config)
-    assert json.loads((tmp_path / "split" / "splits_final.json").read_text()) == nnunet_splits(split)
-    assert (tmp_path / "split" / "split_report.md").read_text() == report(split)
+    assert json.loads((out / "splits_final.json").read_text()) == nnunet_splits(split)
+    assert (out / "split_report.md").read_text() == report(split)
     assert "C-PX" not in split["strata"]
     assert result.stage == "split"
-    assert result.outputs == {
-        "split": str(tmp_path / "split" / "split.json"),
-        "splits_final": str(tmp_path / "split" / "splits_final.json"),
-    }
+    assert result.outputs == {"split": str(out / "split.json"), "splits_final": str(out / "splits_final.json")}
     assert result.counts == {"test": 2, "train": 6, "folds": 3}
 
 

@@ -153,5 +153,8 @@ def test_gtvp_analysis_of_few_cases() -> None:
     first, again = gtvp_analysis(two, {"a": 0.001, "b": 0.001}), gtvp_analysis(two, {"a": 0.001, "b": 0.001})
     assert first["std"] == round(statistics.stdev([0.5, 0.7]), 6)
     assert first["mean_ci95"] == again["mean_ci95"] and first["median_ci95"] == again["median_ci95"]
-    assert first["mean_ci95"][0] == 0.5 and first["mean_ci95"][1] == 0.7
+    assert first["mean_ci95"] == first["median_ci95"] == [0.5, 0.7]
+    spread = [_row(f"c{n}", "both", 0.05 + 0.07 * n, 1, 100, 100) for n in range(13)]
+    volumes = {r["case"]: 0.001 for r in spread}
+    assert gtvp_analysis(spread, volumes)["mean_ci95"] == gtvp_analysis(spread[::-1], volumes)["mean_ci95"]
     assert dsc_agg([], {}) is None
