@@ -1,4 +1,5 @@
-"""A fold resumes on a fresh node from the store's checkpoint; a killed trainer leaves no worker behind."""
+"""A fold resumes on a fresh node from the store's checkpoint; a killed trainer leaves no worker behind; no
+trainer mirrors in training, so prediction with ``--tta`` mirrors only models of nnU-Net's mirroring trainers."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from processes import alive, children, wait_until
 from test_nnunet import TINY, prepared  # noqa: F401 (the module's fixture, built once for this module too)
 
+from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
+from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, train
 
 EXPORTED_BY_TRAIN = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "nnUNet_n_proc_DA")
@@ -90,14 +98,7 @@ def test_a_killed_trainer_leaves_no_augmentation_worker(work: Path, kill: signal
 def test_training_starts_from_pretrained_weights(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Weights drawn here, given as ``pretrained_weights``, are the network's after a step of learning rate 1e-9
     (the segmentation heads excepted: nnU-Net never transfers them)."""
-    from nnunetv2.run.run_training import get_trainer_from_args
-
-    from tsretrain.training import discovery
-    from tsretrain.training.nnunet_env import NnunetFolders
-
-    NnunetFolders(work).activate()
-    discovery.install()
-    built = get_trainer_from_args("366", "3d_tiny", 0, "nnUNetTrainerTsrTiny", device=torch.device("cpu"))
+    built = _built(work, "nnUNetTrainerTsrTiny")
     built.initialize()
     generator = torch.Generator().manual_seed(5)
     by_storage: dict[int, torch.Tensor] = {}  # the decoder lists the encoder's tensors again, under its own keys
@@ -124,3 +125,92 @@ def test_training_starts_from_pretrained_weights(work: Path, tmp_path: Path, mon
     assert len(transferred) > 10
     for key in transferred:
         torch.testing.assert_close(final["network_weights"][key], drawn[key], atol=1e-6, rtol=0)
+
+
+def _built(work: Path, trainer: str) -> Any:
+    """A trainer built by nnU-Net from the prepared plans, the way ``nnUNetv2_train`` builds it."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from tsretrain.training import discovery
+    from tsretrain.training.nnunet_env import NnunetFolders
+
+    NnunetFolders(work).activate()
+    discovery.install()
+    return get_trainer_from_args("366", "3d_tiny", 0, trainer, device=torch.device("cpu"))
+
+
+def _transforms(transform: Any) -> Iterator[Any]:
+    """A transform and every transform inside it (composed, or applied at random)."""
+    yield transform
+    for inner in getattr(transform, "transforms", ()):
+        yield from _transforms(inner)
+    if hasattr(transform, "transform"):
+        yield from _transforms(transform.transform)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", [*TRAINERS, "nnUNetTrainer"])
+def test_no_trainer_mirrors_in_training(work: Path, trainer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The augmentation of nnU-Net's own data loaders has no mirroring, and the checkpoints allow none at inference;
+    nnU-Net's stock trainer (the control) mirrors along all three axes."""
+    from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # the loaders in this process, no workers
+    built = _built(work, trainer)
+    built.initialize()
+    training, _ = built.get_dataloaders()
+    mirrors = [t for t in _transforms(training.data_loader.transforms) if isinstance(t, MirrorTransform)]
+    if trainer == "nnUNetTrainer":
+        assert [m.allowed_axes for m in mirrors] == [(0, 1, 2)]
+        assert built.inference_allowed_mirroring_axes == (0, 1, 2)
+    else:
+        assert mirrors == [] and built.inference_allowed_mirroring_axes is None
+
+
+@pytest.mark.slow
+def test_tta_mirrors_only_the_models_of_mirroring_trainers(
+    work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nnU-Net mirrors a prediction along the axes its checkpoint allows. One trained fold, saved a second time as
+    nnU-Net's stock trainer would have saved it (axes 0, 1, 2): with ``--tta`` that model takes 8 network passes
+    per window; the tsretrain model takes one and predicts exactly what the stock model predicts without TTA."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    model = replace(TINY, folds=(0,))
+    train(TrainConfig(work=work, fold=0, epochs=1, iterations=1, validate=False, model=model, device="cpu"))
+    stock = replace(model, trainer="nnUNetTrainer")
+    ours_folder = TrainConfig(work=work, fold=0, model=model).fold_folder().parent
+    stock_folder = TrainConfig(work=work, fold=0, model=stock).fold_folder().parent
+    shutil.copytree(ours_folder, stock_folder)
+    checkpoint = torch.load(stock_folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint["trainer_name"] = "nnUNetTrainer"
+    checkpoint["inference_allowed_mirroring_axes"] = _built(
+        work, "nnUNetTrainer"
+    ).configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]
+    torch.save(checkpoint, stock_folder / "fold_0" / "checkpoint_final.pth")
+
+    passes: list[int] = []
+    initialize = nnUNetPredictor.initialize_from_trained_model_folder
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        initialize(self, *args, **kwargs)
+        self.network.register_forward_hook(lambda *_: passes.append(1))
+
+    monkeypatch.setattr(nnUNetPredictor, "initialize_from_trained_model_folder", counting)
+
+    def network_passes(of: Any, tta: bool, out: str) -> int:
+        passes.clear()
+        predict(PredictConfig(work=work, out=tmp_path / out, model=of, tta=tta, device="cpu"))
+        return len(passes)
+
+    plain = network_passes(stock, False, "stock")
+    assert plain > 0
+    assert network_passes(stock, True, "stock-tta") == 8 * plain
+    assert "trained without mirroring" not in caplog.text
+    assert network_passes(model, True, "ours-tta") == plain
+    assert "nnUNetTrainerTsrTiny was trained without mirroring" in caplog.text
+    predicted = sorted((tmp_path / "stock" / "test").glob("*.nii.gz"))
+    assert predicted
+    for path in predicted:
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours-tta" / "test" / path.name)))
+        np.testing.assert_array_equal(ours, sitk.GetArrayFromImage(sitk.ReadImage(str(path))))

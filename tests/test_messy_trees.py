@@ -13,15 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
+from support import manifest
+from typer.testing import CliRunner
 
+from tsretrain.cli import app
 from tsretrain.conversion import headers
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.headers import read_record, walk_tree
 from tsretrain.conversion.listing import read_listing
 from tsretrain.conversion.scan import ScanConfig, scan
-from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.synth.cohort import SynthConfig, generate
 
 TSRETRAIN = [sys.executable, "-m", "tsretrain.cli"]
@@ -236,16 +241,29 @@ def test_outputs_follow_the_umask(tree: Path, tmp_path: Path) -> None:
 
 
 def test_an_output_made_with_another_dictionary_is_refused_unless_forced(tree: Path, tmp_path: Path) -> None:
+    """Converting into a folder of another dictionary exits with code 2 and says what to do, touching nothing;
+    ``--force`` converts the case again with the new dictionary's ids and removes the other dictionary's cases."""
     out = tmp_path / "out"
-    convert(ConvertConfig(input=tree, out=out, workers=1, cases=("RADCURE-0001",)))
-    with pytest.raises(UserError, match="radcure-oar21"):
-        convert(ConvertConfig(input=tree, out=out, dictionary="radcure-ts90", workers=1, cases=("RADCURE-0002",)))
-    convert(
-        ConvertConfig(input=tree, out=out, dictionary="radcure-ts90", workers=1, cases=("RADCURE-0002",), force=True)
-    )
-    assert set(rows_by_case(out / "cases.csv")) == {"RADCURE-0002"}
-    manifest = json.loads((out / "cases" / "RADCURE-0002" / "manifest.json").read_text())
-    assert manifest["dictionary"]["name"] == "radcure-ts90"
+    convert(ConvertConfig(input=tree, out=out, workers=1, cases=("RADCURE-0001", "RADCURE-0002")))
+    label_map = out / "cases" / "RADCURE-0001" / "RADCURE-0001.nii.gz"
+    before = sitk.GetArrayFromImage(sitk.ReadImage(str(label_map)))
+    args = ["convert", str(tree), "--out", str(out), "--dictionary", "radcure-ts90", "-j", "1"]
+    args += ["--cases", "RADCURE-0001"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "radcure-oar21" in refused.output and "--force" in refused.output
+    assert manifest(out, "RADCURE-0001")["dictionary"]["name"] == "radcure-oar21"
+    assert set(rows_by_case(out / "cases.csv")) == {"RADCURE-0001", "RADCURE-0002"}
+
+    forced = CliRunner().invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert set(rows_by_case(out / "cases.csv")) == {"RADCURE-0001"}
+    assert not (out / "cases" / "RADCURE-0002").exists()
+    assert manifest(out, "RADCURE-0001")["dictionary"]["name"] == "radcure-ts90"
+    after = sitk.GetArrayFromImage(sitk.ReadImage(str(label_map)))
+    old_id, new_id = (load_dictionary(name).by_name("GTVp").id for name in ("radcure-oar21", "radcure-ts90"))
+    assert old_id != new_id and (before == old_id).any()
+    np.testing.assert_array_equal(after == new_id, before == old_id)
 
 
 def test_a_ct_paired_by_frame_of_reference_is_not_checked_against_another_series_images(

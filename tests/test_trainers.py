@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional
 
+from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.resources import cpu_quota, memory_limit_bytes
+from tsretrain.training import nnunet_env
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import FocalCrossEntropy, WeightedCrossEntropy, class_weights
 
 
@@ -34,3 +38,29 @@ def test_cpu_quota_from_the_cgroup(tmp_path: Path) -> None:
     assert cpu_quota(tmp_path) >= 1
     (tmp_path / "memory.max").write_text(str(2**30))
     assert memory_limit_bytes(tmp_path) == 2**30
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "workers", "threads"),
+    [("400000 100000", 3, 4), ("150000 100000", 2, 2), ("50000 100000", 1, 1), ("max 100000", 15, 16)],
+)
+def test_augmentation_workers_come_from_the_cpu_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, workers: int, threads: int
+) -> None:
+    """On a 16-CPU host, a container's ``cpu.max`` sets nnU-Net's worker counts (one CPU left to the training
+    process above two); without a quota the host's CPUs count; a value set by the user is kept."""
+    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)  # nnU-Net caps its worker count at it
+    (tmp_path / "cpu.max").write_text(f"{cpu_max}\n")
+    monkeypatch.setattr(nnunet_env, "cpu_quota", functools.partial(cpu_quota, tmp_path))
+    for name in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc", "OMP_WAIT_POLICY", *NNUNET_FOLDERS.values()):
+        monkeypatch.setenv(name, "")  # restored (or removed) after the test, whatever activate() sets
+        monkeypatch.delenv(name)
+    nnunet_env.NnunetFolders(tmp_path / "work").activate()
+    assert get_allowed_n_proc_DA() == workers
+    assert os.environ["nnUNet_def_n_proc"] == str(threads)  # noqa: SIM112 (nnU-Net's name)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "7")
+    nnunet_env.NnunetFolders(tmp_path / "work").activate()
+    assert get_allowed_n_proc_DA() == 7

@@ -66,7 +66,9 @@ def _clinical(path: Path | None) -> dict[str, dict[str, str]]:
     if path is None:
         return {}
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(handle)]
+        # cells beyond the header (a trailing comma) have no column name: left out
+        reader = csv.DictReader(handle)
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     key = next((k for k in ("patient_id", "Patient ID", "PatientID") if rows and k in rows[0]), None)
     if key is None:
         raise ValueError(f"{path}: no patient id column (patient_id / Patient ID)")
@@ -150,7 +152,7 @@ def report(split: dict[str, Any]) -> str:
         f"Seed {split['seed']}; {total} cases; test {len(split['test'])} "
         f"({100 * len(split['test']) / max(total, 1):.1f} %), {len(split['folds'])} cross-validation folds.",
         "",
-        "| part | cases | " + " | ".join(strata) + " |",
+        "| part | cases | " + " | ".join(s.replace(" | ", ", ") for s in strata) + " |",  # one cell per stratum
         "|---|---|" + "---|" * len(strata),
     ]
     for name, members in parts.items():

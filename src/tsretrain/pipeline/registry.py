@@ -326,7 +326,7 @@ STAGES: tuple[Stage, ...] = (
             "work": WORK,
             "out": Option("Output folder (test/, validation/).", flags=("--out", "-o"), at="predictions"),
             "device": DEVICE,
-            "tta": Option("Mirroring test-time augmentation.", flags=("--tta",)),
+            "tta": Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",)),
             "step_size": Option("Sliding-window step (share of the patch)."),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),

@@ -14,6 +14,7 @@ from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.training.nnunet_env import NnunetFolders, torch_device
+from tsretrain.ui import log
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +25,9 @@ class PredictConfig:
     out: Path
     model: Model = field(default_factory=Model)  # its folds are ensembled
     device: str = "auto"
-    tta: bool = False  # mirroring test-time augmentation; off: the trainers learn without mirroring
+    # nnU-Net's mirroring test-time augmentation, along the axes the checkpoint allows: none for tsretrain's
+    # trainers (they learn without mirroring), so it only changes models of mirroring trainers (nnUNetTrainer)
+    tta: bool = False
     step_size: float = 0.5
 
 
@@ -53,6 +56,8 @@ def predict(config: PredictConfig) -> StageResult:
     predictor.initialize_from_trained_model_folder(
         str(model), use_folds=config.model.folds, checkpoint_name="checkpoint_final.pth"
     )
+    if config.tta and not predictor.allowed_mirroring_axes:
+        log.warning("--tta: %s was trained without mirroring; predicting without mirroring", config.model.trainer)
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(2, cpu_quota()))
