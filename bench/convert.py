@@ -224,6 +224,16 @@ def measure(mode: str, workdir: Path, baseline_src: Path | None) -> dict[str, fl
     return benchlib.measure(command, env=env)
 
 
+def machine_line() -> str:
+    """The machine as the results were measured on it, with its load when the run began."""
+    load = os.getloadavg()[0]
+    busy = " (other work running: wall times are inflated, CPU times less so)" if load >= 0.5 else ""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, 1-minute load average {load:.1f} when the run began{busy}, "
+        f"Python {platform.python_version()}"
+    )
+
+
 def case_section(rows: dict[str, dict[str, float]], repeat: int, machine: str, command: str, case_dir: Path) -> str:
     """The Markdown section of the one-case comparison (and the fidelity check against plastimatch)."""
     same, compared = fidelity(case_dir)
@@ -282,6 +292,7 @@ def main() -> None:
         return
     if args.scan_only and args.baseline_src is None:
         parser.error("--scan-only compares with --baseline-src")
+    machine = machine_line()
     if not args.scan_only:
         prepare_case(case_dir)
     prepare_tree(tree_dir)
@@ -304,9 +315,6 @@ def main() -> None:
         }
         for m, rs in runs.items()
     }
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other users), Python {platform.python_version()}"
-    )
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/convert.py", *sys.argv[1:]])
     if not args.scan_only:
         benchlib.update_section(
@@ -315,9 +323,10 @@ def main() -> None:
     scan_lines = [
         "## Scan of a 5,000-file tree (`bench/convert.py`)",
         "",
-        f"50 patients x (99 CT slices + RTSTRUCT), `scan` with 2 workers; median of {args.repeat} interleaved runs. "
-        "Heap per file: `tracemalloc` peak of the main process over the whole scan, divided by the file count. "
-        f"Machine: {machine}.",
+        f"50 patients x (99 CT slices + RTSTRUCT), `scan` with 2 workers; median of {args.repeat} runs, baseline and "
+        "this checkout interleaved in one command. CPU time: user + system of the scan and its workers (imports not "
+        "timed). Heap per file: `tracemalloc` peak of the main process over a second scan, divided by the file "
+        f"count. Machine: {machine}.",
         "",
         "| code | files/s (wall) | CPU ms per file | heap per file (KiB) | peak RSS (MiB) |",
         "|---|---|---|---|---|",
