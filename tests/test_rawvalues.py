@@ -151,59 +151,30 @@ def encode(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> byt
     return head + vr.encode() + struct.pack(f"{order}H", len(value)) + value
 
 
-ODD_VALUES = [
-    # (tag, VR, value bytes)
-    *[
-        (0x00080018, "UI", v)  # SOPInstanceUID
-        for v in (
-            b"1.2.3\0",
-            b"1.2.3 ",
-            b"1.2.03\0",
-            b"01.2",
-            b"1.2.3\\4.5\0",
-            b"a.b\0",
-            b" 1.2",
-            b"1." * 40,
-            b"\0\0",
-            b"1.\xe9",
-        )
-    ],
-    *[
-        (0x00080060, "CS", v)  # Modality
-        for v in (b"CT", b"ct", b"CT\\MR ", b" C T", b"  ", b"\\ ", b"RTSTRUCT", b"TOOLONGFORACSVALUE", b"C\xe9")
-    ],
-    *[
-        (0x00280030, "DS", v)  # PixelSpacing
-        for v in (
-            b"0.5\\0.5 ",
-            b"1e3\\-2.5E-1",
-            b" 1 \\ 2 ",
-            b"nan\\1",
-            b"inf ",
-            b"1,5\\2",
-            b"\\1",
-            b"12345678901234567",
-            b"1.\\.5",
-            b"+1\\-0",
-            b"1e400\\2",
-            b"abc\0",
-            b"1.5\0\0",
-            b"  ",
-        )
-    ],
-    *[
-        (0x00200013, "IS", v)  # InstanceNumber
-        for v in (b"7 ", b"+7", b"007", b"-2147483648 ", b"2147483648", b"99999999999", b"1.0", b"1.5", b" ", b"1\\2")
-    ],
-    *[(0x00200011, "IS", v) for v in (b"x ", b"0012", b"-0")],  # SeriesNumber
-    *[(0x00280010, "US", v) for v in (b"\x00\x02", b"\x01", b"\x01\x00\x02\x00", b"")],  # Rows
-    (0x00280010, "UN", b"\x00\x02"),  # a known tag written as UN
-    (0x00280010, "OB", b"\x00\x02"),  # ... or with a wrong VR
-    (0x00080018, "LO", b"1.2.3 "),
-    (0x00100020, "LO", b"Ab\xe9 "),  # PatientID: text of the character set
-    (0x30060008, "DA", b"20200101"),  # StructureSetDate
-    (0x00080018, "UI", b""),
-]
+ODD_VALUES_OF = {  # (tag, VR written): values, in the VRs decoded here and a few left to pydicom
+    (0x00080018, "UI"): (  # SOPInstanceUID
+        *(b"1.2.3\0", b"1.2.3 ", b"1.2.03\0", b"01.2", b"1.2.3\\4.5\0", b"a.b\0", b" 1.2"),
+        *(b"1." * 40, b"\0\0", b"1.\xe9", b""),
+    ),
+    (0x00080060, "CS"): (  # Modality
+        *(b"CT", b"ct", b"CT\\MR ", b" C T", b"  ", b"\\ ", b"RTSTRUCT", b"TOOLONGFORACSVALUE", b"C\xe9"),
+    ),
+    (0x00280030, "DS"): (  # PixelSpacing
+        *(b"0.5\\0.5 ", b"1e3\\-2.5E-1", b" 1 \\ 2 ", b"nan\\1", b"inf ", b"1,5\\2", b"\\1", b"12345678901234567"),
+        *(b"1.\\.5", b"+1\\-0", b"1e400\\2", b"abc\0", b"1.5\0\0", b"  "),
+    ),
+    (0x00200013, "IS"): (  # InstanceNumber
+        *(b"7 ", b"+7", b"007", b"-2147483648 ", b"2147483648", b"99999999999", b"1.0", b"1.5", b" ", b"1\\2"),
+    ),
+    (0x00200011, "IS"): (b"x ", b"0012", b"-0"),  # SeriesNumber
+    (0x00280010, "US"): (b"\x00\x02", b"\x01", b"\x01\x00\x02\x00", b""),  # Rows
+    (0x00280010, "UN"): (b"\x00\x02",),  # a known tag written as UN
+    (0x00280010, "OB"): (b"\x00\x02",),  # ... or with a wrong VR
+    (0x00080018, "LO"): (b"1.2.3 ",),
+    (0x00100020, "LO"): (b"Ab\xe9 ",),  # PatientID: text of the character set
+    (0x30060008, "DA"): (b"20200101",),  # StructureSetDate
+}
+ODD_VALUES = [(tag, vr, value) for (tag, vr), values in ODD_VALUES_OF.items() for value in values]
 
 
 @pytest.mark.parametrize("mode", [config.WARN, config.RAISE], ids=["warn", "raise"])
