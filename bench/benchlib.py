@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run a child that prints a JSON object as its last line; add its process tree's peak RSS (MiB) and CPU
-    time (user + system, s: less distorted than wall-clock time by other work on the machine)."""
+    """Run a child that prints a JSON object as its last line; add its process tree's peak RSS (MiB) and, unless
+    the child measured its own, CPU time (user + system, s: less distorted than wall time by other work)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
     assert process.stdout is not None
     lines = process.stdout.read().decode().strip().splitlines()
@@ -19,7 +19,7 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, 
         raise RuntimeError(f"{command} failed with status {status}")
     result: dict[str, float] = json.loads(lines[-1])
     result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    result.setdefault("cpu_seconds", usage.ru_utime + usage.ru_stime)
     return result
 
 

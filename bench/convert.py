@@ -22,7 +22,7 @@ files per second, and the Python heap per file (``tracemalloc`` peak of the whol
 
 Needs ``pip install dcm2niix`` and plastimatch (``apt-get install plastimatch``) on PATH.
 Usage: python bench/convert.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-bench] [--repeat 3]
-       [--baseline-src /tmp/base/src]
+       [--baseline-src /tmp/base/src] [--scan-only]
 """
 
 from __future__ import annotations
@@ -224,46 +224,19 @@ def measure(mode: str, workdir: Path, baseline_src: Path | None) -> dict[str, fl
     return benchlib.measure(command, env=env)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (marked sections).")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tsretrain-bench-convert"))
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--baseline-src", type=Path, default=None, help="src/ of the checkout to compare the scan to")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    case_dir, tree_dir = args.workdir / "case", args.workdir / "tree"
-    if args.child:
-        if args.child.startswith("scan-"):
-            print(json.dumps(run_scan(prepare_tree(tree_dir))))
-        else:
-            print(json.dumps(run_mode(args.child, case_dir)))
-        return
-    prepare_case(case_dir)
-    prepare_tree(tree_dir)
-    modes = CASE_MODES + (SCAN_MODES if args.baseline_src else SCAN_MODES[1:])
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
-    for _ in range(args.repeat):  # interleaved: every mode once per round
-        for mode in modes:
-            runs[mode].append(measure(mode, args.workdir, args.baseline_src))
-            print(mode, runs[mode][-1], flush=True)
-    rows = {
-        m: {
-            "seconds": statistics.median(r["seconds"] for r in rs),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-            **{
-                k: statistics.median(r[k] for r in rs)
-                for k in ("files", "heap_kib_per_file", "cpu_seconds")
-                if k in rs[0]
-            },
-        }
-        for m, rs in runs.items()
-    }
-    same, compared = fidelity(case_dir)
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other users), Python {platform.python_version()}"
+def machine_line() -> str:
+    """The machine as the results were measured on it, with its load when the run began."""
+    load = os.getloadavg()[0]
+    busy = " (other work running: wall times are inflated, CPU times less so)" if load >= 0.5 else ""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, 1-minute load average {load:.1f} when the run began{busy}, "
+        f"Python {platform.python_version()}"
     )
-    command = "python " + " ".join(shlex.quote(a) for a in ["bench/convert.py", *sys.argv[1:]])
+
+
+def case_section(rows: dict[str, dict[str, float]], repeat: int, machine: str, command: str, case_dir: Path) -> str:
+    """The Markdown section of the one-case comparison (and the fidelity check against plastimatch)."""
+    same, compared = fidelity(case_dir)
     labels = {
         "dcm2niix": "dcm2niix `-z y`: CT to .nii.gz (baseline of the CT path)",
         "ours-ct": "tsretrain CT path: header scan, HU volume, .nii.gz",
@@ -276,7 +249,7 @@ def main() -> None:
         "## Conversion of one RADCURE-sized case (`bench/convert.py`)",
         "",
         "Case: synthetic, 512 x 512 x 180 CT (0.98 x 0.98 x 2 mm) with 20 HU noise on every pixel, 21 mapped ROIs. "
-        f"Median of {args.repeat} runs, each in its own process, all modes interleaved in one command; CPU time = "
+        f"Median of {repeat} runs, each in its own process, all modes interleaved in one command; CPU time = "
         "user + system of the process and its children (robust to the machine's load, unlike wall time); imports "
         f"are not timed; peak RSS of the process tree. Machine: {machine}.",
         "",
@@ -298,13 +271,62 @@ def main() -> None:
         "",
         f"Command: `{command}`",
     ]
-    benchlib.update_section(args.out, "bench/convert.py", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (marked sections).")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tsretrain-bench-convert"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline-src", type=Path, default=None, help="src/ of the checkout to compare the scan to")
+    parser.add_argument("--scan-only", action="store_true", help="Only the scan comparison (needs --baseline-src).")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    case_dir, tree_dir = args.workdir / "case", args.workdir / "tree"
+    if args.child:
+        if args.child.startswith("scan-"):
+            print(json.dumps(run_scan(prepare_tree(tree_dir))))
+        else:
+            print(json.dumps(run_mode(args.child, case_dir)))
+        return
+    if args.scan_only and args.baseline_src is None:
+        parser.error("--scan-only compares with --baseline-src")
+    machine = machine_line()
+    if not args.scan_only:
+        prepare_case(case_dir)
+    prepare_tree(tree_dir)
+    modes = () if args.scan_only else CASE_MODES
+    modes += SCAN_MODES if args.baseline_src else SCAN_MODES[1:]
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    for _ in range(args.repeat):  # interleaved: every mode once per round
+        for mode in modes:
+            runs[mode].append(measure(mode, args.workdir, args.baseline_src))
+            print(mode, runs[mode][-1], flush=True)
+    rows = {
+        m: {
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+            **{
+                k: statistics.median(r[k] for r in rs)
+                for k in ("files", "heap_kib_per_file", "cpu_seconds")
+                if k in rs[0]
+            },
+        }
+        for m, rs in runs.items()
+    }
+    command = "python " + " ".join(shlex.quote(a) for a in ["bench/convert.py", *sys.argv[1:]])
+    if not args.scan_only:
+        benchlib.update_section(
+            args.out, "bench/convert.py", case_section(rows, args.repeat, machine, command, case_dir)
+        )
     scan_lines = [
         "## Scan of a 5,000-file tree (`bench/convert.py`)",
         "",
-        f"50 patients x (99 CT slices + RTSTRUCT), `scan` with 2 workers; median of {args.repeat} interleaved runs. "
-        "Heap per file: `tracemalloc` peak of the main process over the whole scan, divided by the file count. "
-        f"Machine: {machine}.",
+        f"50 patients x (99 CT slices + RTSTRUCT), `scan` with 2 workers; median of {args.repeat} runs, baseline and "
+        "this checkout interleaved in one command. CPU time: user + system of the scan and its workers (imports not "
+        "timed). Heap per file: `tracemalloc` peak of the main process over a second scan, divided by the file "
+        f"count. Machine: {machine}.",
         "",
         "| code | files/s (wall) | CPU ms per file | heap per file (KiB) | peak RSS (MiB) |",
         "|---|---|---|---|---|",

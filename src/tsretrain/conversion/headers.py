@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from tsretrain.conversion.geometry import SliceHeader
+from tsretrain.conversion.rawvalues import header_text, header_value
 from tsretrain.reasons import Reason
 
 if TYPE_CHECKING:
@@ -78,42 +79,37 @@ def _looks_like_dicom(head: bytes) -> bool:
     return len(head) >= 4 and head[:2] in (b"\x08\x00", b"\x02\x00") and head[3:4] == b"\x00"
 
 
-def _str(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return str(value).strip() if value is not None else ""
-
-
 def _rtstruct_info(ds: Dataset) -> RtstructInfo:
     series: list[str] = []
     frames: list[str] = []
     series_images: dict[str, list[str]] = {}
     for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
-        if frame.get("FrameOfReferenceUID"):
-            frames.append(str(frame.FrameOfReferenceUID))
+        if frame_uid := header_value(frame, "FrameOfReferenceUID", None):
+            frames.append(str(frame_uid))
         for study in frame.get("RTReferencedStudySequence", []):
             for ref in study.get("RTReferencedSeriesSequence", []):
-                if ref.get("SeriesInstanceUID"):
-                    series.append(str(ref.SeriesInstanceUID))
-                    series_images[str(ref.SeriesInstanceUID)] = _ct_images(ref)
+                if series_uid := header_value(ref, "SeriesInstanceUID", None):
+                    series.append(str(series_uid))
+                    series_images[str(series_uid)] = _ct_images(ref)
     names: dict[int, str] = {}
     duplicates: list[str] = []
     for roi in ds.get("StructureSetROISequence", []):
-        number, name = int(roi.ROINumber), str(roi.get("ROIName", ""))
+        number, name = int(header_value(roi, "ROINumber")), str(roi.get("ROIName", ""))
         if number in names:
             duplicates.append(f"ROINumber {number}: {names[number]!r} and {name!r}")
         names.setdefault(number, name)
-        if roi.get("ReferencedFrameOfReferenceUID"):
-            frames.append(str(roi.ReferencedFrameOfReferenceUID))
+        if frame_uid := header_value(roi, "ReferencedFrameOfReferenceUID", None):
+            frames.append(str(frame_uid))
     types: dict[int, list[str]] = {}
     contour_images: list[str] = []
     per_contour = not any(series_images.values())  # the series' list names every image a contour can
     for roi_contour in ds.get("ROIContourSequence", []):
-        number = int(roi_contour.ReferencedROINumber)
+        number = int(header_value(roi_contour, "ReferencedROINumber"))
         contours = roi_contour.get("ContourSequence", None) or []
-        types[number] = [str(c.get("ContourGeometricType", "")) for c in contours]
+        types[number] = [str(header_value(c, "ContourGeometricType", "")) for c in contours]
         for contour in contours if per_contour else []:
             contour_images.extend(_ct_images(contour))
-    date_time = _str(ds, "StructureSetDate") + _str(ds, "StructureSetTime")
+    date_time = header_text(ds, "StructureSetDate") + header_text(ds, "StructureSetTime")
     return RtstructInfo(
         referenced_series_uids=list(dict.fromkeys(series)),
         referenced_frame_of_reference_uids=list(dict.fromkeys(frames)),
@@ -129,19 +125,19 @@ def _rtstruct_info(ds: Dataset) -> RtstructInfo:
 def _ct_images(item: Dataset) -> list[str]:
     """The CT SOP instance UIDs of an item's ContourImageSequence (images of other modalities are left out)."""
     return [
-        str(ref.ReferencedSOPInstanceUID)
+        str(uid)
         for ref in item.get("ContourImageSequence", None) or []
-        if ref.get("ReferencedSOPInstanceUID")
-        and str(ref.get("ReferencedSOPClassUID", CT_IMAGE_STORAGE)) == CT_IMAGE_STORAGE
+        if (uid := header_value(ref, "ReferencedSOPInstanceUID", None))
+        and str(header_value(ref, "ReferencedSOPClassUID", CT_IMAGE_STORAGE)) == CT_IMAGE_STORAGE
     ]
 
 
 def _slice_header(ds: Dataset, rel: str, sop_uid: str) -> SliceHeader | None:
     try:
-        position = tuple(float(v) for v in ds.ImagePositionPatient)
-        orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
-        spacing = tuple(float(v) for v in ds.PixelSpacing)
-        rows, columns = int(ds.Rows), int(ds.Columns)
+        position = tuple(float(v) for v in header_value(ds, "ImagePositionPatient"))
+        orientation = tuple(float(v) for v in header_value(ds, "ImageOrientationPatient"))
+        spacing = tuple(float(v) for v in header_value(ds, "PixelSpacing"))
+        rows, columns = int(header_value(ds, "Rows")), int(header_value(ds, "Columns"))
     except (AttributeError, TypeError, ValueError):
         return None
     if len(position) != 3 or len(orientation) != 6 or len(spacing) != 2 or rows <= 0 or columns <= 0:
@@ -150,7 +146,7 @@ def _slice_header(ds: Dataset, rel: str, sop_uid: str) -> SliceHeader | None:
         return None
     if math.hypot(*orientation[:3]) < 0.5 or math.hypot(*orientation[3:]) < 0.5:
         return None
-    number = ds.get("InstanceNumber")
+    number = header_value(ds, "InstanceNumber", None)
     return SliceHeader(
         path=rel,
         sop_instance_uid=sop_uid,
@@ -165,11 +161,12 @@ def _slice_header(ds: Dataset, rel: str, sop_uid: str) -> SliceHeader | None:
 
 def _pixel_data_truncated(ds: Dataset, size: int) -> bool:
     """True when an uncompressed image file is shorter than its declared pixel data needs."""
-    if ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2") not in UNCOMPRESSED_SYNTAXES:
+    if header_value(ds.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2") not in UNCOMPRESSED_SYNTAXES:
         return False
     try:
-        needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-        needed *= int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1))
+        frames = header_value(ds, "NumberOfFrames", 1) or 1
+        needed = int(header_value(ds, "Rows")) * int(header_value(ds, "Columns")) * int(frames)
+        needed *= int(header_value(ds, "BitsAllocated")) // 8 * int(header_value(ds, "SamplesPerPixel", 1))
     except (AttributeError, TypeError, ValueError):
         return False
     return size < needed
@@ -224,16 +221,16 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
         record.why_ignored = f"corrupt: {exc}"
         return record
     try:
-        sop_class = _str(ds, "SOPClassUID") or _str(ds.file_meta, "MediaStorageSOPClassUID")
-        record.modality = _str(ds, "Modality")
-        record.patient_id = _str(ds, "PatientID")
-        record.study_uid = _str(ds, "StudyInstanceUID")
-        record.series_uid = _str(ds, "SeriesInstanceUID")
-        record.sop_uid = _str(ds, "SOPInstanceUID")
-        record.frame_of_reference_uid = _str(ds, "FrameOfReferenceUID")
-        record.series_number = _str(ds, "SeriesNumber")
-        record.series_description = _str(ds, "SeriesDescription")
-        record.transfer_syntax = _str(ds.file_meta, "TransferSyntaxUID")
+        sop_class = header_text(ds, "SOPClassUID") or header_text(ds.file_meta, "MediaStorageSOPClassUID")
+        record.modality = header_text(ds, "Modality")
+        record.patient_id = header_text(ds, "PatientID")
+        record.study_uid = header_text(ds, "StudyInstanceUID")
+        record.series_uid = header_text(ds, "SeriesInstanceUID")
+        record.sop_uid = header_text(ds, "SOPInstanceUID")
+        record.frame_of_reference_uid = header_text(ds, "FrameOfReferenceUID")
+        record.series_number = header_text(ds, "SeriesNumber")
+        record.series_description = header_text(ds, "SeriesDescription")
+        record.transfer_syntax = header_text(ds.file_meta, "TransferSyntaxUID")
         is_rtstruct = record.modality == "RTSTRUCT" or sop_class == RTSTRUCT_STORAGE
         is_ct = record.modality == "CT" or sop_class in (CT_IMAGE_STORAGE, *ENHANCED_CT_STORAGE)
         if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
@@ -243,7 +240,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
         elif not (is_ct or is_rtstruct):
             record.why_ignored = f"neither Modality nor SOP class say CT or RTSTRUCT ({sop_class or 'no SOP class'})"
         elif not (record.patient_id and record.sop_uid and record.series_uid):
-            missing = [k for k in ("PatientID", "SeriesInstanceUID", "SOPInstanceUID") if not _str(ds, k)]
+            missing = [k for k in ("PatientID", "SeriesInstanceUID", "SOPInstanceUID") if not header_text(ds, k)]
             _unusable(record, Reason.MISSING_UIDS, f"{record.modality or 'DICOM'} file without {', '.join(missing)}")
         elif is_rtstruct:
             record.kind = "rtstruct"
@@ -251,7 +248,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
         elif sop_class in ENHANCED_CT_STORAGE:
             _unusable(record, Reason.UNSUPPORTED_CT, f"Enhanced CT ({sop_class})")
         elif record.modality == "CT" and sop_class in ("", CT_IMAGE_STORAGE):
-            image_type = [str(v).upper() for v in ds.get("ImageType", [])]
+            image_type = [str(v).upper() for v in header_value(ds, "ImageType", [])]
             header = _slice_header(ds, rel, record.sop_uid)
             if "LOCALIZER" in image_type:
                 record.why_ignored = "localizer"
