@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -37,3 +38,13 @@ def update_section(path: Path | None, name: str, section: str) -> None:
     else:
         current = current.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(current)
+
+
+def machine_line() -> str:
+    """The machine as the results were measured on it, with its load when the run began."""
+    load = os.getloadavg()[0]
+    busy = " (other work running: wall times are inflated, CPU times less so)" if load >= 0.5 else ""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, 1-minute load average {load:.1f} when the run began{busy}, "
+        f"Python {platform.python_version()}"
+    )

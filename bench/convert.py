@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -224,16 +223,6 @@ def measure(mode: str, workdir: Path, baseline_src: Path | None) -> dict[str, fl
     return benchlib.measure(command, env=env)
 
 
-def machine_line() -> str:
-    """The machine as the results were measured on it, with its load when the run began."""
-    load = os.getloadavg()[0]
-    busy = " (other work running: wall times are inflated, CPU times less so)" if load >= 0.5 else ""
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, 1-minute load average {load:.1f} when the run began{busy}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def case_section(rows: dict[str, dict[str, float]], repeat: int, machine: str, command: str, case_dir: Path) -> str:
     """The Markdown section of the one-case comparison (and the fidelity check against plastimatch)."""
     same, compared = fidelity(case_dir)
@@ -292,7 +281,7 @@ def main() -> None:
         return
     if args.scan_only and args.baseline_src is None:
         parser.error("--scan-only compares with --baseline-src")
-    machine = machine_line()
+    machine = benchlib.machine_line()
     if not args.scan_only:
         prepare_case(case_dir)
     prepare_tree(tree_dir)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -177,15 +176,14 @@ def main() -> None:
         f"Run: `make demo` defaults, {synth['cases']} regular + edge-case phantoms of {synth['rows']} x "
         f"{synth['columns']} x {synth['slices']}; {model['configuration']}, {model['trainer']}, folds "
         f"{model['folds']}, {train['epochs']} epochs x {train['iterations']} iterations. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, Python "
-        f"{platform.python_version()}.",
+        f"Step measurements: {benchlib.machine_line()}.",
         "",
         "One training step (batch of two 32 x 64 x 64 patches) against one augmented batch, CPU seconds "
         f"(mean of {args.steps}; each variant in its own process):",
         "",
         *step_table(args.run, args.steps),
         "",
-        "Stages of the run (wall time inflated by the machine's other jobs; CPU time is this run's own):",
+        "Stages of the run (wall and CPU seconds as the run recorded them; CPU time is the run's own):",
         "",
         *stage_table(args.run),
         "",
