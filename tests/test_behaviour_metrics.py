@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -86,3 +89,14 @@ def test_nsd_tolerance_is_in_millimetres_along_each_axis() -> None:
     assert hd95_and_nsd(ref, along_x, tau=1.8)[1] == pytest.approx(1.0)
     assert hd95_and_nsd(ref, along_z, tau=1.8)[1] < 1.0
     assert hd95_and_nsd(ref, along_z, tau=2.1)[1] == pytest.approx(1.0)
+
+
+def test_a_missed_label_has_no_distance_and_says_so_as_null_not_nan() -> None:
+    """HD95 and NSD are undefined without a prediction: the row carries null (an empty CSV cell, valid JSON)."""
+    ref = np.zeros((6, 8, 8), dtype=np.uint8)
+    ref[2:4, 2:5, 2:5] = 1
+    (m,) = case_metrics(ref, np.zeros_like(ref), SPACING, [1])
+    row = m.to_json()
+    assert m.status == "missed" and m.dice == 0.0 and math.isnan(m.hd95)
+    assert row["hd95"] is None and row["dice"] == 0.0
+    json.dumps(row, allow_nan=False)  # summary.json and per-case rows refuse NaN
