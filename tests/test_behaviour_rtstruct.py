@@ -1,0 +1,210 @@
+"""Burning a structure set into a label map, checked by hand on a grid with unequal spacings: the voxels, the two
+volumes, overlaps, the counts per label, and every kind of contour that is skipped, with where it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+
+from tsretrain.conversion.geometry import VolumeGeometry
+from tsretrain.conversion.rtstruct import CONTOUR_DATA, RoiContours, burn_label_map, roi_contours
+from tsretrain.reasons import CaseError, Reason
+
+# 5 slices of 12 rows x 16 columns; a pixel is 0.5 mm (columns) x 1.5 mm (rows), a slice 3 mm.
+GRID = VolumeGeometry((5, 12, 16), (10.0, -20.0, 30.0), (0.5, 1.5, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+PIXEL_MM2, SLICE_MM = 0.75, 3.0
+IDS = {"GTVp": 1, "Lips": 2, "Brainstem": 3, "Larynx": 4, "Parotid_L": 5}
+
+
+def at(k: float, corners: list[tuple[float, float]]) -> list[float]:
+    """Patient coordinates (flat x, y, z) of points given as continuous (column i, row j) on slice k."""
+    return [v for i, j in corners for v in (10.0 + 0.5 * i, -20.0 + 1.5 * j, 30.0 + 3.0 * k)]
+
+
+def box(k: float, i0: float, i1: float, j0: float, j1: float) -> list[float]:
+    return at(k, [(i0, j0), (i1, j0), (i1, j1), (i0, j1)])
+
+
+def contour(data: list[float] | bytes | None, kind: str = "CLOSED_PLANAR", image: str | None = None) -> Dataset:
+    """A contour; bytes become a raw element, as pydicom leaves ContourData read from a file."""
+    item = Dataset()
+    item.ContourGeometricType = kind
+    if isinstance(data, bytes):
+        item[CONTOUR_DATA] = RawDataElement(Tag(CONTOUR_DATA), "DS", len(data), data, 0, True, True)
+    elif data is not None:
+        item.ContourData = data
+    if image is not None:
+        reference = Dataset()
+        reference.ReferencedSOPInstanceUID = image
+        item.ContourImageSequence = Sequence([reference])
+    return item
+
+
+def structure_set(rois: dict[str, list[Dataset]]) -> Dataset:
+    ds = Dataset()
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    for number, (name, contours) in enumerate(rois.items(), start=7):  # ROI numbers need not start at 1
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ROIName = name
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ContourSequence = Sequence(contours)
+        ds.ROIContourSequence.append(item)
+    return ds
+
+
+def test_voxels_volumes_overlaps_and_counts_by_hand() -> None:
+    ds = structure_set(
+        {
+            # columns 2..5 (4.4 px wide), rows 2..4 (3 px high) on slices 1 and 2: 12 voxels each, 13.2 px2 each
+            "brainstem": [contour(box(1, 1.2, 5.6, 1.5, 4.5)), contour(box(2, 1.2, 5.6, 1.5, 4.5))],
+            # columns 4..7, rows 3..5 on slice 2: 12 voxels, 4 of them over the brainstem
+            "GTV_primary": [contour(box(2, 3.5, 7.5, 2.5, 5.5))],
+            # a second primary of the same label, disjoint: 2 x 2 on slice 3
+            "GTVp2": [contour(box(3, 9.5, 11.5, 7.5, 9.5))],
+            # too thin to hold a pixel centre
+            "lip": [contour(box(0, 2.1, 2.4, 2.1, 6.9))],
+            "unused": [contour(box(0, 0, 10, 0, 10))],
+        }
+    )
+    mapping = {"brainstem": "Brainstem", "GTV_primary": "GTVp", "GTVp2": "GTVp", "lip": "Lips", "parotid": "Parotid_L"}
+    labels, burn = burn_label_map(ds, GRID, mapping, IDS, ("Lips", "Parotid_L", "Brainstem", "GTVp"))
+
+    expected = np.zeros((5, 12, 16), np.uint8)
+    expected[1:3, 2:5, 2:6] = 3
+    expected[2, 3:6, 4:8] = 1
+    expected[3, 8:10, 10:12] = 1
+    np.testing.assert_array_equal(labels, expected)
+    assert burn.voxels.shape == (256,) and burn.voxels.dtype == np.int64
+    np.testing.assert_array_equal(burn.voxels, np.bincount(expected.reshape(-1), minlength=256))
+    assert burn.overlaps == [{"first": "Brainstem", "then": "GTVp", "voxels": 4}]
+
+    def record(raw: str, label: str, contours: int, slices: int, voxels: int, area_px: float) -> dict[str, object]:
+        mask_ml = voxels * PIXEL_MM2 * SLICE_MM / 1000
+        polygon_ml = area_px * PIXEL_MM2 * SLICE_MM / 1000
+        return {
+            "raw_name": raw,
+            "label": label,
+            "label_id": IDS[label],
+            "n_contours": contours,
+            "n_slices": slices,
+            "skipped": {},
+            "voxels": voxels,
+            "volume_ml_mask": round(mask_ml, 4),
+            "volume_ml_polygon": round(polygon_ml, 4),
+            "volume_rel_diff": round((mask_ml - polygon_ml) / polygon_ml, 4) if polygon_ml else None,
+        }
+
+    assert burn.rois == [  # in precedence order, raw names in order within a label
+        record("lip", "Lips", 1, 1, 0, 0.3 * 4.8),
+        record("parotid", "Parotid_L", 0, 0, 0, 0.0),  # mapped, but not in this structure set
+        record("brainstem", "Brainstem", 2, 2, 24, 2 * 4.4 * 3.0),
+        record("GTV_primary", "GTVp", 1, 1, 12, 12.0),
+        record("GTVp2", "GTVp", 1, 1, 4, 4.0),
+    ]
+    assert burn.rois[2]["volume_ml_mask"] == 0.054 and burn.rois[2]["volume_rel_diff"] == -0.0909
+    assert burn.warnings == ["ROI 'lip': contours present but no voxel centre inside them (too small)"]
+
+
+def test_every_skipped_contour_is_counted_named_and_warned_about() -> None:
+    slice_of_sop = {"1.2.3.30": 3, "1.2.3.40": 4}
+    contours = [
+        contour(box(1, 2, 8, 2, 8)),  # used
+        contour(box(3, 2, 8, 2, 8), kind="OPEN_PLANAR", image="1.2.3.30"),  # named by its referenced slice
+        contour(at(1, [(2, 2)]), kind="POINT", image="9.9.9"),  # unknown image: named by its position
+        contour(None),  # no ContourData
+        contour(b""),  # empty ContourData
+        contour(at(2, [(1, 1), (5, 5)])),  # two points
+        contour(b"1.0\\2.0\\abc\\4\\5\\6\\7\\8\\9", image="1.2.3.40"),  # a value that is no number
+        contour(b"1\\2\\NaN\\4\\5\\6\\7\\8\\9 "),
+        contour([*box(2, 2, 8, 2, 8)[:-1], 30.0 + 3.0 * 3]),  # a corner a slice off: 0.75 slices from the mean
+        contour(box(2, -9, -0.6, 2, 8)),  # left of the image
+        contour(box(4, 2, 8, 11.6, 20)),  # below the image
+        contour(box(4, -3, 4, 2, 8)),  # partly left of the image: clipped, used
+    ]
+    roi = roi_contours(structure_set({"Larynx": contours}), GRID, {"Larynx"}, slice_of_sop)["Larynx"]
+    assert roi.n_contours == 12 and sorted(roi.by_slice) == [1, 4]
+    assert dict(roi.skipped) == {
+        "not_closed": ["slice 3", "contour #3"],
+        "empty": ["contour #4", "contour #5"],
+        "too_few_points": ["contour #6"],
+        "not_finite": ["slice 4", "contour #8"],
+        "not_planar": ["contour #9"],
+        "outside_field": ["slice 2", "slice 4"],
+        "in_plane_clipped": ["slice 4"],
+    }
+    assert roi.warnings() == [
+        "ROI 'Larynx': 2 empty contour(s) (no ContourData) skipped (contour #4, contour #5)",
+        "ROI 'Larynx': 1 contour(s) extend outside the field of view (clipped) (slice 4)",
+        "ROI 'Larynx': 2 POINT/OPEN contour(s) skipped (slice 3, contour #3)",
+        "ROI 'Larynx': 2 contour(s) with NaN, infinite or unreadable coordinates skipped (slice 4, contour #8)",
+        "ROI 'Larynx': 1 contour(s) not parallel to the CT slices skipped (contour #9)",
+        "ROI 'Larynx': 2 contour(s) entirely outside the image skipped (slice 2, slice 4)",
+        "ROI 'Larynx': 1 contour(s) with fewer than 3 points skipped (contour #6)",
+    ]
+    ds = structure_set({"Larynx": contours})
+    labels, burn = burn_label_map(ds, GRID, {"Larynx": "Larynx"}, IDS, ("Larynx",), slice_of_sop)
+    assert burn.rois[0]["skipped"] == {kind: len(where) for kind, where in roi.skipped.items()}
+    assert burn.warnings == roi.warnings()
+    assert labels[4, 2:8, 0:4].all() and labels[4].sum() == 4 * 6 * 4  # columns 0..3 of the clipped one
+
+
+def test_the_planarity_limit_is_half_a_slice_either_way() -> None:
+    half = at(2, [(2, 2), (8, 2), (8, 8), (2, 8)])
+    for n, z in enumerate((1.5, 2.5, 1.5, 2.5)):
+        half[3 * n + 2] = 30.0 + 3.0 * z  # 0.5 slices from the mean plane (2.0)
+    roi = roi_contours(structure_set({"GTVp": [contour(half)]}), GRID, {"GTVp"})["GTVp"]
+    assert list(roi.by_slice) == [2] and not roi.skipped
+
+
+def test_long_lists_of_places_are_cut_after_ten() -> None:
+    roi = RoiContours(3, "Parotid_L")
+    roi.skipped["outside_scan"] = [f"plane at slice index {k}.50" for k in range(5, 17)]
+    roi.skipped["not_planar"] = []
+    assert roi.warnings() == [
+        "ROI 'Parotid_L': 12 contour(s) beyond the first/last slice dropped (clipped along z) ("
+        + ", ".join(f"plane at slice index {k}.50" for k in range(5, 15))
+        + " and 2 more)"
+    ]
+    roi.skipped["outside_scan"] = roi.skipped["outside_scan"][:10]
+    assert roi.warnings()[0].endswith("plane at slice index 14.50)")
+
+
+def test_planes_beyond_the_series_are_dropped_or_mean_a_cut_series() -> None:
+    ds = structure_set({"GTVp": [contour(box(k, 2, 8, 2, 8)) for k in (-1.5, 2, 5.3)]})
+    roi = roi_contours(ds, GRID, {"GTVp"})["GTVp"]
+    assert roi.skipped["outside_scan"] == ["plane at slice index -1.50", "plane at slice index 5.30"]
+    assert roi.beyond_grid == []
+    cut = structure_set(
+        {
+            "GTVp": [contour(box(k, 2, 8, 2, 8)) for k in (2, 5.04, 6)],
+            "Brainstem": [contour(box(k, 2, 8, 2, 8)) for k in (-1, 3)],
+        }
+    )
+    with pytest.raises(CaseError) as caught:
+        burn_label_map(cut, GRID, {"GTVp": "GTVp", "Brainstem": "Brainstem"}, IDS, ("Brainstem", "GTVp"))
+    assert caught.value.reason is Reason.REFERENCED_SLICES_MISSING
+    assert caught.value.detail == (
+        "ROI 'Brainstem' has contours on 1 slice position(s) beyond the ends of the 5-slice series "
+        "(slice index -1): the series is cut"
+    )
+    (only,) = roi_contours(cut, GRID, {"GTVp"}).values()
+    assert only.beyond_grid == pytest.approx([5.04, 6.0])
+
+
+def test_rois_are_found_by_their_number_not_their_position() -> None:
+    ds = structure_set({"Larynx": [contour(box(1, 2, 4, 2, 4))], "GTVp": [contour(box(3, 2, 8, 2, 8))]})
+    ds.ROIContourSequence = Sequence(list(ds.ROIContourSequence)[::-1])
+    found = roi_contours(ds, GRID, {"GTVp", "Larynx"})
+    assert {name: (roi.number, list(roi.by_slice)) for name, roi in found.items()} == {
+        "GTVp": (8, [3]),
+        "Larynx": (7, [1]),
+    }
+    assert set(roi_contours(ds, GRID, {"GTVp"})) == {"GTVp"}
