@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,68 @@ def test_bounding_box_rasterizer_equals_the_whole_image_rule(seed: int) -> None:
     whole[r0 : r0 + box.shape[0], c0 : c0 + box.shape[1]] = box
     np.testing.assert_array_equal(whole, brute_force_xor(polygons, rows, columns))
     np.testing.assert_array_equal(rasterize_xor(polygons, rows, columns), whole)
+
+
+def test_a_polygon_one_row_high_covers_that_row() -> None:
+    mask = rasterize_xor([square(0.5, 1.5, 3.5, 2.5)], rows=5, columns=5)
+    expected = np.zeros((5, 5), dtype=bool)
+    expected[2, 1:4] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_the_box_is_the_polygons_rows_and_columns_with_one_column_of_margin() -> None:
+    polygon = square(1.6, 0.6, 4.5, 2.9)  # centres: rows 1-2, columns 2-4
+    r0, c0, box = rasterize_box([polygon], rows=6, columns=8)
+    assert (r0, c0, box.shape) == (1, 1, (2, 5))
+    np.testing.assert_array_equal(box, rasterize_xor([polygon], 6, 8)[1:3, 1:6])
+    r0, c0, box = rasterize_box([square(-6.0, 1.0, -2.0, 3.0)], rows=6, columns=8)  # left of the image
+    assert (r0, c0, box.shape) == (1, 0, (2, 0))
+
+
+@pytest.mark.parametrize(
+    "polygons",
+    [
+        [],
+        [np.array([[1.0, 1.0], [3.0, 3.0]])],  # two points
+        [square(1.0, -5.0, 3.0, -1.0)],  # above the image
+        [square(1.0, 7.0, 3.0, 9.0)],  # below it
+        [square(1.0, 2.2, 3.0, 2.8)],  # between two rows of centres
+        [np.array([[0.0, 1.5], [2.0, 1.5], [4.0, 1.5]]), np.array([[0.0, 3.5], [2.0, 3.5], [4.0, 3.5]])],  # flat
+    ],
+)
+def test_nothing_to_draw_is_an_empty_box_at_the_origin(polygons: list[np.ndarray]) -> None:
+    r0, c0, box = rasterize_box(polygons, rows=6, columns=6)
+    assert (r0, c0, box.shape, box.dtype) == (0, 0, (0, 0), np.dtype(bool))
+
+
+def regular(n: int, radius: float, centre: tuple[float, float], turn: float = 0.0) -> np.ndarray:
+    angles = turn + 2 * np.pi * np.arange(n) / n
+    return np.stack([centre[0] + radius * np.cos(angles), centre[1] + radius * np.sin(angles)], axis=1)
+
+
+def regular_area(n: int, radius: float) -> float:
+    return 0.5 * n * radius**2 * np.sin(2 * np.pi / n)
+
+
+def test_xor_area_of_nested_and_side_by_side_polygons_without_numpy_warnings() -> None:
+    """An outer pentagon, a hexagon hole in it, a triangle island in the hole, and a heptagon to their right
+    (its vertices' rays towards -x cross the pentagon twice); every polygon's first vertex is inside its
+    containers. The areas add with the sign of the nesting depth."""
+    pentagon = regular(5, 10.0, (0.0, 0.0))
+    hole = regular(6, 6.0, (1.0, 0.5), turn=0.3)
+    island = regular(3, 2.0, (1.5, 0.8), turn=0.1)
+    beside = regular(7, 3.0, (25.0, 3.0))
+    expected = regular_area(5, 10.0) - regular_area(6, 6.0) + regular_area(3, 2.0) + regular_area(7, 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # horizontal edges divide by zero: silently, never a warning in the logs
+        for order in ([pentagon, hole, island, beside], [beside, island, hole, pentagon]):
+            assert xor_area(order) == pytest.approx(expected, rel=1e-12)
+        two_holes = [square(0, 0, 10, 10), square(2, 2, 4, 4), square(5, 5, 7, 9)]
+        assert xor_area(two_holes) == pytest.approx(100.0 - 4.0 - 8.0)
+
+
+def test_xor_area_when_a_vertex_lies_at_the_height_of_another_polygons_vertex() -> None:
+    diamond = np.array([[0.0, 5.0], [5.0, 0.0], [10.0, 5.0], [5.0, 10.0]])
+    inner = np.array([[3.0, 5.0], [5.0, 3.0], [7.0, 5.0], [5.0, 7.0]])  # first vertex level with two of the diamond's
+    assert xor_area([diamond, inner]) == pytest.approx(50.0 - 8.0)
+    assert xor_area([inner, diamond]) == pytest.approx(50.0 - 8.0)
