@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.model import Model
 
 MODEL = Model(dataset="Dataset042_Assembly", dictionary="radcure-oar21")
-SPLIT = {"seed": 11, "folds": [["p3", "p1"], ["p2"]], "test": ["p5", "p4"]}
+SPLIT: dict[str, Any] = {"seed": 11, "folds": [["p3", "p1"], ["p2"]], "test": ["p5", "p4"]}
 
 
 def write_volume(path: Path, array: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)) -> None:

@@ -140,7 +140,7 @@ def regular(n: int, radius: float, centre: tuple[float, float], turn: float = 0.
 
 
 def regular_area(n: int, radius: float) -> float:
-    return 0.5 * n * radius**2 * np.sin(2 * np.pi / n)
+    return 0.5 * n * radius**2 * float(np.sin(2 * np.pi / n))
 
 
 def test_xor_area_of_nested_and_side_by_side_polygons_without_numpy_warnings() -> None:

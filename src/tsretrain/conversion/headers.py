@@ -190,14 +190,16 @@ def read_record(root: Path, path: Path) -> FileRecord:
         return FileRecord(rel, "unreadable", "vanished during the scan")
     except OSError as exc:
         return FileRecord(rel, "unreadable", f"cannot open: {exc.strerror or exc}")
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # before any read: a folder or FIFO swapped in after the walk
             return FileRecord(rel, "skipped", _special_kind(info.st_mode))
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             return classify(rel, info.st_size, info.st_mtime_ns, handle)
-        except OSError as exc:  # I/O error while reading (bad sector, network share gone)
-            return FileRecord(rel, "unreadable", f"read error: {exc.strerror or exc}")
+    except OSError as exc:  # I/O error while reading (bad sector, network share gone)
+        return FileRecord(rel, "unreadable", f"read error: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
 
 
 def read_remote_record(store: Store, key: str, size: int, mtime_ns: int) -> FileRecord:
@@ -217,7 +219,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
     handle.seek(0)
     try:
         ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
         record.why_ignored = f"corrupt: {exc}"
         return record
     try:
@@ -265,7 +267,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
                 record.truncated = _pixel_data_truncated(ds, size)
         else:
             record.why_ignored = f"not a CT image or RTSTRUCT (SOP class {sop_class or 'unknown'})"
-    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+    except (AttributeError, TypeError, ValueError, KeyError, NotImplementedError) as exc:  # NotImplemented: unknown VR
         record.kind = "ignored"
         record.rtstruct = None
         record.why_ignored = f"corrupt: {exc}"
@@ -285,6 +287,8 @@ def _special_kind(mode: int) -> str:
         return "socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"
+    if stat.S_ISDIR(mode):
+        return "folder"
     return "not a regular file"
 
 
