@@ -472,3 +472,34 @@ def test_a_remote_object_is_read_as_far_as_its_header_needs(tmp_path: Path) -> N
     assert read_remote_record(store, "rs.dcm", len(big_rtstruct), 9).rtstruct.series_images == {  # type: ignore[union-attr]
         "1.2.7.1": [f"1.2.7.1.{n}" for n in range(2000)]
     }
+
+
+def test_a_folder_that_vanishes_between_listing_and_looking_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a" / "gone").mkdir(parents=True)
+    (tmp_path / "a" / "kept.dcm").write_bytes(b"x")
+    listing = os.scandir
+
+    def racing(path: Any) -> Any:
+        entries = listing(path)
+        if Path(path) == tmp_path / "a":
+            entries = list(entries)  # listed first, then the folder is removed by someone else
+            (tmp_path / "a" / "gone").rmdir()
+            return _Listing(entries)
+        return entries
+
+    monkeypatch.setattr(headers.os, "scandir", racing)
+    tree = walk_tree(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in tree.files] == ["a/kept.dcm"]
+    assert tree.oddities == [FileRecord("a/gone", "unreadable", "vanished during the scan")]
+
+
+class _Listing(list[Any]):
+    """A listing already read, usable as ``os.scandir``'s context manager."""
+
+    def __enter__(self) -> _Listing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None

@@ -208,3 +208,102 @@ def test_rois_are_found_by_their_number_not_their_position() -> None:
         "Larynx": (7, [1]),
     }
     assert set(roi_contours(ds, GRID, {"GTVp"})) == {"GTVp"}
+    assert set(roi_contours(ds, GRID, {"Larynx"})) == {"Larynx"}  # after an ROI not wanted
+
+
+def test_overlaps_add_up_over_slices_and_a_slice_without_voxels_stops_nothing() -> None:
+    ds = structure_set(
+        {
+            "stem": [contour(box(k, 1.5, 4.5, 1.5, 3.5)) for k in (1, 2)],  # 3 x 2 voxels on slices 1 and 2
+            # slice 0: too thin for a voxel centre; slices 1 and 2: 2 x 2, one column over the stem
+            "gtv": [contour(box(0, 2.1, 2.4, 2, 6)), *(contour(box(k, 3.5, 5.5, 1.5, 3.5)) for k in (1, 2))],
+            "lips": [contour(box(3, 0.5, 7.5, 5.5, 6.5))],  # 7 voxels in one row
+        }
+    )
+    mapping = {"stem": "Brainstem", "gtv": "GTVp", "lips": "Lips"}
+    labels, burn = burn_label_map(ds, GRID, mapping, IDS, ("Lips", "Brainstem", "GTVp"))
+    assert burn.overlaps == [{"first": "Brainstem", "then": "GTVp", "voxels": 2 + 2}]
+    voxels = {roi["raw_name"]: (roi["voxels"], roi["n_slices"], roi["volume_ml_mask"]) for roi in burn.rois}
+    voxel_ml = PIXEL_MM2 * SLICE_MM / 1000
+    assert voxels == {
+        "lips": (7, 1, round(7 * voxel_ml, 4)),  # 0.01575 mL, given to 4 decimals
+        "stem": (12, 2, round(12 * voxel_ml, 4)),
+        "gtv": (8, 3, round(8 * voxel_ml, 4)),
+    }
+    assert int((labels == IDS["GTVp"]).sum()) == 8 and int((labels == IDS["Brainstem"]).sum()) == 12 - 4
+
+
+# The field of view, in continuous (column, row) indices: pixel edges -0.5 .. 15.5 and -0.5 .. 11.5.
+FIELD_EDGES = [
+    # (contour box i0, i1, j0, j1), what it is
+    ((-3.0, -1.0, 2.0, 8.0), "outside_field"),  # left of the left edge
+    ((-3.0, -0.5, 2.0, 8.0), "in_plane_clipped"),  # touching it from outside
+    ((-1.0, 4.0, 2.0, 8.0), "in_plane_clipped"),  # across it
+    ((-0.5, 4.0, 2.0, 8.0), "inside"),  # on it
+    ((0.0, 4.0, 2.0, 8.0), "inside"),
+    ((16.0, 20.0, 2.0, 8.0), "outside_field"),  # the right edge (15.5)
+    ((15.5, 20.0, 2.0, 8.0), "in_plane_clipped"),
+    ((10.0, 16.0, 2.0, 8.0), "in_plane_clipped"),
+    ((10.0, 15.5, 2.0, 8.0), "inside"),
+    ((10.0, 15.0, 2.0, 8.0), "inside"),
+    ((2.0, 8.0, -3.0, -1.0), "outside_field"),  # the top edge (-0.5)
+    ((2.0, 8.0, -3.0, -0.5), "in_plane_clipped"),
+    ((2.0, 8.0, -1.0, 4.0), "in_plane_clipped"),
+    ((2.0, 8.0, -0.5, 4.0), "inside"),
+    ((2.0, 8.0, 0.0, 4.0), "inside"),
+    ((2.0, 8.0, 12.0, 20.0), "outside_field"),  # the bottom edge (11.5)
+    ((2.0, 8.0, 11.5, 20.0), "in_plane_clipped"),
+    ((2.0, 8.0, 6.0, 12.0), "in_plane_clipped"),
+    ((2.0, 8.0, 6.0, 11.5), "inside"),
+    ((2.0, 8.0, 6.0, 11.0), "inside"),
+]
+
+
+@pytest.mark.parametrize(("corners", "kind"), FIELD_EDGES, ids=[f"{c}-{k}" for c, k in FIELD_EDGES])
+def test_a_contour_is_outside_clipped_or_inside_by_the_edges_of_the_field(
+    corners: tuple[float, float, float, float], kind: str
+) -> None:
+    roi = roi_contours(structure_set({"GTVp": [contour(box(2, *corners))]}), GRID, {"GTVp"})["GTVp"]
+    skipped = {k: v for k, v in roi.skipped.items() if v}
+    if kind == "inside":
+        assert skipped == {} and list(roi.by_slice) == [2]
+    elif kind == "outside_field":
+        assert skipped == {"outside_field": ["slice 2"]} and roi.by_slice == {}
+    else:
+        assert skipped == {"in_plane_clipped": ["slice 2"]} and list(roi.by_slice) == [2]
+
+
+def test_every_skipped_contour_names_its_referenced_slice() -> None:
+    refs = {f"1.2.3.{k}": k for k in range(5)}
+    contours = [
+        contour(b"", image="1.2.3.0"),
+        contour(at(2, [(1, 1), (5, 5)]), image="1.2.3.1"),
+        contour(b"1\\2\\abc\\4\\5\\6\\7\\8\\9", image="1.2.3.2"),
+        contour(b"1\\2\\NaN\\4\\5\\6\\7\\8\\9", image="1.2.3.3"),
+        contour([*box(2, 2, 8, 2, 8)[:-1], 30.0 + 3.0 * 3], image="1.2.3.4"),
+        contour(b"1\\2\\abc\\4\\5\\6\\7\\8\\9"),  # no reference: its position
+    ]
+    roi = roi_contours(structure_set({"GTVp": contours}), GRID, {"GTVp"}, refs)["GTVp"]
+    assert dict(roi.skipped) == {
+        "empty": ["slice 0"],
+        "too_few_points": ["slice 1"],
+        "not_finite": ["slice 2", "slice 3", "contour #6"],
+        "not_planar": ["slice 4"],
+    }
+
+
+def test_contour_data_as_files_write_it_null_padded_or_with_a_stray_value() -> None:
+    points = box(2, 2, 8, 2, 8)
+    text = "\\".join(f"{v:g}" for v in points).encode()
+    padded = contour(text + b"\0")  # an odd length padded with a null instead of a space
+    stray = contour(text + b"\\7")  # a thirteenth value: the incomplete point is dropped
+    for item in (padded, stray):
+        roi = roi_contours(structure_set({"GTVp": [item]}), GRID, {"GTVp"})["GTVp"]
+        assert not any(roi.skipped.values()) and list(roi.by_slice) == [2]
+        np.testing.assert_allclose(roi.by_slice[2][0], [[2, 2], [8, 2], [8, 8], [2, 8]])
+
+
+def test_a_structure_set_without_rois_or_contours_has_none() -> None:
+    assert roi_contours(Dataset(), GRID, {"GTVp"}) == {}
+    labels, burn = burn_label_map(Dataset(), GRID, {"gtv": "GTVp"}, IDS, ("GTVp",))
+    assert not labels.any() and burn.rois[0]["n_contours"] == 0 and burn.warnings == []

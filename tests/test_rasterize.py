@@ -165,3 +165,41 @@ def test_xor_area_when_a_vertex_lies_at_the_height_of_another_polygons_vertex() 
     inner = np.array([[3.0, 5.0], [5.0, 3.0], [7.0, 5.0], [5.0, 7.0]])  # first vertex level with two of the diamond's
     assert xor_area([diamond, inner]) == pytest.approx(50.0 - 8.0)
     assert xor_area([inner, diamond]) == pytest.approx(50.0 - 8.0)
+
+
+def test_xor_area_of_pixel_aligned_contours_side_by_side_without_numpy_warnings() -> None:
+    """The second square's first vertex lies on the line of the first one's bottom edge (0 / 0 there)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert xor_area([square(0, 0, 2, 2), square(5, 0, 7, 2)]) == pytest.approx(8.0)
+        assert xor_area([square(0, 0, 10, 10), square(5, 0, 7, 2)]) == pytest.approx(100.0 - 4.0)  # a notch
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_xor_area_of_random_nested_and_separate_polygons(seed: int) -> None:
+    """An outer polygon, a hole inside its inscribed circle, an island inside the hole's, and a polygon
+    beyond the outer one in a random direction; any vertex counts, any order."""
+    rng = np.random.default_rng(seed)
+    n, m, k, s = (int(v) for v in rng.integers(3, 9, size=4))
+    radius = float(rng.uniform(5, 20))
+    centre = (float(rng.uniform(-50, 50)), float(rng.uniform(-50, 50)))
+    outer = regular(n, radius, centre, turn=float(rng.uniform(0, 6.3)))
+    room = radius * np.cos(np.pi / n)  # the outer polygon's inscribed radius
+    hole_radius = float(rng.uniform(0.2, 0.6)) * room
+    offset = float(rng.uniform(0, room - hole_radius - 0.1))
+    angle = float(rng.uniform(0, 6.3))
+    hole_centre = (centre[0] + offset * np.cos(angle), centre[1] + offset * np.sin(angle))
+    hole = regular(m, hole_radius, hole_centre, turn=float(rng.uniform(0, 6.3)))
+    island = regular(k, 0.5 * hole_radius * np.cos(np.pi / m), hole_centre, turn=float(rng.uniform(0, 6.3)))
+    away = float(rng.uniform(0, 6.3))
+    distance = radius + 4.0 + float(rng.uniform(0, 10))
+    beside = regular(s, 3.0, (centre[0] + distance * np.cos(away), centre[1] + distance * np.sin(away)))
+    expected = (
+        regular_area(n, radius)
+        - regular_area(m, hole_radius)
+        + regular_area(k, 0.5 * hole_radius * np.cos(np.pi / m))
+        + regular_area(s, 3.0)
+    )
+    polygons = [outer, hole, island, beside]
+    order = rng.permutation(4)
+    assert xor_area([polygons[i] for i in order]) == pytest.approx(expected, rel=1e-9)
