@@ -107,8 +107,8 @@ def test_a_ct_slice_gives_its_identifiers_and_slice_header() -> None:
         size=len(ct(SeriesNumber="3", SeriesDescription=" Head  ", FrameOfReferenceUID="1.2.7.9")),
         mtime_ns=123,
     )
-    assert record(ct(InstanceNumber=None)).slice.instance_number is None  # type: ignore[union-attr]
-    assert record(ct(InstanceNumber="")).slice.instance_number is None  # type: ignore[union-attr]
+    assert record(ct(InstanceNumber=None)).slice.instance_number is None
+    assert record(ct(InstanceNumber="")).slice.instance_number is None
     assert record(ct(sop_class=None)).kind == "ct"  # Modality alone says CT
     assert record(ct(preamble=False, syntax=ImplicitVRLittleEndian)).kind == "ct"  # no preamble, group 8 first
 
@@ -469,7 +469,7 @@ def test_a_remote_object_is_read_as_far_as_its_header_needs(tmp_path: Path) -> N
             "rs.dcm": [("range", key, "0", str(HEADER_BYTES)), ("all", key)],
         }[key]
         assert store.reads == expected, key
-    assert read_remote_record(store, "rs.dcm", len(big_rtstruct), 9).rtstruct.series_images == {  # type: ignore[union-attr]
+    assert read_remote_record(store, "rs.dcm", len(big_rtstruct), 9).rtstruct.series_images == {
         "1.2.7.1": [f"1.2.7.1.{n}" for n in range(2000)]
     }
 
@@ -482,11 +482,10 @@ def test_a_folder_that_vanishes_between_listing_and_looking_is_reported(
     listing = os.scandir
 
     def racing(path: Any) -> Any:
-        entries = listing(path)
-        if Path(path) == tmp_path / "a":
-            entries = list(entries)  # listed first, then the folder is removed by someone else
-            (tmp_path / "a" / "gone").rmdir()
-            return _Listing(entries)
+        if Path(path) != tmp_path / "a":
+            return listing(path)
+        entries = _Listing(listing(path))  # listed first, then the folder is removed by someone else
+        (tmp_path / "a" / "gone").rmdir()
         return entries
 
     monkeypatch.setattr(headers.os, "scandir", racing)
