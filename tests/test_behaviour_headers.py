@@ -233,8 +233,12 @@ def test_a_ct_slice_without_a_usable_grid_is_invalid_geometry(change: dict[str, 
     )
 
 
-def test_orientation_vectors_only_need_a_length_of_a_half() -> None:
+def test_orientation_vectors_only_need_a_length_of_a_half_and_one_pixel_is_an_image() -> None:
     assert record(ct(ImageOrientationPatient=[0.5, 0, 0, 0, 0.5, 0])).kind == "ct"
+    assert record(ct(ImageOrientationPatient=[1, 0, 0, 0.9, 0.3, 0])).kind == "ct"
+    assert record(ct(ImageOrientationPatient=[0.3, 0, 0, 1, 0, 0])).problem == "invalid_geometry"
+    assert record(ct(ImageOrientationPatient=[1, 0, 0, 0.3, 0, 0])).problem == "invalid_geometry"
+    assert record(ct(Rows=1, Columns=1)).kind == "ct"
 
 
 @pytest.mark.parametrize(
@@ -251,6 +255,13 @@ def test_orientation_vectors_only_need_a_length_of_a_half() -> None:
         ({"SamplesPerPixel": 3}, 143, True),
         ({"SamplesPerPixel": 3}, 144, False),
         ({"BitsAllocated": None}, 1, False),  # undeterminable: not called short
+        ({"NumberOfFrames": 0}, 47, True),  # 0 frames written: one
+        ({"NumberOfFrames": 0}, 48, False),
+        ({"SamplesPerPixel": None}, 47, True),  # missing: one sample
+        ({"SamplesPerPixel": None}, 48, False),
+        ({"BitsAllocated": 1, "BitsStored": 1, "Columns": 5}, 2, True),  # 20 bits: 3 bytes
+        ({"BitsAllocated": 1, "BitsStored": 1, "Columns": 5}, 3, False),
+        ({"preamble": False, "syntax": ImplicitVRLittleEndian}, 47, True),  # no file meta: implicit VR
     ],
 )
 def test_pixel_data_shorter_than_rows_columns_frames_and_bits_need_is_truncated(
@@ -502,3 +513,50 @@ class _Listing(list[Any]):
 
     def __exit__(self, *_: object) -> None:
         return None
+
+
+class CountingReader(io.BytesIO):
+    """A file whose reads are counted."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.read_bytes += len(chunk)
+        return chunk
+
+
+def test_headers_are_read_never_the_pixels() -> None:
+    data = ct(Rows=512, Columns=512, pixel_bytes=512 * 512 * 2)
+    handle = CountingReader(data)
+    assert classify("big.dcm", len(data), 0, handle).kind == "ct"
+    assert handle.read_bytes < 4096 < len(data)
+
+
+def test_files_named_by_their_meta_header_or_modality_alone() -> None:
+    no_class = encoded(None, Modality="RTSTRUCT", **IDS)
+    assert record(no_class).kind == "rtstruct"
+    ds = pydicom.dcmread(io.BytesIO(encoded(RTSTRUCT_STORAGE, **IDS)))
+    del ds.SOPClassUID  # the SOP class in the file meta only
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds)
+    assert record(buffer.getvalue()).kind == "rtstruct"
+    assert record(ct()[132:]).kind == "ct"  # no preamble, the file meta (group 2) first
+    # four bytes that start like a DICOM file without preamble: read as one, and found to be nothing usable
+    assert record(b"\x08\x00\x05\x00").why_ignored == "neither Modality nor SOP class say CT or RTSTRUCT (no SOP class)"
+
+
+def test_contours_without_a_type_or_an_image_uid_are_recorded_not_refused() -> None:
+    contour = Dataset()  # no ContourGeometricType
+    image = Dataset()
+    image.ReferencedSOPClassUID = CT_IMAGE_STORAGE  # no ReferencedSOPInstanceUID
+    contour.ContourImageSequence = Sequence([image, referenced_image("1.2.7.1.5")])
+    item = Dataset()
+    item.ReferencedROINumber = 3
+    item.ContourSequence = Sequence([contour])
+    got = record(encoded(RTSTRUCT_STORAGE, Modality="RTSTRUCT", ROIContourSequence=[item], **IDS))
+    assert got.kind == "rtstruct" and got.rtstruct is not None
+    assert got.rtstruct.roi_contour_types == {3: [""]}
+    assert got.rtstruct.contour_images == ["1.2.7.1.5"]

@@ -157,7 +157,7 @@ ODD_VALUES_OF = {  # (tag, VR written): values, in the VRs decoded here and a fe
         *(b"1." * 40, b"\0\0", b"1.\xe9", b""),
     ),
     (0x00080060, "CS"): (  # Modality
-        *(b"CT", b"ct", b"CT\\MR ", b" C T", b"  ", b"\\ ", b"RTSTRUCT", b"TOOLONGFORACSVALUE", b"C\xe9"),
+        *(b"CT", b"ct", b"CT\\MR ", b" C T", b"  ", b"\\ ", b"RTSTRUCT", b"TOOLONGFORACSVALUE", b"C\xe9", b"MAX", b""),
     ),
     (0x00280030, "DS"): (  # PixelSpacing
         *(b"0.5\\0.5 ", b"1e3\\-2.5E-1", b" 1 \\ 2 ", b"nan\\1", b"inf ", b"1,5\\2", b"\\1", b"12345678901234567"),
@@ -192,3 +192,39 @@ def test_odd_values_read_as_pydicom_reads_them(
         data = encode(tag, vr, value, implicit, little)
         compared += assert_same_as_pydicom(partial(read_dataset_from, data, implicit, little))
     assert compared >= len(ODD_VALUES) - 4
+
+
+CONFORMING = [  # (tag, VR, bytes as a file has them, the value decoded here)
+    (0x00080018, "UI", b"1.2.840.10008.5.1.4.1.1.2\0", "1.2.840.10008.5.1.4.1.1.2"),  # padded with a null
+    (0x00080018, "UI", b"1." + b"2" * 62, "1." + "2" * 62),  # 64 characters, the longest allowed
+    (0x00080060, "CS", b"RTSTRUCT", "RTSTRUCT"),
+    (0x00080060, "CS", b"ABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNOP"),  # 16, the longest allowed
+    (0x00280030, "DS", b"0.5\\0.75", [0.5, 0.75]),
+    (0x00280030, "DS", b" 1234567890.1234\\2 ", [1234567890.1234, 2.0]),  # 16 with its spaces
+    (0x00200013, "IS", b"-12 ", -12),
+    (0x00200013, "IS", b"+12345678901", 12345678901),  # 12 characters (beyond int32: left to pydicom below)
+    (0x00280010, "US", b"\x00\x02", 512),
+]
+
+
+@pytest.mark.parametrize("little", [True, False], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize(("tag", "vr", "raw", "value"), CONFORMING, ids=[f"{c[1]}-{c[2]!r}" for c in CONFORMING])
+def test_conforming_values_are_decoded_here_and_pydicom_never_converts_them(
+    tag: int, vr: str, raw: bytes, value: Any, little: bool
+) -> None:
+    """What the scan gains time by: the raw element stays raw, and the value is the one pydicom would give."""
+    if vr == "US" and not little:
+        raw = raw[::-1]
+    ds = read_dataset_from(encode(tag, vr, raw, implicit=False, little=little), False, little)
+    keyword = keyword_for_tag(tag)
+    decoded = header_value(ds, keyword)
+    fresh = read_dataset_from(encode(tag, vr, raw, implicit=False, little=little), False, little)
+    assert normalised(decoded) == normalised(getattr(fresh, keyword))  # pydicom's value
+    if vr == "IS" and not -(2**31) <= value < 2**31:
+        assert isinstance(ds.get_item(tag), DataElement)  # out of IS range: pydicom's to judge
+        return
+    assert decoded == value and type(decoded) is type(value)
+    assert not isinstance(ds.get_item(tag), DataElement)  # still the raw element: pydicom did no work
+    if not isinstance(value, list):
+        assert header_text(ds, keyword) == pydicom_text(fresh, keyword)
+        assert not isinstance(ds.get_item(tag), DataElement)

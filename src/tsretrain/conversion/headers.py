@@ -165,11 +165,11 @@ def _pixel_data_truncated(ds: Dataset, size: int) -> bool:
         return False
     try:
         frames = header_value(ds, "NumberOfFrames", 1) or 1
-        needed = int(header_value(ds, "Rows")) * int(header_value(ds, "Columns")) * int(frames)
-        needed *= int(header_value(ds, "BitsAllocated")) // 8 * int(header_value(ds, "SamplesPerPixel", 1))
+        samples = int(header_value(ds, "Rows")) * int(header_value(ds, "Columns")) * int(frames)
+        bits = samples * int(header_value(ds, "SamplesPerPixel", 1)) * int(header_value(ds, "BitsAllocated"))
     except (AttributeError, TypeError, ValueError):
         return False
-    return size < needed
+    return size < math.ceil(bits / 8)
 
 
 HEADER_BYTES = 64 * 1024
@@ -266,7 +266,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
                 record.slice = header
                 record.truncated = _pixel_data_truncated(ds, size)
         else:
-            record.why_ignored = f"not a CT image or RTSTRUCT (SOP class {sop_class or 'unknown'})"
+            record.why_ignored = f"not a CT image or RTSTRUCT (SOP class {sop_class})"
     except (AttributeError, TypeError, ValueError, KeyError, NotImplementedError) as exc:  # NotImplemented: unknown VR
         record.kind = "ignored"
         record.rtstruct = None
