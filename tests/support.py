@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,6 @@ class SeaweedServer:
 
     def _start_once(self) -> bool:
         import shutil
-        import subprocess
         import time
         import urllib.request
 
@@ -125,7 +125,7 @@ class SeaweedServer:
             self.process.terminate()
             try:
                 self.process.wait(timeout=20)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
             self.process = None

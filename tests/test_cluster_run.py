@@ -101,11 +101,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path) -> Ite
         "AWS_SECRET_ACCESS_KEY": credentials["secret-key"],
     }
     try:
-        for _ in range(50):  # up.sh's last step: tsretrain store mb s3://tsretrain
+        for attempt in range(50):  # up.sh's last step: tsretrain store mb s3://tsretrain
             try:
                 make_bucket("s3://tsretrain")
                 break
             except Exception:
+                if attempt == 49:
+                    raise  # the server never took the bucket: say why
                 time.sleep(0.2)
         open_store(INPUT).sync_up(small_cohort / "dicom", "")
         weights = root / "claims" / "weights"
