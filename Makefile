@@ -36,8 +36,10 @@ test: lint typecheck unit
 
 # Mutation testing of the core (long; not part of `make test`): modules and tests in pyproject's [tool.mutmut],
 # scores and surviving mutants in docs/testing.md.
+# One torch thread: mutmut forks a child per mutant, and a forked child of a process whose thread pool has started
+# can hang (the trainers' loss mutants then time out instead of being judged).
 mutation: install
-	$(BIN)/mutmut run
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run
 	$(BIN)/mutmut results
 
 bench: install

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import (
     FocalCrossEntropy,
     nnUNetTrainerTsr,
     nnUNetTrainerTsrGTVpFocal,
     nnUNetTrainerTsrGTVpWeighted,
+    nnUNetTrainerTsrTiny,
 )
 
 # The least of nnU-Net plans that constructs a trainer and its loss: three stages, so two supervised outputs.
@@ -97,3 +100,92 @@ def test_focal_loss_value_by_hand() -> None:
         focal = FocalCrossEntropy(torch.tensor(weight), gamma)
         assert float(focal(logits, target)) == pytest.approx(num / den, rel=1e-5)
         assert float(focal(logits, target[:, 0])) == pytest.approx(num / den, rel=1e-5)  # targets without channel
+
+
+SETTINGS = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_LR", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "TSRETRAIN_GTVP_WEIGHT")
+
+
+def _built(trainer_class: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: str) -> Any:
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    return trainer_class({**PLANS, "continue_training": False}, "3d_fullres", 0, DATASET, device=torch.device("cpu"))
+
+
+def test_trainer_settings_default_to_nnunets_and_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stock = _built(nnUNetTrainerTsr, tmp_path, monkeypatch)
+    assert (stock.save_every, stock.initial_lr, stock.num_epochs) == (5, 1e-2, 1000)  # nnU-Net's lr and epochs
+    assert stock.num_iterations_per_epoch == 250
+    set_ = _built(
+        nnUNetTrainerTsr, tmp_path, monkeypatch, TSRETRAIN_SAVE_EVERY="3", TSRETRAIN_LR="0.02", TSRETRAIN_EPOCHS="7"
+    )
+    assert (set_.save_every, set_.initial_lr, set_.num_epochs) == (3, 0.02, 7)
+    tiny = _built(nnUNetTrainerTsrTiny, tmp_path, monkeypatch)
+    assert (tiny.save_every, tiny.initial_lr, tiny.num_epochs) == (1, nnUNetTrainerTsrTiny.TINY_LR, 3)
+    assert (tiny.num_iterations_per_epoch, tiny.num_val_iterations_per_epoch) == (4, 1)
+    tiny = _built(
+        nnUNetTrainerTsrTiny,
+        tmp_path,
+        monkeypatch,
+        TSRETRAIN_ITERATIONS="12",
+        TSRETRAIN_EPOCHS="9",
+        TSRETRAIN_SAVE_EVERY="2",
+        TSRETRAIN_LR="0.004",
+    )
+    assert (tiny.num_iterations_per_epoch, tiny.num_val_iterations_per_epoch) == (12, 2)  # a fifth, at least one
+    assert (tiny.num_epochs, tiny.save_every, tiny.initial_lr) == (9, 2, 0.004)
+
+
+def test_the_tiny_trainer_uses_nnunets_adamw_with_its_polynomial_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny = _built(nnUNetTrainerTsrTiny, tmp_path, monkeypatch, TSRETRAIN_EPOCHS="10")
+    tiny.network = torch.nn.Linear(3, 2)
+    optimizer, schedule = tiny.configure_optimizers()
+    assert type(optimizer) is torch.optim.AdamW
+    (group,) = optimizer.param_groups
+    assert (group["lr"], group["weight_decay"], group["amsgrad"]) == (1e-2, tiny.weight_decay, True)
+    assert group["params"] == list(tiny.network.parameters())
+    assert type(schedule) is PolyLRScheduler
+    schedule.step(5)  # halfway: nnU-Net's (1 - 5/10) ** 0.9
+    assert group["lr"] == pytest.approx(1e-2 * 0.5**0.9)
+
+
+def test_a_checkpoint_is_written_aside_shown_to_the_hook_and_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = _built(nnUNetTrainerTsr, tmp_path, monkeypatch)
+    trainer.network = torch.nn.Linear(3, 2)
+    trainer.optimizer, _ = trainer.configure_optimizers()
+    (tmp_path / "fold_0").mkdir()
+    final = tmp_path / "fold_0" / "checkpoint_latest.pth"
+    seen: list[tuple[str, bool, bool]] = []
+
+    def hook(written: str, name: str) -> None:
+        seen.append((Path(written).name, Path(written).is_file(), Path(name).exists()))
+
+    monkeypatch.setattr(nnUNetTrainerTsr, "checkpoint_hook", hook)
+    trainer.save_checkpoint(str(final))
+    assert seen == [(f"checkpoint_latest.pth.{os.getpid()}.tmp", True, False)]  # stored before it is final here
+    assert final.is_file() and sorted(p.name for p in final.parent.iterdir()) == ["checkpoint_latest.pth"]
+    saved = torch.load(final, map_location="cpu", weights_only=False)
+    assert saved["trainer_name"] == "nnUNetTrainerTsr" and set(saved["network_weights"]) == {"weight", "bias"}
+
+    before = final.read_bytes()
+
+    def interrupted(checkpoint: Any, filename: str) -> None:
+        Path(filename).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint(str(final))
+    assert final.read_bytes() == before  # the last good checkpoint stays
+    monkeypatch.setattr(nnUNetTrainerTsr, "checkpoint_hook", None)
+    monkeypatch.setattr(torch, "save", lambda *_: None)  # nnU-Net wrote nothing (checkpointing disabled)
+    trainer.save_checkpoint(str(final.parent / "other.pth"))
+    assert sorted(p.name for p in final.parent.iterdir()) == ["checkpoint_latest.pth"]

@@ -61,11 +61,15 @@ class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
         The hook (the store mirror) runs before the rename, so a stored copy is never older than the local one.
         """
         tmp = f"{filename}.{os.getpid()}.tmp"
-        super().save_checkpoint(tmp)
-        if os.path.isfile(tmp):
-            if type(self).checkpoint_hook is not None:
-                type(self).checkpoint_hook(tmp, filename)  # type: ignore[misc]
-            os.replace(tmp, filename)
+        try:
+            super().save_checkpoint(tmp)
+            if os.path.isfile(tmp):
+                if type(self).checkpoint_hook is not None:
+                    type(self).checkpoint_hook(tmp, filename)  # type: ignore[misc]
+                os.replace(tmp, filename)
+        finally:
+            if os.path.exists(tmp):  # a failed save (disk full, a failed upload) leaves no part behind
+                os.remove(tmp)
 
     def on_train_start(self) -> None:
         super().on_train_start()
