@@ -244,3 +244,50 @@ def test_compressed_pixels_that_do_not_decode_are_undecodable(tmp_path: Path) ->
     pydicom.dcmwrite(tmp_path / "s.dcm", ds)
     reason, detail = read_refusal(tmp_path)
     assert reason is Reason.UNDECODABLE_PIXELS and detail.startswith(f"s.dcm (transfer syntax {JPEGBaseline8Bit}): ")
+
+
+def test_plain_16_bit_little_endian_pixels_are_read_without_pydicoms_decoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common layout is read straight from the bytes (faster); every other one is pydicom's to decode."""
+    decoded: list[str] = []
+    pixel_array = Dataset.pixel_array
+
+    def counting(ds: Dataset) -> np.ndarray:
+        decoded.append(str(ds.SOPInstanceUID))
+        return pixel_array.fget(ds)  # type: ignore[attr-defined, no-any-return]
+
+    monkeypatch.setattr(Dataset, "pixel_array", property(counting))
+    layouts: list[tuple[np.ndarray, str, dict[str, Any], bool]] = [
+        (SIGNED, ExplicitVRLittleEndian, {}, False),
+        (SIGNED, ImplicitVRLittleEndian, {}, False),
+        (SIGNED.astype(np.uint16), ExplicitVRLittleEndian, {}, False),
+        (SIGNED, ExplicitVRLittleEndian, {"NumberOfFrames": 1}, False),
+        (SIGNED, ExplicitVRBigEndian, {}, True),
+        (np.array([[0, 7, 255], [1, 2, 3]], np.uint8), ExplicitVRLittleEndian, {}, True),
+        # signed 12-bit values in 16-bit words with the top bits clear: 0x0FFB is -5, not 4091
+        (
+            np.array([[0x0FFB, 5, 0], [0x0800, 0x07FF, 1]], np.uint16),
+            ExplicitVRLittleEndian,
+            {"BitsStored": 12, "HighBit": 11, "PixelRepresentation": 1},
+            True,
+        ),
+        (SIGNED, ExplicitVRLittleEndian, {"NumberOfFrames": 2}, True),
+        (SIGNED, ExplicitVRLittleEndian, {"SamplesPerPixel": 3, "PlanarConfiguration": 0}, True),
+        (SIGNED, ExplicitVRLittleEndian, {"PixelRepresentation": 2}, True),
+        (SIGNED, ExplicitVRLittleEndian, {"Rows": 3, "Columns": 2}, True),
+        (SIGNED[:, :2], ExplicitVRLittleEndian, {"Rows": 2, "Columns": 3}, True),  # too short for its size
+    ]
+    for n, (pixels, syntax, elements, by_pydicom) in enumerate(layouts):
+        uid = f"1.{n}"
+        write_slice(tmp_path / f"{n}.dcm", uid, pixels, syntax, **elements)
+        decoded.clear()
+        try:
+            volume = read_hu_volume(tmp_path, [f"{n}.dcm"], [uid], GRID)
+        except CaseError:
+            volume = None  # pydicom refused it; what matters here is who decoded it
+        assert decoded == ([uid] if by_pydicom else []), (n, elements)
+        if volume is not None and not by_pydicom:
+            np.testing.assert_array_equal(volume[0], np.clip(pixels.astype(np.int32) - 1024, -32768, 32767))
+    twelve = read_hu_volume(tmp_path, ["6.dcm"], ["1.6"], GRID)[0]
+    np.testing.assert_array_equal(twelve, np.array([[-5, 5, 0], [-2048, 2047, 1]]) - 1024)
