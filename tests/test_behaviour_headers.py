@@ -560,3 +560,22 @@ def test_contours_without_a_type_or_an_image_uid_are_recorded_not_refused() -> N
     assert got.kind == "rtstruct" and got.rtstruct is not None
     assert got.rtstruct.roi_contour_types == {3: [""]}
     assert got.rtstruct.contour_images == ["1.2.7.1.5"]
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_and_the_walk_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a/1.dcm", "b/2.dcm", "c/3.dcm"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    listing = os.scandir
+
+    def refusing(path: Any) -> Any:
+        if Path(path) == tmp_path / "a":  # the first folder walked (root may read anything: refused here)
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return listing(path)
+
+    monkeypatch.setattr(headers.os, "scandir", refusing)
+    tree = walk_tree(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in tree.files] == ["b/2.dcm", "c/3.dcm"]
+    assert tree.oddities == [FileRecord("a", "unreadable", "folder cannot be listed: Permission denied")]

@@ -3,6 +3,7 @@ tolerances hold at their edges, and the fast pixel path gives what pydicom gives
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,15 @@ def test_geometry_round_trips_through_json_and_knows_its_voxel_volume() -> None:
 
 
 def write_slice(
-    path: Path, uid: str, pixels: np.ndarray, syntax: str = ExplicitVRLittleEndian, **elements: Any
+    path: Path,
+    uid: str,
+    pixels: np.ndarray,
+    syntax: str = ExplicitVRLittleEndian,
+    preamble: bool = True,
+    padding: bytes = b"",
+    **elements: Any,
 ) -> None:
+    """A CT slice (intercept -1024 unless given; an element given as None is left out)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID(syntax)
@@ -162,11 +170,18 @@ def write_slice(
     ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
     ds.RescaleIntercept = "-1024"
     for keyword, value in elements.items():
-        setattr(ds, keyword, value)
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
     big = syntax == ExplicitVRBigEndian
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">" if big else "<")).tobytes()
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">" if big else "<")).tobytes() + padding
     ds["PixelData"].VR = "OW" if pixels.dtype.itemsize == 2 else "OB"
-    ds.preamble = b"\0" * 128
+    if preamble:
+        ds.preamble = b"\0" * 128
+    else:
+        del ds.file_meta  # a bare data set, as some old archives hold them: implicit VR little endian
     pydicom.dcmwrite(path, ds, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=not big)
 
 
@@ -263,6 +278,10 @@ def test_plain_16_bit_little_endian_pixels_are_read_without_pydicoms_decoder(
         (SIGNED, ImplicitVRLittleEndian, {}, False),
         (SIGNED.astype(np.uint16), ExplicitVRLittleEndian, {}, False),
         (SIGNED, ExplicitVRLittleEndian, {"NumberOfFrames": 1}, False),
+        (SIGNED, ExplicitVRLittleEndian, {"NumberOfFrames": 0}, False),  # written as 0: one frame
+        (SIGNED, ExplicitVRLittleEndian, {"SamplesPerPixel": None}, False),  # missing: one sample
+        (SIGNED, ExplicitVRLittleEndian, {"padding": b"\0\0"}, False),  # pixel data padded beyond the image
+        (SIGNED, ImplicitVRLittleEndian, {"preamble": False}, False),  # no preamble, no file meta
         (SIGNED, ExplicitVRBigEndian, {}, True),
         (np.array([[0, 7, 255], [1, 2, 3]], np.uint8), ExplicitVRLittleEndian, {}, True),
         # signed 12-bit values in 16-bit words with the top bits clear: 0x0FFB is -5, not 4091
@@ -289,5 +308,53 @@ def test_plain_16_bit_little_endian_pixels_are_read_without_pydicoms_decoder(
         assert decoded == ([uid] if by_pydicom else []), (n, elements)
         if volume is not None and not by_pydicom:
             np.testing.assert_array_equal(volume[0], np.clip(pixels.astype(np.int32) - 1024, -32768, 32767))
-    twelve = read_hu_volume(tmp_path, ["6.dcm"], ["1.6"], GRID)[0]
+    twelve = read_hu_volume(tmp_path, ["10.dcm"], ["1.10"], GRID)[0]
     np.testing.assert_array_equal(twelve, np.array([[-5, 5, 0], [-2048, 2047, 1]]) - 1024)
+
+
+def test_orientations_within_the_tolerance_count_as_one_in_the_refusal() -> None:
+    near = (1.0, 0.0, 0.0, 0.0, 1.0, 0.00003)  # within 1e-4 of the first: the same value
+    slices = [axial(0), axial(1, orientation=near), axial(2, orientation=(0, 1, 0, 1, 0, 0))]
+    assert refusal(slices) == (Reason.MIXED_ORIENTATION, "2 different ImageOrientationPatient values among 3 slices")
+
+
+def test_scaled_oblique_direction_cosines_give_unit_directions() -> None:
+    row, column = (0.8, 0.6, 0.0), (-0.6, 0.8, 0.0)
+    scaled = tuple(2.0 * v for v in (*row, *column))
+    normal = np.cross(row, column)
+    slices = [axial(n, orientation=scaled, position=tuple(2.5 * n * normal)) for n in range(3)]
+    geometry, _ = build_geometry(slices)
+    np.testing.assert_allclose(geometry.direction_matrix, np.stack([row, column, normal], axis=1), atol=1e-12)
+    assert geometry.spacing[2] == pytest.approx(2.5)
+
+
+def test_two_slice_series_are_judged_like_longer_ones() -> None:
+    geometry, _ = build_geometry([axial(0, z=0.0), axial(1, z=2.5)])
+    assert geometry.shape[0] == 2 and geometry.spacing[2] == pytest.approx(2.5)
+    assert refusal([axial(0, z=4.0), axial(1, z=4.0)])[0] is Reason.DUPLICATE_SLICES
+    tilted = [axial(0, z=0.0), axial(1, z=3.0, position=(6.0, -3.0, 3.0))]
+    assert refusal(tilted)[0] is Reason.GANTRY_TILT
+    geometry, _ = build_geometry([axial(n, z=1.0 * n) for n in range(3)])  # 1 mm slices are no duplicates
+    assert geometry.spacing[2] == pytest.approx(1.0)
+
+
+def test_a_single_slice_raises_no_numpy_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_geometry([axial(0)])
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept", "expected"),
+    [
+        (None, None, SIGNED),  # both missing: 1 and 0
+        ("0", "0", SIGNED),  # a zero slope is no slope; a zero intercept is zero
+        ("1", None, SIGNED),
+        (None, "-1000", SIGNED - 1000),
+    ],
+)
+def test_missing_or_zero_rescale_values(
+    tmp_path: Path, slope: str | None, intercept: str | None, expected: Any
+) -> None:
+    write_slice(tmp_path / "s.dcm", "1.5", SIGNED, RescaleSlope=slope, RescaleIntercept=intercept)
+    np.testing.assert_array_equal(read_hu_volume(tmp_path, ["s.dcm"], ["1.5"], GRID)[0], expected)

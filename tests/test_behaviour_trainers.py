@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import (
     FocalCrossEntropy,
+    WeightedCrossEntropy,
     nnUNetTrainerTsr,
     nnUNetTrainerTsrGTVpFocal,
     nnUNetTrainerTsrGTVpWeighted,
@@ -189,3 +191,31 @@ def test_a_checkpoint_is_written_aside_shown_to_the_hook_and_then_renamed(
     monkeypatch.setattr(torch, "save", lambda *_: None)  # nnU-Net wrote nothing (checkpointing disabled)
     trainer.save_checkpoint(str(final.parent / "other.pth"))
     assert sorted(p.name for p in final.parent.iterdir()) == ["checkpoint_latest.pth"]
+
+
+def test_the_gtvp_weight_and_focal_gamma_default_to_5_and_2_and_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weighted = _built(nnUNetTrainerTsrGTVpWeighted, tmp_path, monkeypatch)._build_loss().loss.ce
+    assert isinstance(weighted, WeightedCrossEntropy) and weighted.weight.tolist() == [1.0, 5.0, 1.0]
+    focal = _built(nnUNetTrainerTsrGTVpFocal, tmp_path, monkeypatch)._build_loss().loss.ce
+    assert isinstance(focal, FocalCrossEntropy) and (focal.weight.tolist(), focal.gamma) == ([1.0, 5.0, 1.0], 2.0)
+    settings = {"TSRETRAIN_GTVP_WEIGHT": "3", "TSRETRAIN_FOCAL_GAMMA": "0.5"}
+    focal = _built(nnUNetTrainerTsrGTVpFocal, tmp_path, monkeypatch, **settings)._build_loss().loss.ce
+    assert (focal.weight.tolist(), focal.gamma) == ([1.0, 3.0, 1.0], 0.5)
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerTsrGTVpWeighted, nnUNetTrainerTsrGTVpFocal])
+def test_the_loss_is_replaced_without_deep_supervision_too(
+    trainer_class: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = _built(trainer_class, tmp_path, monkeypatch)
+    trainer.enable_deep_supervision = False
+    loss = trainer._build_loss()
+    assert isinstance(loss.ce, WeightedCrossEntropy | FocalCrossEntropy)
+    logits, target = _missed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no implicit-dimension or other warnings in a training log
+        missed_gtvp = float(loss(logits, target))
+    logits, target = _missed(2)
+    assert missed_gtvp > 1.5 * float(loss(logits, target))
