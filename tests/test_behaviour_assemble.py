@@ -61,7 +61,7 @@ def names(folder: Path) -> list[str]:
 def test_training_cases_go_to_tr_and_test_cases_only_to_ts(config: AssembleConfig) -> None:
     result = assemble(config)
     dataset = config.out / MODEL.dataset
-    assert result.outputs == {"dataset": str(dataset)}
+    assert (result.stage, result.outputs) == ("assemble", {"dataset": str(dataset)})
     assert result.counts == {"training": 3, "test": 2}
     assert names(dataset) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr", "labelsTs"]
     assert names(dataset / "imagesTr") == ["p1_0000.nii.gz", "p2_0000.nii.gz", "p3_0000.nii.gz"]

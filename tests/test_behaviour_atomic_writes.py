@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,28 @@ def test_every_temporary_is_hidden_and_known_to_the_cleaner(tmp_path: Path, monk
         (left / name).mkdir()
     assert all(name.startswith(".") for name in temporaries)
     assert remove_stale_temporaries(left) == 5 and names(left) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002, 0o077])
+def test_files_and_folders_get_the_modes_the_umask_allows_without_the_umask_being_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mask: int
+) -> None:
+    """Written as open() and mkdir() would write them, and the umask read from /proc, never set and reset: another
+    thread creating a file in between would otherwise get the wrong mode."""
+    previous = os.umask(mask)
+    try:
+        touched: list[int] = []
+        real = os.umask
+        monkeypatch.setattr(os, "umask", lambda value: touched.append(value) or real(value))
+        renamed: list[tuple[str, str]] = []
+        replace = os.replace
+        monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((str(a), str(b))) or replace(a, b))
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+        with staged_dir(tmp_path / "folder") as folder:
+            (folder / "inner").write_text("y")
+        assert touched == []
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask
+    assert all(Path(source).parent == tmp_path for source, _ in renamed)  # renamed within the folder: atomic

@@ -121,6 +121,7 @@ def test_trainer_settings_default_to_nnunets_and_come_from_the_environment(
 ) -> None:
     stock = _built(nnUNetTrainerTsr, tmp_path, monkeypatch)
     assert (stock.save_every, stock.initial_lr, stock.num_epochs) == (5, 1e-2, 1000)  # nnU-Net's lr and epochs
+    assert (stock.fold, stock.device.type) == (0, "cpu") and stock.output_folder.endswith("fold_0")
     assert stock.num_iterations_per_epoch == 250
     set_ = _built(
         nnUNetTrainerTsr, tmp_path, monkeypatch, TSRETRAIN_SAVE_EVERY="3", TSRETRAIN_LR="0.02", TSRETRAIN_EPOCHS="7"
@@ -133,12 +134,13 @@ def test_trainer_settings_default_to_nnunets_and_come_from_the_environment(
         nnUNetTrainerTsrTiny,
         tmp_path,
         monkeypatch,
-        TSRETRAIN_ITERATIONS="12",
+        TSRETRAIN_ITERATIONS="10",
         TSRETRAIN_EPOCHS="9",
         TSRETRAIN_SAVE_EVERY="2",
         TSRETRAIN_LR="0.004",
     )
-    assert (tiny.num_iterations_per_epoch, tiny.num_val_iterations_per_epoch) == (12, 2)  # a fifth, at least one
+    assert (tiny.num_iterations_per_epoch, tiny.num_val_iterations_per_epoch) == (10, 2)  # a fifth, at least one
+    assert (tiny.fold, tiny.device.type) == (0, "cpu") and tiny.output_folder.endswith("fold_0")
     assert (tiny.num_epochs, tiny.save_every, tiny.initial_lr) == (9, 2, 0.004)
 
 
