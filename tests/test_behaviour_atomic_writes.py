@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +146,43 @@ def test_files_and_folders_get_the_modes_the_umask_allows_without_the_umask_bein
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~mask
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask
     assert all(Path(source).parent == tmp_path for source, _ in renamed)  # renamed within the folder: atomic
+
+
+def test_without_proc_the_umask_is_read_and_put_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read_text = Path.read_text
+
+    def no_proc(self: Path, *args: Any, **kwargs: Any) -> str:
+        if str(self) == "/proc/self/status":
+            raise FileNotFoundError(self)  # a system without /proc
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    previous = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+        assert os.umask(0o027) == 0o027  # still the process's umask
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o640
+
+
+def test_two_cleaners_at_once_never_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers resuming in one output folder both clear its leftovers; each entry goes under the other's feet."""
+    (tmp_path / ".case.a1b2.tmp").mkdir()
+    (tmp_path / ".case.a1b2.tmp" / "part.nii.gz").write_bytes(b"x")
+    (tmp_path / ".cases.csv.x9.tmp").write_bytes(b"y")
+    (tmp_path / "kept.csv").write_bytes(b"z")
+    is_dir = Path.is_dir
+
+    def racing(self: Path) -> bool:
+        answer = is_dir(self)
+        if self.parent == tmp_path and self.name.startswith("."):  # the other cleaner, right after this look
+            if answer:
+                shutil.rmtree(self)
+            else:
+                self.unlink(missing_ok=True)
+        return answer
+
+    monkeypatch.setattr(Path, "is_dir", racing)
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert names(tmp_path) == ["kept.csv"]
