@@ -27,6 +27,7 @@ from tsretrain.conversion.headers import (
     FileRecord,
     RtstructInfo,
     classify,
+    iter_files,
     read_record,
     read_remote_record,
     walk_tree,
@@ -434,6 +435,7 @@ def test_walk_tree_lists_regular_files_in_order_and_every_oddity(tmp_path: Path)
         "b/2.dcm",
         "c/o.dcm",
     ]
+    assert iter_files(root) == tree.files
     assert sorted(tree.oddities, key=lambda r: r.path) == [
         FileRecord("a/dangling.dcm", "skipped", "dangling symbolic link"),
         FileRecord("a/null", "skipped", "device"),

@@ -3,15 +3,18 @@ volumes, overlaps, the counts per label, and every kind of contour that is skipp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from tsretrain.conversion.geometry import VolumeGeometry
-from tsretrain.conversion.rtstruct import CONTOUR_DATA, RoiContours, burn_label_map, roi_contours
+from tsretrain.conversion.rtstruct import CONTOUR_DATA, RoiContours, burn_label_map, read_structure_set, roi_contours
 from tsretrain.reasons import CaseError, Reason
 
 # 5 slices of 12 rows x 16 columns; a pixel is 0.5 mm (columns) x 1.5 mm (rows), a slice 3 mm.
@@ -307,3 +310,11 @@ def test_a_structure_set_without_rois_or_contours_has_none() -> None:
     assert roi_contours(Dataset(), GRID, {"GTVp"}) == {}
     labels, burn = burn_label_map(Dataset(), GRID, {"gtv": "GTVp"}, IDS, ("GTVp",))
     assert not labels.any() and burn.rois[0]["n_contours"] == 0 and burn.warnings == []
+
+
+def test_a_structure_set_without_preamble_is_read() -> None:
+    """pydicom's own rtstruct.dcm has no 128-byte preamble and no file meta, as some exports do."""
+    path = Path(str(get_testdata_file("rtstruct.dcm")))
+    assert path.read_bytes()[128:132] != b"DICM"
+    ds = read_structure_set(path)
+    assert [str(roi.ROIName) for roi in ds.StructureSetROISequence] == ["patient", "Isocenter 1", "Isocenter 2"]
