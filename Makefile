@@ -30,7 +30,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -n 2 --durations=10
+	$(BIN)/pytest -n 2 --durations=25
 
 test: lint typecheck unit
 
