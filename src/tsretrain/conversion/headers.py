@@ -165,8 +165,8 @@ def _pixel_data_truncated(ds: Dataset, size: int) -> bool:
         return False
     try:
         frames = header_value(ds, "NumberOfFrames", 1) or 1
-        samples = int(header_value(ds, "Rows")) * int(header_value(ds, "Columns")) * int(frames)
-        bits = samples * int(header_value(ds, "SamplesPerPixel", 1)) * int(header_value(ds, "BitsAllocated"))
+        pixels = int(header_value(ds, "Rows")) * int(header_value(ds, "Columns")) * int(frames)
+        bits = pixels * int(header_value(ds, "SamplesPerPixel", 1)) * int(header_value(ds, "BitsAllocated"))
     except (AttributeError, TypeError, ValueError):
         return False
     return size < math.ceil(bits / 8)
