@@ -79,3 +79,12 @@ def test_the_tolerance_defaults_to_2_mm_for_every_label_not_given() -> None:
     (others,) = case_metrics(ref, pred, SPACING, [1], tolerance_mm={2: 7.0})
     (own,) = case_metrics(ref, pred, SPACING, [1], tolerance_mm={1: 3.0})
     assert default.nsd == two.nsd == others.nsd != three.nsd == own.nsd
+
+
+def test_missing_distances_are_float_nans_and_dice_alone_goes_on_to_the_next_label() -> None:
+    ref, pred = maps()
+    dice_only = case_metrics(ref, pred, SPACING, [1, 4, 2], surface=False)
+    assert [m.label for m in dice_only] == [1, 4, 2]
+    for m in dice_only[:2]:  # both: no surface metrics asked for; absent: none to compute
+        assert all(isinstance(v, float) and math.isnan(v) for v in (m.hd95, m.nsd, m.nsd_voxels)), m
+    assert math.isnan(dice_only[1].dice)
