@@ -140,6 +140,7 @@ def test_trainer_settings_default_to_nnunets_and_come_from_the_environment(
         TSRETRAIN_LR="0.004",
     )
     assert (tiny.num_iterations_per_epoch, tiny.num_val_iterations_per_epoch) == (10, 2)  # a fifth, at least one
+    assert isinstance(tiny.num_val_iterations_per_epoch, int)  # nnU-Net counts iterations with range()
     assert (tiny.fold, tiny.device.type) == (0, "cpu") and tiny.output_folder.endswith("fold_0")
     assert (tiny.num_epochs, tiny.save_every, tiny.initial_lr) == (9, 2, 0.004)
 
