@@ -8,7 +8,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
 from tsretrain.conversion.headers import iter_files
+from tsretrain.conversion.rtstruct import CONTOUR_DATA
 
 
 def manifest(converted: Path, case_id: str) -> dict[str, Any]:
@@ -154,3 +163,74 @@ def helm_binary() -> Path:
     tmp.chmod(0o755)
     tmp.replace(target)
     return target
+
+
+def write_ct_slice(
+    path: Path,
+    uid: str,
+    pixels: np.ndarray,
+    syntax: str = ExplicitVRLittleEndian,
+    preamble: bool = True,
+    padding: bytes = b"",
+    **elements: Any,
+) -> None:
+    """A CT slice (intercept -1024 unless given; an element given as None is left out)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
+    ds.SOPInstanceUID = uid
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
+    ds.RescaleIntercept = "-1024"
+    for keyword, value in elements.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    big = syntax == ExplicitVRBigEndian
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">" if big else "<")).tobytes() + padding
+    ds["PixelData"].VR = "OW" if pixels.dtype.itemsize == 2 else "OB"
+    if preamble:
+        ds.preamble = b"\0" * 128
+    else:
+        del ds.file_meta  # a bare data set, as some old archives hold them: implicit VR little endian
+    pydicom.dcmwrite(path, ds, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=not big)
+
+
+def contour(data: list[float] | bytes | None, kind: str = "CLOSED_PLANAR", image: str | None = None) -> Dataset:
+    """A contour; bytes become a raw element, as pydicom leaves ContourData read from a file."""
+    item = Dataset()
+    item.ContourGeometricType = kind
+    if isinstance(data, bytes):
+        item[CONTOUR_DATA] = RawDataElement(Tag(CONTOUR_DATA), "DS", len(data), data, 0, True, True)
+    elif data is not None:
+        item.ContourData = data
+    if image is not None:
+        reference = Dataset()
+        reference.ReferencedSOPInstanceUID = image
+        item.ContourImageSequence = Sequence([reference])
+    return item
+
+
+def structure_set(rois: dict[str, list[Dataset]]) -> Dataset:
+    ds = Dataset()
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    for number, (name, contours) in enumerate(rois.items(), start=7):  # ROI numbers need not start at 1
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ROIName = name
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ContourSequence = Sequence(contours)
+        ds.ROIContourSequence.append(item)
+    return ds

@@ -6,10 +6,9 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
+from support import write_ct_slice
 
 from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import SliceHeader, VolumeGeometry, build_geometry
@@ -56,28 +55,6 @@ def test_a_gap_in_a_shuffled_feet_first_series_is_still_found() -> None:
     assert caught.value.reason == Reason.MISSING_SLICES
 
 
-def _write_slice(path: Path, pixels: np.ndarray, slope: float, intercept: float) -> str:
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    uid = generate_uid()
-    meta.MediaStorageSOPInstanceUID = uid
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPInstanceUID = uid
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
-    ds.RescaleSlope = f"{slope:g}"
-    ds.RescaleIntercept = f"{intercept:g}"
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return uid
-
-
 @pytest.mark.parametrize(
     ("stored", "slope", "intercept"),
     [
@@ -89,7 +66,9 @@ def _write_slice(path: Path, pixels: np.ndarray, slope: float, intercept: float)
 )
 def test_hu_uses_slope_and_intercept(tmp_path: Path, stored: np.ndarray, slope: float, intercept: float) -> None:
     files = ["s0.dcm", "s1.dcm"]
-    uids = [_write_slice(tmp_path / name, stored, slope, intercept) for name in files]
+    uids = [generate_uid() for _ in files]
+    for name, uid in zip(files, uids, strict=True):
+        write_ct_slice(tmp_path / name, uid, stored, RescaleSlope=f"{slope:g}", RescaleIntercept=f"{intercept:g}")
     geometry = VolumeGeometry((2, *stored.shape), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     volume = read_hu_volume(tmp_path, files, uids, geometry)
     expected = np.clip(np.rint(stored.astype(np.float64) * slope + intercept), -32768, 32767)

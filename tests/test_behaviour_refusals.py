@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from support import write_ct_slice
 
 from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import (
@@ -146,46 +147,6 @@ def test_geometry_round_trips_through_json_and_knows_its_voxel_volume() -> None:
     assert geometry.voxel_volume_ml == pytest.approx(0.6 * 0.8 * 3.0 / 1000)
 
 
-def write_slice(
-    path: Path,
-    uid: str,
-    pixels: np.ndarray,
-    syntax: str = ExplicitVRLittleEndian,
-    preamble: bool = True,
-    padding: bytes = b"",
-    **elements: Any,
-) -> None:
-    """A CT slice (intercept -1024 unless given; an element given as None is left out)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
-    ds.SOPInstanceUID = uid
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored = ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-    ds.RescaleIntercept = "-1024"
-    for keyword, value in elements.items():
-        if value is None:
-            if keyword in ds:
-                delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    big = syntax == ExplicitVRBigEndian
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">" if big else "<")).tobytes() + padding
-    ds["PixelData"].VR = "OW" if pixels.dtype.itemsize == 2 else "OB"
-    if preamble:
-        ds.preamble = b"\0" * 128
-    else:
-        del ds.file_meta  # a bare data set, as some old archives hold them: implicit VR little endian
-    pydicom.dcmwrite(path, ds, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=not big)
-
-
 GRID = VolumeGeometry((1, 2, 3), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
 SIGNED = np.array([[-1000, -1, 0], [1, 255, 3000]], np.int16)
 
@@ -206,7 +167,7 @@ SIGNED = np.array([[-1000, -1, 0], [1, 255, 3000]], np.int16)
 def test_hu_of_every_pixel_layout_is_what_pydicom_decodes(
     tmp_path: Path, pixels: np.ndarray, syntax: str, elements: dict[str, Any]
 ) -> None:
-    write_slice(tmp_path / "s.dcm", "1.5", pixels, syntax, **elements)
+    write_ct_slice(tmp_path / "s.dcm", "1.5", pixels, syntax, **elements)
     expected = np.clip(pydicom.dcmread(tmp_path / "s.dcm").pixel_array.astype(np.int32) - 1024, -32768, 32767)
     volume = read_hu_volume(tmp_path, ["s.dcm"], ["1.5"], GRID)
     np.testing.assert_array_equal(volume[0], expected)
@@ -225,10 +186,10 @@ def test_pixels_that_cannot_be_read_say_which_file_and_why(tmp_path: Path) -> No
     assert reason is Reason.UNREADABLE_DICOM and detail.startswith("s.dcm: ") and "Is a directory" in detail
     (tmp_path / "s.dcm").rmdir()
 
-    write_slice(tmp_path / "s.dcm", "1.6", SIGNED)
+    write_ct_slice(tmp_path / "s.dcm", "1.6", SIGNED)
     assert read_refusal(tmp_path) == (Reason.UNREADABLE_DICOM, "s.dcm changed since the scan; re-run the scan")
 
-    write_slice(tmp_path / "s.dcm", "1.5", SIGNED)
+    write_ct_slice(tmp_path / "s.dcm", "1.5", SIGNED)
     short = (tmp_path / "s.dcm").read_bytes()[:-4]  # the pixel data cut short (the element's length says 12)
     (tmp_path / "s.dcm").write_bytes(short)
     reason, detail = read_refusal(tmp_path)
@@ -236,7 +197,7 @@ def test_pixels_that_cannot_be_read_say_which_file_and_why(tmp_path: Path) -> No
         f"s.dcm (transfer syntax {ExplicitVRLittleEndian}): "
     )
 
-    write_slice(tmp_path / "s.dcm", "1.5", SIGNED)
+    write_ct_slice(tmp_path / "s.dcm", "1.5", SIGNED)
     reason, detail = read_refusal(tmp_path, VolumeGeometry((1, 3, 2), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), GRID.direction))
     assert (reason, detail) == (Reason.INCONSISTENT_GEOMETRY, "s.dcm: pixel array (2, 3) != (3, 2)")
 
@@ -300,7 +261,7 @@ def test_plain_16_bit_little_endian_pixels_are_read_without_pydicoms_decoder(
     ]
     for n, (pixels, syntax, elements, by_pydicom) in enumerate(layouts):
         uid = f"1.{n}"
-        write_slice(tmp_path / f"{n}.dcm", uid, pixels, syntax, **elements)
+        write_ct_slice(tmp_path / f"{n}.dcm", uid, pixels, syntax, **elements)
         decoded.clear()
         if not by_pydicom:
             volume = read_hu_volume(tmp_path, [f"{n}.dcm"], [uid], GRID)
@@ -357,5 +318,5 @@ def test_a_single_slice_raises_no_numpy_warning() -> None:
 def test_missing_or_zero_rescale_values(
     tmp_path: Path, slope: str | None, intercept: str | None, expected: Any
 ) -> None:
-    write_slice(tmp_path / "s.dcm", "1.5", SIGNED, RescaleSlope=slope, RescaleIntercept=intercept)
+    write_ct_slice(tmp_path / "s.dcm", "1.5", SIGNED, RescaleSlope=slope, RescaleIntercept=intercept)
     np.testing.assert_array_equal(read_hu_volume(tmp_path, ["s.dcm"], ["1.5"], GRID)[0], expected)

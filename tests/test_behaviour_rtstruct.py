@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from support import contour, structure_set
 
 from tsretrain.conversion.geometry import VolumeGeometry
-from tsretrain.conversion.rtstruct import CONTOUR_DATA, RoiContours, burn_label_map, read_structure_set, roi_contours
+from tsretrain.conversion.rtstruct import RoiContours, burn_label_map, read_structure_set, roi_contours
 from tsretrain.reasons import CaseError, Reason
 
 # 5 slices of 12 rows x 16 columns; a pixel is 0.5 mm (columns) x 1.5 mm (rows), a slice 3 mm.
@@ -30,37 +29,6 @@ def at(k: float, corners: list[tuple[float, float]]) -> list[float]:
 
 def box(k: float, i0: float, i1: float, j0: float, j1: float) -> list[float]:
     return at(k, [(i0, j0), (i1, j0), (i1, j1), (i0, j1)])
-
-
-def contour(data: list[float] | bytes | None, kind: str = "CLOSED_PLANAR", image: str | None = None) -> Dataset:
-    """A contour; bytes become a raw element, as pydicom leaves ContourData read from a file."""
-    item = Dataset()
-    item.ContourGeometricType = kind
-    if isinstance(data, bytes):
-        item[CONTOUR_DATA] = RawDataElement(Tag(CONTOUR_DATA), "DS", len(data), data, 0, True, True)
-    elif data is not None:
-        item.ContourData = data
-    if image is not None:
-        reference = Dataset()
-        reference.ReferencedSOPInstanceUID = image
-        item.ContourImageSequence = Sequence([reference])
-    return item
-
-
-def structure_set(rois: dict[str, list[Dataset]]) -> Dataset:
-    ds = Dataset()
-    ds.StructureSetROISequence = Sequence()
-    ds.ROIContourSequence = Sequence()
-    for number, (name, contours) in enumerate(rois.items(), start=7):  # ROI numbers need not start at 1
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ROIName = name
-        ds.StructureSetROISequence.append(roi)
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ContourSequence = Sequence(contours)
-        ds.ROIContourSequence.append(item)
-    return ds
 
 
 def test_voxels_volumes_overlaps_and_counts_by_hand() -> None:
