@@ -16,7 +16,9 @@ from tsretrain import __version__
 from tsretrain.conversion.convert import MANIFEST
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.model import Model
+from tsretrain.training.preprocess import PreprocessConfig, preprocess
 
 MODEL = Model(dataset="Dataset042_Assembly", dictionary="radcure-oar21")
 SPLIT: dict[str, Any] = {"seed": 11, "folds": [["p3", "p1"], ["p2"]], "test": ["p5", "p4"]}
@@ -92,6 +94,7 @@ def test_dataset_json_describes_the_dictionary_the_split_and_the_version(config:
             "dictionary": {"name": dictionary.name, "version": dictionary.version, "sha256": dictionary.sha256},
             "split_seed": 11,
             "test_cases": ["p5", "p4"],
+            "integrity_checked": False,
         },
     }
     assert described["labels"]["GTVp"] == 1
@@ -156,6 +159,7 @@ def test_nnunets_integrity_check_refuses_a_label_off_its_image_and_keeps_the_ear
 ) -> None:
     checked = AssembleConfig(**{**config.__dict__, "verify": True, "workers": 1})
     assemble(checked)
+    assert json.loads((config.out / MODEL.dataset / "dataset.json").read_text())["tsretrain"]["integrity_checked"]
     before = names(config.out / MODEL.dataset / "labelsTr")
     write_volume(config.converted / "cases" / "p2" / "p2.nii.gz", np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 3.0))
     capfd.readouterr()
@@ -169,3 +173,18 @@ def test_nnunets_integrity_check_refuses_a_label_off_its_image_and_keeps_the_ear
         config.converted / "cases" / "p2" / "p2.nii.gz"
     ).stat().st_ino  # the dataset still holds the earlier, consistent label map
     assemble(config)  # without the check the same files are assembled
+
+
+def test_preprocess_checks_a_dataset_assembled_without_the_check(
+    config: AssembleConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """nnU-Net's integrity check runs once: in assemble, as dataset.json records, or else in preprocess."""
+    for name in (*NNUNET_FOLDERS.values(), "nnUNet_def_n_proc", "nnUNet_n_proc_DA", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)  # preprocess sets them for nnU-Net: undone after the test
+    write_volume(config.converted / "cases" / "p2" / "p2.nii.gz", np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 3.0))
+    work = tmp_path / "work"
+    assemble(AssembleConfig(**{**config.__dict__, "out": work / NNUNET_FOLDERS["raw"]}))
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match="Some images have errors"):
+        preprocess(PreprocessConfig(work=work, split=config.split, model=MODEL))
+    assert "Spacing mismatch" in capfd.readouterr().out

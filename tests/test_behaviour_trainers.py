@@ -40,8 +40,15 @@ PLANS = {
 DATASET = {"labels": {"background": 0, "GTVp": 1, "Brainstem": 2}, "channel_names": {"0": "CT"}}
 
 
-def _loss(trainer_class: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _from_plans_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's folders for a trainer built from :data:`PLANS`: results in ``tmp_path``, no preprocessed dataset
+    (whatever folders an earlier test of this process activated)."""
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+
+
+def _loss(trainer_class: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    _from_plans_alone(tmp_path, monkeypatch)
     plans = {**PLANS, "continue_training": False}
     trainer = trainer_class(plans, "3d_fullres", 0, DATASET, device=torch.device("cpu"))
     return trainer._build_loss(), len(trainer._get_deep_supervision_scales())
@@ -112,7 +119,7 @@ def _built(trainer_class: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.delenv(name, raising=False)
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    _from_plans_alone(tmp_path, monkeypatch)
     return trainer_class({**PLANS, "continue_training": False}, "3d_fullres", 0, DATASET, device=torch.device("cpu"))
 
 

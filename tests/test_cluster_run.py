@@ -224,6 +224,16 @@ def test_a_preempted_training_pod_resumes_from_the_stored_checkpoint(finished: t
     assert 0 <= lost <= SAVE_EVERY
 
 
+def test_on_a_cpu_the_gpu_image_never_compiles_the_network(finished: tuple[Run, Preemption, str]) -> None:
+    """The GPU image sets nnUNet_compile; with ``--device cpu`` neither the fold's validation nor the prediction
+    compiles (nnU-Net's own trainer never does on a CPU)."""
+    run, _, _ = finished
+    pods = [*run.pods("train"), *run.pods("predict")]
+    assert len(pods) == 3
+    for pod in pods:
+        assert "Using torch.compile" not in run.log_of(pod), pod.display
+
+
 def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
     cluster: Cluster, finished: tuple[Run, Preemption, str]
 ) -> None:
@@ -310,9 +320,13 @@ def test_a_usage_error_is_not_retried(cluster: Cluster) -> None:
     assert "no-such-dictionary" in run.log_of(scan.attempts[0])
 
 
-def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Cluster) -> None:
+def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Cluster, tmp_path: Path) -> None:
+    regular = tmp_path / "regular"  # the regular patients alone: the edge cases only lengthen the conversion
+    for patient in (cluster.cohort / "dicom").glob("RADCURE-*"):
+        shutil.copytree(patient, regular / patient.name)
+    open_store("s3://tsretrain/input/regular").sync_up(regular, "")
     parameters = {**TINY, "output-prefix": "s3://tsretrain/runs/pseudo", "pseudolabel": "true"}
-    parameters["convert-batch-size"] = "64"  # one conversion and one pseudo-label pod
+    parameters |= {"input-prefix": "s3://tsretrain/input/regular", "convert-batch-size": "2"}  # two of each pod
     run = cluster.run({**parameters, "dictionary": "radcure-ts90"})
     assert run.phase == "Failed"
     pods = run.pods("pseudolabel")

@@ -57,6 +57,8 @@ def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any])
             "dictionary": dictionary.to_json(),
             "split_seed": split["seed"],
             "test_cases": split["test"],
+            # the dataset is only published once nnU-Net's integrity check passed: preprocess need not repeat it
+            "integrity_checked": config.verify,
         },
     }
 

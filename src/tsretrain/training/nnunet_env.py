@@ -52,7 +52,7 @@ def augmentation_workers() -> int:
 
 def torch_device(name: str) -> Any:
     """``auto`` (CUDA when present), ``cuda`` (refused without a GPU) or ``cpu``; on the CPU torch gets the
-    container's CPU quota."""
+    container's CPU quota and nnU-Net never compiles the network."""
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
@@ -64,4 +64,7 @@ def torch_device(name: str) -> Any:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         torch.set_num_threads(cpu_quota())
+        # nnU-Net's trainer never compiles on a CPU, but its predictor (the fold's validation, ``predict``) does
+        # when nnUNet_compile is set, as the GPU image sets it: 35 s of compiling per process for a 2 s prediction
+        os.environ["nnUNet_compile"] = "false"  # noqa: SIM112 (nnU-Net's name)
     return torch.device(name)

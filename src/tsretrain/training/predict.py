@@ -60,9 +60,11 @@ def predict(config: PredictConfig) -> StageResult:
         log.warning("--tta: %s was trained without mirroring; predicting without mirroring", config.model.trainer)
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(2, cpu_quota()))
+    images = folders.raw / name / "imagesTs"
+    # each worker is a spawned process that imports torch and nnU-Net (about 4 s of CPU): none beyond the cases
+    workers = max(1, min(2, cpu_quota(), len(list(images.glob("*_0000.nii.gz")))))
     predictor.predict_from_files(
-        str(folders.raw / name / "imagesTs"),
+        str(images),
         str(test_out),
         save_probabilities=False,
         overwrite=True,

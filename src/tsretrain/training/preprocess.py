@@ -140,8 +140,13 @@ def preprocess(config: PreprocessConfig) -> StageResult:
     tiny = config.model.configuration == TINY
     target = folders.preprocessed / name
     raw_cases = len(list((folders.raw / name / "imagesTr").glob("*.nii.gz")))
+    described = json.loads((folders.raw / name / "dataset.json").read_text())
+    checked = bool(described.get("tsretrain", {}).get("integrity_checked"))  # by assemble: every image read once
     extract_fingerprints(
-        [config.model.dataset_id], num_processes=cpu_quota(), check_dataset_integrity=True, show_progress_bar=False
+        [config.model.dataset_id],
+        num_processes=cpu_quota(),
+        check_dataset_integrity=not checked,
+        show_progress_bar=False,
     )
     fingerprint = json.loads((target / "dataset_fingerprint.json").read_text())
     plans_identifier = plan_experiments([config.model.dataset_id], PLANNERS[config.planner])
