@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from processes import alive, children, wait_until
-from test_nnunet import TINY, prepared  # noqa: F401 (the module's fixture, built once for this module too)
+from test_nnunet import TINY
 
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
 from tsretrain.training.predict import PredictConfig, predict
@@ -29,7 +29,7 @@ EXPORTED_BY_TRAIN += ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nn
 
 
 @pytest.fixture
-def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the prepared nnU-Net folders (no results); the settings train() exports are undone after."""
     for name in EXPORTED_BY_TRAIN:
         monkeypatch.delenv(name, raising=False)

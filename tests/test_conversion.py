@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -179,25 +180,27 @@ def test_manifest_records_names_mapping_volumes_overlaps_and_warnings(converted:
 
 
 def test_rerun_skips_finished_cases_and_redoes_changed_ones(cohort: Path, tmp_path: Path) -> None:
-    digest = tree_digest(cohort / "dicom")
-    config = ConvertConfig(input=cohort / "dicom", out=tmp_path, workers=2)
+    dicom = tmp_path / "dicom"  # the regular patients: a file of them is touched below
+    for patient in ("RADCURE-0001", "RADCURE-0002", "RADCURE-0003"):
+        shutil.copytree(cohort / "dicom" / patient, dicom / patient)
+    out = tmp_path / "out"
+    digest = tree_digest(dicom)
+    config = ConvertConfig(input=dicom, out=out, workers=2)
     first = convert(config)
-    assert tree_digest(cohort / "dicom") == digest  # inputs are never modified
+    assert first.counts["converted_now"] == first.counts["cases"] == 3
+    assert tree_digest(dicom) == digest  # inputs are never modified
     again = convert(config)
-    assert again.counts["converted_now"] == 0 and again.counts["reused"] == first.counts["cases"]
+    assert again.counts["converted_now"] == 0 and again.counts["reused"] == 3
 
-    stale = tmp_path / "cases" / ".RADCURE-0001.abc.tmp"
+    stale = out / "cases" / ".RADCURE-0001.abc.tmp"
     stale.mkdir()
-    victim = next(p for p in iter_files(cohort / "dicom" / "RADCURE-0002"))
+    victim = next(p for p in iter_files(dicom / "RADCURE-0002"))
     stat = victim.stat()
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    try:
-        changed = convert(config)
-    finally:
-        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = convert(config)
     assert changed.counts["converted_now"] == 1
     assert not stale.exists()
-    forced = convert(ConvertConfig(input=cohort / "dicom", out=tmp_path, workers=2, force=True))
+    forced = convert(ConvertConfig(input=dicom, out=out, workers=2, force=True))
     assert forced.counts["reused"] == 0
 
 

@@ -17,13 +17,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tsretrain.conversion.convert import ConvertConfig, convert
-from tsretrain.dataset.assemble import AssembleConfig, assemble
-from tsretrain.dataset.split import SplitConfig, run_split
 from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.storage.store import open_store
-from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.training import discovery
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.predict import PredictConfig, predict
@@ -32,23 +28,6 @@ from tsretrain.training.train import TrainConfig, train
 
 NAME = "Dataset366_TotalSegmentator"
 TINY = Model(configuration="3d_tiny", trainer="nnUNetTrainerTsrTiny", plans="nnUNetPlans", folds=(0, 1))
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic cohort -> converted -> split -> assembled -> preprocessed (with 3d_tiny)."""
-    root = tmp_path_factory.mktemp("nnunet")
-    generate(
-        SynthConfig(
-            out=root / "cohort", cases=9, seed=3, rows=80, columns=80, slices=24, pixel_spacing=2.4, slice_thickness=5.0
-        )
-    )
-    convert(ConvertConfig(input=root / "cohort" / "dicom", out=root / "converted", workers=2))
-    run_split(SplitConfig(converted=root / "converted", out=root / "split", test_fraction=0.2, cv_folds=3))
-    NnunetFolders(root / "work").activate()
-    assemble(AssembleConfig(converted=root / "converted", split=root / "split", out=root / "work" / "nnUNet_raw"))
-    preprocess(PreprocessConfig(work=root / "work", split=root / "split", model=Model(configuration="3d_tiny")))
-    return root
 
 
 def test_test_cases_never_reach_training_or_planning(prepared: Path) -> None:
@@ -78,12 +57,13 @@ def test_planning_summary_and_tiny_configuration(prepared: Path) -> None:
     assert tiny["features_per_stage"] == [8, 16, 32, 64] and tiny["patch_size"][1:] == [64, 64]
 
 
-def test_plan_overrides_make_a_named_variant(prepared: Path) -> None:
+def test_plan_overrides_make_a_named_variant(prepared: Path, capfd: pytest.CaptureFixture[str]) -> None:
     result = preprocess(
         PreprocessConfig(
             work=prepared / "work", split=prepared / "split", batch_size=3, model=Model(plans="nnUNetPlansBs3")
         )
     )
+    assert "verify_dataset_integrity" not in capfd.readouterr().out  # assemble checked the dataset
     pre = prepared / "work" / "nnUNet_preprocessed" / NAME
     assert json.loads((pre / "nnUNetPlansBs3.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 3
     assert json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 2
@@ -104,9 +84,12 @@ def test_trainers_are_found_by_tsretrain_and_by_nnunets_external_search() -> Non
     assert found is not None and found.__name__ == "nnUNetTrainerTsrGTVpFocal"
 
 
-def test_short_training_and_ensemble_prediction(prepared: Path, tmp_path: Path) -> None:
-    for fold in (0, 1):
-        train(TrainConfig(work=prepared / "work", fold=fold, epochs=2, model=TINY, device="cpu"))
+def test_short_training_and_ensemble_prediction(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("nnUNet_compile", "true")  # as the GPU image sets it: nothing is compiled on a CPU
+    for fold in (0, 1):  # fold 1 without its validation, which prediction then has none of
+        train(TrainConfig(work=prepared / "work", fold=fold, epochs=2, model=TINY, device="cpu", validate=fold == 0))
     fold0 = TrainConfig(work=prepared / "work", fold=0, model=TINY).fold_folder()
     checkpoint = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainerTsrTiny"
@@ -126,7 +109,9 @@ def test_short_training_and_ensemble_prediction(prepared: Path, tmp_path: Path) 
         assert predicted.GetSize() == image.GetSize()
         np.testing.assert_allclose(predicted.GetOrigin(), image.GetOrigin(), atol=1e-4)
         np.testing.assert_allclose(predicted.GetDirection(), image.GetDirection(), atol=1e-6)
-    assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["fold_0", "fold_1"]
+    assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["fold_0"]
+    assert result.counts["folds"] == 2 and result.counts["validated_folds"] == 1
+    assert "Using torch.compile" not in capfd.readouterr().out  # neither the validation nor the prediction
     with pytest.raises(FileNotFoundError, match="train them first"):
         predict(PredictConfig(work=prepared / "work", out=tmp_path, model=replace(TINY, folds=(2,)), device="cpu"))
 
@@ -156,11 +141,12 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
         "--device",
         "cpu",
         "--epochs",
-        "8",
+        "6",
         "--save-every",
         "2",
         "--store",
         str(store),
+        "--no-validate",  # the fold's validation after a resume: the cluster run's preempted fold
     ]
     env = {**os.environ, "TSRETRAIN_ITERATIONS": "2"}
     fold = TrainConfig(work=prepared / "work", fold=2, model=TINY).fold_folder()
@@ -168,13 +154,13 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = fold / "checkpoint_latest.pth"
     deadline = time.time() + 300
-    while time.time() < deadline and not (latest.is_file() and _epoch_of(latest) >= 4):
+    while time.time() < deadline and not (latest.is_file() and _epoch_of(latest) >= 2):
         assert process.poll() is None, "training ended before it could be killed"
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = _epoch_of(latest)
-    assert 4 <= saved < 8 and not (fold / "checkpoint_final.pth").exists()
+    assert 2 <= saved < 6 and not (fold / "checkpoint_final.pth").exists()
     assert _epoch_of(stored / "fold_2" / "checkpoint_latest.pth") == saved  # mirrored after the save
 
     for log in fold.glob("training_log_*.txt"):
@@ -182,8 +168,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(prepared: Path, tmp_
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (second_log,) = fold.glob("training_log_*.txt")
-    assert f"tsretrain: starting at epoch {saved} of 8" in second_log.read_text()
-    assert _epoch_of(fold / "checkpoint_final.pth") == 8
+    assert f"tsretrain: starting at epoch {saved} of 6" in second_log.read_text()
+    assert _epoch_of(fold / "checkpoint_final.pth") == 6
     assert (stored / "fold_2" / "checkpoint_final.pth").is_file()
     assert (stored / "plans.json").is_file()
     published = open_store(str(store)).manifest("") or {}  # the fold's manifest sits at the results root
