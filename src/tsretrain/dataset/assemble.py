@@ -19,6 +19,7 @@ from tsretrain import __version__
 from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.model import Model
+from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
 
@@ -32,7 +33,7 @@ class AssembleConfig:
     out: Path  # nnUNet_raw
     model: Model = field(default_factory=Model)
     verify: bool = True
-    workers: int = 2
+    workers: int = 0  # processes of nnU-Net's dataset check (0: one per usable CPU)
     labels_from: Path | None = None  # merged label maps of the pseudolabel stage (<case>/<case>.nii.gz)
 
 
@@ -101,4 +102,4 @@ def verify(folder: Path, workers: int) -> None:
     """nnU-Net's ``verify_dataset_integrity`` (geometry of image vs label, label values, NaNs)."""
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    verify_dataset_integrity(str(folder), num_processes=max(1, workers))
+    verify_dataset_integrity(str(folder), num_processes=workers if workers > 0 else cpu_quota())

@@ -260,7 +260,7 @@ STAGES: tuple[Stage, ...] = (
             "labels_from": Option(
                 "Merged label maps of pseudolabel (<case>/<case>.nii.gz).", at="pseudolabels", when="pseudolabel"
             ),
-            "workers": Option("Processes of nnU-Net's dataset check."),
+            "workers": Option("Processes of nnU-Net's dataset check (0: one per usable CPU)."),
         },
         model=("dataset", "dictionary"),
         reads=(
