@@ -61,7 +61,7 @@ def predict(config: PredictConfig) -> StageResult:
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
     images = folders.raw / name / "imagesTs"
-    # each worker is a spawned process that imports torch and nnU-Net (about 4 s of CPU): none beyond the cases
+    # each worker is a spawned process that imports torch and nnU-Net (2-4 s of CPU): none beyond the cases
     workers = max(1, min(2, cpu_quota(), len(list(images.glob("*_0000.nii.gz")))))
     predictor.predict_from_files(
         str(images),
