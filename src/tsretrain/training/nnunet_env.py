@@ -65,6 +65,6 @@ def torch_device(name: str) -> Any:
     if name == "cpu":
         torch.set_num_threads(cpu_quota())
         # nnU-Net's trainer never compiles on a CPU, but its predictor (the fold's validation, ``predict``) does
-        # when nnUNet_compile is set, as the GPU image sets it: 35 s of compiling per process for a 2 s prediction
+        # when nnUNet_compile is set, as the GPU image sets it: 2.2x the CPU of a small prediction (bench/cpu_predict)
         os.environ["nnUNet_compile"] = "false"  # noqa: SIM112 (nnU-Net's name)
     return torch.device(name)
