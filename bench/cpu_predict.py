@@ -34,6 +34,12 @@ MODEL = ["--configuration", "3d_tiny", "--trainer", "nnUNetTrainerTsrTiny", "--p
 
 def baseline(work: Path, out: Path) -> None:
     """nnU-Net's predictor on the fold, as ``nnUNetv2_predict -device cpu`` runs it; print JSON."""
+    images = work / "nnUNet_raw" / "Dataset366_TotalSegmentator" / "imagesTs"
+    nnunet_predict(work, out, min(2, len(list(images.glob("*_0000.nii.gz")))))
+
+
+def nnunet_predict(work: Path, out: Path, workers: int) -> None:
+    """nnU-Net's predictor on the fold with ``workers`` preprocessing and export processes; print JSON."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -47,10 +53,8 @@ def baseline(work: Path, out: Path) -> None:
     predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     dataset = folders.results / "Dataset366_TotalSegmentator" / "nnUNetTrainerTsrTiny__nnUNetPlans__3d_tiny"
     predictor.initialize_from_trained_model_folder(str(dataset), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
-    images = folders.raw / "Dataset366_TotalSegmentator" / "imagesTs"
-    workers = min(2, len(list(images.glob("*_0000.nii.gz"))))
     predictor.predict_from_files(
-        str(images),
+        str(folders.raw / "Dataset366_TotalSegmentator" / "imagesTs"),
         str(out),
         save_probabilities=False,
         overwrite=True,
@@ -62,6 +66,19 @@ def baseline(work: Path, out: Path) -> None:
             {"seconds": time.time() - started, "compiled": "OptimizedModule" in type(predictor.network).__name__}
         )
     )
+
+
+def small_run(workdir: Path) -> Path:
+    """The small run's nnU-Net work root (made once: a later call reuses it)."""
+    from tsretrain.pipeline.runner import run
+
+    work = workdir / "run" / "nnunet"
+    if not (work / "nnUNet_results").is_dir():
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        (workdir / "run.yaml").write_text(CONFIG)
+        run(workdir / "run", workdir / "run.yaml")
+    return work
 
 
 def ours(work: Path, out: Path) -> None:
@@ -90,13 +107,7 @@ def main() -> None:
         {"baseline": baseline, "ours": ours}[args.child](work, args.workdir / f"out-{args.child}")
         return
 
-    from tsretrain.pipeline.runner import run
-
-    if not (work / "nnUNet_results").is_dir():
-        shutil.rmtree(args.workdir, ignore_errors=True)
-        args.workdir.mkdir(parents=True)
-        (args.workdir / "run.yaml").write_text(CONFIG)
-        run(args.workdir / "run", args.workdir / "run.yaml")
+    small_run(args.workdir)
     results: dict[str, list[dict[str, float]]] = {"baseline": [], "ours": []}
     for n in range(args.repeat):
         for variant in results:  # alternating: a load that comes and goes hits both alike

@@ -18,8 +18,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 from processes import alive, children, wait_until
-from test_nnunet import TINY
+from test_nnunet import TINY, spy_predictors
 
+from tsretrain.training import predict as predict_module
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, train
@@ -32,8 +33,8 @@ EXPORTED_BY_TRAIN += ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nn
 def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the prepared nnU-Net folders (no results); the settings train() exports are undone after."""
     for name in EXPORTED_BY_TRAIN:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
+        monkeypatch.setenv(name, "")  # restored (or removed) after the test, whatever train() sets
+        monkeypatch.delenv(name)
     for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
         shutil.copytree(prepared / "work" / folder, tmp_path / "work" / folder)
     return tmp_path / "work"
@@ -205,6 +206,8 @@ def test_tta_mirrors_only_the_models_of_mirroring_trainers(
         predict(PredictConfig(work=work, out=tmp_path / out, model=of, tta=tta, device="cpu"))
         return len(passes)
 
+    ran = spy_predictors(monkeypatch)
+    monkeypatch.setattr(predict_module, "cpu_quota", lambda: 1)  # all in this process
     plain = network_passes(stock, False, "stock")
     assert plain > 0
     assert network_passes(stock, True, "stock-tta") == 8 * plain
@@ -216,3 +219,11 @@ def test_tta_mirrors_only_the_models_of_mirroring_trainers(
     for path in predicted:
         ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours-tta" / "test" / path.name)))
         np.testing.assert_array_equal(ours, sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+    assert ran == ["predict_from_files_sequential"] * 3
+    # with two CPUs (a GPU pod's path): nnU-Net's preprocessing and export processes, the same prediction
+    monkeypatch.setattr(predict_module, "cpu_quota", lambda: 2)
+    assert network_passes(stock, False, "stock-two-cpus") == plain
+    assert ran[3:] == ["predict_from_files"]
+    for path in predicted:
+        two = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "stock-two-cpus" / "test" / path.name)))
+        np.testing.assert_array_equal(two, sitk.GetArrayFromImage(sitk.ReadImage(str(path))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.storage.store import open_store
 from tsretrain.training import discovery
+from tsretrain.training import predict as predict_module
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PreprocessConfig, preprocess
@@ -100,8 +103,11 @@ def test_short_training_and_ensemble_prediction(
     again = train(TrainConfig(work=prepared / "work", fold=0, epochs=2, model=TINY, device="cpu"))
     assert again.counts["resumed_from_epoch"] == -1  # finished folds are not trained again
 
+    ran = spy_predictors(monkeypatch)
+    monkeypatch.setattr(predict_module, "cpu_quota", lambda: 1)  # a one-CPU pod: no nnU-Net worker processes
     result = predict(PredictConfig(work=prepared / "work", out=tmp_path, model=TINY, device="cpu"))
     split = json.loads((prepared / "split" / "split.json").read_text())
+    assert ran == ["predict_from_files_sequential"]
     assert result.counts["test_cases"] == len(split["test"])
     for case in split["test"]:
         predicted = sitk.ReadImage(str(tmp_path / "test" / f"{case}.nii.gz"))
@@ -114,6 +120,25 @@ def test_short_training_and_ensemble_prediction(
     assert "Using torch.compile" not in capfd.readouterr().out  # neither the validation nor the prediction
     with pytest.raises(FileNotFoundError, match="train them first"):
         predict(PredictConfig(work=prepared / "work", out=tmp_path, model=replace(TINY, folds=(2,)), device="cpu"))
+
+
+def spy_predictors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of nnU-Net's prediction loops that run from now on (in this process)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    ran: list[str] = []
+
+    def recorded(method: Any) -> Any:
+        @functools.wraps(method)  # nnU-Net reads its own signature
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            ran.append(method.__name__)
+            return method(self, *args, **kwargs)
+
+        return call
+
+    for name in ("predict_from_files", "predict_from_files_sequential"):
+        monkeypatch.setattr(nnUNetPredictor, name, recorded(getattr(nnUNetPredictor, name)))
+    return ran
 
 
 def _epoch_of(path: Path) -> int:

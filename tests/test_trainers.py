@@ -41,14 +41,22 @@ def test_cpu_quota_from_the_cgroup(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("cpu_max", "workers", "threads"),
-    [("400000 100000", 3, 4), ("150000 100000", 2, 2), ("50000 100000", 1, 1), ("max 100000", 15, 16)],
+    ("cpu_max", "device", "workers", "threads"),
+    [
+        ("400000 100000", "cuda", 3, 4),
+        ("150000 100000", "cuda", 2, 2),
+        ("50000 100000", "cuda", 1, 1),
+        ("max 100000", "cuda", 15, 16),
+        ("400000 100000", "cpu", 3, 4),
+        ("100000 100000", "cpu", 0, 1),
+    ],
 )
 def test_augmentation_workers_come_from_the_cpu_quota(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, workers: int, threads: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, device: str, workers: int, threads: int
 ) -> None:
     """On a 16-CPU host, a container's ``cpu.max`` sets nnU-Net's worker counts (one CPU left to the training
-    process above two); without a quota the host's CPUs count; a value set by the user is kept."""
+    process above two; none beside a training on a single CPU); without a quota the host's CPUs count; a value
+    set by the user is kept."""
     from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
@@ -59,8 +67,11 @@ def test_augmentation_workers_come_from_the_cpu_quota(
         monkeypatch.setenv(name, "")  # restored (or removed) after the test, whatever activate() sets
         monkeypatch.delenv(name)
     nnunet_env.NnunetFolders(tmp_path / "work").activate()
-    assert get_allowed_n_proc_DA() == workers
     assert os.environ["nnUNet_def_n_proc"] == str(threads)  # noqa: SIM112 (nnU-Net's name)
+    with nnunet_env.augmentation_processes(device) as count:
+        assert count == get_allowed_n_proc_DA() == workers
+    assert "nnUNet_n_proc_DA" not in os.environ  # for the training only: the planner of a later stage needs >= 1
     monkeypatch.setenv("nnUNet_n_proc_DA", "7")
-    nnunet_env.NnunetFolders(tmp_path / "work").activate()
-    assert get_allowed_n_proc_DA() == 7
+    with nnunet_env.augmentation_processes(device) as count:
+        assert count == get_allowed_n_proc_DA() == 7
+    assert os.environ["nnUNet_n_proc_DA"] == "7"  # noqa: SIM112 (nnU-Net's name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 from tsretrain.errors import UserError
 from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.resources import cpu_quota
+
+AUGMENTATION = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation process count
 
 
 @dataclass(frozen=True)
@@ -31,22 +35,42 @@ class NnunetFolders:
         return self.root / NNUNET_FOLDERS["results"]
 
     def activate(self) -> None:
-        """Point nnU-Net at these folders; worker counts come from the CPU quota unless already set (before torch
-        is first imported, so that the OpenMP setting applies)."""
+        """Point nnU-Net at these folders; its process counts come from the CPU quota unless already set (before
+        torch is first imported, so that the OpenMP setting applies)."""
         for name in NNUNET_FOLDERS.values():
             path = self.root / name
             path.mkdir(parents=True, exist_ok=True)
             os.environ[name] = str(path)
-        os.environ.setdefault("nnUNet_n_proc_DA", str(augmentation_workers()))
         # idle OpenMP threads sleep instead of spinning: on a CPU shared with augmentation workers (or other
         # jobs) spinning tripled the CPU time of a training step (docs/benchmarks.md)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         os.environ.setdefault("nnUNet_def_n_proc", str(cpu_quota()))
 
 
-def augmentation_workers() -> int:
-    """Data-augmentation processes per GPU: the container's CPU quota less one for the training process."""
+@contextlib.contextmanager
+def augmentation_processes(device_type: str) -> Iterator[int]:
+    """nnU-Net's data-augmentation process count while training on ``device_type`` (the user's
+    ``nnUNet_n_proc_DA``, else from the CPU quota and the device), set for the block only: nnU-Net's planner, in a
+    later stage of the same process, cannot take the none of a training on one CPU."""
+    user = os.environ.get(AUGMENTATION)
+    os.environ[AUGMENTATION] = user if user is not None else str(augmentation_workers(device_type))
+    try:
+        yield int(os.environ[AUGMENTATION])
+    finally:
+        if user is None:
+            os.environ.pop(AUGMENTATION, None)
+        else:
+            os.environ[AUGMENTATION] = user
+
+
+def augmentation_workers(device_type: str) -> int:
+    """Data-augmentation processes: on a GPU, the container's CPU quota less one for the training process (all
+    of it up to two CPUs, the training process mostly waiting for the GPU); on the CPU, none on a single CPU,
+    where a worker only takes turns with the training process and adds its start and every batch's transfer
+    (bench/one_cpu.py)."""
     cpus = cpu_quota()
+    if device_type == "cpu" and cpus == 1:
+        return 0
     return max(1, cpus - 1) if cpus > 2 else cpus
 
 

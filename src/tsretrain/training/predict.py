@@ -61,16 +61,21 @@ def predict(config: PredictConfig) -> StageResult:
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
     images = folders.raw / name / "imagesTs"
-    # each worker is a spawned process that imports torch and nnU-Net (2-4 s of CPU): none beyond the cases
-    workers = max(1, min(2, cpu_quota(), len(list(images.glob("*_0000.nii.gz")))))
-    predictor.predict_from_files(
-        str(images),
-        str(test_out),
-        save_probabilities=False,
-        overwrite=True,
-        num_processes_preprocessing=workers,
-        num_processes_segmentation_export=workers,
-    )
+    cases = len(list(images.glob("*_0000.nii.gz")))
+    if device.type == "cpu" and cpu_quota() == 1:
+        # nnU-Net's workers (each a spawned process importing torch and nnU-Net, 2-4 s of CPU) would only take
+        # turns with this process: all in this process (bench/one_cpu.py)
+        predictor.predict_from_files_sequential(str(images), str(test_out), save_probabilities=False, overwrite=True)
+    else:
+        workers = min(2, cpu_quota(), cases)
+        predictor.predict_from_files(
+            str(images),
+            str(test_out),
+            save_probabilities=False,
+            overwrite=True,
+            num_processes_preprocessing=workers,
+            num_processes_segmentation_export=workers,
+        )
     validated = 0
     for fold in config.model.folds:
         source = model / f"fold_{fold}" / "validation"

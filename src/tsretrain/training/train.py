@@ -20,7 +20,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
-from tsretrain.training.nnunet_env import NnunetFolders, torch_device
+from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, torch_device
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -193,15 +193,16 @@ def train(config: TrainConfig) -> StageResult:
         trainer, resume, False, str(config.pretrained_weights) if config.pretrained_weights and not resume else None
     )
     first_epoch = int(trainer.current_epoch)
-    log.info(
-        "fold %d: %s from epoch %d of %d (DA workers %s)",
-        config.fold,
-        "resuming" if resume else "training",
-        first_epoch,
-        trainer.num_epochs,
-        os.environ["nnUNet_n_proc_DA"],  # noqa: SIM112 (nnU-Net's name)
-    )
-    trainer.run_training()
+    with augmentation_processes(device.type) as augmentation:
+        log.info(
+            "fold %d: %s from epoch %d of %d (DA workers %s)",
+            config.fold,
+            "resuming" if resume else "training",
+            first_epoch,
+            trainer.num_epochs,
+            augmentation,
+        )
+        trainer.run_training()
     atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
     if config.validate:
         trainer.perform_actual_validation(False)
