@@ -183,7 +183,7 @@ def test_exit_handler_gets_status_and_failures_as_argo_renders_them(root: Path) 
 def test_parallelism_limits_running_pods(root: Path) -> None:
     workflow = template(
         [{"name": "many", "template": "nap", "withItems": [1, 2, 3, 4, 5]}],
-        [container("nap", "import time; time.sleep(1)")],
+        [container("nap", "import time; time.sleep(0.5)")],
         parallelism=2,
     )
     simulation = simulate(root, workflow)

@@ -45,7 +45,7 @@ TINY = {
     "epochs": "6",
     "iterations": "2",
     "device": "cpu",  # the GPU steps' device: this machine has none
-    "convert-batch-size": "8",
+    "convert-batch-size": "12",
 }
 
 

@@ -90,13 +90,24 @@ def test_trainers_are_found_by_tsretrain_and_by_nnunets_external_search() -> Non
 def test_short_training_and_ensemble_prediction(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    from nnunetv2.training.logging.nnunet_logger import LocalLogger
+
     monkeypatch.setenv("nnUNet_compile", "true")  # as the GPU image sets it: nothing is compiled on a CPU
+    drawn: list[int] = []  # progress.png drawings, by epochs logged
+    plot = LocalLogger.plot_progress_png
+    monkeypatch.setattr(
+        LocalLogger,
+        "plot_progress_png",
+        lambda self, folder: drawn.append(len(self.my_fantastic_logging["train_losses"])) or plot(self, folder),
+    )
     for fold in (0, 1):  # fold 1 without its validation, which prediction then has none of
         train(TrainConfig(work=prepared / "work", fold=fold, epochs=2, model=TINY, device="cpu", validate=fold == 0))
+    assert drawn == [2, 2]  # after the last epoch only (checkpoints every 5 epochs)
     fold0 = TrainConfig(work=prepared / "work", fold=0, model=TINY).fold_folder()
     checkpoint = torch.load(fold0 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainerTsrTiny"
     assert checkpoint["inference_allowed_mirroring_axes"] is None  # mirroring off
+    assert (fold0 / "progress.png").is_file()
     progress = json.loads((fold0 / "progress.json").read_text())
     assert len(progress["train_losses"]) == 2 and len(progress["epoch_seconds"]) == 2
     assert (fold0 / "validation" / "summary.json").is_file()

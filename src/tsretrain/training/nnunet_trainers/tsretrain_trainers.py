@@ -82,7 +82,8 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
     thousand steps instead of nnU-Net's 250 000, its SGD (momentum 0.99, 0.01 or 0.03) left the small network
     predicting the class frequencies everywhere after 200-275 steps; AdamW at 3e-3 learned the large organs but
     not the eyes, oesophagus, lips or tumour in 1000 steps, at 1e-2 all of them, at 2e-2 less well
-    (docs/benchmarks.md). On a CPU the network runs channels-last (about a fifth less time per step)."""
+    (docs/benchmarks.md). On a CPU the network runs channels-last (about a fifth less time per step).
+    ``progress.png`` is drawn with each checkpoint and after the last epoch, not after every epoch."""
 
     TINY_LR = 1e-2
 
@@ -114,6 +115,15 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
         if self.device.type == "cpu":
             network: nn.Module = self.network
             network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # in place
+        # nnU-Net draws progress.png (3000 x 5400 pixels) after every epoch: on a CPU as long as a tiny epoch of
+        # the demo, so here only with a checkpoint and after the last epoch
+        draw = self.logger.plot_progress_png
+        self.logger.plot_progress_png = lambda folder: draw(folder) if self._checkpointed_epoch() else None
+
+    def _checkpointed_epoch(self) -> bool:
+        """Whether the epoch ending now writes a checkpoint (every ``save_every`` epochs, and the last)."""
+        epoch = int(self.current_epoch)
+        return (epoch + 1) % self.save_every == 0 or epoch == self.num_epochs - 1
 
 
 def class_weights(dataset_json: dict[str, Any], device: torch.device, gtvp_weight: float) -> torch.Tensor:
