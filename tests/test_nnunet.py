@@ -60,7 +60,12 @@ def test_planning_summary_and_tiny_configuration(prepared: Path) -> None:
     assert tiny["features_per_stage"] == [8, 16, 32, 64] and tiny["patch_size"][1:] == [64, 64]
 
 
-def test_plan_overrides_make_a_named_variant(prepared: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_plan_overrides_make_a_named_variant(
+    prepared: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # augmentation in the training process, as nnU-Net's debugging advice has it: its planner, which sizes torch's
+    # threads by this setting, must still run
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     result = preprocess(
         PreprocessConfig(
             work=prepared / "work", split=prepared / "split", batch_size=3, model=Model(plans="nnUNetPlansBs3")
@@ -72,6 +77,7 @@ def test_plan_overrides_make_a_named_variant(prepared: Path, capfd: pytest.Captu
     assert json.loads((pre / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]["batch_size"] == 2
     assert result.outputs["plans"].endswith("nnUNetPlansBs3.json")
     assert json.loads((pre / "planning_summary.json").read_text())["plans_identifier"] == "nnUNetPlansBs3"
+    assert os.environ["nnUNet_n_proc_DA"] == "0"  # noqa: SIM112 (nnU-Net's name): the user's setting, kept
     with pytest.raises(UserError, match="--plans"):
         preprocess(PreprocessConfig(work=prepared / "work", split=prepared / "split", batch_size=3))
 

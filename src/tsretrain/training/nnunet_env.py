@@ -47,20 +47,30 @@ class NnunetFolders:
         os.environ.setdefault("nnUNet_def_n_proc", str(cpu_quota()))
 
 
+def augmentation_processes(count: int) -> contextlib.AbstractContextManager[str]:
+    """nnU-Net's data-augmentation process count for a block (a training): the user's ``nnUNet_n_proc_DA``, else
+    ``count`` (none for a training on one CPU, which nnU-Net's planner could not take in a later stage)."""
+    return _environment(AUGMENTATION, os.environ.get(AUGMENTATION, str(count)))
+
+
+def planner_threads() -> contextlib.AbstractContextManager[str]:
+    """For nnU-Net's planner, which sizes torch's threads by ``nnUNet_n_proc_DA`` while it builds networks: the CPU
+    quota, whatever the user set for augmentation (0, augmentation in the training process, would stop it)."""
+    return _environment(AUGMENTATION, str(cpu_quota()))
+
+
 @contextlib.contextmanager
-def augmentation_processes(device_type: str) -> Iterator[int]:
-    """nnU-Net's data-augmentation process count while training on ``device_type`` (the user's
-    ``nnUNet_n_proc_DA``, else from the CPU quota and the device), set for the block only: nnU-Net's planner, in a
-    later stage of the same process, cannot take the none of a training on one CPU."""
-    user = os.environ.get(AUGMENTATION)
-    os.environ[AUGMENTATION] = user if user is not None else str(augmentation_workers(device_type))
+def _environment(name: str, value: str) -> Iterator[str]:
+    """An environment variable set for the block, then restored (or removed)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
-        yield int(os.environ[AUGMENTATION])
+        yield value
     finally:
-        if user is None:
-            os.environ.pop(AUGMENTATION, None)
+        if before is None:
+            os.environ.pop(name, None)
         else:
-            os.environ[AUGMENTATION] = user
+            os.environ[name] = before
 
 
 def augmentation_workers(device_type: str) -> int:

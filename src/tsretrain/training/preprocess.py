@@ -24,7 +24,7 @@ from tsretrain.model import Model
 from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
-from tsretrain.training.nnunet_env import NnunetFolders
+from tsretrain.training.nnunet_env import NnunetFolders, planner_threads
 
 PLANNERS = {
     "default": "ExperimentPlanner",
@@ -149,7 +149,8 @@ def preprocess(config: PreprocessConfig) -> StageResult:
         show_progress_bar=False,
     )
     fingerprint = json.loads((target / "dataset_fingerprint.json").read_text())
-    plans_identifier = plan_experiments([config.model.dataset_id], PLANNERS[config.planner])
+    with planner_threads():
+        plans_identifier = plan_experiments([config.model.dataset_id], PLANNERS[config.planner])
     plans = json.loads((target / f"{plans_identifier}.json").read_text())
     if overrides:
         plans = apply_overrides(plans, config)
