@@ -167,6 +167,30 @@ def test_the_tiny_trainer_uses_nnunets_adamw_with_its_polynomial_schedule(
     assert group["lr"] == pytest.approx(1e-2 * 0.5**0.9)
 
 
+def test_the_tiny_trainer_draws_progress_with_its_checkpoints_and_after_the_last_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nnunetv2.training.logging.nnunet_logger import LocalLogger
+
+    drawings: list[str] = []
+    monkeypatch.setattr(LocalLogger, "plot_progress_png", lambda _, folder: drawings.append(folder))
+
+    def drawn_after(trainer: Any) -> list[int]:
+        """The epochs after which the trainer's end of epoch draws the progress figure."""
+        epochs = []
+        for epoch in range(trainer.num_epochs):
+            trainer.current_epoch, before = epoch, len(drawings)
+            trainer.logger.plot_progress_png(trainer.output_folder)  # as nnU-Net's on_epoch_end calls it
+            if len(drawings) > before:
+                epochs.append(epoch)
+        return epochs
+
+    settings = {"TSRETRAIN_EPOCHS": "8", "TSRETRAIN_SAVE_EVERY": "3"}
+    # nnU-Net writes checkpoint_latest after epochs 2 and 5, checkpoint_final after 7
+    assert drawn_after(_built(nnUNetTrainerTsrTiny, tmp_path, monkeypatch, **settings)) == [2, 5, 7]
+    assert drawn_after(_built(nnUNetTrainerTsr, tmp_path, monkeypatch, **settings)) == list(range(8))  # as nnU-Net
+
+
 def test_a_checkpoint_is_written_aside_shown_to_the_hook_and_then_renamed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

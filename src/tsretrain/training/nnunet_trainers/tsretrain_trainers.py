@@ -102,6 +102,10 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
         self.num_epochs = _env_int("TSRETRAIN_EPOCHS", 3)
         self.save_every = _env_int("TSRETRAIN_SAVE_EVERY", 1)
         self.initial_lr = float(os.environ.get("TSRETRAIN_LR", self.TINY_LR))
+        # nnU-Net draws progress.png (3000 x 5400 pixels) after every epoch, on a CPU about as long as a tiny epoch:
+        # here only with a checkpoint and after the last epoch
+        draw = self.logger.plot_progress_png
+        self.logger.plot_progress_png = lambda folder: draw(folder) if self._checkpointed_epoch() else None
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
         """nnU-Net's AdamW variant (``nnUNetTrainerAdam``) with its polynomial schedule."""
@@ -115,10 +119,6 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
         if self.device.type == "cpu":
             network: nn.Module = self.network
             network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # in place
-        # nnU-Net draws progress.png (3000 x 5400 pixels) after every epoch: on a CPU as long as a tiny epoch of
-        # the demo, so here only with a checkpoint and after the last epoch
-        draw = self.logger.plot_progress_png
-        self.logger.plot_progress_png = lambda folder: draw(folder) if self._checkpointed_epoch() else None
 
     def _checkpointed_epoch(self) -> bool:
         """Whether the epoch ending now writes a checkpoint (every ``save_every`` epochs, and the last)."""
