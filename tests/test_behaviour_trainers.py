@@ -182,6 +182,7 @@ def test_the_tiny_trainer_draws_progress_with_its_checkpoints_and_after_the_last
             trainer.current_epoch, before = epoch, len(drawings)
             trainer.logger.plot_progress_png(trainer.output_folder)  # as nnU-Net's on_epoch_end calls it
             if len(drawings) > before:
+                assert drawings[-1] == trainer.output_folder  # into the fold's folder
                 epochs.append(epoch)
         return epochs
 
