@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,11 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, 
     result["peak_rss_mib"] = usage.ru_maxrss / 1024
     result.setdefault("cpu_seconds", usage.ru_utime + usage.ru_stime)
     return result
+
+
+def medians(results: dict[str, list[dict[str, float]]], key: str) -> dict[str, float]:
+    """Each variant's median of ``key`` over its runs."""
+    return {variant: statistics.median(run[key] for run in runs) for variant, runs in results.items()}
 
 
 def update_section(path: Path | None, name: str, section: str) -> None:

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,8 +33,7 @@ MODEL = ["--configuration", "3d_tiny", "--trainer", "nnUNetTrainerTsrTiny", "--p
 
 def baseline(work: Path, out: Path) -> None:
     """nnU-Net's predictor on the fold, as ``nnUNetv2_predict -device cpu`` runs it; print JSON."""
-    images = work / "nnUNet_raw" / "Dataset366_TotalSegmentator" / "imagesTs"
-    nnunet_predict(work, out, min(2, len(list(images.glob("*_0000.nii.gz")))))
+    nnunet_predict(work, out, min(2, test_cases(work)))
 
 
 def nnunet_predict(work: Path, out: Path, workers: int) -> None:
@@ -54,7 +52,7 @@ def nnunet_predict(work: Path, out: Path, workers: int) -> None:
     dataset = folders.results / "Dataset366_TotalSegmentator" / "nnUNetTrainerTsrTiny__nnUNetPlans__3d_tiny"
     predictor.initialize_from_trained_model_folder(str(dataset), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
     predictor.predict_from_files(
-        str(folders.raw / "Dataset366_TotalSegmentator" / "imagesTs"),
+        str(test_images(work)),
         str(out),
         save_probabilities=False,
         overwrite=True,
@@ -66,6 +64,15 @@ def nnunet_predict(work: Path, out: Path, workers: int) -> None:
             {"seconds": time.time() - started, "compiled": "OptimizedModule" in type(predictor.network).__name__}
         )
     )
+
+
+def test_images(work: Path) -> Path:
+    """The small run's held-out test images (``imagesTs``)."""
+    return work / "nnUNet_raw" / "Dataset366_TotalSegmentator" / "imagesTs"
+
+
+def test_cases(work: Path) -> int:
+    return len(list(test_images(work).glob("*_0000.nii.gz")))
 
 
 def small_run(workdir: Path) -> Path:
@@ -117,9 +124,8 @@ def main() -> None:
             command = [sys.executable, __file__, "--workdir", str(args.workdir), "--child", variant]
             results[variant].append(benchlib.measure(command, env))
             shutil.rmtree(cache, ignore_errors=True)
-    cpu = {v: statistics.median(r["cpu_seconds"] for r in rs) for v, rs in results.items()}
-    wall = {v: statistics.median(r["seconds"] for r in rs) for v, rs in results.items()}
-    cases = len(list((work / "nnUNet_raw" / "Dataset366_TotalSegmentator" / "imagesTs").glob("*.nii.gz")))
+    cpu, wall = benchlib.medians(results, "cpu_seconds"), benchlib.medians(results, "seconds")
+    cases = test_cases(work)
     section = "\n".join(
         [
             "## Prediction on a CPU in the GPU image's environment (`bench/cpu_predict.py`)",

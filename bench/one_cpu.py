@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import benchlib
-from cpu_predict import MODEL, nnunet_predict, ours, small_run
+from cpu_predict import MODEL, nnunet_predict, ours, small_run, test_cases
 
 MODEL_FOLDER = "nnUNetTrainerTsrTiny__nnUNetPlans__3d_tiny"
 TRAIN = ["--fold", "1", "--epochs", "2", "--iterations", "10", "--no-validate", "--device", "cpu"]
@@ -104,9 +104,8 @@ def main() -> None:
     drawn = [benchlib.measure(command) for _ in range(args.repeat)]
     draw = statistics.median(d["seconds"] for d in drawn)
     epoch = statistics.median(d["epoch_seconds"] for d in drawn)
-    cpu = {v: statistics.median(r["cpu_seconds"] for r in rs) for v, rs in results.items()}
-    wall = {v: statistics.median(r["seconds"] for r in rs) for v, rs in results.items()}
-    cases = len(list((work / "nnUNet_raw" / "Dataset366_TotalSegmentator" / "imagesTs").glob("*.nii.gz")))
+    cpu, wall = benchlib.medians(results, "cpu_seconds"), benchlib.medians(results, "seconds")
+    cases = test_cases(work)
     rows = [f"| {VARIANTS[v]} | {cpu[v]:.1f} | {wall[v]:.1f} |" for v in VARIANTS]
     section = "\n".join(
         [

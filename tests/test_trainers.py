@@ -68,10 +68,10 @@ def test_augmentation_workers_come_from_the_cpu_quota(
         monkeypatch.delenv(name)
     nnunet_env.NnunetFolders(tmp_path / "work").activate()
     assert os.environ["nnUNet_def_n_proc"] == str(threads)  # noqa: SIM112 (nnU-Net's name)
-    with nnunet_env.augmentation_processes(nnunet_env.augmentation_workers(device)) as count:
+    with nnunet_env.augmentation_processes(device) as count:
         assert count == str(get_allowed_n_proc_DA()) == str(workers)
     assert "nnUNet_n_proc_DA" not in os.environ  # for the training only: the planner of a later stage needs >= 1
     monkeypatch.setenv("nnUNet_n_proc_DA", "7")
-    with nnunet_env.augmentation_processes(nnunet_env.augmentation_workers(device)) as count:
+    with nnunet_env.augmentation_processes(device) as count:
         assert count == str(get_allowed_n_proc_DA()) == "7"
     assert os.environ["nnUNet_n_proc_DA"] == "7"  # noqa: SIM112 (nnU-Net's name)

@@ -47,10 +47,11 @@ class NnunetFolders:
         os.environ.setdefault("nnUNet_def_n_proc", str(cpu_quota()))
 
 
-def augmentation_processes(count: int) -> contextlib.AbstractContextManager[str]:
-    """nnU-Net's data-augmentation process count for a block (a training): the user's ``nnUNet_n_proc_DA``, else
-    ``count`` (none for a training on one CPU, which nnU-Net's planner could not take in a later stage)."""
-    return _environment(AUGMENTATION, os.environ.get(AUGMENTATION, str(count)))
+def augmentation_processes(device_type: str) -> contextlib.AbstractContextManager[str]:
+    """nnU-Net's data-augmentation process count for a training on ``device_type``, for the block only: the user's
+    ``nnUNet_n_proc_DA``, else :func:`augmentation_workers` (none on one CPU, which nnU-Net's planner could not
+    take in a later stage)."""
+    return _environment(AUGMENTATION, os.environ.get(AUGMENTATION, str(augmentation_workers(device_type))))
 
 
 def planner_threads() -> contextlib.AbstractContextManager[str]:

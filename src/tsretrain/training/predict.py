@@ -61,12 +61,13 @@ def predict(config: PredictConfig) -> StageResult:
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
     images = folders.raw / name / "imagesTs"
-    if device.type == "cpu" and cpu_quota() == 1:
+    cpus = cpu_quota()
+    if device.type == "cpu" and cpus == 1:
         # nnU-Net's workers (each a spawned process importing torch and nnU-Net, 2-4 s of CPU) would only take
         # turns with this process: all in this process (bench/one_cpu.py)
         predictor.predict_from_files_sequential(str(images), str(test_out), save_probabilities=False, overwrite=True)
     else:
-        workers = max(1, min(2, cpu_quota(), len(list(images.glob("*_0000.nii.gz")))))
+        workers = max(1, min(2, cpus, len(list(images.glob("*_0000.nii.gz")))))
         predictor.predict_from_files(
             str(images),
             str(test_out),

@@ -20,7 +20,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
-from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, augmentation_workers, torch_device
+from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, torch_device
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -193,7 +193,7 @@ def train(config: TrainConfig) -> StageResult:
         trainer, resume, False, str(config.pretrained_weights) if config.pretrained_weights and not resume else None
     )
     first_epoch = int(trainer.current_epoch)
-    with augmentation_processes(augmentation_workers(device.type)) as augmentation:
+    with augmentation_processes(device.type) as augmentation:
         log.info(
             "fold %d: %s from epoch %d of %d (DA workers %s)",
             config.fold,
