@@ -10,11 +10,18 @@ prefix (``output-prefix``, or ``runs-prefix/<workflow name>``) and refuses one h
 Values only the Helm chart knows (secret, images, GPU scheduling, claims, ConfigMap) are ``__TOKENS__`` that the
 chart replaces when it installs this file.
 
+Argo substitutes its ``{{...}}`` variables in string fields only: a typed field (a resource quantity, an emptyDir
+``sizeLimit``) holding one is refused by the API server (the CRD's patterns) and by Argo's decoder. Sizes that a run
+sets (``scratch``, ``data-scratch``) therefore reach the pod through the template's ``podSpecPatch``, a string that
+Argo substitutes and then applies to the pod spec as a strategic merge patch; the GPU steps' scheduling (runtime
+class, node selector, tolerations) is part of the same patch, filled in by the chart.
+
 Render: ``python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.yaml`` (``make workflow``).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -113,11 +120,9 @@ PARAMETERS = (
     WorkflowParameter("cpu-image", "__CPU_IMAGE__", "image of the CPU steps"),
     WorkflowParameter("gpu-image", "__GPU_IMAGE__", "image of the GPU steps"),
     WorkflowParameter("pseudolabel-image", "__PSEUDOLABEL_IMAGE__", "image of the pseudo-label step"),
-    WorkflowParameter(
-        "gpu-pod-spec-patch", "__GPU_POD_SPEC_PATCH__", "JSON pod spec patch of GPU pods (runtime class, scheduling)"
-    ),
 )
 BY_OPTION = {option: p for p in PARAMETERS for option in p.options}
+DISKS = ("scratch", "data-scratch")  # sizes of the pods' /work, checked by the claim step before any pod asks
 
 # What only a cluster run sets: options with cluster values, retries, deadlines, local disk.
 CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
@@ -141,6 +146,13 @@ RESOURCES = {
 }
 SHM = "8Gi"  # nnU-Net's worker processes share batches through /dev/shm (counted against the memory limit)
 RETRY_EXPRESSION = f"lastRetry.exitCode != '{USER_ERROR_EXIT}'"  # a usage error cannot go away: never retried
+MAIN = "main"  # the name Argo gives a container template's container in the pod
+# The GPU pods' scheduling, from the chart's values: JSON values the chart puts in place of these tokens.
+GPU_SCHEDULING = {
+    "runtimeClassName": "__GPU_RUNTIME_CLASS__",
+    "nodeSelector": "__GPU_NODE_SELECTOR__",
+    "tolerations": "__GPU_TOLERATIONS__",
+}
 
 
 def _env() -> list[Env | SecretEnv]:
@@ -153,9 +165,23 @@ def _env() -> list[Env | SecretEnv]:
     ]
 
 
-def _volumes(stage: Stage | None, scratch: str) -> list[Any]:
+def pod_spec_patch(disk: str, gpu: bool) -> str:
+    """The pod spec patch of a step: its ``/work`` disk (the emptyDir's ``sizeLimit`` and the container's
+    ``ephemeral-storage`` request, both ``disk``, a quantity or an Argo variable) and a GPU pod's scheduling."""
+    patch: dict[str, Any] = {
+        "containers": [{"name": MAIN, "resources": {"requests": {"ephemeral-storage": disk}}}],
+        "volumes": [{"name": "work", "emptyDir": {"sizeLimit": disk}}],
+    }
+    text = json.dumps(patch, separators=(",", ":"))
+    if not gpu:
+        return text
+    scheduling = ",".join(f'"{key}":{token}' for key, token in GPU_SCHEDULING.items())
+    return text[:-1] + "," + scheduling + "}"
+
+
+def _volumes(stage: Stage | None) -> list[Any]:
     volumes: list[Any] = [
-        EmptyDirVolume(name="work", mount_path=WORK, size_limit=scratch),
+        EmptyDirVolume(name="work", mount_path=WORK),  # sized by the pod spec patch
         EmptyDirVolume(name="tmp", mount_path="/tmp", size_limit="1Gi"),
         ConfigMapVolume(name="__DICTIONARIES__", mount_path=DICTIONARIES, read_only=True),
     ]
@@ -175,7 +201,7 @@ def _container(
     resources: Resources,
     *,
     stage: Stage | None = None,
-    scratch: str = param("scratch"),
+    disk: str = param("scratch"),
     hours: float = 0.25,
     retries: int = 1,
     inputs: list[Parameter] | None = None,
@@ -188,7 +214,7 @@ def _container(
         command=["tsretrain"],
         args=args,
         env=_env(),
-        volumes=_volumes(stage, scratch),
+        volumes=_volumes(stage),
         resources=resources,
         security_context=SecurityContext(allow_privilege_escalation=False, capabilities=Capabilities(drop=["ALL"])),
         inputs=inputs or [],
@@ -200,7 +226,7 @@ def _container(
             expression=RETRY_EXPRESSION,
             backoff=Backoff(duration="30s", factor=2, cap="10m"),
         ),
-        pod_spec_patch=param("gpu-pod-spec-patch") if stage is not None and stage.resources == "gpu" else None,
+        pod_spec_patch=pod_spec_patch(disk, gpu=stage is not None and stage.resources == "gpu"),
     )
 
 
@@ -290,11 +316,12 @@ def build() -> WorkflowTemplate:
                 "{{workflow.name}}",
                 "--resume",
                 param("resume"),
+                *[arg for size in DISKS for arg in ("--disk", f"{size}={param(size)}")],
                 "--out-file",
                 CLAIMED,
             ],
             small,
-            scratch="1Gi",
+            disk="1Gi",
             retries=2,
             outputs=[Parameter(name="output-prefix", value_from=ValueFrom(path=CLAIMED))],
         )
@@ -314,9 +341,9 @@ def build() -> WorkflowTemplate:
                     name,
                     stage.image,
                     pod_args(stage, with_stages | {stage.name}),
-                    Resources(**RESOURCES[stage.resources], custom_resources={"requests": {"ephemeral-storage": disk}}),
+                    Resources(**RESOURCES[stage.resources]),
                     stage=stage,
-                    scratch=disk,
+                    disk=disk,
                     hours=HOURS[stage.name],
                     retries=RETRIES.get(stage.name, 1),
                     inputs=inputs,
@@ -337,7 +364,7 @@ def build() -> WorkflowTemplate:
                 "{{workflow.failures}}",
             ],
             small,
-            scratch="1Gi",
+            disk="1Gi",
             retries=2,
         )
         converted = f"{OUT}/{relative('converted')}"
@@ -356,7 +383,7 @@ def build() -> WorkflowTemplate:
                 "listing",
                 _path("converted"),
             ],
-            Resources(**RESOURCES["cpu"], custom_resources={"requests": {"ephemeral-storage": param("scratch")}}),
+            Resources(**RESOURCES["cpu"]),
             hours=1,
             retries=2,
             inputs=[prefix],
@@ -403,11 +430,14 @@ EMPTY_ALLOWED = {"__S3_ENDPOINT__"}  # chart tokens whose value may be empty ("e
 
 
 class _Dumper(yaml.SafeDumper):
-    """Hera's YAML, with the tokens the chart may replace by nothing quoted: an empty value stays a string."""
+    """Hera's YAML, with the tokens the chart may replace by nothing quoted (an empty value stays a string) and
+    the pod spec patches holding GPU tokens in single quotes (the chart escapes for them)."""
 
 
 def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     style = '"' if value in EMPTY_ALLOWED else None
+    if any(token in value for token in GPU_SCHEDULING.values()):
+        style = "'"  # the chart puts JSON in place of these tokens, quotes doubled
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -415,7 +445,7 @@ _Dumper.add_representer(str, _string)
 
 
 def render() -> str:
-    return yaml.dump(build().to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump(build().to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
 
 
 if __name__ == "__main__":

@@ -211,15 +211,15 @@ def test_mounts_read_only_and_unmapped_paths_fail(root: Path) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"memoize": {"key": "x"}},
-        {"script": {"image": "x", "source": "x"}},
+        {"memoize": {"key": "x", "maxAge": "1h", "cache": {"configMap": {"name": "c"}}}},
+        {"container": None, "script": {"image": "x", "source": "x"}},
         {"sidecars": [{"name": "s"}]},
         {"container": {**py("0"), "envFrom": [{"secretRef": {"name": "s"}}]}},
     ],
     ids=["memoize", "script", "sidecars", "envFrom"],
 )
 def test_fields_it_does_not_implement_fail_loudly(root: Path, change: dict[str, Any]) -> None:
-    step = {**container("step", "0"), **change}
+    step = {k: v for k, v in {**container("step", "0"), **change}.items() if v is not None}
     with pytest.raises(Unsupported):
         simulate(root, template([{"name": "s", "template": "step"}], [step])).run({})
 
@@ -228,3 +228,80 @@ def test_unknown_parameters_are_refused(root: Path) -> None:
     workflow = template([{"name": "s", "template": "s"}], [container("s", "0")])
     with pytest.raises(WorkflowError, match="not declared"):
         simulate(root, workflow).run({"typo": "1"})
+
+
+def disk_step(patch: str, megabytes: int = 2) -> dict[str, Any]:
+    """A step writing ``megabytes`` into its /work emptyDir, which its pod spec patch sizes."""
+    step = container("disk", f"import sys; open(sys.argv[1], 'wb').write(bytes({megabytes} << 20))", "/work/blob")
+    step["container"]["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
+    return {**step, "volumes": [{"name": "work", "emptyDir": {}}], "podSpecPatch": patch}
+
+
+SIZED = json.dumps(
+    {
+        "containers": [
+            {"name": "main", "resources": {"requests": {"ephemeral-storage": "{{workflow.parameters.disk}}"}}}
+        ],
+        "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "{{workflow.parameters.disk}}"}}],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        (("container", "resources"), {"requests": {"ephemeral-storage": "{{workflow.parameters.disk}}"}}),
+        (("volumes",), [{"name": "work", "emptyDir": {"sizeLimit": "{{workflow.parameters.disk}}"}}]),
+        (("parallelism",), "{{workflow.parameters.disk}}"),
+    ],
+    ids=["quantity", "sizeLimit", "integer"],
+)
+def test_the_api_server_refuses_a_variable_in_a_typed_field(root: Path, where: tuple[str, ...], field: Any) -> None:
+    step = container("step", "0")
+    target = step
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = field
+    workflow = template([{"name": "s", "template": "step"}], [step], arguments={"parameters": [{"name": "disk"}]})
+    with pytest.raises(WorkflowError, match=r"API server refuses .*templates\[1\]\." + r"\.".join(where)):
+        simulate(root, workflow)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"retryStrategyy": {"limit": 1}}, "unknown field"),  # pruned without a word by the API server
+        ({"script": {"image": "x", "source": "x"}}, "at most one template type"),  # the CRD's CEL rule
+        ({"activeDeadlineSeconds": 1.5}, "activeDeadlineSeconds"),
+        ({"retryStrategy": {"retryPolicy": "Sometimes"}}, "Sometimes"),  # enum
+    ],
+    ids=["pruned", "cel", "int-or-string", "enum"],
+)
+def test_the_api_server_refuses_what_the_full_crd_refuses(root: Path, change: dict[str, Any], message: str) -> None:
+    step = {**container("step", "0"), **change}
+    with pytest.raises(WorkflowError, match=message):
+        simulate(root, template([{"name": "s", "template": "step"}], [step]))
+
+
+def test_a_pod_spec_patch_sizes_the_pod_as_argo_applies_it(root: Path) -> None:
+    workflow = template(
+        [{"name": "d", "template": "disk"}], [disk_step(SIZED)], arguments={"parameters": [{"name": "disk"}]}
+    )
+    assert simulate(root, workflow).run({"disk": "100Mi"}).phase == "Succeeded"
+    evicted = simulate(root, workflow).run({"disk": "1Mi"})
+    assert evicted.phase == "Failed" and "exceeds its sizeLimit" in evicted.task("d").message
+    wrong = simulate(root, workflow).run({"disk": "20GB"})  # not a Kubernetes quantity: Go cannot decode the patch
+    assert wrong.phase == "Error" and "invalid podSpecPatch" in wrong.task("d").message
+    assert "ephemeral-storage" in wrong.task("d").message
+    misspelt = [disk_step(SIZED.replace("sizeLimit", "sizeLimt"))]  # Go would ignore it: the disk unlimited
+    disk = {"parameters": [{"name": "disk"}]}
+    typo = simulate(root, template([{"name": "d", "template": "disk"}], misspelt, arguments=disk)).run({"disk": "1Mi"})
+    assert typo.phase == "Error" and "sizeLimt: unknown field" in typo.task("d").message
+
+
+def test_variables_are_decoded_into_argos_typed_fields_after_substitution(root: Path) -> None:
+    step = {**container("step", "0"), "activeDeadlineSeconds": "{{workflow.parameters.deadline}}"}
+    workflow = template([{"name": "s", "template": "step"}], [step], arguments={"parameters": [{"name": "deadline"}]})
+    assert simulate(root, workflow).run({"deadline": "60"}).phase == "Succeeded"
+    run = simulate(root, workflow).run({"deadline": "soon"})
+    assert run.phase == "Error" and "not an integer" in run.task("s").message

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+from argo_sim import crd
+from argo_sim.patch import apply as apply_patch
 from argo_sim.render import helm, kube_version, up_sh_flags, versions
 from argo_sim.render import render as render_chart
 from test_workflow import SCHEMA
@@ -50,7 +52,7 @@ def test_up_sh_flags_keep_strings_strings() -> None:
     assert done.returncode != 0 and "/images/cpu/tag" in done.stderr
     (workflow,) = [d for d in render(*DEV_VALUES) if d["kind"] == "WorkflowTemplate"]
     parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
-    patch = json.loads(parameters["gpu-pod-spec-patch"])
+    patch = json.loads(_template(workflow, "train")["podSpecPatch"])
     assert patch["nodeSelector"] == {"tsretrain/gpu": "true"}  # matches the kind worker's label (a string)
     assert patch["runtimeClassName"] == "nvidia"
     assert parameters["cpu-image"] == f"tsretrain-cpu:{TAG}"
@@ -88,13 +90,48 @@ def test_rendered_objects_are_valid(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     (workflow,) = [d for d in documents if d["kind"] == "WorkflowTemplate"]
     validate_workflow(workflow)
+    assert crd.admit(workflow, crd.load()) == []  # what the API server checks at `helm upgrade --install`
     text = json.dumps(workflow)
     assert "__" not in text.replace("__nnUNetPlans__", "")  # every token replaced
-    train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
+    train = _template(workflow, "train")
     assert train["container"]["args"].count("--store") == 1
-    parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
-    assert json.loads(parameters["gpu-pod-spec-patch"])["nodeSelector"] == {"tsretrain/gpu": "true", "gpu": "h100"}
+    assert json.loads(train["podSpecPatch"])["nodeSelector"] == {"tsretrain/gpu": "true", "gpu": "h100"}
     assert "{{workflow.parameters.input-prefix}}" in text  # Argo's own expressions survive Helm
+
+
+def _template(workflow: dict[str, Any], name: str) -> dict[str, Any]:
+    template: dict[str, Any] = next(t for t in workflow["spec"]["templates"] if t["name"] == name)
+    return template
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], {"runtimeClassName": "nvidia", "nodeSelector": {},
+              "tolerations": [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]}),
+        (["--set", "gpu.runtimeClassName=", "--set", "gpu.tolerations=null"], {"nodeSelector": {}, "tolerations": []}),
+        (["--set-string", "gpu.nodeSelector.pool=gpu-a100", "--set", "gpu.tolerations[0].key=dedicated",
+          "--set", "gpu.tolerations[0].operator=Equal", "--set-string", "gpu.tolerations[0].value=it's"],
+         {"runtimeClassName": "nvidia", "nodeSelector": {"pool": "gpu-a100"},
+          "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "it's"}]}),
+    ],
+    ids=["default", "no-runtime-class", "custom"],
+)  # fmt: skip
+def test_gpu_scheduling_reaches_the_gpu_pods_as_argo_patches_them(values: list[str], expected: dict[str, Any]) -> None:
+    """The chart's GPU values, through the pod spec patch (the only string field Argo substitutes and merges into
+    the pod spec), give the GPU pods their runtime class, node selector and tolerations; the API server admits the
+    template whatever the values; CPU pods get no GPU scheduling."""
+    (workflow,) = [d for d in render(*values) if d["kind"] == "WorkflowTemplate"]
+    assert crd.admit(workflow, crd.load()) == []
+    for template in workflow["spec"]["templates"]:
+        if "container" not in template:
+            continue
+        text = template["podSpecPatch"].replace("{{workflow.parameters.scratch}}", "20Gi")
+        text = text.replace("{{workflow.parameters.data-scratch}}", "200Gi")
+        spec = apply_patch({"containers": [{"name": "main"}], "volumes": [{"name": "work", "emptyDir": {}}]}, text)
+        gpu = "nvidia.com/gpu" in template["container"]["resources"].get("limits", {})
+        scheduling = {k: v for k, v in spec.items() if k not in ("containers", "volumes")}
+        assert scheduling == (expected if gpu else {}), template["name"]
 
 
 def test_credentials_only_by_secret_reference() -> None:

@@ -140,6 +140,19 @@ def test_a_prefix_holding_another_run_is_refused_unless_resuming(tmp_path: Path)
     assert record == {"workflow": "wf-2", "resumed_from": "wf-1"}
 
 
+def test_the_claim_step_refuses_a_disk_size_kubernetes_would_refuse(tmp_path: Path) -> None:
+    """A pod asking for a wrong size could not be made (Argo: invalid podSpecPatch); the claim step stops the run
+    first, with exit 2, naming the parameter, and claims nothing."""
+    runs = str(tmp_path / "runs")
+    args = ["claim", "--output-prefix", "", "--runs-prefix", runs, "--workflow", "wf-1", "--out-file", "p"]
+    for size in ("20GB", "20 Gi", "", "-"):
+        result = runner.invoke(app, [*args, "--disk", "scratch=20Gi", "--disk", f"data-scratch={size}"])
+        assert result.exit_code == 2 and "workflow parameter data-scratch" in result.output, size
+        assert not (tmp_path / "runs").exists()
+    good = ["--disk", "scratch=20Gi", "--disk", "data-scratch=1.5Ti", "--disk", "x=500G", "--disk", "y=1e12"]
+    assert runner.invoke(app, [*args[:-1], str(tmp_path / "p"), *good]).exit_code == 0
+
+
 def test_status_holds_a_real_list_and_only_in_the_runs_own_prefix(tmp_path: Path) -> None:
     failures = '[{"displayName": "train(0)", "message": "OOMKilled", "templateName": "train"}]'
     assert failure_list(failures)[0]["displayName"] == "train(0)"

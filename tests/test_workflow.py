@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from argo_sim.patch import apply as apply_patch
 
 from tsretrain.cli import parse_stage, subcommand
 from tsretrain.layout import relative
@@ -33,7 +34,9 @@ TOKENS = {
     "__CPU_IMAGE__",
     "__GPU_IMAGE__",
     "__PSEUDOLABEL_IMAGE__",
-    "__GPU_POD_SPEC_PATCH__",
+    "__GPU_RUNTIME_CLASS__",
+    "__GPU_NODE_SELECTOR__",
+    "__GPU_TOLERATIONS__",
     "__SERVICE_ACCOUNT__",
     "__WEIGHTS_CLAIM__",
     "__DICTIONARIES__",
@@ -296,6 +299,25 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
     assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
 
 
+CHART_SAMPLE = {  # what the chart puts in place of the GPU scheduling tokens, as JSON values
+    "__GPU_RUNTIME_CLASS__": '"nvidia"',
+    "__GPU_NODE_SELECTOR__": '{"gpu": "h100"}',
+    "__GPU_TOLERATIONS__": '[{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+}
+
+
+def pod_spec(template: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec Argo makes of a container template (its container, volumes and pod spec patch) with the
+    workflow parameters' defaults and the chart's sample GPU scheduling."""
+    text = template["podSpecPatch"]
+    for token, value in CHART_SAMPLE.items():
+        text = text.replace(token, value)
+    for size, value in (("scratch", "20Gi"), ("data-scratch", "200Gi")):
+        text = text.replace("{{workflow.parameters." + size + "}}", value)
+    spec = {"containers": [{**template["container"], "name": "main"}], "volumes": template["volumes"]}
+    return apply_patch(spec, text)
+
+
 def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
     templates = _templates(workflow)
     containers = {n: t for n, t in templates.items() if "container" in t}
@@ -317,8 +339,12 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         assert retry["expression"] == "lastRetry.exitCode != '2'"  # usage errors are never retried
         assert template["activeDeadlineSeconds"] > 0
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-        for volume in template["volumes"]:
+        spec = pod_spec(template)  # sizes come with the pod spec patch: Argo substitutes no typed field
+        for volume in spec["volumes"]:
             assert "emptyDir" not in volume or volume["emptyDir"]["sizeLimit"], (name, volume["name"])
+        (work,) = [v for v in spec["volumes"] if v["name"] == "work"]
+        (main,) = spec["containers"]
+        assert main["resources"]["requests"]["ephemeral-storage"] == work["emptyDir"]["sizeLimit"], name
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/etc/tsretrain/dictionaries" in mounts  # a custom dictionary from the chart's ConfigMap
     assert templates["train"]["activeDeadlineSeconds"] > 24 * 3600 > templates["split"]["activeDeadlineSeconds"]
@@ -326,11 +352,14 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         template = templates[name]
         resources = template["container"]["resources"]
         assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
-        assert template["podSpecPatch"] == "{{workflow.parameters.gpu-pod-spec-patch}}"  # runtime class, scheduling
+        spec = pod_spec(template)
+        assert spec["runtimeClassName"] == "nvidia" and spec["nodeSelector"] == {"gpu": "h100"}, name
+        assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}], name
         shm = next(v for v in template["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"]["medium"] == "Memory"
     for name in CLUSTER_STAGES:
-        assert "ephemeral-storage" in templates[name]["container"]["resources"]["requests"], name
+        disk = pod_spec(templates[name])["containers"][0]["resources"]["requests"]["ephemeral-storage"]
+        assert disk == ("200Gi" if name in ("assemble", "preprocess", "train", "predict") else "20Gi"), name
     assert templates["train"]["retryStrategy"]["limit"] >= 3  # retries resume from the stored checkpoint
     spec = workflow["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True

@@ -232,13 +232,19 @@ def claim_command(
     workflow: WorkflowOption,
     out_file: Annotated[Path, typer.Option(help="File receiving the claimed prefix (the step's output).")],
     resume: Annotated[str, typer.Option(help="true: continue the run that holds the prefix.")] = "false",
+    disk: Annotated[
+        list[str] | None,
+        typer.Option(help="PARAMETER=SIZE: a disk size the run's pods will get, checked as a Kubernetes quantity."),
+    ] = None,
 ) -> None:
     """Make a cluster run's store prefix this workflow's (the workflow's first step); refuse one holding another
-    run unless resuming."""
-    from tsretrain.pipeline.pod import claim, run_prefix
+    run unless resuming. The run's disk sizes are checked first, so that a wrong one stops the run here, before any
+    pod asks for it."""
+    from tsretrain.pipeline.pod import check_disks, claim, run_prefix
 
     prefix = run_prefix(output_prefix, runs_prefix, workflow)
     try:
+        check_disks(disk or [])
         claim(prefix, workflow, resume.strip().lower() == "true")
     except UserError as exc:
         raise typer.Exit(report_error(exc, "claim")) from exc

@@ -1,9 +1,11 @@
-"""What this process may use: CPUs from the cgroup quota (not the host's count) and the memory limit."""
+"""What this process may use: CPUs from the cgroup quota (not the host's count) and the memory limit; Kubernetes'
+resource quantities."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import psutil
@@ -41,3 +43,19 @@ def memory_limit_bytes(cgroup: Path = CGROUP) -> int:
         if text != "max" and int(text) < physical:
             return int(text)
     return physical
+
+
+# Kubernetes' resource.Quantity syntax (k8s.io/apimachinery, the pattern of every quantity in the Argo CRDs).
+QUANTITY = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+_FACTORS = {"": 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_FACTORS |= {f"{p}i": float(1024 ** (i + 1)) for i, p in enumerate("KMGTPE")}
+
+
+def quantity_bytes(text: str) -> float:
+    """A Kubernetes quantity (``20Gi``, ``500G``, ``1e9``) as a number; ValueError when Kubernetes would refuse it."""
+    match = QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 20Gi, 500G)")
+    number, suffix = match.group(1), match.group(2) or ""
+    scale = _FACTORS[suffix] if suffix in _FACTORS else 10.0 ** int(suffix[1:])  # else an exponent: 1e9
+    return float(number) * scale

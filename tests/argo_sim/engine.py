@@ -9,9 +9,12 @@ retryPolicy, expression with ``lastRetry.*``, backoff duration/factor/cap/maxDur
 (evictions), workflow and template ``parallelism``, ``podGC``, ``securityContext`` (``runAsNonRoot`` against
 the image's user, read-only root), the
 ``onExit`` handler with ``{{workflow.status}}`` and ``{{workflow.failures}}`` (a quoted JSON string, exactly as
-``operator.go`` renders it). Fields that only mean something to a scheduler (resources, node selectors,
-tolerations, runtime class, labels, ``ttlStrategy``, seccomp) are accepted as such and listed in
-``CLUSTER_ONLY``. Every other field raises :class:`Unsupported`.
+``operator.go`` renders it). Types are Argo's: the template is first admitted as the API server admits it (the full
+CRD, ``argo_sim.crd``), each template is decoded into Go's typed fields after its variables are substituted (a
+variable left in a typed field fails), and ``podSpecPatch`` is decoded and merged into the pod spec
+(``argo_sim.patch``) before the pod's disk limits are read from it. Fields that only mean something to a
+scheduler (resources, node selectors, tolerations, runtime class, labels, ``ttlStrategy``, seccomp) are accepted
+as such and listed in ``CLUSTER_ONLY``. Every other field raises :class:`Unsupported`.
 """
 
 from __future__ import annotations
@@ -27,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from argo_sim import crd, patch
 from argo_sim.expressions import Unsupported, evaluate_expr, evaluate_when
 from argo_sim.pods import Image, Mount, Outcome, PodPlan, RunningPod, make_writable, quantity_bytes
 
@@ -81,7 +83,8 @@ CONTAINER_FIELDS = {
 TASK_FIELDS = {"name", "template", "arguments", "depends", "dependencies", "when", "withParam", "withItems"}
 RETRY_FIELDS = {"limit", "retryPolicy", "expression", "backoff", "affinity"}
 BACKOFF_FIELDS = {"duration", "factor", "cap", "maxDuration"}
-PATCH_FIELDS = {"nodeSelector", "tolerations", "runtimeClassName", "affinity", "priorityClassName"}
+POD_SPEC_FIELDS = {"containers", "volumes", "nodeSelector", "tolerations", "runtimeClassName", "affinity"}
+MAIN = "main"  # Argo's name of a container template's container
 SECURITY_FIELDS = {
     "runAsUser",
     "runAsGroup",
@@ -120,16 +123,27 @@ def _check(kind: str, data: dict[str, Any], allowed: set[str]) -> None:
         raise Unsupported(f"{kind} fields the harness does not implement: {sorted(unknown)}")
 
 
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
 def duration_s(text: str | int) -> float:
-    """Argo's duration strings (``30s``, ``5m``, ``1h``, ``90``) in seconds."""
-    if isinstance(text, int) or str(text).isdigit():
+    """Argo's durations in seconds: a whole number of seconds, else Go's ``time.ParseDuration`` (``30s``,
+    ``1h30m``, ``1.5h``); anything else is refused, as Go refuses it."""
+    text = str(text)
+    if re.fullmatch(r"\d+", text):
         return float(text)
-    seconds = 0.0
-    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", str(text)):
-        seconds += float(number) * {"h": 3600, "m": 60, "s": 1}[unit]
-    if not seconds and str(text) not in ("0s", "0"):
-        raise Unsupported(f"duration {text!r}")
-    return seconds
+    if not re.fullmatch(f"(?:{_DURATION_PART})+", text):
+        raise Unsupported(f"duration {text!r} (not a Go duration)")
+    return sum(float(number) * _SECONDS[unit] for number, unit in re.findall(_DURATION_PART, text))
+
+
+def _integer(what: str, value: str | int) -> int:
+    """An ``IntOrString`` field that the controller reads as an integer (after substitution)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise WorkflowError(f"{what}: {value!r} is not an integer") from None
 
 
 def fnv32a(text: str) -> int:
@@ -241,6 +255,9 @@ class Simulation:
     ) -> None:
         if template.get("kind") != "WorkflowTemplate":
             raise Unsupported(f"kind {template.get('kind')}")
+        refused = crd.admit(template, crd.load())
+        if refused:
+            raise WorkflowError("the API server refuses the WorkflowTemplate: " + "; ".join(refused[:5]))
         self.spec = template["spec"]
         _check("WorkflowTemplate spec", self.spec, WORKFLOW_FIELDS)
         self.templates = {t["name"]: t for t in self.spec["templates"]}
@@ -634,7 +651,11 @@ class Simulation:
             raise WorkflowError(f"{name}: arguments {sorted(extra)} are not inputs of the template")
         body = {k: v for k, v in template.items() if k not in ("retryStrategy", "name")}
         t = substitute(body, scope, f"template {name}")
-        container = t["container"]
+        undecodable = crd.decode(t, crd.template_schema())
+        if undecodable:  # Argo's controller fails the node: its typed fields cannot hold these values
+            raise WorkflowError(f"template {name} cannot be decoded: " + "; ".join(undecodable))
+        spec = self._pod_spec(name, t)
+        (container,) = spec["containers"]
         _check(f"{name} container", container, CONTAINER_FIELDS)
         if "command" not in container:
             raise Unsupported(f"{name}: a container without command (Argo would look the entrypoint up)")
@@ -647,12 +668,9 @@ class Simulation:
         user = security.get("runAsUser", image.user)
         if security.get("runAsNonRoot") and user == 0:
             raise WorkflowError(f"{name}: container has runAsNonRoot and image will run as root")
-        if "podSpecPatch" in t:
-            patch = yaml.safe_load(t["podSpecPatch"])
-            _check(f"{name} podSpecPatch", patch, PATCH_FIELDS)
         self.pod_count += 1  # short folder names: Unix socket paths below a pod's /tmp must stay < 108 bytes
         folder = self.root / "p" / str(self.pod_count)
-        mounts = self._mounts(name, t, container, folder)
+        mounts = self._mounts(name, spec["volumes"], container, folder)
         resources = container.get("resources", {})
         limit = resources.get("limits", {}).get("ephemeral-storage")
         outputs = t.get("outputs", {})
@@ -677,10 +695,28 @@ class Simulation:
             folder=folder,
             working_dir=container.get("workingDir"),
             read_only_root=bool(security.get("readOnlyRootFilesystem")),
-            deadline_s=float(deadline) if deadline is not None else None,
+            deadline_s=_integer(f"{name} activeDeadlineSeconds", deadline) if deadline is not None else None,
             ephemeral_limit=quantity_bytes(limit) if limit is not None else None,
             output_paths=paths,
         )
+
+    def _pod_spec(self, name: str, t: dict[str, Any]) -> dict[str, Any]:
+        """The pod spec Argo makes of a substituted container template: its container (named ``main``), the
+        workflow's and the template's volumes and scheduling, then the ``podSpecPatch`` merged in."""
+        spec: dict[str, Any] = {
+            "containers": [{**t["container"], "name": MAIN}],
+            "volumes": [*self.spec.get("volumes", []), *t.get("volumes", [])],
+        }
+        spec |= {key: t[key] for key in ("nodeSelector", "tolerations", "affinity") if key in t}
+        if "podSpecPatch" in t:
+            try:
+                spec = patch.apply(spec, t["podSpecPatch"])
+            except patch.InvalidPatch as exc:
+                raise WorkflowError(f"{name}: Error applying PodSpecPatch: {exc}") from exc
+        _check(f"{name} pod spec", spec, POD_SPEC_FIELDS)
+        if [c["name"] for c in spec["containers"]] != [MAIN]:
+            raise Unsupported(f"{name}: containers {[c['name'] for c in spec['containers']]} (a patch added one)")
+        return spec
 
     def _image(self, reference: str) -> Image:
         repository = reference.rsplit(":", 1)[0]
@@ -703,8 +739,10 @@ class Simulation:
             raise WorkflowError(f"{template}: secret {ref['name']} has no key {ref['key']}")
         return str(data[ref["key"]])
 
-    def _mounts(self, name: str, t: dict[str, Any], container: dict[str, Any], folder: Path) -> list[Mount]:
-        volumes = {v["name"]: v for v in [*self.spec.get("volumes", []), *t.get("volumes", [])]}
+    def _mounts(
+        self, name: str, pod_volumes: list[dict[str, Any]], container: dict[str, Any], folder: Path
+    ) -> list[Mount]:
+        volumes = {v["name"]: v for v in pod_volumes}
         mounts = []
         for mount in container.get("volumeMounts", []):
             _check(f"{name} volumeMount", mount, {"name", "mountPath", "readOnly", "subPath"})

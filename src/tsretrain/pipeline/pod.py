@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tsretrain.errors import UserError
 from tsretrain.layout import relative
+from tsretrain.resources import quantity_bytes
 from tsretrain.storage.store import MANIFEST, open_store
 from tsretrain.ui import log
 
@@ -126,6 +127,16 @@ def publish(puts: list[Transfer], manifest_name: str) -> None:
 def run_prefix(output_prefix: str, runs_prefix: str, workflow: str) -> str:
     """A cluster run's store prefix: the one given, or one of its own below ``runs_prefix``."""
     return output_prefix.rstrip("/") or f"{runs_prefix.rstrip('/')}/{workflow}"
+
+
+def check_disks(sizes: list[str]) -> None:
+    """Each ``PARAMETER=SIZE`` a Kubernetes quantity, or a usage error naming the workflow parameter to fix."""
+    for size in sizes:
+        parameter, _, value = size.partition("=")
+        try:
+            quantity_bytes(value)
+        except ValueError as exc:
+            raise UserError(f"workflow parameter {parameter}: {exc}; submit the run again with a valid size") from None
 
 
 def claim(prefix: str, workflow: str, resume: bool) -> None:
