@@ -127,7 +127,11 @@ DISKS = ("scratch", "data-scratch")  # sizes of the pods' /work, checked by the 
 # What only a cluster run sets: options with cluster values, retries, deadlines, local disk.
 CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
     "scan": {"input": param("input-prefix"), "batches_out": BATCHES},  # headers by ranged reads from the store
-    "convert": {"input": f"{WORK}/dicom", "source": param("input-prefix")},  # the batch's files staged first
+    "convert": {  # the batch's own inventory; the batch's files staged first
+        "input": f"{WORK}/dicom",
+        "source": param("input-prefix"),
+        "inventory": f"{WORK}/{relative('scan')}/batches/{{batch}}.json",
+    },
     "pseudolabel": {"weights": "/weights", "device": "gpu"},
     "train": {"store": f"{OUT}/{relative('results')}"},  # checkpoints mirrored, resumed
 }

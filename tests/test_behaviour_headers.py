@@ -22,7 +22,7 @@ from tsretrain.conversion import headers
 from tsretrain.conversion.geometry import SliceHeader
 from tsretrain.conversion.headers import (
     CT_IMAGE_STORAGE,
-    HEADER_BYTES,
+    HEADER_READS,
     RTSTRUCT_STORAGE,
     FileRecord,
     RtstructInfo,
@@ -464,12 +464,28 @@ class CountingStore(LocalStore):
 
 
 def test_a_remote_object_is_read_as_far_as_its_header_needs(tmp_path: Path) -> None:
+    """A header-sized read first (8 KiB), a longer one (64 KiB) when the header goes on, the whole object only when
+    it goes on beyond that or the object is no longer than what would be read."""
     store = CountingStore(tmp_path)
-    big_ct = ct(pixel_bytes=2 * HEADER_BYTES, Rows=256, Columns=256)
+    first, second = HEADER_READS
+    big_ct = ct(pixel_bytes=2 * second, Rows=256, Columns=256)
     long_names = [referenced_image(f"1.2.7.1.{n}") for n in range(2000)]  # a header beyond 64 KiB
     big_rtstruct = rtstruct(long_names, [referenced_image("1")])
-    assert len(big_rtstruct) > HEADER_BYTES
-    for key, data in (("small.dcm", ct()), ("big.dcm", big_ct), ("rs.dcm", big_rtstruct), ("x.txt", b"hello")):
+    assert len(big_rtstruct) > second
+    private = ct(pixel_bytes=2 * second, Rows=256, Columns=256)  # a CT whose header outgrows the first read
+    private_ds = pydicom.dcmread(io.BytesIO(private))
+    private_ds.add_new(0x00091010, "OB", bytes(3 * first))
+    buffer = io.BytesIO()
+    private_ds.save_as(buffer)
+    private = buffer.getvalue()
+    cases = (
+        ("small.dcm", ct()),
+        ("big.dcm", big_ct),
+        ("rs.dcm", big_rtstruct),
+        ("x.txt", b"hello"),
+        ("p.dcm", private),
+    )
+    for key, data in cases:
         (tmp_path / key).write_bytes(data)
         store.reads.clear()
         got = read_remote_record(store, key, len(data), 9)
@@ -478,8 +494,9 @@ def test_a_remote_object_is_read_as_far_as_its_header_needs(tmp_path: Path) -> N
         expected = {
             "small.dcm": [("all", key)],
             "x.txt": [("all", key)],
-            "big.dcm": [("range", key, "0", str(HEADER_BYTES))],
-            "rs.dcm": [("range", key, "0", str(HEADER_BYTES)), ("all", key)],
+            "big.dcm": [("range", key, "0", str(first))],
+            "p.dcm": [("range", key, "0", str(first)), ("range", key, "0", str(second))],
+            "rs.dcm": [("range", key, "0", str(first)), ("range", key, "0", str(second)), ("all", key)],
         }[key]
         assert store.reads == expected, key
     assert read_remote_record(store, "rs.dcm", len(big_rtstruct), 9).rtstruct.series_images == {

@@ -20,7 +20,9 @@ import torch
 from processes import alive, children, wait_until
 from test_nnunet import TINY, spy_predictors
 
+from tsretrain.storage.store import LocalStore
 from tsretrain.training import predict as predict_module
+from tsretrain.training import train as train_module
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, train
@@ -69,6 +71,29 @@ def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, 
     final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 3
     assert (stored / "checkpoint_final.pth").is_file()
+
+
+def test_a_checkpoint_save_uploads_that_checkpoint_alone(
+    work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each save mirrors the checkpoint just written and the small files, not every checkpoint of the fold (two
+    246 MB checkpoints per save at RADCURE's size); the end of the fold mirrors everything once."""
+    config = TrainConfig(work=work, fold=0, store=str(tmp_path / "store"), model=TINY, device="cpu")
+    fold = config.fold_folder()
+    fold.mkdir(parents=True)
+    for name in ("checkpoint_best.pth", "checkpoint_latest.pth"):
+        (fold / name).write_bytes(b"old")
+    (fold / "progress.json").write_text("{}")
+    (tmp_path / "new.tmp").write_bytes(b"new")
+    uploaded: list[str] = []
+    monkeypatch.setattr(LocalStore, "put_file", lambda self, local, key: uploaded.append(key))
+    train_module._mirror(config, (tmp_path / "new.tmp", "checkpoint_latest.pth"))
+    assert [key for key in uploaded if key.endswith(".pth")] == ["fold_0/checkpoint_latest.pth"]
+    assert "fold_0/progress.json" in uploaded
+    uploaded.clear()
+    train_module._mirror(config)
+    checkpoints = sorted(key for key in uploaded if key.endswith(".pth"))
+    assert checkpoints == ["fold_0/checkpoint_best.pth", "fold_0/checkpoint_latest.pth"]
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from argo_sim.render import installed
 from argo_sim.wheel import pod_environment
 from support import SeaweedServer
 
+from tsretrain.layout import batch_id
 from tsretrain.storage.store import S3Store, make_bucket, open_store
 from tsretrain.synth.cohort import SynthConfig, generate
 
@@ -250,9 +251,11 @@ def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
         case["case_id"]: sum(size for _, size, _ in case["file_stats"]) for case in inventory.get("cases", [])
     }
     scan_bytes = total(out, r"^scan/")
-    for pod in run.pods("convert"):
+    for pod in run.pods("convert"):  # its cases' DICOM and its batch's slice of the inventory, not the whole one
         batch = pod.display.split(":", 1)[1].split(")", 1)[0].split(",")
-        assert pod.fetched <= sum(case_bytes[c] for c in batch) * 1.05 + scan_bytes + overhead, pod.display
+        inventory_slice = out[f"scan/batches/{batch_id(tuple(batch))}.json"]
+        assert inventory_slice < out["scan/inventory.json"] / 2
+        assert pod.fetched <= sum(case_bytes[c] for c in batch) * 1.05 + inventory_slice + overhead, pod.display
     (split,) = run.pods("split")
     assert split.fetched <= total(out, r"^converted/.*(manifest\.json|cases\.csv)$") + scan_bytes + overhead
     (evaluate,) = run.pods("evaluate")

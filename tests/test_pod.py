@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tsretrain.cli import app, failure_list
 from tsretrain.errors import UserError
+from tsretrain.layout import batch_id
 from tsretrain.pipeline.pod import Transfer, expand, fetch, parse_get, parse_put
 from tsretrain.storage.store import matches, open_store
 
@@ -216,3 +217,39 @@ def test_a_retried_batch_replaces_its_own_manifest(tmp_path: Path) -> None:
     assert len(list(store.glob("_manifest-batch-*.json"))) == 2
     fetch([Transfer(str(store), tmp_path / "fetched")])  # the union of the manifests matches the objects
     assert json.loads((tmp_path / "fetched" / "cases" / "A" / "manifest.json").read_text())["attempt"] == 2
+
+
+def test_a_conversion_pod_fetches_its_batchs_slice_of_the_inventory_and_converts_from_it(
+    cohort: Path, tmp_path: Path
+) -> None:
+    """The scan writes each fan-out batch's own inventory; the pod of one batch, run as the workflow runs it
+    (``{batch}`` in its patterns and arguments), fetches that slice alone and converts exactly its cases."""
+    from tsretrain.conversion.scan import ScanConfig, scan
+
+    out, batches_file, store = tmp_path / "scan", tmp_path / "batches.json", tmp_path / "store"
+    scan(ScanConfig(input=cohort / "dicom", out=out, batches_out=batches_file, batch_size=4, workers=1))
+    batches = [tuple(b.split(",")) for b in json.loads(batches_file.read_text())]
+    inventory = json.loads((out / "inventory.json").read_text())
+    assert [c for b in batches for c in b] == [c["case_id"] for c in inventory["cases"]]  # every case, once
+    assert len(batches) > 2
+    for batch in batches:
+        part = json.loads((out / "batches" / f"{batch_id(batch)}.json").read_text())
+        assert tuple(c["case_id"] for c in part["cases"]) == batch
+        assert {k: v for k, v in part.items() if k != "cases"} == {k: v for k, v in inventory.items() if k != "cases"}
+    open_store(f"{store}/scan").sync_up(out, "")
+    work, batch = tmp_path / "work", batches[1]
+    result = runner.invoke(
+        app,
+        [
+            "pod", "--get", f"{store}/scan={work}/scan=batches/{{batch}}.json",
+            "--put", f"{work}/converted={store}/converted=cases/*/*", "--batch", ",".join(batch), "--",
+            "convert", str(cohort / "dicom"), "--out", f"{work}/converted", "--inventory",
+            f"{work}/scan/batches/{{batch}}.json", "--cases", ",".join(batch), "--workers", "1",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (work / "scan").rglob("*.json")] == [f"{batch_id(batch)}.json"]  # its slice only
+    assert sorted(p.name for p in (work / "converted" / "cases").iterdir()) == sorted(batch)
+    assert (store / "converted" / f"_manifest-batch-{batch_id(batch)}.json").is_file()
+    refused = runner.invoke(app, ["pod", "--", "convert", "x", "--inventory", "scan/batches/{batch}.json"])
+    assert refused.exit_code == 2 and "give --batch" in refused.output

@@ -232,3 +232,84 @@ def test_scan_reads_only_headers_from_s3_and_convert_stages_its_cases(s3_env: Se
     )
     assert json.loads((tmp_path / "converted" / "cases" / case / "manifest.json").read_text())["status"] == "ok"
     assert {p.name for p in (tmp_path / "staged").iterdir()} == {case}  # only its own files were fetched
+
+
+class CountingStore(LocalStore):
+    """A local store counting the requests made of it, by kind (an S3 store makes one request per call)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.requests: dict[str, int] = {}
+
+    def _count(self, kind: str) -> None:
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+
+    def list(self, prefix: str) -> dict[str, int]:
+        self._count("list")
+        return super().list(prefix)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        self._count("get")
+        return super().get_bytes(key)
+
+    def get_file(self, key: str, local: Path, size: int | None = None) -> None:
+        self._count("get")
+        super().get_file(key, local, size)
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        self._count("put")
+        super().put_bytes(data, key)
+
+    def put_file(self, local: Path, key: str) -> None:
+        self._count("put")
+        super().put_file(local, key)
+
+
+def test_a_fan_out_batch_costs_the_same_requests_whatever_the_number_of_batches(tmp_path: Path) -> None:
+    """Publishing reads only the writer's own manifest (a retried pod's), never the other batches'; a batch
+    reading what the same batch wrote upstream reads that one manifest: O(1) requests per batch, not O(batches)."""
+    store = CountingStore(tmp_path / "store")
+    for batch in range(30):
+        folder = tmp_path / f"batch{batch}"
+        for case in ("a", "b"):
+            (folder / "cases" / f"c{batch}{case}").mkdir(parents=True)
+            (folder / "cases" / f"c{batch}{case}" / "ct.nii.gz").write_bytes(f"{batch}{case}".encode())
+        store.requests.clear()
+        counts = store.sync_up(folder, "converted", f"_manifest-batch-{batch}.json", ("cases/*/*",))
+        assert counts == {"uploaded": 2, "skipped": 0}
+        assert store.requests == {"get": 1, "put": 3}, batch  # own manifest read; two files and the manifest
+    store.requests.clear()
+    assert store.sync_up(folder, "converted", "_manifest-batch-29.json", ("cases/*/*",))["skipped"] == 2
+    assert store.requests == {"get": 1, "put": 1}  # retried: nothing uploaded again
+    store.requests.clear()
+    wanted = ("cases/c7a/*", "cases/c7b/*")
+    got = store.sync_down("converted", tmp_path / "down", wanted, prefer_manifest="_manifest-batch-7.json")
+    assert got["fetched"] == 2 and store.requests == {"get": 3}  # its manifest and its two files
+    assert (tmp_path / "down" / "cases" / "c7b" / "ct.nii.gz").read_bytes() == b"7b"
+    store.requests.clear()  # cases another batch wrote: the union of every manifest, as without a preference
+    got = store.sync_down("converted", tmp_path / "other", ("cases/c3a/*",), prefer_manifest="_manifest-batch-7.json")
+    assert got["fetched"] == 1 and store.requests["list"] == 1 and store.requests["get"] == 1 + 30 + 1
+
+
+def test_parallel_requests_stay_bounded_however_many_items(tmp_path: Path) -> None:
+    from tsretrain.storage.store import in_parallel
+
+    drawn = done = peak = 0
+
+    def items() -> Iterator[int]:
+        nonlocal drawn, peak
+        for n in range(200):
+            drawn += 1
+            peak = max(peak, drawn - done)
+            yield n
+
+    def work(n: int) -> int:
+        time.sleep(0.001)
+        return n * n
+
+    results = []
+    for result in in_parallel(work, items(), threads=4):
+        done += 1
+        results.append(result)
+    assert results == [n * n for n in range(200)]  # in order
+    assert peak <= 2 * 4 + 1  # never more than twice the threads submitted ahead

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -75,3 +76,34 @@ def test_augmentation_workers_come_from_the_cpu_quota(
     with nnunet_env.augmentation_processes(device) as count:
         assert count == str(get_allowed_n_proc_DA()) == "7"
     assert os.environ["nnUNet_n_proc_DA"] == "7"  # noqa: SIM112 (nnU-Net's name)
+
+
+def test_export_processes_fit_the_largest_cases_logits_in_the_memory_limit() -> None:
+    """At RADCURE's size (512 x 512 x 181) in a 48 GiB pod with 12 CPUs: three export processes for 22 labels (about
+    11.7 GB each, the float64 resampling), one for 91 (where a process per CPU, nnU-Net's default, needs 580 GB)."""
+    radcure = 512 * 512 * 181
+    assert nnunet_env.export_processes(22, radcure, 48 * 2**30, 12) == 3
+    assert nnunet_env.export_processes(91, radcure, 48 * 2**30, 12) == 1  # never none: the largest case needs one
+    assert nnunet_env.export_processes(3, 40 * 128 * 128, 16 * 2**30, 2) == 2  # small cases: one per CPU
+
+
+def test_the_validation_export_pool_is_sized_before_the_fold_is_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nnunetv2.configuration
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    (tmp_path / "dataset_fingerprint.json").write_text('{"shapes_after_crop": [[181, 512, 512], [90, 512, 512]]}')
+    labels = {"background": 0, **{f"organ{n}": n for n in range(1, 22)}}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
+    assert nnunet_env.largest_case(tmp_path) == (22, 181 * 512 * 512)
+    monkeypatch.setattr(nnunet_env, "memory_limit_bytes", lambda: 48 * 2**30)
+    monkeypatch.setattr(nnunet_env, "cpu_quota", lambda: 12)
+    for module in (nnunetv2.configuration, trainer_module):
+        monkeypatch.setattr(module, "default_num_processes", 12)
+    monkeypatch.setenv("nnUNet_def_n_proc", "12")
+    assert nnunet_env.size_export_pool(tmp_path) == 3
+    assert trainer_module.default_num_processes == nnunetv2.configuration.default_num_processes == 3
+    assert os.environ[nnunet_env.DEFAULT_PROCESSES] == "3"
+    monkeypatch.setenv("nnUNet_def_n_proc", "2")  # a user's smaller pool is kept
+    assert nnunet_env.size_export_pool(tmp_path) == 2

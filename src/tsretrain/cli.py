@@ -159,7 +159,9 @@ def pod_command(
     put: Annotated[
         list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
     ] = None,
-    batch: Annotated[str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns.")] = "",
+    batch: Annotated[
+        str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns, {batch} its id.")
+    ] = "",
     cases_from: Annotated[
         Path | None, typer.Option(help='A fetched JSON file whose "cases" are {case} in the other patterns.')
     ] = None,
@@ -168,21 +170,23 @@ def pod_command(
     ] = None,
 ) -> None:
     """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
-    from tsretrain.pipeline.pod import batch_manifest, fetch, parse_get, parse_put, publish
+    from tsretrain.pipeline.pod import batch_manifest, fetch, parse_get, parse_put, publish, with_batch
 
+    cases = tuple(parse_list(batch))
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
-        fetch(gets, tuple(parse_list(batch)), cases_from)
+        stage = [with_batch(arg, cases) for arg in context.args]
+        fetch(gets, cases, cases_from)
     except UserError as exc:
         raise typer.Exit(report_error(exc, "pod")) from exc
     try:
-        app(args=list(context.args))
+        app(args=stage)
         code: Any = 0
     except SystemExit as exc:  # the stage's exit code (2: a bad command line or a usage error)
         code = exc.code
     if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
-    publish(puts, manifest_name or batch_manifest(tuple(parse_list(batch))))
+    publish(puts, manifest_name or batch_manifest(cases))
 
 
 @app.command("listing")

@@ -3,6 +3,7 @@ folder and a run's store prefix alike, so that a stage finds its inputs at the s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,10 @@ NNUNET_FOLDERS = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "r
 # location -> (path relative to the run, what it holds); the README's layout is checked against this table
 LOCATIONS: dict[str, tuple[str, str]] = {
     "cohort": ("cohort", "synthetic DICOM cohort: dicom/, truth/, cohort.json (when no input is given)"),
-    "scan": ("scan", "inventory.json (every case plan), cases.csv (the scan's listing)"),
+    "scan": (
+        "scan",
+        "inventory.json (every case plan), cases.csv (the scan's listing), batches/ (a fan-out's inventory per batch)",
+    ),
     "converted": ("converted", "cases/CASE/ (CT, label map, manifest.json), cases.csv (the case listing)"),
     "pseudolabels": (
         "pseudolabels",
@@ -39,6 +43,12 @@ LOCATIONS: dict[str, tuple[str, str]] = {
     "claim": ("run.json", "the workflow that owns a cluster run's prefix"),
     "status": ("status.json", "how a cluster run ended: status and failed steps"),
 }
+
+
+def batch_id(cases: tuple[str, ...]) -> str:
+    """A fan-out batch's id, from its cases: every stage fanning out over the same batches names it alike (its
+    inventory ``scan/batches/<id>.json``, its manifests ``_manifest-batch-<id>.json``)."""
+    return hashlib.sha256(",".join(cases).encode()).hexdigest()[:16]
 
 
 def relative(location: str) -> str:

@@ -49,7 +49,7 @@ from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
-from tsretrain.storage.store import open_store
+from tsretrain.storage.store import in_parallel, open_store
 from tsretrain.ui import log, progress
 
 MANIFEST = "manifest.json"
@@ -259,11 +259,15 @@ def stage_inputs(source: str, plans: list[CasePlan], local: Path) -> None:
     """Fetch the CT and RTSTRUCT files of the planned cases from the store (a fan-out batch needs only its own)."""
     store = open_store(source)
     wanted = [(rel, size) for plan in plans for rel, size, _ in plan.file_stats]
+
+    def stage(item: tuple[str, int]) -> None:
+        rel, size = item
+        target = local / rel
+        if not (target.is_file() and target.stat().st_size == size):
+            store.get_file(rel, target, size)
+
     with progress("convert: staging input files", total=len(wanted)) as advance:
-        for rel, size in wanted:
-            target = local / rel
-            if not (target.is_file() and target.stat().st_size == size):
-                store.get_file(rel, target)
+        for _ in in_parallel(stage, wanted):  # concurrent GETs, one per object
             advance(1)
 
 

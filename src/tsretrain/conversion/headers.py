@@ -172,8 +172,9 @@ def _pixel_data_truncated(ds: Dataset, size: int) -> bool:
     return size < math.ceil(bits / 8)
 
 
-HEADER_BYTES = 64 * 1024
-"""How much of a remote object is fetched first; the rest only when the header goes beyond it."""
+HEADER_READS = (8 * 1024, 64 * 1024)
+"""How much of a remote object is fetched first, then next, while its header goes beyond what was read (a CT
+slice's header is 2-4 KB; RTSTRUCTs and rich private headers are read whole)."""
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 
@@ -203,11 +204,16 @@ def read_record(root: Path, path: Path) -> FileRecord:
 
 
 def read_remote_record(store: Store, key: str, size: int, mtime_ns: int) -> FileRecord:
-    """Classify a stored object from its first bytes; the whole object only when its header needs it (RTSTRUCT)."""
-    head = store.read_range(key, 0, HEADER_BYTES) if size > HEADER_BYTES else store.get_bytes(key) or b""
-    if len(head) < size and PIXEL_DATA_TAG not in head:
-        head = store.get_bytes(key) or b""
-    return classify(key, size, mtime_ns, io.BytesIO(head))
+    """Classify a stored object from its first bytes: header-sized ranged reads, the whole object only when its
+    header needs it (RTSTRUCT)."""
+    head = b""
+    for length in HEADER_READS:
+        if length >= size:
+            break
+        head = store.read_range(key, 0, length)
+        if PIXEL_DATA_TAG in head:
+            return classify(key, size, mtime_ns, io.BytesIO(head))
+    return classify(key, size, mtime_ns, io.BytesIO(store.get_bytes(key) or b""))
 
 
 def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord:

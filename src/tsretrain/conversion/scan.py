@@ -12,10 +12,10 @@ from __future__ import annotations
 import filecmp
 import json
 import re
+import shutil
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,12 @@ from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.conversion.pool import worker_pool
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_dictionary
+from tsretrain.layout import batch_id
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
-from tsretrain.storage.store import open_store
+from tsretrain.storage.store import in_parallel, open_store
 from tsretrain.ui import log, progress
 
 RTSTRUCT_CHOICES = ("fail", "newest")
@@ -100,13 +101,14 @@ def read_records(root: Path, workers: int) -> list[FileRecord]:
     return records
 
 
-def read_remote_records(uri: str, threads: int = 16) -> list[FileRecord]:
-    """Headers of every object below a store URI, fetched by ranged reads in parallel threads."""
+def read_remote_records(uri: str) -> list[FileRecord]:
+    """Headers of every object below a store URI, fetched by ranged reads in parallel threads (a bounded number
+    of requests in flight)."""
     store = open_store(uri)
     objects = sorted(store.list_detailed("").items())
     records: list[FileRecord] = []
-    with progress("scan: reading remote headers", total=len(objects)) as advance, ThreadPoolExecutor(threads) as pool:
-        for record in pool.map(lambda item: read_remote_record(store, item[0], *item[1]), objects):
+    with progress("scan: reading remote headers", total=len(objects)) as advance:
+        for record in in_parallel(lambda item: read_remote_record(store, item[0], *item[1]), objects):
             records.extend(_share_strings([record]))
             advance(1)
     return records
@@ -516,6 +518,22 @@ def load_user_dictionary(name: str) -> OrganDictionary:
         ) from exc
 
 
+def write_batches(out: Path, inventory: dict[str, Any], batch_size: int) -> list[str]:
+    """Every case (excluded ones too: they get their manifest and listing row) in batches of ``batch_size``, each
+    batch's own inventory (the header and its cases only) in ``out/batches/<batch id>.json``, so that a fan-out pod
+    fetches its batch's slice, not the whole inventory; returns the batches as comma-joined case ids."""
+    header = {key: value for key, value in inventory.items() if key != "cases"}
+    cases = inventory["cases"]
+    shutil.rmtree(out / "batches", ignore_errors=True)  # an earlier scan's batches
+    batches = []
+    for start in range(0, len(cases), batch_size):
+        part = cases[start : start + batch_size]
+        ids = tuple(case["case_id"] for case in part)
+        atomic_write_text(out / "batches" / f"{batch_id(ids)}.json", json.dumps({**header, "cases": part}, indent=1))
+        batches.append(",".join(ids))
+    return batches
+
+
 def scan(config: ScanConfig) -> StageResult:
     """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``."""
     if config.rtstruct_choice not in RTSTRUCT_CHOICES:
@@ -544,9 +562,7 @@ def scan(config: ScanConfig) -> StageResult:
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
     if config.batches_out is not None:
-        ids = [p.case_id for p in plans]  # every case: excluded ones get their manifest and listing row too
-        batches = [",".join(ids[i : i + config.batch_size]) for i in range(0, len(ids), config.batch_size)]
-        atomic_write_text(config.batches_out, json.dumps(batches))
+        atomic_write_text(config.batches_out, json.dumps(write_batches(config.out, inventory, config.batch_size)))
     counts = Counter(p.status for p in plans)
     for plan in plans:
         if plan.status != OK:

@@ -9,19 +9,23 @@ folder are the run layout's, the same as below the store prefix and in a local r
 
 A ``--get`` or ``--put`` may end with ``=PATTERN,PATTERN``: only the files matching one of them move (``*``
 never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batch``, or of the list in
-the file ``--cases-from`` names, fetched by an earlier ``--get``).
+the file ``--cases-from`` names, fetched by an earlier ``--get``). ``{batch}`` stands for the batch's id in
+patterns and in the stage's arguments (e.g. the scan's inventory of the batch's cases alone).
+
+The store requests of a fan-out pod do not grow with the number of batches: it fetches the files of its own
+cases, reading only its batch's manifest when the folder was written batch by batch with the same batches, and
+it publishes with one read of its own earlier manifest (a retried pod) and one write.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tsretrain.errors import UserError
-from tsretrain.layout import relative
+from tsretrain.layout import batch_id, relative
 from tsretrain.resources import quantity_bytes
 from tsretrain.storage.store import MANIFEST, open_store
 from tsretrain.ui import log
@@ -54,6 +58,15 @@ def parse_put(text: str) -> Transfer:
     """``PATH=URI`` or ``PATH=URI=PATTERN,PATTERN``."""
     path, uri, include = _parts("--put", text)
     return Transfer(uri, Path(path), include)
+
+
+def with_batch(text: str, batch: tuple[str, ...]) -> str:
+    """``text`` with ``{batch}`` replaced by the batch's id."""
+    if "{batch}" not in text:
+        return text
+    if not batch:
+        raise UserError(f"{text!r} names {{batch}}: give --batch")
+    return text.replace("{batch}", batch_id(batch))
 
 
 def expand(patterns: tuple[str, ...], cases: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -97,12 +110,13 @@ def fetch(gets: list[Transfer], batch: tuple[str, ...] = (), cases_from: Path | 
         if cases is None and cases_from is not None and _per_case(get):
             cases = read_cases(cases_from)
             log.info("pod: %d cases from %s: %s", len(cases), cases_from, ", ".join(cases))
-        include = expand(get.include, cases)
+        include = tuple(with_batch(p, batch) for p in expand(get.include, cases))
         if get.include and not include:
             log.info("pod: %s: no case to fetch", get.uri)
             continue
         started = time.perf_counter()
-        counts = open_store(get.uri).sync_down("", get.path, include)
+        own = batch_manifest(batch) if batch and _per_case(get) else None  # written by the same batch upstream
+        counts = open_store(get.uri).sync_down("", get.path, include, prefer_manifest=own)
         total += counts["bytes"]
         log.info("pod: %s -> %s: %s in %.1f s", get.uri, get.path, counts, time.perf_counter() - started)
     return total
@@ -110,9 +124,7 @@ def fetch(gets: list[Transfer], batch: tuple[str, ...] = (), cases_from: Path | 
 
 def batch_manifest(batch: tuple[str, ...]) -> str:
     """The manifest a fan-out batch publishes: named after its cases, so that a retried pod replaces its own."""
-    if not batch:
-        return MANIFEST
-    return f"_manifest-batch-{hashlib.sha256(','.join(batch).encode()).hexdigest()[:16]}.json"
+    return f"_manifest-batch-{batch_id(batch)}.json" if batch else MANIFEST
 
 
 def publish(puts: list[Transfer], manifest_name: str) -> None:

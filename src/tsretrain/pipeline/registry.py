@@ -202,7 +202,7 @@ STAGES: tuple[Stage, ...] = (
             "rtstruct_choice": RTSTRUCT_CHOICE,
             "source": Option("Store URI of the DICOM tree; the cases' files are staged into INPUT."),
         },
-        reads=(Files("scan", ("inventory.json",)),),
+        reads=(Files("scan", ("batches/{batch}.json",)),),  # a fan-out batch's slice of the inventory
         writes=(Files("converted", ("cases/*/*",)),),  # each batch its cases; the listing is gathered after
         fan_out="cases",
     ),

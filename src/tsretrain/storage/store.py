@@ -16,16 +16,37 @@ import json
 import os
 import shutil
 from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from tsretrain.storage.atomic import atomic_write_bytes
 
 MANIFEST = "_manifest.json"
 MULTIPART_THRESHOLD = 8 * 2**20
+REQUESTS_IN_FLIGHT = 16  # concurrent requests of one transfer (boto3 clients are thread-safe)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_parallel(work: Callable[[T], R], items: Iterable[T], threads: int = REQUESTS_IN_FLIGHT) -> Iterator[R]:
+    """``work`` on each item in ``threads`` threads, results in the items' order, with at most twice ``threads``
+    requests submitted at a time: memory stays flat however many items there are."""
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def sha256_of(path: Path) -> str:
@@ -67,7 +88,8 @@ class Store(ABC):
     def put_file(self, local: Path, key: str) -> None: ...
 
     @abstractmethod
-    def get_file(self, key: str, local: Path) -> None: ...
+    def get_file(self, key: str, local: Path, size: int | None = None) -> None:
+        """Download an object to ``local`` (atomically); ``size``, when the caller knows it, spares a request."""
 
     @abstractmethod
     def put_bytes(self, data: bytes, key: str) -> None: ...
@@ -99,28 +121,31 @@ class Store(ABC):
             return None
         files: dict[str, dict[str, Any]] = {}
         for name in sorted(names):
-            data = self.get_bytes(name)
-            if data is not None:
-                files.update(json.loads(data)["files"])
+            files.update(self.manifest_file(name) or {})
         return files
+
+    def manifest_file(self, key: str) -> dict[str, dict[str, Any]] | None:
+        """The files one checksum manifest lists; None when it does not exist."""
+        data = self.get_bytes(key)
+        return None if data is None else dict(json.loads(data)["files"])
 
     def sync_up(
         self, folder: Path, prefix: str, manifest_name: str = MANIFEST, include: tuple[str, ...] = ()
     ) -> dict[str, int]:
         """Publish a local folder (with ``include``, its files matching one of these patterns) under prefix; files
-        already stored with the same checksum are skipped."""
+        that this writer's own manifest (``manifest_name``, written last) already lists with the same checksum are
+        skipped. One read and one write besides the files: other writers' manifests are never read."""
         wanted = folder_manifest(folder, include)
-        stored = self.manifest(prefix) or {}
-        present = self.list(prefix)
+        manifest_key = f"{prefix}/{manifest_name}".lstrip("/")
+        stored = self.manifest_file(manifest_key) or {}
         uploaded = skipped = 0
         for rel, info in wanted.items():
-            key = f"{prefix}/{rel}".lstrip("/")
-            if stored.get(rel) == info and present.get(key) == info["size"]:  # already published
+            if stored.get(rel) == info:  # published completely by an earlier run of this writer
                 skipped += 1
                 continue
-            self.put_file(folder / rel, key)
+            self.put_file(folder / rel, f"{prefix}/{rel}".lstrip("/"))
             uploaded += 1
-        self.put_bytes(json.dumps({"files": wanted}, indent=1).encode(), f"{prefix}/{manifest_name}".lstrip("/"))
+        self.put_bytes(json.dumps({"files": wanted}, indent=1).encode(), manifest_key)
         return {"uploaded": uploaded, "skipped": skipped}
 
     def download_all(self, prefix: str, folder: Path) -> int:
@@ -134,10 +159,16 @@ class Store(ABC):
             count += 1
         return count
 
-    def sync_down(self, prefix: str, folder: Path, include: tuple[str, ...] = ()) -> dict[str, int]:
+    def sync_down(
+        self, prefix: str, folder: Path, include: tuple[str, ...] = (), prefer_manifest: str | None = None
+    ) -> dict[str, int]:
         """Fetch a published folder (with ``include``, only its files matching one of these patterns); local files
-        with the right checksum are kept."""
-        manifest = self.manifest(prefix)
+        with the right checksum are kept. With ``prefer_manifest``, that one manifest of the folder is read when it
+        exists (a fan-out batch reading what the same batch wrote), instead of the union of all of them."""
+        preferred = self.manifest_file(f"{prefix}/{prefer_manifest}".lstrip("/")) if prefer_manifest else None
+        if preferred is not None and not all(any(matches(rel, (p,)) for rel in preferred) for p in include):
+            preferred = None  # written in other batches: the union of all manifests
+        manifest = preferred if preferred is not None else self.manifest(prefix)
         if manifest is None:
             raise FileNotFoundError(f"{self.uri(prefix)} has no {MANIFEST}: it was never published completely")
         fetched = kept = size = 0
@@ -173,7 +204,7 @@ class LocalStore(Store):
         shutil.copyfile(local, tmp)
         os.replace(tmp, target)
 
-    def get_file(self, key: str, local: Path) -> None:
+    def get_file(self, key: str, local: Path, size: int | None = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
         shutil.copyfile(self._path(key), tmp)
@@ -225,10 +256,15 @@ class S3Store(Store):
     def put_file(self, local: Path, key: str) -> None:
         self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
 
-    def get_file(self, key: str, local: Path) -> None:
+    def get_file(self, key: str, local: Path, size: int | None = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.part")
-        self.client.download_file(self.bucket, self._key(key), str(tmp), Config=self.transfer)
+        if size is not None and size < MULTIPART_THRESHOLD:  # one GET (boto3's download_file HEADs first)
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with open(tmp, "wb") as handle:
+                shutil.copyfileobj(body, handle)
+        else:
+            self.client.download_file(self.bucket, self._key(key), str(tmp), Config=self.transfer)
         os.replace(tmp, local)
 
     def put_bytes(self, data: bytes, key: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,9 +13,11 @@ from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.layout import NNUNET_FOLDERS
-from tsretrain.resources import cpu_quota
+from tsretrain.resources import cpu_quota, memory_limit_bytes
+from tsretrain.ui import log
 
 AUGMENTATION = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation process count
+DEFAULT_PROCESSES = "nnUNet_def_n_proc"  # nnU-Net's default pool size (its validation's export pool among them)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class NnunetFolders:
         # idle OpenMP threads sleep instead of spinning: on a CPU shared with augmentation workers (or other
         # jobs) spinning tripled the CPU time of a training step (docs/benchmarks.md)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        os.environ.setdefault("nnUNet_def_n_proc", str(cpu_quota()))
+        os.environ.setdefault(DEFAULT_PROCESSES, str(cpu_quota()))
 
 
 def augmentation_processes(device_type: str) -> contextlib.AbstractContextManager[str]:
@@ -103,3 +107,52 @@ def torch_device(name: str) -> Any:
         # when nnUNet_compile is set, as the GPU image sets it: 2.2x the CPU of a small prediction (bench/cpu_predict)
         os.environ["nnUNet_compile"] = "false"  # noqa: SIM112 (nnU-Net's name)
     return torch.device(name)
+
+
+EXPORT_BYTES_PER_LOGIT = 11.2
+"""Peak bytes per class and voxel of one nnU-Net export process: resampling a case's logits back to its own grid
+casts them to float64, measured at 5.6 times the half-precision logits (2 bytes each)."""
+
+
+def export_processes(classes: int, voxels: int, memory: int, cpus: int) -> int:
+    """nnU-Net's segmentation export processes (validation and prediction) that fit beside the training or
+    predicting process: each holds the largest case's resampled logits plus its own imports (1 GiB), within three
+    quarters of the memory limit; at most one per CPU, at least one."""
+    per_process = EXPORT_BYTES_PER_LOGIT * classes * voxels + 2**30
+    return max(1, min(cpus, int(memory * 0.75 // per_process)))
+
+
+def largest_case(preprocessed: Path) -> tuple[int, int]:
+    """Classes (background included) and voxels of the largest case of a preprocessed dataset, from nnU-Net's
+    fingerprint and dataset.json."""
+    fingerprint = json.loads((preprocessed / "dataset_fingerprint.json").read_text())
+    dataset = json.loads((preprocessed / "dataset.json").read_text())
+    voxels = max(math.prod(shape) for shape in fingerprint["shapes_after_crop"])
+    return len(dataset["labels"]), int(voxels)
+
+
+def size_export_pool(preprocessed: Path) -> int:
+    """Set nnU-Net's export pool (``nnUNet_def_n_proc``, read at import) to what fits in the memory limit; the
+    end of a fold then cannot run out of memory where a process per CPU would (a user's smaller value is kept)."""
+    classes, voxels = largest_case(preprocessed)
+    memory, cpus = memory_limit_bytes(), cpu_quota()
+    fits = export_processes(classes, voxels, memory, cpus)
+    chosen = min(fits, int(os.environ.get(DEFAULT_PROCESSES, fits)))
+    need = EXPORT_BYTES_PER_LOGIT * classes * voxels / 2**30
+    log.info(
+        "export pool: %d process(es) (largest case %d voxels x %d classes: about %.1f GiB each; memory limit %.1f GiB)",
+        chosen,
+        voxels,
+        classes,
+        need,
+        memory / 2**30,
+    )
+    if need + 1 > memory * 0.75 / 2**30:
+        log.warning("even one export process may not fit in %.1f GiB: give the pod more memory", memory / 2**30)
+    os.environ[DEFAULT_PROCESSES] = str(chosen)
+    import nnunetv2.configuration
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    nnunetv2.configuration.default_num_processes = chosen  # read at import by the modules that use it
+    trainer_module.default_num_processes = chosen
+    return chosen

@@ -6,15 +6,26 @@ Outputs: ``OUT/test/<case>.nii.gz`` (ensemble), ``OUT/validation/fold_<k>/<case>
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tsretrain.model import Model
-from tsretrain.resources import cpu_quota
+from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.stages import StageResult
-from tsretrain.training.nnunet_env import NnunetFolders, torch_device
+from tsretrain.training.nnunet_env import NnunetFolders, export_processes, torch_device
 from tsretrain.ui import log
+
+
+def image_size(path: Path) -> tuple[int, ...]:
+    """An image's size, from its header alone."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(int(n) for n in reader.GetSize())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,14 +78,18 @@ def predict(config: PredictConfig) -> StageResult:
         # turns with this process: all in this process (bench/one_cpu.py)
         predictor.predict_from_files_sequential(str(images), str(test_out), save_probabilities=False, overwrite=True)
     else:
-        workers = max(1, min(2, cpus, len(list(images.glob("*_0000.nii.gz")))))
+        cases = sorted(images.glob("*_0000.nii.gz"))
+        workers = max(1, min(2, cpus, len(cases)))
+        voxels = max((math.prod(image_size(path)) for path in cases), default=1)
+        classes = len(predictor.dataset_json["labels"])
+        exports = min(workers, export_processes(classes, voxels, memory_limit_bytes(), cpus))
         predictor.predict_from_files(
             str(images),
             str(test_out),
             save_probabilities=False,
             overwrite=True,
             num_processes_preprocessing=workers,
-            num_processes_segmentation_export=workers,
+            num_processes_segmentation_export=exports,
         )
     validated = 0
     for fold in config.model.folds:

@@ -20,7 +20,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
-from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, torch_device
+from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, size_export_pool, torch_device
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -56,16 +56,18 @@ class TrainConfig:
 
 
 def _mirror(config: TrainConfig, new: tuple[Path, str] | None = None) -> None:
-    """Copy the fold's checkpoints, logs and progress (and the model's plans and dataset JSON) to the store;
-    ``new`` is a checkpoint being written (its file, its final name), uploaded instead of the older local one."""
+    """Copy the fold's checkpoints, logs and progress (and the model's plans and dataset JSON) to the store.
+    ``new`` is a checkpoint being written (its file, its final name): then it is the only checkpoint uploaded (the
+    others were uploaded when they were written), beside the small files."""
     store = config.stored()
     fold = config.fold_folder()
     for path in sorted(fold.parent.glob("*.json")):
         store.put_file(path, path.name)
     for pattern in MIRRORED:
+        if new is not None and pattern == "*.pth":
+            continue
         for path in sorted(fold.glob(pattern)):
-            if new is None or path.name != new[1]:
-                store.put_file(path, f"{fold.name}/{path.name}")
+            store.put_file(path, f"{fold.name}/{path.name}")
     if new is not None:
         store.put_file(new[0], f"{fold.name}/{new[1]}")
 
@@ -205,6 +207,7 @@ def train(config: TrainConfig) -> StageResult:
         trainer.run_training()
     atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
     if config.validate:
+        size_export_pool(folders.preprocessed / config.model.dataset)
         trainer.perform_actual_validation(False)
     if config.store is not None:
         _mirror(config)
