@@ -3,7 +3,7 @@
 
 Extrapolation (per pod): the synthetic cohort has 29 patients (64 x 64 x 24 voxels in the test); RADCURE has 3,346
 patients, 323.5 GB of DICOM, CTs of about 512 x 512 x 181. A step's bytes scale with what it reads: DICOM of a
-batch (per-patient DICOM ratio), headers of every file (64 KiB ranged reads per object at most), per-case JSON
+batch (per-patient DICOM ratio), headers of every file (8 KiB ranged reads per object), per-case JSON
 (patients ratio), or images of the whole dataset (patients x voxels ratio). Model checkpoints (train, predict)
 are the tiny model's here and are not extrapolated.
 
@@ -26,7 +26,7 @@ from benchlib import update_section
 ROOT = Path(__file__).resolve().parents[1]
 RADCURE_PATIENTS, RADCURE_DICOM = 3346, 323.5e9
 RADCURE_VOXELS, RADCURE_OBJECTS_PER_PATIENT = 512 * 512 * 181, 183  # CT slices and an RTSTRUCT
-RANGED_READ = 64 * 1024
+RANGED_READ = 8 * 1024
 SCALING = {  # template: what its bytes scale with
     "claim": "nothing",
     "scan": "headers",
@@ -35,9 +35,11 @@ SCALING = {  # template: what its bytes scale with
     "listing": "patients",
     "split": "patients",
     "assemble": "dataset images",
-    "preprocess": "dataset images",
+    "fingerprint": "batch images",
+    "plan": "patients",
+    "preprocess-cases": "batch images",
     "train": "dataset images",  # a fold's first attempt; a resumed one also fetches the fold's checkpoints
-    "predict": "dataset images",  # upper bound: the tiny model's checkpoints are scaled with the images
+    "predict": "batch images",  # a batch of test cases and the folds' final checkpoints (not scaled)
     "evaluate": "dataset images",
     "report": "patients",
     "record-status": "nothing",
@@ -60,7 +62,7 @@ def factor(kind: str, patients: int, dicom_bytes: int, objects: int, voxels_here
     per_patient = RADCURE_DICOM / RADCURE_PATIENTS / (dicom_bytes / patients)
     cases = RADCURE_PATIENTS / patients
     voxels = RADCURE_VOXELS / voxels_here
-    read_here = objects * min(RANGED_READ, dicom_bytes / objects)  # ranged reads of at most 64 KiB per object
+    read_here = objects * min(RANGED_READ, dicom_bytes / objects)  # header-sized ranged reads per object
     return {
         "nothing": 1.0,
         "headers": RADCURE_PATIENTS * RADCURE_OBJECTS_PER_PATIENT * RANGED_READ / read_here,

@@ -5,7 +5,8 @@ Every stage of ``tsretrain.pipeline.registry`` that runs on a cluster becomes on
 the stage's subcommand with the options the registry declares, and publishes what the stage writes, all at the
 run layout's relative paths below ``/work`` and below the run's store prefix. A ``claim`` step first fixes the
 prefix (``output-prefix``, or ``runs-prefix/<workflow name>``) and refuses one holding another run unless
-``resume=true``; the exit handler records how the run ended in ``status.json``.
+``resume=true``; the exit handler records how the run ended in ``status.json`` (the failed steps read from the
+workflow's own record in the Kubernetes API).
 
 Values only the Helm chart knows (secret, images, GPU scheduling, claims, ConfigMap) are ``__TOKENS__`` that the
 chart replaces when it installs this file.
@@ -60,6 +61,7 @@ WORK = "/work"
 OUT = "{{inputs.parameters.output-prefix}}"  # every stage template receives the claimed prefix
 DICTIONARIES = "/etc/tsretrain/dictionaries"  # the chart's dictionaries ConfigMap, mounted in every pod
 BATCHES = "/tmp/batches.json"
+RECORDS = f"{OUT}/{relative('records')}"  # the steps' completion records in the run's store
 CLAIMED = "/tmp/output-prefix"
 
 
@@ -115,6 +117,13 @@ PARAMETERS = (
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
+    WorkflowParameter("predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size",)),
+    WorkflowParameter(
+        "max-batches",
+        "512",
+        "most conversion and pseudo-label pods: larger batches beyond (the workflow object stays under 1 MiB)",
+        ("scan.max_batches",),
+    ),
     WorkflowParameter("scratch", "20Gi", "local disk of a CPU step that holds a batch or a listing"),
     WorkflowParameter("data-scratch", "200Gi", "local disk of a step that holds the whole dataset (see README)"),
     WorkflowParameter("cpu-image", "__CPU_IMAGE__", "image of the CPU steps"),
@@ -125,23 +134,39 @@ BY_OPTION = {option: p for p in PARAMETERS for option in p.options}
 DISKS = ("scratch", "data-scratch")  # sizes of the pods' /work, checked by the claim step before any pod asks
 
 # What only a cluster run sets: options with cluster values, retries, deadlines, local disk.
+BATCH_INVENTORY = f"{WORK}/{relative('scan')}/batches/{{batch}}.json"  # a batch's slice of the scan's inventory
+
+
+def batch_file(stage: Stage) -> str:
+    """Where a batch of the stage's fan-out lists its cases (the scan's inventory slice, the split's test batch)."""
+    return f"{WORK}/{relative(stage.batches)}/batches/{{batch}}.json"
+
+
+def fan_out_items(stage: Stage) -> str:
+    """What a fan-out runs over: the batches its batch-writing stage made, or the folds."""
+    return "{{tasks." + stage.batches + ".outputs.parameters.batches}}" if stage.fan_out == "cases" else param("folds")
+
+
 CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
     "scan": {"input": param("input-prefix"), "batches_out": BATCHES},  # headers by ranged reads from the store
+    "split": {"batches_out": BATCHES},  # batches of test cases for the prediction
     "convert": {  # the batch's own inventory; the batch's files staged first
         "input": f"{WORK}/dicom",
         "source": param("input-prefix"),
-        "inventory": f"{WORK}/{relative('scan')}/batches/{{batch}}.json",
+        "inventory": BATCH_INVENTORY,
     },
     "pseudolabel": {"weights": "/weights", "device": "gpu"},
     "train": {"store": f"{OUT}/{relative('results')}"},  # checkpoints mirrored, resumed
 }
 SELF_PUBLISHING = {"train"}  # publishes each fold under --store itself
-FAN_OUT = {"cases": "{{tasks.scan.outputs.parameters.batches}}", "fold": param("folds")}
+# The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
+ITEM = {"cases": "batch", "fold": "fold"}
 OPTIONAL = {"pseudolabel": "pseudolabel"}  # stage -> the boolean parameter that adds it to the run
-RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "preprocess": 2, "predict": 2}
-HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "preprocess": 24}
-HOURS |= {"train": 96, "predict": 12, "evaluate": 12, "report": 2}
-WHOLE_DATASET = {"assemble", "preprocess", "train", "predict"}  # the others hold a batch or a listing
+RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
+RETRIES |= {"preprocess-cases": 2, "predict": 2}
+HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
+HOURS |= {"preprocess-cases": 6, "train": 96, "predict": 12, "evaluate": 12, "report": 2}
+WHOLE_DATASET = {"assemble", "train", "predict"}  # the others hold a batch or a listing
 
 RESOURCES = {
     "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
@@ -189,7 +214,7 @@ def _volumes(stage: Stage | None) -> list[Any]:
         EmptyDirVolume(name="tmp", mount_path="/tmp", size_limit="1Gi"),
         ConfigMapVolume(name="__DICTIONARIES__", mount_path=DICTIONARIES, read_only=True),
     ]
-    if stage is not None and (stage.resources == "gpu" or stage.name == "preprocess"):
+    if stage is not None and stage.resources in ("gpu", "big-cpu"):  # nnU-Net's worker processes
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM))
     if stage is not None and stage.name == "pseudolabel":  # TotalSegmentator weights, provisioned once (README)
         volumes.append(
@@ -246,8 +271,8 @@ def stage_args(stage: Stage, with_stages: set[str]) -> list[str]:
         value: str | None = None
         if name in CLUSTER_OPTIONS.get(stage.name, {}):
             value = CLUSTER_OPTIONS[stage.name][name]
-        elif name == stage.fan_out:
-            value = "{{inputs.parameters." + name + "}}"
+        elif name == stage.fan_out:  # a batch's cases: filled in by the pod from the batch's inventory
+            value = "{cases}" if name == "cases" else "{{inputs.parameters." + ITEM[name] + "}}"
         elif f"{stage.name}.{name}" in BY_OPTION or name in BY_OPTION:
             value = param(BY_OPTION.get(f"{stage.name}.{name}", BY_OPTION.get(name)).name)
         elif option.at == INPUT:
@@ -274,12 +299,27 @@ def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
     if stage.name not in SELF_PUBLISHING:
         for files in stage.writes:
             args += ["--put", _transfer(_path(files.location), f"{OUT}/{relative(files.location)}", files)]
-    if stage.fan_out == "cases":  # a manifest of the batch's own; {case} in include patterns is each case of it
-        args += ["--batch", "{{inputs.parameters.cases}}"]
+    if stage.fan_out == "cases":  # the batch's id ({batch}, its manifest) and its cases ({case}, {cases})
+        args += ["--batch", "{{inputs.parameters.batch}}", "--cases-from", batch_file(stage)]
     if stage.cases_from:  # {case} is each case listed in a file that the pod fetched first
         location, name = stage.cases_from
         args += ["--cases-from", f"{_path(location)}/{name}"]
+    args += ["--record", RECORDS]  # a resumed run skips the step when it was done with the same inputs
+    if _reads_raw_input(stage):  # the raw DICOM tree's listing is one of those inputs
+        args += ["--inputs", param("input-prefix")]
+    if "batches_out" in stage.options:
+        args += ["--output-file", BATCHES]  # a fan-out's items, given back when the step is skipped
     return [*args, "--", *stage_args(stage, with_stages)]
+
+
+def _reads_raw_input(stage: Stage) -> bool:
+    """Whether the stage reads the input prefix itself (scan lists it; convert reads what its batch's inventory
+    names, whose sizes and times are in the inventory)."""
+    raw = param("input-prefix")
+    return any(
+        option.at == INPUT and CLUSTER_OPTIONS.get(stage.name, {}).get(name, raw) == raw
+        for name, option in stage.options.items()
+    )
 
 
 def _prefix_args() -> list[str]:
@@ -336,9 +376,11 @@ def build() -> WorkflowTemplate:
                 if option.when in OPTIONAL:
                     variants[f"{stage.name}-merged"] = always | {option.when}
             for name, with_stages in variants.items():
-                inputs = [prefix] + ([Parameter(name=stage.fan_out)] if stage.fan_out else [])
-                outputs = (
-                    [Parameter(name="batches", value_from=ValueFrom(path=BATCHES))] if stage.name == "scan" else []
+                inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])
+                outputs = (  # the batches of a later fan-out
+                    [Parameter(name="batches", value_from=ValueFrom(path=BATCHES))]
+                    if "batches_out" in stage.options
+                    else []
                 )
                 disk = param("data-scratch" if stage.name in WHOLE_DATASET else "scratch")
                 container = _container(
@@ -364,9 +406,9 @@ def build() -> WorkflowTemplate:
                 "{{workflow.name}}",
                 "--status",
                 "{{workflow.status}}",
-                "--failures",
-                "{{workflow.failures}}",
-            ],
+                "--namespace",
+                "{{workflow.namespace}}",
+            ],  # the failed steps: read from the workflow's record, never carried on the command line
             small,
             disk="1Gi",
             retries=2,
@@ -383,6 +425,8 @@ def build() -> WorkflowTemplate:
                 f"{_path('converted')}={converted}=cases.csv",
                 "--manifest-name",
                 "_manifest-listing.json",
+                "--record",
+                RECORDS,
                 "--",
                 "listing",
                 _path("converted"),
@@ -403,8 +447,8 @@ def build() -> WorkflowTemplate:
                     arguments = {"output-prefix": claimed}
                     kwargs: dict[str, Any] = {}
                     if stage.fan_out:
-                        arguments[stage.fan_out] = "{{item}}"
-                        kwargs["with_param"] = FAN_OUT[stage.fan_out]
+                        arguments[ITEM[stage.fan_out]] = "{{item}}"
+                        kwargs["with_param"] = fan_out_items(stage)
                     condition = _condition(stage, with_stages)
                     if condition:
                         kwargs["when"] = condition

@@ -49,6 +49,7 @@ SHARED_FIXTURES = {
     "tests/test_cluster_run.py": "cluster",
     "tests/test_nnunet.py": "nnunet",
     "tests/test_behaviour_training.py": "nnunet",
+    "tests/test_batched_preprocessing.py": "nnunet",
     "tests/test_report.py": "report",
 }
 

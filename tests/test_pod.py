@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from argo_sim.engine import fnv32a
+from argo_sim.kubeapi import KubeApi
+from argo_sim.render import render
 from typer.testing import CliRunner
 
-from tsretrain.cli import app, failure_list
+from tsretrain.cli import app
+from tsretrain.cluster.incluster import ApiError, failures
 from tsretrain.errors import UserError
 from tsretrain.layout import batch_id
-from tsretrain.pipeline.pod import Transfer, expand, fetch, parse_get, parse_put
+from tsretrain.pipeline.pod import Completion, Transfer, expand, fetch, parse_get, parse_put, placeholders
 from tsretrain.storage.store import matches, open_store
 
 runner = CliRunner()
@@ -37,13 +44,21 @@ def test_patterns_match_segment_by_segment() -> None:
     assert not matches("cases.csv", ("cases/*/*",))
     assert expand(("cases/{case}/*", "x"), ("A", "B")) == ("cases/A/*", "cases/B/*", "x")
     assert expand(("cases/{case}/*", "x"), ()) == ("x",)  # no case: no pattern of a case
-    with pytest.raises(UserError, match="--batch or --cases-from"):
+    with pytest.raises(UserError, match="needs --cases-from"):
         expand(("cases/{case}/*",), None)
+    assert placeholders("scan/batches/{batch}.json", "b7") == "scan/batches/b7.json"
+    assert placeholders("--cases={cases}", "b7", ("A", "B")) == "--cases=A,B"
+    with pytest.raises(UserError, match="give --batch"):
+        placeholders("{batch}", "")
+    with pytest.raises(UserError, match="give --cases-from"):
+        placeholders("{cases}", "b7")
 
 
 def test_a_pod_fetches_only_what_its_stage_needs(tmp_path: Path) -> None:
     uri = published(tmp_path)
-    fetched = fetch([Transfer(uri, tmp_path / "batch", ("cases/{case}/*",))], ("A", "C"))
+    (tmp_path / "batch.json").write_text(json.dumps({"cases": [{"case_id": "A"}, {"case_id": "C"}]}))
+    fetched, cases = fetch([Transfer(uri, tmp_path / "batch", ("cases/{case}/*",))], "b1", tmp_path / "batch.json")
+    assert cases == ("A", "C")
     assert sorted(p.relative_to(tmp_path / "batch").as_posix() for p in (tmp_path / "batch").rglob("*.*")) == [
         "cases/A/A.nii.gz",
         "cases/A/manifest.json",
@@ -87,8 +102,6 @@ def test_cases_listed_in_a_fetched_file_name_what_the_later_fetches_bring(tmp_pa
         cases_from=tmp_path / "none" / "evaluation" / "review.json",
     )
     assert not (tmp_path / "none" / "converted").exists()
-    with pytest.raises(UserError, match="exclude each other"):
-        fetch(gets, ("A",), tmp_path / "pod" / "evaluation" / "review.json")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="list of cases"):
         fetch(gets[:1], cases_from=tmp_path / "bad.json")
@@ -154,31 +167,59 @@ def test_the_claim_step_refuses_a_disk_size_kubernetes_would_refuse(tmp_path: Pa
     assert runner.invoke(app, [*args[:-1], str(tmp_path / "p"), *good]).exit_code == 0
 
 
-def test_status_holds_a_real_list_and_only_in_the_runs_own_prefix(tmp_path: Path) -> None:
-    failures = '[{"displayName": "train(0)", "message": "OOMKilled", "templateName": "train"}]'
-    assert failure_list(failures)[0]["displayName"] == "train(0)"
-    assert failure_list(json.dumps(failures))[0]["templateName"] == "train"  # a JSON string of the JSON list
-    assert failure_list("") == [] and failure_list("null") == [] and failure_list("oops") == ["oops"]
-    runs = str(tmp_path / "runs")
-    runner.invoke(
-        app,
-        [
-            "claim",
-            "--output-prefix",
-            "",
-            "--runs-prefix",
-            runs,
-            "--workflow",
-            "wf-1",
-            "--out-file",
-            str(tmp_path / "p"),
-        ],
+def workflow_record(name: str, nodes: list[tuple[str, str, str, str]]) -> dict[str, Any]:
+    """A Workflow as the API server holds it: node statuses (name, display name, template, phase) by id."""
+    statuses = {
+        f"{name}-{n}": {"id": f"{name}-{n}", "name": node, "displayName": display, "templateName": template,
+                        "type": "Pod", "phase": phase, "message": "OOMKilled" if phase == "Failed" else "",
+                        "finishedAt": f"2026-12-06T10:0{n}:00Z"}
+        for n, (node, display, template, phase) in enumerate(nodes)
+    }  # fmt: skip
+    return {"metadata": {"name": name, "namespace": "argo"}, "status": {"nodes": statuses}}
+
+
+def test_the_failed_steps_are_argos_whether_the_controller_compressed_the_nodes_or_not() -> None:
+    record = workflow_record(
+        "wf-1",
+        [("wf-1.train(0:0)(0)", "train(0:0)(0)", "train", "Failed"), ("wf-1.scan(0)", "scan(0)", "scan", "Succeeded")],
     )
-    args = ["status", "--output-prefix", "", "--runs-prefix", runs, "--status", "Failed", "--failures", failures]
-    assert runner.invoke(app, [*args, "--workflow", "wf-1"]).exit_code == 0
+    (failure,) = failures(record)
+    assert failure["displayName"] == "train(0:0)(0)" and failure["message"] == "OOMKilled"
+    assert failure["podName"] == f"wf-1-train-{fnv32a('wf-1.train(0:0)(0)')}"  # Argo's pod names v2
+    packed = base64.b64encode(gzip.compress(json.dumps(record["status"]["nodes"]).encode())).decode()
+    assert failures({"metadata": record["metadata"], "status": {"compressedNodes": packed}}) == [failure]
+    with pytest.raises(ApiError, match="offloaded"):
+        failures({"metadata": record["metadata"], "status": {"offloadNodeStatusVersion": "fnv:1"}})
+
+
+@pytest.mark.parametrize("granted", [True, False], ids=["chart-role", "no-role"])
+def test_status_reads_the_failed_steps_from_the_api_and_writes_only_in_the_runs_own_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, granted: bool
+) -> None:
+    """The exit handler's command line carries no failure list: it reads the workflow's record over TLS with the
+    pod's service account, which the chart's Role allows; without that Role the status is still recorded."""
+    runs = str(tmp_path / "runs")
+    claim = ["claim", "--output-prefix", "", "--runs-prefix", runs, "--workflow", "wf-1", "--out-file", "p"]
+    assert runner.invoke(app, [*claim[:-1], str(tmp_path / "p")]).exit_code == 0
+    chart = {(d["kind"], d["metadata"]["name"]): d for d in render([]) if d["kind"] in ("Role", "RoleBinding")}
+    record = workflow_record("wf-1", [("wf-1.train(0:0)(0)", "train(0:0)(0)", "train", "Failed")])
+    api = KubeApi(tmp_path / "api", chart if granted else {}, "tsretrain-workflow", lambda: record)
+    try:
+        monkeypatch.setenv("TSRETRAIN_SERVICE_ACCOUNT", str(api.folder))
+        for key, value in api.env().items():
+            monkeypatch.setenv(key, value)
+        args = ["status", "--output-prefix", "", "--runs-prefix", runs, "--status", "Failed", "--namespace", "argo"]
+        assert runner.invoke(app, [*args, "--workflow", "wf-1"]).exit_code == 0
+    finally:
+        api.stop()
     status = json.loads((tmp_path / "runs" / "wf-1" / "status.json").read_text())
-    assert status["status"] == "Failed" and status["failures"][0]["message"] == "OOMKilled"
+    assert status["status"] == "Failed"
+    if granted:
+        assert [f["message"] for f in status["failures"]] == ["OOMKilled"] and api.requests[0][1] == 200
+    else:
+        assert status["failures"] is None and "HTTP 403" in status["failures_unavailable"]
     other = [*args[:2], str(tmp_path / "runs" / "wf-1"), *args[3:], "--workflow", "wf-9"]
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")  # outside a pod: recorded without the failed steps
     assert runner.invoke(app, other).exit_code == 0
     assert json.loads((tmp_path / "runs" / "wf-1" / "status.json").read_text())["workflow"] == "wf-1"  # untouched
 
@@ -207,14 +248,17 @@ def test_a_gpu_stage_without_a_gpu_fails_at_once(tmp_path: Path, stage: str) -> 
 def test_a_retried_batch_replaces_its_own_manifest(tmp_path: Path) -> None:
     """Two attempts of one batch publish one manifest; batches publish manifests of their own."""
     store = tmp_path / "store"
-    for attempt, batch in ((1, "A,B"), (2, "A,B"), (1, "C")):
+    for attempt, batch, cases in ((1, "b1", "A,B"), (2, "b1", "A,B"), (1, "b2", "C")):
         out = tmp_path / f"out-{attempt}-{batch}"
-        for case in batch.split(","):
+        for case in cases.split(","):
             (out / "cases" / case).mkdir(parents=True)
             (out / "cases" / case / "manifest.json").write_text(json.dumps({"case_id": case, "attempt": attempt}))
         result = runner.invoke(app, ["pod", "--put", f"{out}={store}", "--batch", batch, "--", "version"])
         assert result.exit_code == 0, result.output
-    assert len(list(store.glob("_manifest-batch-*.json"))) == 2
+    assert sorted(p.name for p in store.glob("_manifest-batch-*.json")) == [
+        "_manifest-batch-b1.json",
+        "_manifest-batch-b2.json",
+    ]
     fetch([Transfer(str(store), tmp_path / "fetched")])  # the union of the manifests matches the objects
     assert json.loads((tmp_path / "fetched" / "cases" / "A" / "manifest.json").read_text())["attempt"] == 2
 
@@ -228,28 +272,74 @@ def test_a_conversion_pod_fetches_its_batchs_slice_of_the_inventory_and_converts
 
     out, batches_file, store = tmp_path / "scan", tmp_path / "batches.json", tmp_path / "store"
     scan(ScanConfig(input=cohort / "dicom", out=out, batches_out=batches_file, batch_size=4, workers=1))
-    batches = [tuple(b.split(",")) for b in json.loads(batches_file.read_text())]
     inventory = json.loads((out / "inventory.json").read_text())
-    assert [c for b in batches for c in b] == [c["case_id"] for c in inventory["cases"]]  # every case, once
-    assert len(batches) > 2
-    for batch in batches:
-        part = json.loads((out / "batches" / f"{batch_id(batch)}.json").read_text())
-        assert tuple(c["case_id"] for c in part["cases"]) == batch
+    ids = json.loads(batches_file.read_text())
+    batches = {}
+    for name in ids:  # the fan-out's items: batch ids, each naming its slice of the inventory
+        part = json.loads((out / "batches" / f"{name}.json").read_text())
+        batches[name] = tuple(c["case_id"] for c in part["cases"])
+        assert name == batch_id(batches[name]) and len(batches[name]) <= 4
         assert {k: v for k, v in part.items() if k != "cases"} == {k: v for k, v in inventory.items() if k != "cases"}
+    assert [c for name in ids for c in batches[name]] == [c["case_id"] for c in inventory["cases"]]  # each once
+    assert len(ids) > 2
+    capped = tmp_path / "capped.json"  # at most max_batches batches: larger ones
+    scan(ScanConfig(input=cohort / "dicom", out=out, batches_out=capped, batch_size=1, max_batches=3, workers=1))
+    assert len(json.loads(capped.read_text())) == 3 and len(list((out / "batches").iterdir())) == 3
+    scan(ScanConfig(input=cohort / "dicom", out=out, batches_out=batches_file, batch_size=4, workers=1))
     open_store(f"{store}/scan").sync_up(out, "")
-    work, batch = tmp_path / "work", batches[1]
+    work, name = tmp_path / "work", ids[1]
+    batch = batches[name]
     result = runner.invoke(
         app,
         [
             "pod", "--get", f"{store}/scan={work}/scan=batches/{{batch}}.json",
-            "--put", f"{work}/converted={store}/converted=cases/*/*", "--batch", ",".join(batch), "--",
+            "--put", f"{work}/converted={store}/converted=cases/*/*", "--batch", name,
+            "--cases-from", f"{work}/scan/batches/{{batch}}.json", "--",
             "convert", str(cohort / "dicom"), "--out", f"{work}/converted", "--inventory",
-            f"{work}/scan/batches/{{batch}}.json", "--cases", ",".join(batch), "--workers", "1",
+            f"{work}/scan/batches/{{batch}}.json", "--cases", "{cases}", "--workers", "1",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert [p.name for p in (work / "scan").rglob("*.json")] == [f"{batch_id(batch)}.json"]  # its slice only
+    assert [p.name for p in (work / "scan").rglob("*.json")] == [f"{name}.json"]  # its slice only
     assert sorted(p.name for p in (work / "converted" / "cases").iterdir()) == sorted(batch)
-    assert (store / "converted" / f"_manifest-batch-{batch_id(batch)}.json").is_file()
+    assert (store / "converted" / f"_manifest-batch-{name}.json").is_file()
     refused = runner.invoke(app, ["pod", "--", "convert", "x", "--inventory", "scan/batches/{batch}.json"])
     assert refused.exit_code == 2 and "give --batch" in refused.output
+
+
+def test_a_step_done_with_the_same_inputs_is_skipped_and_gives_its_outputs_back(tmp_path: Path) -> None:
+    """A resumed run's pod skips a step whose record holds the same input key (command, fetched checksums, raw
+    inputs' listing) while its outputs are all still published; any change of those runs it again."""
+    uri = published(tmp_path)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.dcm").write_bytes(b"dicom")
+    records, out, store = str(tmp_path / "store" / ".stages"), tmp_path / "out", tmp_path / "store" / "split"
+    out.mkdir()
+    (out / "x.json").write_text("{}")  # what the stage ("version" here) leaves to publish
+    items = tmp_path / "items.json"  # and to the workflow (an output parameter)
+    items.write_text("[1]")
+
+    def skipped(*stage: str) -> bool:
+        args = ["pod", "--get", f"{uri}={tmp_path / 'work'}=cases/*/manifest.json", "--put", f"{out}={store}"]
+        args += ["--record", records, "--inputs", str(raw), "--output-file", str(items), "--", *stage]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return "done before with the same inputs" in result.output
+
+    assert not skipped("version")
+    items.unlink()
+    assert skipped("version") and items.read_text() == "[1]"  # given back to the workflow
+    (raw / "a.dcm").write_bytes(b"DICOM")  # a raw input changed: run again
+    assert not skipped("version") and skipped("version")
+    open_store(uri).sync_up(tmp_path / "local", "")  # published again, the same content: still done
+    assert skipped("version")
+    (tmp_path / "local" / "cases" / "B" / "manifest.json").write_text('{"case_id": "B", "v": 2}')
+    open_store(uri).sync_up(tmp_path / "local", "")  # a fetched file changed: run again
+    assert not skipped("version") and skipped("version")
+    (store / "_manifest.json").unlink()  # an output no longer published: run again
+    assert not skipped("version")
+    assert not skipped("version", "--help")  # another command
+    same = Completion.of(records, ["split", "/work/converted", "--out", "/work/split"])  # each attempt's disk differs
+    assert same == Completion.of(records, ["split", "/tmp/p/7/work/converted", "--out", "/tmp/p/7/work/split"])
+    assert same != Completion.of(records, ["split", "/work/converted", "--out", "/work/split", "--seed", "1"])

@@ -21,7 +21,7 @@ from argo_sim.patch import apply as apply_patch
 from tsretrain.cli import parse_stage, subcommand
 from tsretrain.layout import relative
 from tsretrain.model import Model
-from tsretrain.pipeline.pod import parse_get, parse_put
+from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
 from tsretrain.pipeline.registry import BY_NAME, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +59,13 @@ SAMPLE = {
     "workflow.parameters.convert-batch-size": "2",
     "workflow.parameters.input-prefix": "s3://bucket/dicom",
     "inputs.parameters.output-prefix": PREFIX,
-    "inputs.parameters.cases": "RADCURE-0001,RADCURE-0002",
+    "workflow.parameters.max-batches": "64",
+    "workflow.parameters.predict-batch-size": "16",
+    "inputs.parameters.batch": "0123456789abcdef",
     "inputs.parameters.fold": "0",
     "pod.name": "tsretrain-x1-convert-123",
 }
+BATCH_CASES = ("RADCURE-0001", "RADCURE-0002")  # what a batch's inventory lists
 EXPECTED = {  # option -> the value every stage having it must parse
     "folds": (0,),
     "planner": "resenc-m",
@@ -75,7 +78,7 @@ EXPECTED = {  # option -> the value every stage having it must parse
     "iterations": 4,
     "cv_folds": 5,
     "fold": 0,
-    "cases": ("RADCURE-0001", "RADCURE-0002"),
+    "cases": BATCH_CASES,
 }
 
 
@@ -212,7 +215,9 @@ def parsed_pods(workflow: dict[str, Any]) -> dict[str, tuple[Any, Any, list[Any]
         if args[split + 1] not in BY_NAME:  # the listing gathered after the conversion batches: parses too
             subcommand(args[split + 1]).make_context(args[split + 1], args[split + 2 :])
             continue
-        stage, config = parse_stage(args[split + 1 :])
+        # what the pod fills in once it has fetched the batch's inventory: the batch's id and its cases
+        stage_args = [placeholders(a, context.params["batch"], BATCH_CASES) for a in args[split + 1 :]]
+        stage, config = parse_stage(stage_args)
         gets = [parse_get(g) for g in context.params["get"] or []]
         puts = [parse_put(p) for p in context.params["put"] or []]
         parsed[name] = (stage, config, gets, puts, context.params["batch"])
@@ -240,11 +245,11 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     needs = {
         "folds": {"split", "predict"},
         "fold": {"train"},
-        "planner": {"preprocess"},
-        "plans": {"preprocess", "train", "predict"},
-        "configuration": {"preprocess", "train", "predict"},
+        "planner": {"plan"},
+        "plans": {"plan", "train", "predict"},
+        "configuration": {"plan", "train", "predict"},
         "dictionary": {"scan", "convert", "pseudolabel", "assemble", "evaluate"},
-        "dataset": {"assemble", "preprocess", "train", "predict", "report"},
+        "dataset": {"assemble", "fingerprint", "plan", "preprocess-cases", "train", "predict", "report"},
         "trainer": {"train", "predict"},
         "epochs": {"train"},
         "iterations": {"train"},
@@ -262,7 +267,8 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     assert configs["assemble"].labels_from is None
     assert configs["pseudolabel"].weights == "/weights"
     assert configs["split"].cv_folds == 5 and configs["scan"].batch_size == 2
-    assert configs["preprocess"].batch_size is None  # convert-batch-size is the scan's, not the planner's
+    assert configs["plan"].batch_size is None  # convert-batch-size is the scan's, not the planner's
+    assert configs["fingerprint"].cases == configs["preprocess-cases"].cases == BATCH_CASES  # a batch's share
     model = configs["predict"].model
     assert model == Model(
         dataset="Dataset042_HeadNeck",
@@ -290,10 +296,11 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
                     name,
                     option_name,
                 )
-        if stage.fan_out == "cases":
-            assert batch == SAMPLE["inputs.parameters.cases"]
+        if stage.fan_out == "cases":  # the batch's id; its cases from its slice of the inventory
+            assert batch == SAMPLE["inputs.parameters.batch"]
+            assert any(g.include == ("batches/{batch}.json",) for g in gets)
     gets = {name: parsed[2] for name, parsed in parsed_pods(workflow).items()}
-    assert gets["pseudolabel"][0].include == ("cases/{case}/*",)  # expanded per case of the batch
+    assert gets["pseudolabel"][1].include == ("cases/{case}/*",)  # expanded per case of the batch
     assert gets["split"][0].include == ("cases/*/manifest.json",)
     assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*",), ("cases/*/manifest.json",)}
     assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
@@ -359,7 +366,7 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         assert shm["emptyDir"]["medium"] == "Memory"
     for name in CLUSTER_STAGES:
         disk = pod_spec(templates[name])["containers"][0]["resources"]["requests"]["ephemeral-storage"]
-        assert disk == ("200Gi" if name in ("assemble", "preprocess", "train", "predict") else "20Gi"), name
+        assert disk == ("200Gi" if name in ("assemble", "train", "predict") else "20Gi"), name
     assert templates["train"]["retryStrategy"]["limit"] >= 3  # retries resume from the stored checkpoint
     spec = workflow["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -380,9 +387,13 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
     # Exactly one assembly runs: from the converted label maps, or from the merged pseudo-labels.
     assert tasks["assemble"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
     assert tasks["assemble-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
-    assert tasks["preprocess"]["depends"] == "assemble && assemble-merged"
+    # nnU-Net's preprocessing shared out: fingerprints per batch, one plan, preprocessing per batch
+    assert tasks["fingerprint"]["depends"] == "assemble && assemble-merged"
+    for name in ("fingerprint", "preprocess-cases"):
+        assert tasks[name]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
+    assert "preprocess" not in tasks  # no pod holds the whole dataset to preprocess it
     assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
-    order = ["preprocess", "train", "predict"]
+    order = ["fingerprint", "plan", "preprocess-cases", "train", "predict"]
     for before, after in itertools.pairwise(order):
         assert tasks[after]["depends"] == before
     # The evaluation reads the merge records too when there are pseudo-labels (which reference is whose).

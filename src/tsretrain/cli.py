@@ -19,7 +19,7 @@ from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list
 from tsretrain.stages import StageResult
-from tsretrain.ui import console, setup_logging
+from tsretrain.ui import console, log, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 dictionary_app = typer.Typer(no_args_is_help=True, help="Show or validate organ dictionaries.")
@@ -160,23 +160,56 @@ def pod_command(
         list[str] | None, typer.Option("--put", help="PATH=URI[=PATTERN,...] published after the stage.")
     ] = None,
     batch: Annotated[
-        str, typer.Option(help="The fan-out batch (a,b or a JSON list): {case} in patterns, {batch} its id.")
+        str, typer.Option(help="The fan-out batch's id: {batch} in patterns, --cases-from and arguments.")
     ] = "",
     cases_from: Annotated[
-        Path | None, typer.Option(help='A fetched JSON file whose "cases" are {case} in the other patterns.')
+        Path | None,
+        typer.Option(help='A fetched JSON file whose "cases" are {case} in patterns, {cases} in arguments.'),
     ] = None,
     manifest_name: Annotated[
         str | None, typer.Option(help="Manifest of this writer (default: one per fan-out batch, else the folder's).")
     ] = None,
+    record: Annotated[
+        str | None, typer.Option(help="Store folder of completion records: skip a step done with the same inputs.")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None, typer.Option("--inputs", help="A raw input (store URI) whose listing the record keys on.")
+    ] = None,
+    output_file: Annotated[
+        list[Path] | None, typer.Option("--output-file", help="A file the step leaves for the workflow (recorded).")
+    ] = None,
 ) -> None:
-    """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs."""
-    from tsretrain.pipeline.pod import batch_manifest, fetch, parse_get, parse_put, publish, with_batch
+    """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs. With --record,
+    a step already done with the same inputs (command, fetched files' checksums, raw inputs' listing) whose outputs
+    are all still published is skipped: its recorded output files are written back, nothing else happens."""
+    from tsretrain.pipeline.pod import (
+        Completion,
+        batch_manifest,
+        fetch,
+        input_key,
+        parse_get,
+        parse_put,
+        placeholders,
+        publish,
+    )
+    from tsretrain.storage.atomic import atomic_write_text
 
-    cases = tuple(parse_list(batch))
+    manifest = manifest_name or batch_manifest(batch)
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
-        stage = [with_batch(arg, cases) for arg in context.args]
-        fetch(gets, cases, cases_from)
+        completion = key = None
+        if record:
+            completion = Completion.of(record, list(context.args))
+            key = input_key(context.args, gets, batch, inputs or [])
+            recorded = completion.done(key, puts, manifest)
+            if recorded is not None:
+                for path, text in zip(output_file or [], recorded, strict=False):
+                    atomic_write_text(path, text)
+                console.print(f"done before with the same inputs ({completion.folder}/{completion.name}): skipped")
+                return
+        listed = Path(placeholders(str(cases_from), batch)) if cases_from is not None else None
+        _, cases = fetch(gets, batch, listed)
+        stage = [placeholders(arg, batch, cases) for arg in context.args]
     except UserError as exc:
         raise typer.Exit(report_error(exc, "pod")) from exc
     try:
@@ -186,7 +219,9 @@ def pod_command(
         code = exc.code
     if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
-    publish(puts, manifest_name or batch_manifest(cases))
+    publish(puts, manifest)
+    if completion is not None and key is not None:
+        completion.write(key, output_file or [])
 
 
 @app.command("listing")
@@ -256,42 +291,31 @@ def claim_command(
     console.print(f"output prefix: {prefix}")
 
 
-def failure_list(text: str) -> list[Any]:
-    """Argo's ``{{workflow.failures}}`` (a JSON list, passed as a string, possibly encoded twice) as a list."""
-    value: Any = text
-    while isinstance(value, str) and value.strip():
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return [value]
-    if value in ("", None):
-        return []
-    return value if isinstance(value, list) else [value]
-
-
 @app.command("status")
 def status_command(
     output_prefix: OutputPrefixOption,
     runs_prefix: RunsPrefixOption,
     workflow: WorkflowOption,
     status: Annotated[str, typer.Option(help="Workflow status (Succeeded, Failed, Error).")],
-    failures: Annotated[str, typer.Option(help="Argo's JSON list of failed steps.")] = "",
+    namespace: Annotated[str, typer.Option(help="The workflow's namespace; empty: the pod's own.")] = "",
 ) -> None:
-    """Record how a run ended in its prefix's status.json (the workflow's exit handler); a prefix claimed by
-    another run is left alone."""
+    """Record how a run ended in its prefix's status.json (the workflow's exit handler), with the failed steps
+    read from the workflow's record in the Kubernetes API; a prefix claimed by another run is left alone."""
     from datetime import UTC, datetime
 
+    from tsretrain.cluster.incluster import ApiError, failures, read_workflow
     from tsretrain.layout import relative
     from tsretrain.pipeline.pod import owns, run_prefix
     from tsretrain.storage.store import open_store
 
     prefix = run_prefix(output_prefix, runs_prefix, workflow)
-    record = {
-        "workflow": workflow,
-        "status": status,
-        "failures": failure_list(failures),
-        "finished": datetime.now(UTC).isoformat(),
-    }
+    record: dict[str, Any] = {"workflow": workflow, "status": status, "finished": datetime.now(UTC).isoformat()}
+    try:
+        record["failures"] = failures(read_workflow(workflow, namespace))
+    except ApiError as exc:  # the status is recorded all the same; the failed steps stay in the Argo UI
+        record["failures"] = None
+        record["failures_unavailable"] = str(exc)
+        log.warning("failed steps not recorded: %s", exc)
     if owns(prefix, workflow):
         open_store(prefix).put_bytes(json.dumps(record, indent=1).encode(), relative("status"))
     else:

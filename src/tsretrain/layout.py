@@ -36,10 +36,18 @@ LOCATIONS: dict[str, tuple[str, str]] = {
         f"nnunet/{NNUNET_FOLDERS['results']}",
         "DATASET/TRAINER__PLANS__CONFIGURATION/fold_K/: checkpoints, progress.json, validation/",
     ),
+    "fingerprints": (
+        "nnunet/fingerprints",
+        "DATASET/CASE.npz: nnU-Net's fingerprint of each training case (a cluster run's batches)",
+    ),
     "predictions": ("predictions", "test/ (fold ensemble), validation/fold_K/"),
     "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json, review.json (the cases the report shows)"),
     "report": ("report", "report.html (self-contained), report.md, figures/"),
-    "records": (".stages", "one record per finished stage: its configuration hash and result (local runs)"),
+    "records": (
+        ".stages",
+        "one record per finished stage: its configuration hash and result (local runs); per finished cluster step "
+        "its input key and the files it left for the workflow (a resumed run skips it)",
+    ),
     "claim": ("run.json", "the workflow that owns a cluster run's prefix"),
     "status": ("status.json", "how a cluster run ended: status and failed steps"),
 }

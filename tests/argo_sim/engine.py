@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from argo_sim import crd, patch
+from argo_sim import crd, kubeapi, patch
 from argo_sim.expressions import Unsupported, evaluate_expr, evaluate_when
+from argo_sim.kubeapi import KubeApi
 from argo_sim.pods import Image, Mount, Outcome, PodPlan, RunningPod, make_writable, quantity_bytes
 
 WORKFLOW_FIELDS = {
@@ -297,6 +298,42 @@ class Simulation:
         entry = self.templates[self.spec["entrypoint"]]
         dag = self._node(self.name, self.name, "DAG", entry["name"])
         dag.phase = "Running"
+        account = str(self.spec.get("serviceAccountName", "default"))
+        self.api = KubeApi(self.root / "api" / self.name, self.objects, account, self.workflow_object)
+        try:
+            return self._finish(dag, entry)
+        finally:
+            self.api.stop()
+
+    def workflow_object(self) -> dict[str, Any]:
+        """The Workflow as the API server holds it while it runs: Argo's node statuses."""
+
+        def stamp(at: float | None) -> str | None:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else None
+
+        nodes = {
+            f"{self.name}-{fnv32a(n.name)}": {
+                "id": f"{self.name}-{fnv32a(n.name)}",
+                "name": n.name,
+                "displayName": n.display,
+                "type": n.type,
+                "templateName": n.template,
+                "phase": n.phase,
+                "message": n.message,
+                "startedAt": stamp(n.started),
+                "finishedAt": stamp(n.finished),
+            }
+            for n in list(self.nodes.values())
+        }
+        metadata = {"name": self.name, "namespace": kubeapi.NAMESPACE}
+        return {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": metadata,
+            "status": {"nodes": nodes},
+        }
+
+    def _finish(self, dag: Node, entry: dict[str, Any]) -> Run:
         try:
             dag.end(self._run_dag(entry))
         finally:
@@ -681,9 +718,12 @@ class Simulation:
             source = parameter["valueFrom"]
             _check(f"{name} output valueFrom", source, {"path"})
             paths[parameter["name"]] = source["path"]
-        env = {}
+        env = dict(self.api.env())  # what Kubernetes puts in every pod's environment
         for variable in container.get("env", []):
             env[variable["name"]] = self._env_value(name, variable)
+        if t.get("automountServiceAccountToken", self.spec.get("automountServiceAccountToken", True)):
+            mounts.append(Mount(kubeapi.SERVICE_ACCOUNT, self.api.folder, True, None))
+            env["TSRETRAIN_SERVICE_ACCOUNT"] = kubeapi.SERVICE_ACCOUNT
         deadline = t.get("activeDeadlineSeconds")
         return PodPlan(
             name=pod_name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import math
 import re
 import shutil
 import sys
@@ -50,8 +51,9 @@ class ScanConfig:
     dictionary: str = "radcure-oar21"
     workers: int = 0  # 0: one per available CPU
     rtstruct_choice: str = "fail"
-    batches_out: Path | None = None  # JSON list of comma-joined case ids (every case), for a workflow fan-out
+    batches_out: Path | None = None  # JSON list of batch ids (every case in a batch), for a workflow fan-out
     batch_size: int = 8
+    max_batches: int = 512  # larger batches beyond this many (the workflow object's size is bounded)
 
 
 def _read_chunk(args: tuple[str, list[str]]) -> list[FileRecord]:
@@ -518,19 +520,26 @@ def load_user_dictionary(name: str) -> OrganDictionary:
         ) from exc
 
 
-def write_batches(out: Path, inventory: dict[str, Any], batch_size: int) -> list[str]:
-    """Every case (excluded ones too: they get their manifest and listing row) in batches of ``batch_size``, each
-    batch's own inventory (the header and its cases only) in ``out/batches/<batch id>.json``, so that a fan-out pod
-    fetches its batch's slice, not the whole inventory; returns the batches as comma-joined case ids."""
+def fan_out_batch_size(cases: int, batch_size: int, max_batches: int) -> int:
+    """Cases per batch of a fan-out: ``batch_size``, or more when that would make over ``max_batches`` batches (the
+    workflow object holds a node per batch and step, and must stay under Argo's 1 MiB)."""
+    return max(batch_size, math.ceil(cases / max(1, max_batches)))
+
+
+def write_batches(out: Path, inventory: dict[str, Any], batch_size: int, max_batches: int) -> list[str]:
+    """Every case (excluded ones too: they get their manifest and listing row) in batches, each batch's own
+    inventory (the header and its cases only) in ``out/batches/<batch id>.json``, so that a fan-out pod fetches its
+    batch's slice, not the whole inventory; returns the batch ids (the fan-out's items)."""
     header = {key: value for key, value in inventory.items() if key != "cases"}
     cases = inventory["cases"]
+    size = fan_out_batch_size(len(cases), batch_size, max_batches)
     shutil.rmtree(out / "batches", ignore_errors=True)  # an earlier scan's batches
     batches = []
-    for start in range(0, len(cases), batch_size):
-        part = cases[start : start + batch_size]
-        ids = tuple(case["case_id"] for case in part)
-        atomic_write_text(out / "batches" / f"{batch_id(ids)}.json", json.dumps({**header, "cases": part}, indent=1))
-        batches.append(",".join(ids))
+    for start in range(0, len(cases), size):
+        part = cases[start : start + size]
+        name = batch_id(tuple(case["case_id"] for case in part))
+        atomic_write_text(out / "batches" / f"{name}.json", json.dumps({**header, "cases": part}, indent=1))
+        batches.append(name)
     return batches
 
 
@@ -562,7 +571,8 @@ def scan(config: ScanConfig) -> StageResult:
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
     if config.batches_out is not None:
-        atomic_write_text(config.batches_out, json.dumps(write_batches(config.out, inventory, config.batch_size)))
+        batches = write_batches(config.out, inventory, config.batch_size, config.max_batches)
+        atomic_write_text(config.batches_out, json.dumps(batches))
     counts = Counter(p.status for p in plans)
     for plan in plans:
         if plan.status != OK:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from tsretrain.conversion.convert import listing_rows
 from tsretrain.errors import UserError
+from tsretrain.layout import batch_id
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 
@@ -41,6 +43,8 @@ class SplitConfig:
     clinical_csv: Path | None = None  # RADCURE clinical sheet (patient_id, Ds Site, RADCURE-challenge ...)
     site_column: str = "Ds Site"
     fixed_split_column: str | None = None  # e.g. "RADCURE-challenge": rows saying "test" form the test set
+    batches_out: Path | None = None  # JSON list of test-batch ids, for a workflow's prediction fan-out
+    batch_size: int = 64  # test cases per batch
 
 
 VOLUME_BANDS = (
@@ -162,6 +166,17 @@ def report(split: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_test_batches(out: Path, test: list[str], batch_size: int) -> list[str]:
+    """The test cases in batches for a prediction fan-out (``out/batches/<batch id>.json``); returns the ids."""
+    shutil.rmtree(out / "batches", ignore_errors=True)  # an earlier split's batches
+    ids = []
+    for start in range(0, len(test), max(1, batch_size)):
+        cases = sorted(test)[start : start + max(1, batch_size)]
+        ids.append(batch_id(tuple(cases)))
+        atomic_write_text(out / "batches" / f"{ids[-1]}.json", json.dumps({"cases": cases}, indent=1))
+    return ids
+
+
 def run_split(config: SplitConfig) -> StageResult:
     """Split the cases with status ok in the conversion listing."""
     missing = [f for f in config.folds if f >= config.cv_folds]
@@ -177,6 +192,10 @@ def run_split(config: SplitConfig) -> StageResult:
     atomic_write_text(config.out / "split.json", json.dumps(split, indent=1))
     atomic_write_text(config.out / "splits_final.json", json.dumps(nnunet_splits(split), indent=1))
     atomic_write_text(config.out / "split_report.md", report(split))
+    if config.batches_out is not None:
+        atomic_write_text(
+            config.batches_out, json.dumps(write_test_batches(config.out, split["test"], config.batch_size))
+        )
     return StageResult(
         stage="split",
         outputs={"split": str(config.out / "split.json"), "splits_final": str(config.out / "splits_final.json")},

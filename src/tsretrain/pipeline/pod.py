@@ -9,8 +9,10 @@ folder are the run layout's, the same as below the store prefix and in a local r
 
 A ``--get`` or ``--put`` may end with ``=PATTERN,PATTERN``: only the files matching one of them move (``*``
 never crosses ``/``; in a ``--get``, ``{case}`` stands for each case of ``--batch``, or of the list in
-the file ``--cases-from`` names, fetched by an earlier ``--get``). ``{batch}`` stands for the batch's id in
-patterns and in the stage's arguments (e.g. the scan's inventory of the batch's cases alone).
+the file ``--cases-from`` names, fetched by an earlier ``--get``). In a fan-out over batches of cases, ``--batch``
+gives the batch's id: ``{batch}`` stands for it in patterns, in ``--cases-from`` and in the stage's arguments (the
+scan's inventory of the batch's cases alone is ``scan/batches/{batch}.json``), and ``{cases}`` in the stage's
+arguments for the batch's cases.
 
 The store requests of a fan-out pod do not grow with the number of batches: it fetches the files of its own
 cases, reading only its batch's manifest when the folder was written batch by batch with the same batches, and
@@ -19,15 +21,17 @@ it publishes with one read of its own earlier manifest (a retried pod) and one w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsretrain import __version__
 from tsretrain.errors import UserError
-from tsretrain.layout import batch_id, relative
+from tsretrain.layout import relative
 from tsretrain.resources import quantity_bytes
-from tsretrain.storage.store import MANIFEST, open_store
+from tsretrain.storage.store import MANIFEST, matches, open_store
 from tsretrain.ui import log
 
 
@@ -60,13 +64,17 @@ def parse_put(text: str) -> Transfer:
     return Transfer(uri, Path(path), include)
 
 
-def with_batch(text: str, batch: tuple[str, ...]) -> str:
-    """``text`` with ``{batch}`` replaced by the batch's id."""
-    if "{batch}" not in text:
-        return text
-    if not batch:
-        raise UserError(f"{text!r} names {{batch}}: give --batch")
-    return text.replace("{batch}", batch_id(batch))
+def placeholders(text: str, batch: str, cases: tuple[str, ...] | None = None) -> str:
+    """``text`` with ``{batch}`` (the fan-out batch's id) and ``{cases}`` (its cases, comma-joined) filled in."""
+    if "{batch}" in text:
+        if not batch:
+            raise UserError(f"{text!r} names {{batch}}: give --batch")
+        text = text.replace("{batch}", batch)
+    if "{cases}" in text:
+        if cases is None:
+            raise UserError(f"{text!r} names {{cases}}: give --cases-from")
+        text = text.replace("{cases}", ",".join(cases))
+    return text
 
 
 def expand(patterns: tuple[str, ...], cases: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -75,7 +83,7 @@ def expand(patterns: tuple[str, ...], cases: tuple[str, ...] | None) -> tuple[st
     for pattern in patterns:
         if "{case}" in pattern:
             if cases is None:
-                raise UserError(f"include pattern {pattern!r} needs --batch or --cases-from")
+                raise UserError(f"include pattern {pattern!r} needs --cases-from")
             out += [pattern.replace("{case}", case) for case in cases]
         else:
             out.append(pattern)
@@ -83,11 +91,12 @@ def expand(patterns: tuple[str, ...], cases: tuple[str, ...] | None) -> tuple[st
 
 
 def read_cases(path: Path) -> tuple[str, ...]:
-    """The case ids a JSON file lists under ``"cases"``: ids, or objects with a ``"case"`` field."""
+    """The case ids a JSON file lists under ``"cases"``: ids, or objects with a ``"case"`` or ``"case_id"`` field
+    (a batch's inventory)."""
     try:
         listed = json.loads(path.read_text())["cases"]
-        return tuple(str(item["case"] if isinstance(item, dict) else item) for item in listed)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return tuple(str(item.get("case", item.get("case_id")) if isinstance(item, dict) else item) for item in listed)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"--cases-from {path}: not a JSON file with a list of cases ({exc})") from exc
 
 
@@ -95,36 +104,46 @@ def _per_case(get: Transfer) -> bool:
     return any("{case}" in pattern for pattern in get.include)
 
 
-def fetch(gets: list[Transfer], batch: tuple[str, ...] = (), cases_from: Path | None = None) -> int:
-    """Fetch published folders (checked against their manifests); returns the bytes fetched.
+def fetch(gets: list[Transfer], batch: str = "", cases_from: Path | None = None) -> tuple[int, tuple[str, ...] | None]:
+    """Fetch published folders (checked against their manifests); returns the bytes fetched and the cases.
 
-    ``{case}`` in include patterns is each case of ``batch`` or, with ``cases_from``, each case listed in that
-    file, which one of the folders without ``{case}`` brings (those are fetched first). A folder whose patterns
-    all name cases is skipped when there are none.
+    ``{batch}`` in include patterns is the fan-out batch's id; ``{case}`` each case listed in the file
+    ``cases_from``, which one of the folders without ``{case}`` brings (those are fetched first). A folder whose
+    patterns all name cases is skipped when there are none. A folder of named cases that the same batch wrote
+    upstream is fetched with that batch's manifest alone.
     """
-    if batch and cases_from is not None:
-        raise UserError("--batch and --cases-from exclude each other")
     total = 0
-    cases: tuple[str, ...] | None = batch or None
+    cases: tuple[str, ...] | None = None
     for get in sorted(gets, key=_per_case):  # stable: the order given, folders of named cases last
         if cases is None and cases_from is not None and _per_case(get):
             cases = read_cases(cases_from)
             log.info("pod: %d cases from %s: %s", len(cases), cases_from, ", ".join(cases))
-        include = tuple(with_batch(p, batch) for p in expand(get.include, cases))
+        include = tuple(placeholders(p, batch) for p in expand(get.include, cases))
         if get.include and not include:
             log.info("pod: %s: no case to fetch", get.uri)
             continue
         started = time.perf_counter()
-        own = batch_manifest(batch) if batch and _per_case(get) else None  # written by the same batch upstream
-        counts = open_store(get.uri).sync_down("", get.path, include, prefer_manifest=own)
+        counts = open_store(get.uri).sync_down("", get.path, include, prefer_manifest=_writer(get, batch))
         total += counts["bytes"]
         log.info("pod: %s -> %s: %s in %.1f s", get.uri, get.path, counts, time.perf_counter() - started)
-    return total
+    if cases is None and cases_from is not None:
+        cases = read_cases(cases_from)
+    return total, cases
 
 
-def batch_manifest(batch: tuple[str, ...]) -> str:
-    """The manifest a fan-out batch publishes: named after its cases, so that a retried pod replaces its own."""
-    return f"_manifest-batch-{batch_id(batch)}.json" if batch else MANIFEST
+def _writer(get: Transfer, batch: str) -> str | None:
+    """The manifest to read first for a fetch (``sync_down`` falls back to the union of all the folder's manifests
+    when it holds nothing for a pattern): a batch's own cases, the manifest the same batch wrote upstream; named
+    files of a folder that fan-out batches also write (plans beside the batches' data), the single writer's; the
+    whole folder, the union."""
+    if batch and _per_case(get):
+        return batch_manifest(batch)
+    return MANIFEST if get.include else None
+
+
+def batch_manifest(batch: str) -> str:
+    """The manifest a fan-out batch publishes: named after the batch, so that a retried pod replaces its own."""
+    return f"_manifest-batch-{batch}.json" if batch else MANIFEST
 
 
 def publish(puts: list[Transfer], manifest_name: str) -> None:
@@ -173,3 +192,65 @@ def owns(prefix: str, workflow: str) -> bool:
     """Whether ``prefix`` is claimed by this workflow."""
     owner = open_store(prefix).get_bytes(relative("claim"))
     return owner is not None and json.loads(owner).get("workflow") == workflow
+
+
+def portable(command: list[str]) -> list[str]:
+    """A command line without where the pod's disk is: local paths by their last part (``/work/scan`` and a
+    harness's ``/tmp/p/3/work/scan`` alike are ``scan``), so that every attempt of a step names it the same."""
+    return [
+        "=".join(part.rsplit("/", 1)[-1] if part.startswith("/") else part for part in arg.split("="))
+        for arg in command
+    ]
+
+
+def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list[str]) -> str:
+    """What a step's outputs depend on: its command line (before the pod fills in a batch's cases), tsretrain's
+    version, the checksums of the files it would fetch (from the manifests: a batch's own where the same batch
+    wrote them, ``{case}`` standing for any case) and the listing (key, size, time) of raw inputs such as the DICOM
+    tree. The same key means the same outputs: a resumed run skips the step."""
+    digest = hashlib.sha256(json.dumps({"tsretrain": __version__, "command": portable(command)}).encode())
+    for get in gets:
+        store = open_store(get.uri)
+        patterns = tuple(placeholders(p, batch).replace("{case}", "*") for p in get.include)
+        writer = _writer(get, batch)
+        own = store.manifest_file(writer) if writer else None
+        if own is not None and not all(any(matches(rel, (p,)) for rel in own) for p in patterns):
+            own = None  # as sync_down decides
+        manifest = own if own is not None else store.manifest("") or {}
+        files = sorted(
+            (rel, info["sha256"]) for rel, info in manifest.items() if not patterns or matches(rel, patterns)
+        )
+        digest.update(json.dumps([get.uri, files]).encode())
+    for uri in inputs:
+        digest.update(json.dumps([uri, sorted(open_store(uri).list_detailed("").items())]).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A step's completion record in the run's store (``.stages/<stage>-<id>.json``), written after it published:
+    the input key it ran with and the files it produced for Argo (output parameters), to be given back when the
+    step is skipped."""
+
+    folder: str
+    name: str
+
+    @classmethod
+    def of(cls, folder: str, command: list[str]) -> Completion:
+        stage = next((a for a in command if not a.startswith("-")), "step")
+        return cls(folder, f"{stage}-{hashlib.sha256(json.dumps(portable(command)).encode()).hexdigest()[:16]}.json")
+
+    def done(self, key: str, puts: list[Transfer], manifest_name: str) -> list[str] | None:
+        """The output files' texts (in ``--output-file`` order) of an earlier run of this step with the same inputs
+        whose outputs are all still published; None when the step must run."""
+        data = open_store(self.folder).get_bytes(self.name)
+        if data is None or json.loads(data).get("inputs") != key:
+            return None
+        if any(open_store(put.uri).manifest_file(manifest_name) is None for put in puts):
+            return None
+        outputs: list[str] = json.loads(data).get("outputs", [])
+        return outputs
+
+    def write(self, key: str, outputs: list[Path]) -> None:
+        record = {"inputs": key, "outputs": [p.read_text() for p in outputs], "finished": time.time()}
+        open_store(self.folder).put_bytes(json.dumps(record).encode(), self.name)

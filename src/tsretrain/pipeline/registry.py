@@ -31,6 +31,7 @@ from tsretrain.model import Model
 from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
+from tsretrain.training.batched import BatchConfig, FingerprintConfig, PlanConfig, fingerprint, plan, preprocess_cases
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
 from tsretrain.training.train import TrainConfig, train
@@ -77,6 +78,7 @@ class Stage:
     reads: tuple[Files, ...] = ()
     writes: tuple[Files, ...] = ()
     fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
+    batches: str = "scan"  # the location writing the batches of a "cases" fan-out (batches/<id>.json)
     cases_from: tuple[str, str] | None = None  # (location, file) naming the cases of ``{case}`` in ``reads``
     resources: str = "cpu"  # cpu, big-cpu or gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
@@ -131,6 +133,7 @@ def parse_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+TRAINING_CASE = ("*/dataset.json", "*/imagesTr/{case}_0000.nii.gz", "*/labelsTr/{case}.nii.gz")  # of a batch
 DICTIONARY = Option("Shipped dictionary name or YAML path.", flags=("--dictionary", "-d"))
 WORKERS = Option("Worker processes (0: one per usable CPU).", flags=("--workers", "-j"))
 RTSTRUCT_CHOICE = Option(f"With several RTSTRUCTs: {', '.join(RTSTRUCT_CHOICES)}.")
@@ -181,8 +184,9 @@ STAGES: tuple[Stage, ...] = (
             "dictionary": DICTIONARY,
             "workers": WORKERS,
             "rtstruct_choice": RTSTRUCT_CHOICE,
-            "batches_out": Option("Write every case in batches (JSON list), for a fan-out."),
+            "batches_out": Option("Write every case in batches (a JSON list of batch ids), for a fan-out."),
             "batch_size": Option("Cases per batch."),
+            "max_batches": Option("At most this many batches: larger ones beyond batch-size x max-batches cases."),
         },
         writes=(Files("scan"),),
     ),
@@ -223,7 +227,7 @@ STAGES: tuple[Stage, ...] = (
             ),
             "cases": CASES,
         },
-        reads=(Files("converted", ("cases/{case}/*",)),),
+        reads=(Files("scan", ("batches/{batch}.json",)), Files("converted", ("cases/{case}/*",))),
         writes=(Files("pseudolabels"),),
         fan_out="cases",
         resources="gpu",
@@ -239,6 +243,8 @@ STAGES: tuple[Stage, ...] = (
             "out": Option("Output folder (split.json, splits_final.json).", flags=("--out", "-o"), at="split"),
             "test_fraction": Option("Share of patients held out for testing."),
             "cv_folds": Option("Cross-validation folds made."),
+            "batches_out": Option("Write the test cases in batches (a JSON list of batch ids), for a fan-out."),
+            "batch_size": Option("Test cases per batch."),
             "folds": MODEL_OPTIONS["folds"],
             "seed": Option("Random seed."),
             "clinical_csv": Option("Clinical sheet: stratify by site, fixed split."),
@@ -292,6 +298,66 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("preprocessed"),),
         resources="big-cpu",
+        cluster=False,  # a cluster run shares it out: fingerprint, plan, preprocess-cases
+    ),
+    Stage(
+        "fingerprint",
+        FingerprintConfig,
+        fingerprint,
+        "nnU-Net's fingerprint of each training case of a batch (a cluster run's share of preprocess).",
+        {
+            "work": WORK,
+            "fingerprints": Option("Folder of the per-case fingerprint records.", at="fingerprints"),
+            "cases": CASES,
+            "workers": Option("Processes (0: one per usable CPU)."),
+        },
+        model=("dataset",),
+        reads=(Files("scan", ("batches/{batch}.json",)), Files("raw", TRAINING_CASE)),
+        writes=(Files("fingerprints"),),
+        fan_out="cases",
+    ),
+    Stage(
+        "plan",
+        PlanConfig,
+        plan,
+        "Merge the batches' fingerprints into nnU-Net's and plan (a cluster run's share of preprocess).",
+        {
+            "work": WORK,
+            "split": Option("Output folder of split (splits_final.json).", at="split"),
+            "fingerprints": Option("Folder of the per-case fingerprint records.", at="fingerprints"),
+            "planner": Option(f"Planner: {', '.join(PLANNERS)}."),
+            "batch_size": Option("Override the 3d_fullres batch size (needs --plans)."),
+            "patch_size": Option("Override the patch size, z y x (needs --plans)."),
+            "target_spacing": Option("Override the spacing, z y x (needs --plans)."),
+        },
+        model=("dataset", "configuration", "plans"),
+        reads=(
+            Files("fingerprints"),
+            Files("raw", ("*/dataset.json",)),
+            Files("split", ("splits_final.json",)),
+        ),
+        writes=(Files("preprocessed", ("*/*.json",)),),
+        internal=("workers",),
+    ),
+    Stage(
+        "preprocess-cases",
+        BatchConfig,
+        preprocess_cases,
+        "nnU-Net's preprocessing of a batch's training cases with the plans (a cluster run's share of preprocess).",
+        {
+            "work": WORK,
+            "cases": CASES,
+            "workers": Option("Preprocessing processes (0: from CPUs and memory)."),
+        },
+        model=("dataset",),
+        reads=(
+            Files("scan", ("batches/{batch}.json",)),
+            Files("preprocessed", ("*/*.json",)),
+            Files("raw", TRAINING_CASE),
+        ),
+        writes=(Files("preprocessed", ("*/*/*",)),),  # the batch's preprocessed cases and reference segmentations
+        fan_out="cases",
+        resources="big-cpu",
     ),
     Stage(
         "train",
@@ -328,14 +394,21 @@ STAGES: tuple[Stage, ...] = (
             "device": DEVICE,
             "tta": Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",)),
             "step_size": Option("Sliding-window step (share of the patch)."),
+            "cases": Option(
+                "Only these test cases, without the folds' validation predictions (a batch of a fan-out).",
+                flags=("--cases", "--case"),
+            ),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
         reads=(
-            Files("raw", ("*/imagesTs/*", "*/dataset.json")),
+            Files("split", ("batches/{batch}.json",)),
+            Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
             Files("preprocessed", ("*/planning_summary.json",)),
-            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth", "*/*/fold_*/validation/*")),
+            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
         ),
-        writes=(Files("predictions"),),
+        writes=(Files("predictions", ("test/*",)),),
+        fan_out="cases",
+        batches="split",  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
         resources="gpu",
         image="gpu",
     ),

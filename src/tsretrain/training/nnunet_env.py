@@ -55,17 +55,17 @@ def augmentation_processes(device_type: str) -> contextlib.AbstractContextManage
     """nnU-Net's data-augmentation process count for a training on ``device_type``, for the block only: the user's
     ``nnUNet_n_proc_DA``, else :func:`augmentation_workers` (none on one CPU, which nnU-Net's planner could not
     take in a later stage)."""
-    return _environment(AUGMENTATION, os.environ.get(AUGMENTATION, str(augmentation_workers(device_type))))
+    return environment(AUGMENTATION, os.environ.get(AUGMENTATION, str(augmentation_workers(device_type))))
 
 
 def planner_threads() -> contextlib.AbstractContextManager[str]:
     """For nnU-Net's planner, which sizes torch's threads by ``nnUNet_n_proc_DA`` while it builds networks: the CPU
     quota, whatever the user set for augmentation (0, augmentation in the training process, would stop it)."""
-    return _environment(AUGMENTATION, str(cpu_quota()))
+    return environment(AUGMENTATION, str(cpu_quota()))
 
 
 @contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[str]:
+def environment(name: str, value: str) -> Iterator[str]:
     """An environment variable set for the block, then restored (or removed)."""
     before = os.environ.get(name)
     os.environ[name] = value

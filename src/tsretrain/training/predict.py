@@ -40,6 +40,9 @@ class PredictConfig:
     # trainers (they learn without mirroring), so it only changes models of mirroring trainers (nnUNetTrainer)
     tta: bool = False
     step_size: float = 0.5
+    # a batch of a prediction fan-out: only these test cases, and no validation predictions collected (they stay
+    # with each fold in nnUNet_results); empty: the whole test set and every fold's validation predictions
+    cases: tuple[str, ...] = ()
 
 
 def predict(config: PredictConfig) -> StageResult:
@@ -71,28 +74,33 @@ def predict(config: PredictConfig) -> StageResult:
         log.warning("--tta: %s was trained without mirroring; predicting without mirroring", config.model.trainer)
     test_out = config.out / "test"
     test_out.mkdir(parents=True, exist_ok=True)
-    images = folders.raw / name / "imagesTs"
+    images = sorted((folders.raw / name / "imagesTs").glob("*_0000.nii.gz"))
+    if config.cases:
+        images = [path for path in images if path.name.removesuffix("_0000.nii.gz") in set(config.cases)]
+    inputs = [[str(path)] for path in images]
+    outputs = [str(test_out / path.name.removesuffix("_0000.nii.gz")) for path in images]
     cpus = cpu_quota()
-    if device.type == "cpu" and cpus == 1:
+    if not images:
+        log.info("predict: no test case among the %d case(s) of the batch", len(config.cases))
+    elif device.type == "cpu" and cpus == 1:
         # nnU-Net's workers (each a spawned process importing torch and nnU-Net, 2-4 s of CPU) would only take
         # turns with this process: all in this process (bench/one_cpu.py)
-        predictor.predict_from_files_sequential(str(images), str(test_out), save_probabilities=False, overwrite=True)
+        predictor.predict_from_files_sequential(inputs, outputs, save_probabilities=False, overwrite=True)
     else:
-        cases = sorted(images.glob("*_0000.nii.gz"))
-        workers = max(1, min(2, cpus, len(cases)))
-        voxels = max((math.prod(image_size(path)) for path in cases), default=1)
+        workers = max(1, min(2, cpus, len(images)))
+        voxels = max(math.prod(image_size(path)) for path in images)
         classes = len(predictor.dataset_json["labels"])
         exports = min(workers, export_processes(classes, voxels, memory_limit_bytes(), cpus))
         predictor.predict_from_files(
-            str(images),
-            str(test_out),
+            inputs,
+            outputs,
             save_probabilities=False,
             overwrite=True,
             num_processes_preprocessing=workers,
             num_processes_segmentation_export=exports,
         )
     validated = 0
-    for fold in config.model.folds:
+    for fold in () if config.cases else config.model.folds:
         source = model / f"fold_{fold}" / "validation"
         if source.is_dir():
             shutil.copytree(source, config.out / "validation" / f"fold_{fold}", dirs_exist_ok=True)
@@ -101,7 +109,7 @@ def predict(config: PredictConfig) -> StageResult:
         "predict",
         {"test": str(test_out), "validation": str(config.out / "validation")},
         {
-            "test_cases": len(list(test_out.glob("*.nii.gz"))),
+            "test_cases": len(images),
             "folds": len(config.model.folds),
             "validated_folds": validated,
         },

@@ -119,25 +119,52 @@ def _median(values: list[list[float]]) -> list[float]:
     return [float(v) for v in np.median(np.asarray(values, dtype=float), axis=0)]
 
 
-def preprocess(config: PreprocessConfig) -> StageResult:
-    """Fingerprint, plan and preprocess the assembled dataset."""
+def check(config: PreprocessConfig) -> None:
+    """Refuse a planner or overrides that cannot be planned."""
     if config.planner not in PLANNERS:
         raise UserError(f"planner must be one of {sorted(PLANNERS)}")
     overrides = config.batch_size or config.patch_size or config.target_spacing
     if overrides and not config.model.plans:
         raise UserError("plan overrides need --plans (a named variant; nnU-Net's own plans stay untouched)")
+
+
+def make_plans(config: PreprocessConfig, folders: NnunetFolders) -> dict[str, Any]:
+    """Plan from the dataset fingerprint already extracted (nnU-Net's planner, then the overrides and the tiny
+    configuration as a plans variant), put the split where nnU-Net reads it and write the planning summary;
+    returns the summary (``plans_identifier``, ``preprocessed_configurations``, ...)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments
+
+    target = folders.preprocessed / config.model.dataset
+    fingerprint = json.loads((target / "dataset_fingerprint.json").read_text())
+    with planner_threads():
+        plans_identifier = plan_experiments([config.model.dataset_id], PLANNERS[config.planner])
+    plans = json.loads((target / f"{plans_identifier}.json").read_text())
+    if config.batch_size or config.patch_size or config.target_spacing:
+        plans = apply_overrides(plans, config)
+    if config.model.plans:
+        plans_identifier = plans["plans_name"] = config.model.plans
+    configurations: tuple[str, ...] = (config.model.configuration,)
+    tiny = config.model.configuration == TINY
+    if tiny:
+        plans["configurations"][TINY] = tiny_configuration(plans["configurations"]["3d_fullres"])
+        configurations = ("3d_fullres",)
+    atomic_write_text(target / f"{plans_identifier}.json", json.dumps(plans, indent=1))
+    shutil.copyfile(config.split / "splits_final.json", target / "splits_final.json")
+    result = summary(plans, fingerprint, configurations + ((TINY,) if tiny else ()))
+    result.update(plans_identifier=plans_identifier, planner=config.planner, preprocessed_configurations=configurations)
+    atomic_write_text(target / "planning_summary.json", json.dumps(result, indent=1))
+    return result
+
+
+def preprocess(config: PreprocessConfig) -> StageResult:
+    """Fingerprint, plan and preprocess the assembled dataset."""
+    check(config)
     folders = NnunetFolders(config.work)
     folders.activate()
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints,
-        plan_experiments,
-    )
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        preprocess as nnunet_preprocess,
-    )
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess as nnunet_preprocess
 
     name = config.model.dataset
-    tiny = config.model.configuration == TINY
     target = folders.preprocessed / name
     raw_cases = len(list((folders.raw / name / "imagesTr").glob("*.nii.gz")))
     described = json.loads((folders.raw / name / "dataset.json").read_text())
@@ -148,45 +175,25 @@ def preprocess(config: PreprocessConfig) -> StageResult:
         check_dataset_integrity=not checked,
         show_progress_bar=False,
     )
-    fingerprint = json.loads((target / "dataset_fingerprint.json").read_text())
-    with planner_threads():
-        plans_identifier = plan_experiments([config.model.dataset_id], PLANNERS[config.planner])
-    plans = json.loads((target / f"{plans_identifier}.json").read_text())
-    if overrides:
-        plans = apply_overrides(plans, config)
-    if config.model.plans:
-        plans_identifier = plans["plans_name"] = config.model.plans
-    configurations: tuple[str, ...] = (config.model.configuration,)
-    if tiny:
-        plans["configurations"][TINY] = tiny_configuration(plans["configurations"]["3d_fullres"])
-        configurations = ("3d_fullres",)
-    atomic_write_text(target / f"{plans_identifier}.json", json.dumps(plans, indent=1))
-    shutil.copyfile(config.split / "splits_final.json", target / "splits_final.json")
-
-    median = fingerprint["shapes_after_crop"]
-    voxels = float(_median(median)[0] * _median(median)[1] * _median(median)[2]) if median else 512.0**2 * 200
+    result = make_plans(config, folders)
+    configurations = tuple(result["preprocessed_configurations"])
+    median = result["original_median_shape"]
+    voxels = float(median[0] * median[1] * median[2]) if median else 512.0**2 * 200
     workers = preprocessing_workers(voxels, config.workers)
     nnunet_preprocess(
         [config.model.dataset_id],
-        plans_identifier,
+        result["plans_identifier"],
         configurations=configurations,
         num_processes=[workers] * len(configurations),
         show_progress_bar=False,
     )
-    shown = configurations + ((TINY,) if tiny else ())
-    result = summary(plans, fingerprint, shown)
-    result.update(
-        plans_identifier=plans_identifier,
-        planner=config.planner,
-        preprocessing_workers=workers,
-        raw_training_cases=raw_cases,
-    )
+    result.update(preprocessing_workers=workers, raw_training_cases=raw_cases)
     atomic_write_text(target / "planning_summary.json", json.dumps(result, indent=1))
     return StageResult(
         stage="preprocess",
         outputs={
             "preprocessed": str(target),
-            "plans": str(target / f"{plans_identifier}.json"),
+            "plans": str(target / f"{result['plans_identifier']}.json"),
             "summary": str(target / "planning_summary.json"),
         },
         counts={"training_cases": raw_cases, "workers": workers},
