@@ -55,12 +55,14 @@ from hera.workflows.models import (
 from tsretrain.errors import USER_ERROR_EXIT
 from tsretrain.layout import relative
 from tsretrain.pipeline.registry import BY_NAME, INPUT, RUN, STAGES, Files, Stage
+from tsretrain.sizing import SIZED
 
 NAME = "tsretrain"
 WORK = "/work"
 OUT = "{{inputs.parameters.output-prefix}}"  # every stage template receives the claimed prefix
 DICTIONARIES = "/etc/tsretrain/dictionaries"  # the chart's dictionaries ConfigMap, mounted in every pod
 BATCHES = "/tmp/batches.json"
+SIZES = "/tmp/sizes"  # the scan's disk size of each sized step, from the run's work
 RECORDS = f"{OUT}/{relative('records')}"  # the steps' completion records in the run's store
 CLAIMED = "/tmp/output-prefix"
 
@@ -117,15 +119,27 @@ PARAMETERS = (
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
-    WorkflowParameter("predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size",)),
+    WorkflowParameter(
+        "predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size", "scan.predict_batch_size")
+    ),
     WorkflowParameter(
         "max-batches",
         "512",
         "most conversion and pseudo-label pods: larger batches beyond (the workflow object stays under 1 MiB)",
         ("scan.max_batches",),
     ),
-    WorkflowParameter("scratch", "20Gi", "local disk of a CPU step that holds a batch or a listing"),
-    WorkflowParameter("data-scratch", "200Gi", "local disk of a step that holds the whole dataset (see README)"),
+    WorkflowParameter(
+        "scratch",
+        "20Gi",
+        "least local disk of a step holding a batch or a listing (more when the work needs it)",
+        ("scan.scratch",),
+    ),
+    WorkflowParameter(
+        "data-scratch",
+        "200Gi",
+        "least local disk of a step holding the whole dataset (more when the work needs it; see README)",
+        ("scan.data_scratch",),
+    ),
     WorkflowParameter("cpu-image", "__CPU_IMAGE__", "image of the CPU steps"),
     WorkflowParameter("gpu-image", "__GPU_IMAGE__", "image of the GPU steps"),
     WorkflowParameter("pseudolabel-image", "__PSEUDOLABEL_IMAGE__", "image of the pseudo-label step"),
@@ -148,7 +162,7 @@ def fan_out_items(stage: Stage) -> str:
 
 
 CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
-    "scan": {"input": param("input-prefix"), "batches_out": BATCHES},  # headers by ranged reads from the store
+    "scan": {"input": param("input-prefix"), "batches_out": BATCHES, "sizes_out": SIZES},  # ranged header reads
     "split": {"batches_out": BATCHES},  # batches of test cases for the prediction
     "convert": {  # the batch's own inventory; the batch's files staged first
         "input": f"{WORK}/dicom",
@@ -166,7 +180,6 @@ RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint":
 RETRIES |= {"preprocess-cases": 2, "predict": 2}
 HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
 HOURS |= {"preprocess-cases": 6, "train": 96, "predict": 12, "evaluate": 12, "report": 2}
-WHOLE_DATASET = {"assemble", "train", "predict"}  # the others hold a batch or a listing
 
 RESOURCES = {
     "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
@@ -307,8 +320,10 @@ def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
     args += ["--record", RECORDS]  # a resumed run skips the step when it was done with the same inputs
     if _reads_raw_input(stage):  # the raw DICOM tree's listing is one of those inputs
         args += ["--inputs", param("input-prefix")]
-    if "batches_out" in stage.options:
-        args += ["--output-file", BATCHES]  # a fan-out's items, given back when the step is skipped
+    if "batches_out" in stage.options:  # a fan-out's items, given back when the step is skipped
+        args += ["--output-file", BATCHES]
+    if "sizes_out" in stage.options:
+        args += [arg for step in SIZED for arg in ("--output-file", f"{SIZES}/disk-{step}")]
     return [*args, "--", *stage_args(stage, with_stages)]
 
 
@@ -382,7 +397,12 @@ def build() -> WorkflowTemplate:
                     if "batches_out" in stage.options
                     else []
                 )
-                disk = param("data-scratch" if stage.name in WHOLE_DATASET else "scratch")
+                if "sizes_out" in stage.options:  # the disk of each sized step
+                    outputs += [
+                        Parameter(name=f"disk-{s}", value_from=ValueFrom(path=f"{SIZES}/disk-{s}")) for s in SIZED
+                    ]
+                inputs += [Parameter(name="disk")] if stage.name in SIZED else []
+                disk = "{{inputs.parameters.disk}}" if stage.name in SIZED else param("scratch")
                 container = _container(
                     name,
                     stage.image,
@@ -445,6 +465,8 @@ def build() -> WorkflowTemplate:
                     if owner is not stage:
                         continue
                     arguments = {"output-prefix": claimed}
+                    if owner.name in SIZED:  # sized by the scan from the work
+                        arguments["disk"] = "{{tasks.scan.outputs.parameters.disk-" + owner.name + "}}"
                     kwargs: dict[str, Any] = {}
                     if stage.fan_out:
                         arguments[ITEM[stage.fan_out]] = "{{item}}"

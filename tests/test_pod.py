@@ -343,3 +343,9 @@ def test_a_step_done_with_the_same_inputs_is_skipped_and_gives_its_outputs_back(
     same = Completion.of(records, ["split", "/work/converted", "--out", "/work/split"])  # each attempt's disk differs
     assert same == Completion.of(records, ["split", "/tmp/p/7/work/converted", "--out", "/tmp/p/7/work/split"])
     assert same != Completion.of(records, ["split", "/work/converted", "--out", "/work/split", "--seed", "1"])
+    batch = ["pod", "--get", f"{uri}={tmp_path / 'work'}=cases/*/manifest.json", "--put", f"{out}={store}"]
+    batch += ["--record", records, "--batch", "b1", "--", "version"]
+    assert runner.invoke(app, batch).exit_code == 0
+    other = runner.invoke(app, [*batch[:-3], "b2", "--", "version"])  # another batch of the same step
+    assert other.exit_code == 0 and "done before" not in other.output
+    assert "done before" in runner.invoke(app, batch).output

@@ -23,6 +23,7 @@ from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
 from tsretrain.pipeline.registry import BY_NAME, STAGES
+from tsretrain.sizing import SIZED
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
@@ -61,6 +62,8 @@ SAMPLE = {
     "inputs.parameters.output-prefix": PREFIX,
     "workflow.parameters.max-batches": "64",
     "workflow.parameters.predict-batch-size": "16",
+    "workflow.parameters.scratch": "20Gi",
+    "workflow.parameters.data-scratch": "200Gi",
     "inputs.parameters.batch": "0123456789abcdef",
     "inputs.parameters.fold": "0",
     "pod.name": "tsretrain-x1-convert-123",
@@ -319,8 +322,8 @@ def pod_spec(template: dict[str, Any]) -> dict[str, Any]:
     text = template["podSpecPatch"]
     for token, value in CHART_SAMPLE.items():
         text = text.replace(token, value)
-    for size, value in (("scratch", "20Gi"), ("data-scratch", "200Gi")):
-        text = text.replace("{{workflow.parameters." + size + "}}", value)
+    for size, value in (("workflow.parameters.scratch", "20Gi"), ("inputs.parameters.disk", "37Gi")):
+        text = text.replace("{{" + size + "}}", value)
     spec = {"containers": [{**template["container"], "name": "main"}], "volumes": template["volumes"]}
     return apply_patch(spec, text)
 
@@ -364,9 +367,16 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}], name
         shm = next(v for v in template["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"]["medium"] == "Memory"
-    for name in CLUSTER_STAGES:
+    tasks = _tasks(workflow)
+    for name in CLUSTER_STAGES:  # the disk of a step holding cases is the scan's size for it, from the work
         disk = pod_spec(templates[name])["containers"][0]["resources"]["requests"]["ephemeral-storage"]
-        assert disk == ("200Gi" if name in ("assemble", "train", "predict") else "20Gi"), name
+        assert disk == ("37Gi" if name in SIZED else "20Gi"), name
+        if name in SIZED:
+            given = {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
+            assert given["disk"] == "{{tasks.scan.outputs.parameters.disk-" + name + "}}"
+            assert {"name": f"disk-{name}", "valueFrom": {"path": f"/tmp/sizes/disk-{name}"}} in (
+                templates["scan"]["outputs"]["parameters"]
+            )
     assert templates["train"]["retryStrategy"]["limit"] >= 3  # retries resume from the stored checkpoint
     spec = workflow["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True

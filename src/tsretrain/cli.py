@@ -199,8 +199,9 @@ def pod_command(
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
         completion = key = None
         if record:
-            completion = Completion.of(record, list(context.args))
-            key = input_key(context.args, gets, batch, inputs or [])
+            step = [*context.args, *(["--batch", batch] if batch else [])]  # each batch of a fan-out its own
+            completion = Completion.of(record, step)
+            key = input_key(step, gets, batch, inputs or [])
             recorded = completion.done(key, puts, manifest)
             if recorded is not None:
                 for path, text in zip(output_file or [], recorded, strict=False):

@@ -31,7 +31,8 @@ from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_dictionary
 from tsretrain.layout import batch_id
 from tsretrain.reasons import CaseError, Reason, advice
-from tsretrain.resources import cpu_quota
+from tsretrain.resources import cpu_quota, quantity_bytes
+from tsretrain.sizing import case_work, step_disks, write_sizes
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import in_parallel, open_store
@@ -54,6 +55,10 @@ class ScanConfig:
     batches_out: Path | None = None  # JSON list of batch ids (every case in a batch), for a workflow fan-out
     batch_size: int = 8
     max_batches: int = 512  # larger batches beyond this many (the workflow object's size is bounded)
+    sizes_out: Path | None = None  # a folder receiving each cluster step's disk size (disk-<step>), from the work
+    scratch: str = "20Gi"  # the least disk of a batch step
+    data_scratch: str = "200Gi"  # the least disk of a whole-dataset step
+    predict_batch_size: int = 64  # test cases per prediction pod
 
 
 def _read_chunk(args: tuple[str, list[str]]) -> list[FileRecord]:
@@ -520,6 +525,14 @@ def load_user_dictionary(name: str) -> OrganDictionary:
         ) from exc
 
 
+def minimum(size: str) -> int:
+    """A least disk size (a Kubernetes quantity), or a usage error."""
+    try:
+        return int(quantity_bytes(size))
+    except ValueError as exc:
+        raise UserError(str(exc), "give the disk sizes as Kubernetes quantities (20Gi, 500G)") from exc
+
+
 def fan_out_batch_size(cases: int, batch_size: int, max_batches: int) -> int:
     """Cases per batch of a fan-out: ``batch_size``, or more when that would make over ``max_batches`` batches (the
     workflow object holds a node per batch and step, and must stay under Argo's 1 MiB)."""
@@ -573,6 +586,15 @@ def scan(config: ScanConfig) -> StageResult:
     if config.batches_out is not None:
         batches = write_batches(config.out, inventory, config.batch_size, config.max_batches)
         atomic_write_text(config.batches_out, json.dumps(batches))
+    if config.sizes_out is not None:
+        size = fan_out_batch_size(len(inventory["cases"]), config.batch_size, config.max_batches)
+        ids = [case["case_id"] for case in inventory["cases"]]
+        works = {case["case_id"]: case_work(case) for case in inventory["cases"]}
+        disks = step_disks(
+            works, [tuple(ids[i : i + size]) for i in range(0, len(ids), size)], config.predict_batch_size
+        )
+        sizes = write_sizes(config.sizes_out, disks, minimum(config.scratch), minimum(config.data_scratch))
+        log.info("disk per step: %s", ", ".join(f"{step} {value}" for step, value in sizes.items()))
     counts = Counter(p.status for p in plans)
     for plan in plans:
         if plan.status != OK:
