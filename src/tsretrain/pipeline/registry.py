@@ -83,6 +83,7 @@ class Stage:
     resources: str = "cpu"  # cpu, big-cpu or gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
     cluster: bool = True  # part of the workflow (synth makes a local cohort only)
+    local: bool = True  # part of a local run (a cluster run's shares of preprocess are not: preprocess does it all)
     internal: tuple[str, ...] = ()  # configuration fields left at their defaults (not options)
 
     def all_options(self) -> dict[str, Option]:
@@ -319,6 +320,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(Files("scan", ("batches/{batch}.json",)), Files("raw", TRAINING_CASE)),
         writes=(Files("fingerprints"),),
         fan_out="cases",
+        local=False,
     ),
     Stage(
         "plan",
@@ -342,6 +344,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("preprocessed", ("*/*.json",)),),
         internal=("workers",),
+        local=False,
     ),
     Stage(
         "preprocess-cases",
@@ -362,6 +365,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(Files("preprocessed", ("*/*/*",)),),  # the batch's preprocessed cases and reference segmentations
         fan_out="cases",
         resources="big-cpu",
+        local=False,
     ),
     Stage(
         "train",
