@@ -36,7 +36,7 @@ SCALING = {  # template: what its bytes scale with
     "split": "patients",
     "assemble": "dataset images",
     "fingerprint": "batch images",
-    "plan": "patients",
+    "plan": "nothing",  # nnU-Net draws 10^8 foreground samples over all training cases, whatever their count
     "preprocess-cases": "batch images",
     "train": "dataset images",  # a fold's first attempt; a resumed one also fetches the fold's checkpoints
     "predict": "batch images",  # a batch of test cases and the folds' final checkpoints (not scaled)
@@ -88,8 +88,9 @@ def table(data: dict[str, object]) -> str:
         "Extrapolated to RADCURE (3,346 patients, 323.5 GB) by what each step's bytes scale with.",
         "",
         "Train: a fold's first attempt (the preprocessed data); a resumed attempt also fetches the fold's "
-        "checkpoints. Predict: an upper bound (the tiny model's checkpoints are scaled with the images). The "
-        "steps that read the whole dataset (assemble to predict) are where a PVC beats an emptyDir.",
+        "checkpoints. Predict: a batch of test cases (the tiny model's checkpoints scaled with the images). Plan: "
+        "the fingerprint records, nnU-Net's 10^8 foreground samples in all (4 bytes each) whatever the case count. "
+        "The steps that read the whole dataset (assemble, train) are where a PVC beats an emptyDir.",
         "",
         "| step | pods | fetched per pod here | scales with | per pod at RADCURE (estimate) |",
         "|---|---|---|---|---|",
