@@ -153,3 +153,24 @@ def test_sizes_are_never_below_the_minimums_and_round_up_to_whole_gib(tmp_path: 
     sizes = write_sizes(tmp_path, disks, 20 * 2**30, 200 * 2**30)
     assert sizes["convert"] == "20Gi" and sizes["train"] == "200Gi"  # the minimums
     assert write_sizes(tmp_path, disks, 2**30, 2**30)["convert"] == "3Gi"  # 2.6 GiB rounded up
+
+
+CONVERT_CPU_S = 2.22  # a RADCURE-sized case, `tsretrain convert` (docs/benchmarks.md, bench/convert.py)
+EVALUATE_CPU_S = 9.6 / 12  # a case of 90 labels, Dice + HD95 + NSD (docs/benchmarks.md, bench/evaluate.py)
+
+
+@pytest.mark.parametrize("patients", [3346, 33460], ids=["RADCURE", "10x"])
+def test_the_measured_per_case_costs_fit_the_deadlines(template: dict[str, Any], patients: int) -> None:
+    """A conversion pod converts its batch, the evaluation pod the whole test set, on the pod's CPU limit, within
+    a tenth of their deadlines (the steps whose per-case cost is measured; the others in the README's limits)."""
+    parameters = defaults(template)
+    largest = max(len(batch) for batch in fan_out(patients, parameters)["scan"])
+    templates = {t["name"]: t for t in template["spec"]["templates"]}
+
+    def cpus(name: str) -> float:
+        return float(templates[name]["container"]["resources"]["limits"]["cpu"])
+
+    convert = largest * CONVERT_CPU_S / cpus("convert")
+    evaluate = round(patients * TEST_FRACTION) * EVALUATE_CPU_S / cpus("evaluate")
+    assert convert < templates["convert"]["activeDeadlineSeconds"] / 10, convert
+    assert evaluate < templates["evaluate"]["activeDeadlineSeconds"] / 10, evaluate
