@@ -114,8 +114,8 @@ PARAMETERS = (
     WorkflowParameter(
         "device",
         "cuda",
-        "device of train and predict: cuda (fails at once without a GPU) or cpu",
-        ("train.device", "predict.device"),
+        "device of train, validate and predict: cuda (fails at once without a GPU) or cpu",
+        ("train.device", "validate.device", "predict.device"),
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
@@ -161,7 +161,7 @@ def fan_out_items(stage: Stage) -> str:
     return "{{tasks." + stage.batches + ".outputs.parameters.batches}}" if stage.fan_out == "cases" else param("folds")
 
 
-CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
+CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "scan": {"input": param("input-prefix"), "batches_out": BATCHES, "sizes_out": SIZES},  # ranged header reads
     "split": {"batches_out": BATCHES},  # batches of test cases for the prediction
     "convert": {  # the batch's own inventory; the batch's files staged first
@@ -170,21 +170,25 @@ CLUSTER_OPTIONS: dict[str, dict[str, str]] = {
         "inventory": BATCH_INVENTORY,
     },
     "pseudolabel": {"weights": "/weights", "device": "gpu"},
-    "train": {"store": f"{OUT}/{relative('results')}"},  # checkpoints mirrored, resumed
+    "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
+    "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
 }
-SELF_PUBLISHING = {"train"}  # publishes each fold under --store itself
+SELF_PUBLISHING = {"train", "validate"}  # publish each fold under --store themselves
 # The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
 ITEM = {"cases": "batch", "fold": "fold"}
 OPTIONAL = {"pseudolabel": "pseudolabel"}  # stage -> the boolean parameter that adds it to the run
 RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
-RETRIES |= {"preprocess-cases": 2, "predict": 2}
+RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2}
 HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
-HOURS |= {"preprocess-cases": 6, "train": 96, "predict": 12, "evaluate": 12, "report": 2}
+HOURS |= {"preprocess-cases": 6, "train": 96, "validate": 12, "predict": 12, "evaluate": 12, "report": 2}
 
 RESOURCES = {
     "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
     "big-cpu": {"cpu_request": 8, "cpu_limit": 16, "memory_request": "32Gi", "memory_limit": "64Gi"},
     "gpu": {"cpu_request": 8, "cpu_limit": 12, "memory_request": "32Gi", "memory_limit": "48Gi", "gpus": 1},
+    # validation: nnU-Net's export holds a resampled case's logits in float64 (about 12 GB for 22 labels at
+    # RADCURE's size, 46 GB for 91), beside the predicting process
+    "big-gpu": {"cpu_request": 8, "cpu_limit": 12, "memory_request": "96Gi", "memory_limit": "128Gi", "gpus": 1},
 }
 SHM = "8Gi"  # nnU-Net's worker processes share batches through /dev/shm (counted against the memory limit)
 RETRY_EXPRESSION = f"lastRetry.exitCode != '{USER_ERROR_EXIT}'"  # a usage error cannot go away: never retried
@@ -227,7 +231,7 @@ def _volumes(stage: Stage | None) -> list[Any]:
         EmptyDirVolume(name="tmp", mount_path="/tmp", size_limit="1Gi"),
         ConfigMapVolume(name="__DICTIONARIES__", mount_path=DICTIONARIES, read_only=True),
     ]
-    if stage is not None and stage.resources in ("gpu", "big-cpu"):  # nnU-Net's worker processes
+    if stage is not None and stage.resources in ("gpu", "big-gpu", "big-cpu"):  # nnU-Net's worker processes
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM))
     if stage is not None and stage.name == "pseudolabel":  # TotalSegmentator weights, provisioned once (README)
         volumes.append(
@@ -268,7 +272,7 @@ def _container(
             expression=RETRY_EXPRESSION,
             backoff=Backoff(duration="30s", factor=2, cap="10m"),
         ),
-        pod_spec_patch=pod_spec_patch(disk, gpu=stage is not None and stage.resources == "gpu"),
+        pod_spec_patch=pod_spec_patch(disk, gpu=stage is not None and "gpus" in RESOURCES[stage.resources]),
     )
 
 
@@ -292,7 +296,9 @@ def stage_args(stage: Stage, with_stages: set[str]) -> list[str]:
             value = param("input-prefix")
         elif option.at and (option.when is None or option.when in with_stages):
             value = _path(option.at, option.below)
-        if value is not None:
+        if isinstance(value, bool):  # a --flag/--no-flag option
+            options.append(option.cli_flags(name)[0].split("/")[0 if value else 1])
+        elif value is not None:
             positional += [value] if option.argument else []
             options += [] if option.argument else [option.cli_flags(name)[0], value]
     return [stage.name, *positional, *options]

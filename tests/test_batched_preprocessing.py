@@ -63,3 +63,14 @@ def test_batches_preprocess_exactly_as_one_preprocess(prepared: Path, tmp_path: 
 def _load(path: Path) -> object:
     with path.open("rb") as handle:
         return pickle.load(handle)  # nnU-Net's own properties files, written by this test
+
+
+def test_a_batch_without_training_cases_does_nothing(prepared: Path, tmp_path: Path) -> None:
+    """A batch of test and excluded cases fetches no training image: its pods have nothing to do, and say so."""
+    raw = tmp_path / "work" / "nnUNet_raw" / DATASET
+    raw.mkdir(parents=True)
+    shutil.copyfile(prepared / "work" / "nnUNet_raw" / DATASET / "dataset.json", raw / "dataset.json")
+    batch = ("RADCURE-test-only", "RADCURE-excluded")
+    config = FingerprintConfig(work=tmp_path / "work", fingerprints=tmp_path / "fp", model=TINY, cases=batch)
+    assert fingerprint(config).counts["cases"] == 0
+    assert not list((tmp_path / "fp").rglob("*.npz"))

@@ -3,6 +3,7 @@ trainer mirrors in training, so prediction with ``--tta`` mirrors only models of
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,12 +21,13 @@ import torch
 from processes import alive, children, wait_until
 from test_nnunet import TINY, spy_predictors
 
+from tsretrain.errors import UserError
 from tsretrain.storage.store import LocalStore
 from tsretrain.training import predict as predict_module
 from tsretrain.training import train as train_module
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
 from tsretrain.training.predict import PredictConfig, predict
-from tsretrain.training.train import TrainConfig, train
+from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
 
 EXPORTED_BY_TRAIN = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "nnUNet_n_proc_DA")
 EXPORTED_BY_TRAIN += ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc")
@@ -71,6 +73,36 @@ def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, 
     final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 3
     assert (stored / "checkpoint_final.pth").is_file()
+
+
+@pytest.mark.slow
+def test_validation_runs_as_a_step_of_its_own_on_a_fresh_node(work: Path, tmp_path: Path) -> None:
+    """A fold trained without validation (a cluster's train pod), then validated from the store on an empty node:
+    nnU-Net's validation of the fold's cases, published beside its checkpoints; an untrained fold is refused."""
+    store = tmp_path / "store"
+    config = TrainConfig(
+        work=work,
+        fold=0,
+        epochs=1,
+        iterations=1,
+        save_every=1,
+        validate=False,
+        store=str(store),
+        model=TINY,
+        device="cpu",
+    )
+    with pytest.raises(UserError, match="no checkpoint_final"):
+        validate(ValidateConfig(work=work, fold=0, model=TINY, device="cpu", store=str(store)))
+    train(config)
+    assert not (config.fold_folder() / "validation").exists()
+    shutil.rmtree(work / "nnUNet_results")  # another node
+    result = validate(ValidateConfig(work=work, fold=0, model=TINY, device="cpu", store=str(store)))
+    validation = config.fold_folder() / "validation"
+    split = json.loads((work / "nnUNet_preprocessed" / TINY.dataset / "splits_final.json").read_text())
+    assert result.counts["cases"] == len(split[0]["val"]) > 0
+    assert (validation / "summary.json").is_file()
+    stored = store / config.fold_folder().relative_to(work / "nnUNet_results") / "validation" / "summary.json"
+    assert stored.read_bytes() == (validation / "summary.json").read_bytes()
 
 
 def test_a_checkpoint_save_uploads_that_checkpoint_alone(

@@ -96,4 +96,4 @@ def test_every_configuration_field_is_declared_in_the_registry() -> None:
         fields = {f.name for f in dataclasses.fields(stage.config)}
         declared = set(stage.options) | set(stage.internal) | ({"model"} if stage.model else set())
         assert fields == declared, stage.name
-        assert stage.resources in ("cpu", "big-cpu", "gpu") and stage.image in ("cpu", "gpu", "pseudolabel")
+        assert stage.resources in ("cpu", "big-cpu", "gpu", "big-gpu") and stage.image in ("cpu", "gpu", "pseudolabel")

@@ -339,6 +339,18 @@ def test_a_step_done_with_the_same_inputs_is_skipped_and_gives_its_outputs_back(
     assert not skipped("version") and skipped("version")
     (store / "_manifest.json").unlink()  # an output no longer published: run again
     assert not skipped("version")
+    (out / "x.json").write_text('{"other": 1}')  # another command publishing there (another test fraction)
+    assert not skipped("version", "--help")
+    (out / "x.json").write_text("{}")
+    assert not skipped("version")  # its outputs were overwritten since: run again, even with the same inputs
+    assert skipped("version")
+    dictionary = tmp_path / "my.yaml"  # a file the command names, e.g. a dictionary of the chart's ConfigMap
+    shipped = Path(__file__).resolve().parents[1] / "src/tsretrain/labels/dictionaries/radcure-oar21.yaml"
+    dictionary.write_text(shipped.read_text())
+    show = ("dictionary", "show", str(dictionary))
+    assert not skipped(*show) and skipped(*show)
+    dictionary.write_text(shipped.read_text() + "# edited\n")  # the same name, another content: run again
+    assert not skipped(*show)
     assert not skipped("version", "--help")  # another command
     same = Completion.of(records, ["split", "/work/converted", "--out", "/work/split"])  # each attempt's disk differs
     assert same == Completion.of(records, ["split", "/tmp/p/7/work/converted", "--out", "/tmp/p/7/work/split"])

@@ -262,7 +262,8 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
         assert stages <= {s for s, o in reached if o == option}, option
     configs = {name: config for name, (_, config, *_) in parsed.items()}
     assert configs["evaluate"].reference == Path("/work/nnunet/nnUNet_raw/Dataset042_HeadNeck/labelsTs")
-    assert configs["train"].device == configs["predict"].device == "cuda"  # no silent CPU fallback
+    assert configs["train"].device == configs["validate"].device == configs["predict"].device == "cuda"  # no fallback
+    assert configs["train"].validate is False and configs["validate"].store == configs["train"].store
     defaults = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
     assert defaults["device"] == "cuda"  # cpu only when asked for (a CPU-only test cluster)
     assert configs["train"].store == f"{PREFIX}/{relative('results')}"
@@ -305,8 +306,10 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
     gets = {name: parsed[2] for name, parsed in parsed_pods(workflow).items()}
     assert gets["pseudolabel"][1].include == ("cases/{case}/*",)  # expanded per case of the batch
     assert gets["split"][0].include == ("cases/*/manifest.json",)
-    assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*",), ("cases/*/manifest.json",)}
+    assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*.nii.gz",), ("cases/*/manifest.json",)}
     assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
+    puts = {name: parsed[3] for name, parsed in parsed_pods(workflow).items()}
+    assert puts["predict"][0].include == ("test/*.nii.gz",)  # nnU-Net's own files there differ from batch to batch
 
 
 CHART_SAMPLE = {  # what the chart puts in place of the GPU scheduling tokens, as JSON values
@@ -358,7 +361,7 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/etc/tsretrain/dictionaries" in mounts  # a custom dictionary from the chart's ConfigMap
     assert templates["train"]["activeDeadlineSeconds"] > 24 * 3600 > templates["split"]["activeDeadlineSeconds"]
-    for name in ("train", "predict", "pseudolabel"):
+    for name in ("train", "validate", "predict", "pseudolabel"):
         template = templates[name]
         resources = template["container"]["resources"]
         assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
@@ -403,7 +406,8 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
         assert tasks[name]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
     assert "preprocess" not in tasks  # no pod holds the whole dataset to preprocess it
     assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
-    order = ["fingerprint", "plan", "preprocess-cases", "train", "predict"]
+    order = ["fingerprint", "plan", "preprocess-cases", "train", "validate", "predict"]
+    assert tasks["validate"]["withParam"] == "{{workflow.parameters.folds}}"  # each fold's validation its own pod
     for before, after in itertools.pairwise(order):
         assert tasks[after]["depends"] == before
     # The evaluation reads the merge records too when there are pseudo-labels (which reference is whose).

@@ -222,7 +222,7 @@ def pod_command(
         raise typer.Exit(int(code))
     publish(puts, manifest)
     if completion is not None and key is not None:
-        completion.write(key, output_file or [])
+        completion.write(key, output_file or [], puts, manifest)
 
 
 @app.command("listing")

@@ -59,13 +59,14 @@ def step_disks(cases: dict[str, CaseWork], batches: Iterable[tuple[str, ...]], t
         "preprocess-cases": _need(batch_voxels * (CONVERTED_PER_VOXEL + PREPROCESSED_PER_VOXEL)),
         "assemble": _need(2 * total * CONVERTED_PER_VOXEL),  # the converted cases fetched, the raw dataset written
         "train": _need(total * PREPROCESSED_PER_VOXEL + CHECKPOINTS),
+        "validate": _need(total * PREPROCESSED_PER_VOXEL + CHECKPOINTS),  # the preprocessed set, as train
         "predict": _need(2 * sum(largest) * CONVERTED_PER_VOXEL + CHECKPOINTS),
         "evaluate": _need(2 * total * LABELS_PER_VOXEL),  # references and predictions (the test set's, at most all)
     }
 
 
-SIZED = ("convert", "pseudolabel", "fingerprint", "preprocess-cases", "assemble", "train", "predict", "evaluate")
-WHOLE_DATASET = ("assemble", "train")  # at least ``data-scratch``; the others at least ``scratch``
+SIZED = tuple(step_disks({}, [], 1))  # the steps the scan sizes (every step holding cases)
+WHOLE_DATASET = ("assemble", "train", "validate")  # at least ``data-scratch``; the others at least ``scratch``
 
 
 def write_sizes(folder: Path, disks: dict[str, int], scratch: int, data_scratch: int) -> dict[str, str]:

@@ -57,7 +57,10 @@ def nodes_of(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if status.get("offloadNodeStatusVersion"):
         raise ApiError("the node statuses are offloaded to Argo's database: see the run in the Argo UI")
     if status.get("compressedNodes"):
-        nodes: dict[str, dict[str, Any]] = json.loads(gzip.decompress(base64.b64decode(status["compressedNodes"])))
+        try:
+            nodes: dict[str, dict[str, Any]] = json.loads(gzip.decompress(base64.b64decode(status["compressedNodes"])))
+        except (ValueError, OSError) as exc:  # binascii.Error is a ValueError; gzip's BadGzipFile an OSError
+            raise ApiError(f"the compressed node statuses cannot be read: {exc}") from exc
         return nodes
     return dict(status.get("nodes") or {})
 

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsretrain import __version__
 from tsretrain.errors import UserError
 from tsretrain.layout import relative
 from tsretrain.resources import quantity_bytes
@@ -165,7 +164,8 @@ def check_disks(sizes: list[str]) -> None:
     for size in sizes:
         parameter, _, value = size.partition("=")
         try:
-            quantity_bytes(value)
+            if quantity_bytes(value) <= 0:
+                raise ValueError(f"{value!r} is not a positive size")
         except ValueError as exc:
             raise UserError(f"workflow parameter {parameter}: {exc}; submit the run again with a valid size") from None
 
@@ -194,6 +194,16 @@ def owns(prefix: str, workflow: str) -> bool:
     return owner is not None and json.loads(owner).get("workflow") == workflow
 
 
+def _version(distribution: str) -> str:
+    """An installed distribution's version (the image's), or none."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 def portable(command: list[str]) -> list[str]:
     """A command line without where the pod's disk is: local paths by their last part (``/work/scan`` and a
     harness's ``/tmp/p/3/work/scan`` alike are ``scan``), so that every attempt of a step names it the same."""
@@ -208,7 +218,12 @@ def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list
     version, the checksums of the files it would fetch (from the manifests: a batch's own where the same batch
     wrote them, ``{case}`` standing for any case) and the listing (key, size, time) of raw inputs such as the DICOM
     tree. The same key means the same outputs: a resumed run skips the step."""
-    digest = hashlib.sha256(json.dumps({"tsretrain": __version__, "command": portable(command)}).encode())
+    versions = {name: _version(name) for name in ("tsretrain", "nnunetv2", "torch", "TotalSegmentator")}
+    digest = hashlib.sha256(json.dumps({"versions": versions, "command": portable(command)}).encode())
+    for arg in command:  # files the command names that the pod already holds (a dictionary from the ConfigMap)
+        for part in arg.split("="):
+            if part.startswith("/") and Path(part).is_file():
+                digest.update(hashlib.sha256(Path(part).read_bytes()).digest())
     for get in gets:
         store = open_store(get.uri)
         patterns = tuple(placeholders(p, batch).replace("{case}", "*") for p in get.include)
@@ -242,15 +257,27 @@ class Completion:
 
     def done(self, key: str, puts: list[Transfer], manifest_name: str) -> list[str] | None:
         """The output files' texts (in ``--output-file`` order) of an earlier run of this step with the same inputs
-        whose outputs are all still published; None when the step must run."""
+        whose outputs are still the ones it published (its manifests unchanged since); None when it must run."""
         data = open_store(self.folder).get_bytes(self.name)
-        if data is None or json.loads(data).get("inputs") != key:
+        if data is None:
             return None
-        if any(open_store(put.uri).manifest_file(manifest_name) is None for put in puts):
+        record = json.loads(data)
+        if record.get("inputs") != key or record.get("published") != _published(puts, manifest_name):
             return None
-        outputs: list[str] = json.loads(data).get("outputs", [])
+        outputs: list[str] = record.get("outputs", [])
         return outputs
 
-    def write(self, key: str, outputs: list[Path]) -> None:
-        record = {"inputs": key, "outputs": [p.read_text() for p in outputs], "finished": time.time()}
+    def write(self, key: str, outputs: list[Path], puts: list[Transfer], manifest_name: str) -> None:
+        record = {
+            "inputs": key,
+            "published": _published(puts, manifest_name),
+            "outputs": [p.read_text() for p in outputs],
+            "finished": time.time(),
+        }
         open_store(self.folder).put_bytes(json.dumps(record).encode(), self.name)
+
+
+def _published(puts: list[Transfer], manifest_name: str) -> list[str | None]:
+    """The checksum of each output folder's manifest of this writer (None where there is none)."""
+    found = [open_store(put.uri).get_bytes(manifest_name) for put in puts]
+    return [hashlib.sha256(data).hexdigest() if data is not None else None for data in found]

@@ -34,7 +34,7 @@ from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.training.batched import BatchConfig, FingerprintConfig, PlanConfig, fingerprint, plan, preprocess_cases
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
-from tsretrain.training.train import TrainConfig, train
+from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
 
 INPUT = "input"
 """The location of the run's DICOM input (a folder locally, the ``input-prefix`` on a cluster)."""
@@ -80,7 +80,7 @@ class Stage:
     fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
     batches: str = "scan"  # the location writing the batches of a "cases" fan-out (batches/<id>.json)
     cases_from: tuple[str, str] | None = None  # (location, file) naming the cases of ``{case}`` in ``reads``
-    resources: str = "cpu"  # cpu, big-cpu or gpu
+    resources: str = "cpu"  # cpu, big-cpu, gpu or big-gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
     cluster: bool = True  # part of the workflow (synth makes a local cohort only)
     local: bool = True  # part of a local run (a cluster run's shares of preprocess are not: preprocess does it all)
@@ -392,6 +392,26 @@ STAGES: tuple[Stage, ...] = (
         image="gpu",
     ),
     Stage(
+        "validate",
+        ValidateConfig,
+        validate,
+        "Predict a trained fold's validation cases (the end of train as a step of its own, with more memory).",
+        {
+            "work": WORK,
+            "fold": Option("Fold to validate."),
+            "device": DEVICE,
+            "store": Option("Store URI of the run's nnUNet_results: the fold restored from there, published there."),
+        },
+        model=("dataset", "trainer", "plans", "configuration"),
+        # the folds' progress: what their training was (a retrained fold is validated again on a resume)
+        reads=(Files("preprocessed"), Files("results", ("*/*/fold_*/progress.json",))),
+        writes=(Files("results"),),
+        fan_out="fold",
+        resources="big-gpu",  # nnU-Net's export resamples a case's logits in float64 (docs/benchmarks.md)
+        image="gpu",
+        local=False,  # a local run validates at the end of train
+    ),
+    Stage(
         "predict",
         PredictConfig,
         predict,
@@ -414,7 +434,7 @@ STAGES: tuple[Stage, ...] = (
             Files("preprocessed", ("*/planning_summary.json",)),
             Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
         ),
-        writes=(Files("predictions", ("test/*",)),),
+        writes=(Files("predictions", ("test/*.nii.gz",)),),  # nnU-Net's own files there differ per batch
         fan_out="cases",
         batches="split",  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
         resources="gpu",
@@ -454,7 +474,7 @@ STAGES: tuple[Stage, ...] = (
         },
         reads=(
             Files("raw", ("*/labelsTs/*",)),
-            Files("predictions", ("test/*",)),
+            Files("predictions", ("test/*.nii.gz",)),
             Files("converted", ("cases/*/manifest.json",)),
             Files("pseudolabels", ("*/pseudolabel.json",)),
         ),

@@ -316,6 +316,7 @@ def s3_client() -> Any:
         connect_timeout=10,
         read_timeout=60,
         s3={"addressing_style": "path"},
+        max_pool_connections=REQUESTS_IN_FLIGHT,  # one connection per thread of a parallel transfer
     )
     return boto3.session.Session().client(  # a fresh session reads the current environment
         "s3", endpoint_url=endpoint, config=config, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")

@@ -67,6 +67,8 @@ def _training_set(folders: NnunetFolders, dataset: str) -> tuple[dict[str, Any],
     if not (raw / "dataset.json").is_file():
         raise UserError(f"{raw / 'dataset.json'} does not exist", "run tsretrain assemble first")
     described = json.loads((raw / "dataset.json").read_text())
+    if not (raw / "imagesTr").is_dir():  # a batch without training cases fetched none
+        return described, {}
     return described, get_filenames_of_train_images_and_targets(str(raw), described)
 
 
@@ -95,6 +97,9 @@ def fingerprint(config: FingerprintConfig) -> StageResult:
     todo = _batch(training, config.cases)
     out = config.fingerprints / config.model.dataset
     out.mkdir(parents=True, exist_ok=True)
+    if not todo:
+        log.info("fingerprint: no training case among the %d case(s) of the batch", len(config.cases))
+        return StageResult("fingerprint", {"fingerprints": str(out)}, {"cases": 0})
     # the sample count nnU-Net draws per case for the whole training set, not for this batch
     extractor = DatasetFingerprintExtractor(config.model.dataset_id, 1)
     samples = int(extractor.num_foreground_voxels_for_intensitystats // described["numTraining"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -217,3 +218,51 @@ def train(config: TrainConfig) -> StageResult:
         {"fold": str(local)},
         {"fold": config.fold, "resumed_from_epoch": first_epoch, "seconds": int(time.time() - started)},
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateConfig:
+    """Configuration of the ``validate`` stage (one trained fold)."""
+
+    work: Path
+    fold: int
+    model: Model = field(default_factory=Model)
+    device: str = "auto"
+    store: str | None = None  # as train's: the fold is restored from there and its validation published there
+
+
+def validate(config: ValidateConfig) -> StageResult:
+    """Predict a trained fold's validation cases and export them (nnU-Net's ``--val``): the end of ``train`` as a
+    step of its own, so that a cluster runs it on a pod with the memory nnU-Net's export needs (a resampled case's
+    logits in float64), never after hours of training on a pod without it."""
+    device = torch_device(config.device)
+    folders = NnunetFolders(config.work)
+    folders.activate()
+    fold = TrainConfig(work=config.work, fold=config.fold, model=config.model, device=config.device, store=config.store)
+    restore(fold)
+    local = fold.fold_folder()
+    if not (local / "checkpoint_final.pth").is_file():
+        raise UserError(f"fold {config.fold} has no checkpoint_final.pth under {local}", "train the fold first")
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    from tsretrain.training import discovery
+
+    discovery.install()
+    discovery.find_trainer(config.model.trainer)
+    trainer = get_trainer_from_args(
+        str(config.model.dataset_id),
+        config.model.configuration,
+        config.fold,
+        config.model.trainer,
+        config.model.plans_in(folders.preprocessed),
+        device=device,
+    )
+    maybe_load_checkpoint(trainer, False, True, None)  # the final checkpoint, for validation only
+    size_export_pool(folders.preprocessed / config.model.dataset)
+    trainer.perform_actual_validation(False)
+    if config.store is not None:  # the validation alone, under a manifest of its own beside the fold's
+        model = local.parent.relative_to(folders.results).as_posix()
+        manifest = f"_manifest-{local.parent.name}-{local.name}-validation.json"
+        open_store(config.store).sync_up(folders.results, "", manifest, (f"{model}/{local.name}/validation/*",))
+    cases = len(list((local / "validation").glob(f"*{trainer.dataset_json['file_ending']}")))
+    return StageResult("validate", {"validation": str(local / "validation")}, {"fold": config.fold, "cases": cases})
