@@ -30,6 +30,7 @@ from pathlib import Path
 from tsretrain.errors import UserError
 from tsretrain.layout import relative
 from tsretrain.resources import quantity_bytes
+from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import MANIFEST, matches, open_store
 from tsretrain.ui import log
 
@@ -239,6 +240,33 @@ def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list
     for uri in inputs:
         digest.update(json.dumps([uri, sorted(open_store(uri).list_detailed("").items())]).encode())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Step:
+    """A pod's step as its completion record knows it: its record and the key of its inputs."""
+
+    completion: Completion
+    key: str
+
+    @classmethod
+    def of(cls, record: str, command: list[str], gets: list[Transfer], batch: str, inputs: list[str]) -> Step:
+        step = [*command, *(["--batch", batch] if batch else [])]  # each batch of a fan-out its own
+        return cls(Completion.of(record, step), input_key(step, gets, batch, inputs))
+
+    def skipped(self, puts: list[Transfer], manifest_name: str, output_files: list[Path]) -> bool:
+        """Whether the step was done before with the same inputs (its outputs unchanged since): then what it left
+        for the workflow is written back and nothing else is to be done."""
+        recorded = self.completion.done(self.key, puts, manifest_name)
+        if recorded is None:
+            return False
+        for path, text in zip(output_files, recorded, strict=False):
+            atomic_write_text(path, text)
+        log.info("pod: done before with the same inputs (%s/%s): skipped", self.completion.folder, self.completion.name)
+        return True
+
+    def done(self, output_files: list[Path], puts: list[Transfer], manifest_name: str) -> None:
+        self.completion.write(self.key, output_files, puts, manifest_name)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,21 @@ def progress_of(trainer: Any) -> dict[str, Any]:
     }
 
 
+def nnunet_trainer(model: Model, fold: int, folders: NnunetFolders, device: Any, resume: bool = False) -> Any:
+    """nnU-Net's trainer object of the model's fold (its trainer class found already)."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    return get_trainer_from_args(
+        str(model.dataset_id),
+        model.configuration,
+        fold,
+        model.trainer,
+        model.plans_in(folders.preprocessed),
+        continue_training=resume,
+        device=device,
+    )
+
+
 def train(config: TrainConfig) -> StageResult:
     """Train (or resume, or skip when finished) one fold."""
     device = torch_device(config.device)  # first: a pod without the GPU it asked for fails at once
@@ -165,7 +180,7 @@ def train(config: TrainConfig) -> StageResult:
 
     import numpy as np
     import torch
-    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+    from nnunetv2.run.run_training import maybe_load_checkpoint
 
     from tsretrain.training import discovery
 
@@ -181,15 +196,7 @@ def train(config: TrainConfig) -> StageResult:
     resume = any((local / name).is_file() for name in CHECKPOINTS)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    trainer = get_trainer_from_args(
-        str(config.model.dataset_id),
-        config.model.configuration,
-        config.fold,
-        config.model.trainer,
-        config.model.plans_in(folders.preprocessed),
-        continue_training=resume,
-        device=device,
-    )
+    trainer = nnunet_trainer(config.model, config.fold, folders, device, resume)
     if hasattr(trainer_class, "checkpoint_hook"):
         trainer_class.checkpoint_hook = lambda written, filename: on_checkpoint(trainer, written, filename)
     maybe_load_checkpoint(
@@ -243,20 +250,13 @@ def validate(config: ValidateConfig) -> StageResult:
     local = fold.fold_folder()
     if not (local / "checkpoint_final.pth").is_file():
         raise UserError(f"fold {config.fold} has no checkpoint_final.pth under {local}", "train the fold first")
-    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+    from nnunetv2.run.run_training import maybe_load_checkpoint
 
     from tsretrain.training import discovery
 
     discovery.install()
     discovery.find_trainer(config.model.trainer)
-    trainer = get_trainer_from_args(
-        str(config.model.dataset_id),
-        config.model.configuration,
-        config.fold,
-        config.model.trainer,
-        config.model.plans_in(folders.preprocessed),
-        device=device,
-    )
+    trainer = nnunet_trainer(config.model, config.fold, folders, device)
     maybe_load_checkpoint(trainer, False, True, None)  # the final checkpoint, for validation only
     size_export_pool(folders.preprocessed / config.model.dataset)
     trainer.perform_actual_validation(False)
