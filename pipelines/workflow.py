@@ -148,7 +148,6 @@ BY_OPTION = {option: p for p in PARAMETERS for option in p.options}
 DISKS = ("scratch", "data-scratch")  # sizes of the pods' /work, checked by the claim step before any pod asks
 
 # What only a cluster run sets: options with cluster values, retries, deadlines, local disk.
-BATCH_INVENTORY = f"{WORK}/{relative('scan')}/batches/{{batch}}.json"  # a batch's slice of the scan's inventory
 
 
 def batch_file(stage: Stage) -> str:
@@ -167,7 +166,7 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "convert": {  # the batch's own inventory; the batch's files staged first
         "input": f"{WORK}/dicom",
         "source": param("input-prefix"),
-        "inventory": BATCH_INVENTORY,
+        "inventory": batch_file(BY_NAME["convert"]),
     },
     "pseudolabel": {"weights": "/weights", "device": "gpu"},
     "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
@@ -326,11 +325,17 @@ def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
     args += ["--record", RECORDS]  # a resumed run skips the step when it was done with the same inputs
     if _reads_raw_input(stage):  # the raw DICOM tree's listing is one of those inputs
         args += ["--inputs", param("input-prefix")]
-    if "batches_out" in stage.options:  # a fan-out's items, given back when the step is skipped
-        args += ["--output-file", BATCHES]
-    if "sizes_out" in stage.options:
-        args += [arg for step in SIZED for arg in ("--output-file", f"{SIZES}/disk-{step}")]
+    for path in output_files(stage).values():  # what it leaves for the workflow, given back when it is skipped
+        args += ["--output-file", path]
     return [*args, "--", *stage_args(stage, with_stages)]
+
+
+def output_files(stage: Stage) -> dict[str, str]:
+    """The output parameters a stage's pod leaves in files: a later fan-out's batches, the steps' disk sizes."""
+    files = {"batches": BATCHES} if "batches_out" in stage.options else {}
+    if "sizes_out" in stage.options:
+        files |= {f"disk-{step}": f"{SIZES}/disk-{step}" for step in SIZED}
+    return files
 
 
 def _reads_raw_input(stage: Stage) -> bool:
@@ -398,15 +403,7 @@ def build() -> WorkflowTemplate:
                     variants[f"{stage.name}-merged"] = always | {option.when}
             for name, with_stages in variants.items():
                 inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])
-                outputs = (  # the batches of a later fan-out
-                    [Parameter(name="batches", value_from=ValueFrom(path=BATCHES))]
-                    if "batches_out" in stage.options
-                    else []
-                )
-                if "sizes_out" in stage.options:  # the disk of each sized step
-                    outputs += [
-                        Parameter(name=f"disk-{s}", value_from=ValueFrom(path=f"{SIZES}/disk-{s}")) for s in SIZED
-                    ]
+                outputs = [Parameter(name=n, value_from=ValueFrom(path=f)) for n, f in output_files(stage).items()]
                 inputs += [Parameter(name="disk")] if stage.name in SIZED else []
                 disk = "{{inputs.parameters.disk}}" if stage.name in SIZED else param("scratch")
                 container = _container(

@@ -352,9 +352,13 @@ def test_a_step_done_with_the_same_inputs_is_skipped_and_gives_its_outputs_back(
     dictionary.write_text(shipped.read_text() + "# edited\n")  # the same name, another content: run again
     assert not skipped(*show)
     assert not skipped("version", "--help")  # another command
-    same = Completion.of(records, ["split", "/work/converted", "--out", "/work/split"])  # each attempt's disk differs
-    assert same == Completion.of(records, ["split", "/tmp/p/7/work/converted", "--out", "/tmp/p/7/work/split"])
-    assert same != Completion.of(records, ["split", "/work/converted", "--out", "/work/split", "--seed", "1"])
+
+    def record(*command: str) -> Completion:
+        return Completion.of(records, list(command), [], "", [])
+
+    same = record("split", "/work/converted", "--out", "/work/split")  # each attempt's disk differs
+    assert same == record("split", "/tmp/p/7/work/converted", "--out", "/tmp/p/7/work/split")
+    assert same != record("split", "/work/converted", "--out", "/work/split", "--seed", "1")
     batch = ["pod", "--get", f"{uri}={tmp_path / 'work'}=cases/*/manifest.json", "--put", f"{out}={store}"]
     batch += ["--record", records, "--batch", "b1", "--", "version"]
     assert runner.invoke(app, batch).exit_code == 0

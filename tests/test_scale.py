@@ -18,7 +18,7 @@ import pytest
 import yaml
 from test_workflow import load_workflow_module
 
-from tsretrain.conversion.scan import fan_out_batch_size
+from tsretrain.conversion.scan import fan_out_batches
 from tsretrain.layout import batch_id
 from tsretrain.resources import quantity_bytes
 from tsretrain.sizing import SIZED, WHOLE_DATASET, CaseWork, step_disks, write_sizes
@@ -49,11 +49,11 @@ def tasks(template: dict[str, Any]) -> list[dict[str, Any]]:
 def fan_out(patients: int, parameters: dict[str, str]) -> dict[str, list[tuple[str, ...]]]:
     """The batches the scan and the split would make (their own code decides the sizes)."""
     ids = [f"RADCURE-{n:05d}" for n in range(patients)]
-    size = fan_out_batch_size(patients, int(parameters["convert-batch-size"]), int(parameters["max-batches"]))
+    scan = fan_out_batches(ids, int(parameters["convert-batch-size"]), int(parameters["max-batches"]))
     test = ids[: round(patients * TEST_FRACTION)]
     per_test = int(parameters["predict-batch-size"])
     return {
-        "scan": [tuple(ids[i : i + size]) for i in range(0, patients, size)],
+        "scan": [tuple(batch) for batch in scan],
         "split": [tuple(test[i : i + per_test]) for i in range(0, len(test), per_test)],
         "folds": [(fold,) for fold in json.loads(parameters["folds"])],
     }

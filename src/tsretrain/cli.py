@@ -182,13 +182,13 @@ def pod_command(
     """Fetch inputs from the store, run one tsretrain subcommand (after --), publish its outputs. With --record,
     a step already done with the same inputs (command, fetched files' checksums, raw inputs' listing) whose outputs
     are all still published is skipped: its recorded output files are written back, nothing else happens."""
-    from tsretrain.pipeline.pod import Step, batch_manifest, fetch, parse_get, parse_put, placeholders, publish
+    from tsretrain.pipeline.pod import Completion, batch_manifest, fetch, parse_get, parse_put, placeholders, publish
 
     manifest = manifest_name or batch_manifest(batch)
     try:
         gets, puts = [parse_get(g) for g in get or []], [parse_put(p) for p in put or []]
-        step = Step.of(record, list(context.args), gets, batch, inputs or []) if record else None
-        if step is not None and step.skipped(puts, manifest, output_file or []):
+        completion = Completion.of(record, list(context.args), gets, batch, inputs or []) if record else None
+        if completion is not None and completion.skipped(puts, manifest, output_file or []):
             return
         listed = Path(placeholders(str(cases_from), batch)) if cases_from is not None else None
         _, cases = fetch(gets, batch, listed)
@@ -203,8 +203,8 @@ def pod_command(
     if code not in (None, 0):  # the stage failed: publish nothing, fail the pod with the stage's exit code
         raise typer.Exit(int(code))
     publish(puts, manifest)
-    if step is not None:
-        step.done(output_file or [], puts, manifest)
+    if completion is not None:
+        completion.write(output_file or [], puts, manifest)
 
 
 @app.command("listing")

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tsretrain import __version__
 from tsretrain.conversion.geometry import build_geometry
@@ -533,27 +533,31 @@ def minimum(size: str) -> int:
         raise UserError(str(exc), "give the disk sizes as Kubernetes quantities (20Gi, 500G)") from exc
 
 
+Case = TypeVar("Case")  # a case plan, or a case id
+
+
 def fan_out_batch_size(cases: int, batch_size: int, max_batches: int) -> int:
     """Cases per batch of a fan-out: ``batch_size``, or more when that would make over ``max_batches`` batches (the
     workflow object holds a node per batch and step, and must stay under Argo's 1 MiB)."""
     return max(batch_size, math.ceil(cases / max(1, max_batches)))
 
 
-def write_batches(out: Path, inventory: dict[str, Any], batch_size: int, max_batches: int) -> list[str]:
-    """Every case (excluded ones too: they get their manifest and listing row) in batches, each batch's own
-    inventory (the header and its cases only) in ``out/batches/<batch id>.json``, so that a fan-out pod fetches its
-    batch's slice, not the whole inventory; returns the batch ids (the fan-out's items)."""
-    header = {key: value for key, value in inventory.items() if key != "cases"}
-    cases = inventory["cases"]
+def fan_out_batches(cases: list[Case], batch_size: int, max_batches: int) -> list[list[Case]]:
+    """Every case (excluded ones too: they get their manifest and listing row), in the fan-out's batches."""
     size = fan_out_batch_size(len(cases), batch_size, max_batches)
+    return [cases[start : start + size] for start in range(0, len(cases), size)]
+
+
+def write_batches(out: Path, inventory: dict[str, Any], batches: list[list[dict[str, Any]]]) -> list[str]:
+    """Each batch's own inventory (the header and its cases only) in ``out/batches/<batch id>.json``, so that a
+    fan-out pod fetches its batch's slice, not the whole inventory; returns the batch ids (the fan-out's items)."""
+    header = {key: value for key, value in inventory.items() if key != "cases"}
     shutil.rmtree(out / "batches", ignore_errors=True)  # an earlier scan's batches
-    batches = []
-    for start in range(0, len(cases), size):
-        part = cases[start : start + size]
-        name = batch_id(tuple(case["case_id"] for case in part))
-        atomic_write_text(out / "batches" / f"{name}.json", json.dumps({**header, "cases": part}, indent=1))
-        batches.append(name)
-    return batches
+    names = []
+    for part in batches:
+        names.append(batch_id(tuple(case["case_id"] for case in part)))
+        atomic_write_text(out / "batches" / f"{names[-1]}.json", json.dumps({**header, "cases": part}, indent=1))
+    return names
 
 
 def scan(config: ScanConfig) -> StageResult:
@@ -583,16 +587,13 @@ def scan(config: ScanConfig) -> StageResult:
     atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
+    batches = fan_out_batches(inventory["cases"], config.batch_size, config.max_batches)
     if config.batches_out is not None:
-        batches = write_batches(config.out, inventory, config.batch_size, config.max_batches)
-        atomic_write_text(config.batches_out, json.dumps(batches))
+        atomic_write_text(config.batches_out, json.dumps(write_batches(config.out, inventory, batches)))
     if config.sizes_out is not None:
-        size = fan_out_batch_size(len(inventory["cases"]), config.batch_size, config.max_batches)
-        ids = [case["case_id"] for case in inventory["cases"]]
         works = {case["case_id"]: case_work(case) for case in inventory["cases"]}
-        disks = step_disks(
-            works, [tuple(ids[i : i + size]) for i in range(0, len(ids), size)], config.predict_batch_size
-        )
+        ids = [tuple(case["case_id"] for case in batch) for batch in batches]
+        disks = step_disks(works, ids, config.predict_batch_size)
         sizes = write_sizes(config.sizes_out, disks, minimum(config.scratch), minimum(config.data_scratch))
         log.info("disk per step: %s", ", ".join(f"{step} {value}" for step, value in sizes.items()))
     counts = Counter(p.status for p in plans)

@@ -226,13 +226,8 @@ def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list
             if part.startswith("/") and Path(part).is_file():
                 digest.update(hashlib.sha256(Path(part).read_bytes()).digest())
     for get in gets:
-        store = open_store(get.uri)
         patterns = tuple(placeholders(p, batch).replace("{case}", "*") for p in get.include)
-        writer = _writer(get, batch)
-        own = store.manifest_file(writer) if writer else None
-        if own is not None and not all(any(matches(rel, (p,)) for rel in own) for p in patterns):
-            own = None  # as sync_down decides
-        manifest = own if own is not None else store.manifest("") or {}
+        manifest = open_store(get.uri).manifest_for("", patterns, _writer(get, batch)) or {}  # as fetch reads it
         files = sorted(
             (rel, info["sha256"]) for rel, info in manifest.items() if not patterns or matches(rel, patterns)
         )
@@ -243,63 +238,41 @@ def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list
 
 
 @dataclass(frozen=True)
-class Step:
-    """A pod's step as its completion record knows it: its record and the key of its inputs."""
-
-    completion: Completion
-    key: str
-
-    @classmethod
-    def of(cls, record: str, command: list[str], gets: list[Transfer], batch: str, inputs: list[str]) -> Step:
-        step = [*command, *(["--batch", batch] if batch else [])]  # each batch of a fan-out its own
-        return cls(Completion.of(record, step), input_key(step, gets, batch, inputs))
-
-    def skipped(self, puts: list[Transfer], manifest_name: str, output_files: list[Path]) -> bool:
-        """Whether the step was done before with the same inputs (its outputs unchanged since): then what it left
-        for the workflow is written back and nothing else is to be done."""
-        recorded = self.completion.done(self.key, puts, manifest_name)
-        if recorded is None:
-            return False
-        for path, text in zip(output_files, recorded, strict=False):
-            atomic_write_text(path, text)
-        log.info("pod: done before with the same inputs (%s/%s): skipped", self.completion.folder, self.completion.name)
-        return True
-
-    def done(self, output_files: list[Path], puts: list[Transfer], manifest_name: str) -> None:
-        self.completion.write(self.key, output_files, puts, manifest_name)
-
-
-@dataclass(frozen=True)
 class Completion:
     """A step's completion record in the run's store (``.stages/<stage>-<id>.json``), written after it published:
-    the input key it ran with and the files it produced for Argo (output parameters), to be given back when the
-    step is skipped."""
+    the key of the inputs it ran with, its outputs' manifest checksums and the files it produced for Argo (output
+    parameters), given back when the step is skipped."""
 
     folder: str
     name: str
+    key: str
 
     @classmethod
-    def of(cls, folder: str, command: list[str]) -> Completion:
-        stage = next((a for a in command if not a.startswith("-")), "step")
-        return cls(folder, f"{stage}-{hashlib.sha256(json.dumps(portable(command)).encode()).hexdigest()[:16]}.json")
+    def of(cls, folder: str, command: list[str], gets: list[Transfer], batch: str, inputs: list[str]) -> Completion:
+        step = [*command, *(["--batch", batch] if batch else [])]  # each batch of a fan-out its own
+        stage = next((a for a in step if not a.startswith("-")), "step")
+        name = f"{stage}-{hashlib.sha256(json.dumps(portable(step)).encode()).hexdigest()[:16]}.json"
+        return cls(folder, name, input_key(step, gets, batch, inputs))
 
-    def done(self, key: str, puts: list[Transfer], manifest_name: str) -> list[str] | None:
-        """The output files' texts (in ``--output-file`` order) of an earlier run of this step with the same inputs
-        whose outputs are still the ones it published (its manifests unchanged since); None when it must run."""
+    def skipped(self, puts: list[Transfer], manifest_name: str, output_files: list[Path]) -> bool:
+        """Whether the step was done before with the same inputs and its outputs are still the ones it published:
+        then what it left for the workflow is written back and nothing else is to be done."""
         data = open_store(self.folder).get_bytes(self.name)
         if data is None:
-            return None
+            return False
         record = json.loads(data)
-        if record.get("inputs") != key or record.get("published") != _published(puts, manifest_name):
-            return None
-        outputs: list[str] = record.get("outputs", [])
-        return outputs
+        if record.get("inputs") != self.key or record.get("published") != _published(puts, manifest_name):
+            return False
+        for path, text in zip(output_files, record.get("outputs", []), strict=False):
+            atomic_write_text(path, text)
+        log.info("pod: done before with the same inputs (%s/%s): skipped", self.folder, self.name)
+        return True
 
-    def write(self, key: str, outputs: list[Path], puts: list[Transfer], manifest_name: str) -> None:
+    def write(self, output_files: list[Path], puts: list[Transfer], manifest_name: str) -> None:
         record = {
-            "inputs": key,
+            "inputs": self.key,
             "published": _published(puts, manifest_name),
-            "outputs": [p.read_text() for p in outputs],
+            "outputs": [p.read_text() for p in output_files],
             "finished": time.time(),
         }
         open_store(self.folder).put_bytes(json.dumps(record).encode(), self.name)

@@ -124,6 +124,16 @@ class Store(ABC):
             files.update(self.manifest_file(name) or {})
         return files
 
+    def manifest_for(
+        self, prefix: str, include: tuple[str, ...] = (), prefer_manifest: str | None = None
+    ) -> dict[str, dict[str, Any]] | None:
+        """The manifest a fetch of ``include`` reads: ``prefer_manifest`` when it lists files for every pattern,
+        else the union of all the folder's manifests (files written by other writers)."""
+        preferred = self.manifest_file(f"{prefix}/{prefer_manifest}".lstrip("/")) if prefer_manifest else None
+        if preferred is not None and all(any(matches(rel, (p,)) for rel in preferred) for p in include):
+            return preferred
+        return self.manifest(prefix)
+
     def manifest_file(self, key: str) -> dict[str, dict[str, Any]] | None:
         """The files one checksum manifest lists; None when it does not exist."""
         data = self.get_bytes(key)
@@ -165,10 +175,7 @@ class Store(ABC):
         """Fetch a published folder (with ``include``, only its files matching one of these patterns); local files
         with the right checksum are kept. With ``prefer_manifest``, that one manifest of the folder is read when it
         exists (a fan-out batch reading what the same batch wrote), instead of the union of all of them."""
-        preferred = self.manifest_file(f"{prefix}/{prefer_manifest}".lstrip("/")) if prefer_manifest else None
-        if preferred is not None and not all(any(matches(rel, (p,)) for rel in preferred) for p in include):
-            preferred = None  # written in other batches: the union of all manifests
-        manifest = preferred if preferred is not None else self.manifest(prefix)
+        manifest = self.manifest_for(prefix, include, prefer_manifest)
         if manifest is None:
             raise FileNotFoundError(f"{self.uri(prefix)} has no {MANIFEST}: it was never published completely")
         fetched = kept = size = 0

@@ -15,6 +15,7 @@ The result equals the one-pod ``preprocess`` stage's (tested).
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import shutil
@@ -27,7 +28,7 @@ from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
-from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders, environment
 from tsretrain.training.preprocess import PreprocessConfig, check, make_plans, preprocessing_workers
 from tsretrain.ui import log
@@ -109,12 +110,11 @@ def fingerprint(config: FingerprintConfig) -> StageResult:
     import numpy as np
 
     for case, (shape, spacing, intensities, _, relative) in zip(todo, results, strict=True):
-        target = out / f"{case}.npz"
         arrays = {f"intensities_{i}": np.asarray(v) for i, v in enumerate(intensities)}
         arrays |= {"shape": np.asarray(shape), "spacing": np.asarray(spacing), "relative": np.asarray(relative)}
-        with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-        Path(handle.name).replace(target)
+        record = io.BytesIO()
+        np.savez(record, **arrays)  # type: ignore[arg-type]
+        atomic_write_bytes(out / f"{case}.npz", record.getvalue())
     log.info("fingerprint: %d training case(s) of %d in the batch", len(todo), len(config.cases) or len(todo))
     return StageResult("fingerprint", {"fingerprints": str(out)}, {"cases": len(todo)})
 
@@ -204,8 +204,7 @@ def preprocess_cases(config: BatchConfig) -> StageResult:
     todo = _batch(training, config.cases)
     plans = PlansManager(str(target / f"{planned['plans_identifier']}.json"))
     dataset_json = json.loads((target / "dataset.json").read_text())
-    median = planned.get("original_median_shape") or [512, 512, 200]
-    workers = min(preprocessing_workers(float(median[0] * median[1] * median[2]), config.workers), max(1, len(todo)))
+    workers = min(preprocessing_workers(planned, config.workers), max(1, len(todo)))
     for configuration in planned["preprocessed_configurations"]:
         manager = plans.get_configuration(configuration)
         out = target / manager.data_identifier

@@ -50,10 +50,12 @@ class PreprocessConfig:
     workers: int = 0  # 0: from CPUs and memory
 
 
-def preprocessing_workers(median_voxels: float, requested: int = 0) -> int:
-    """Processes that fit: about 12 float32 copies of a median case per process, plus 1 GiB, within the limit."""
+def preprocessing_workers(planned: dict[str, Any], requested: int = 0) -> int:
+    """Processes that fit: about 12 float32 copies of the planning summary's median case per process, plus 1 GiB,
+    within the limit (a RADCURE-sized case when the summary has none)."""
+    median = planned.get("original_median_shape") or [200, 512, 512]
     cpus = requested or cpu_quota()
-    per_process = 12 * 4 * median_voxels + 2**30
+    per_process = 12 * 4 * float(median[0] * median[1] * median[2]) + 2**30
     return max(1, min(cpus, int(memory_limit_bytes() * 0.8 // per_process)))
 
 
@@ -177,9 +179,7 @@ def preprocess(config: PreprocessConfig) -> StageResult:
     )
     result = make_plans(config, folders)
     configurations = tuple(result["preprocessed_configurations"])
-    median = result["original_median_shape"]
-    voxels = float(median[0] * median[1] * median[2]) if median else 512.0**2 * 200
-    workers = preprocessing_workers(voxels, config.workers)
+    workers = preprocessing_workers(result, config.workers)
     nnunet_preprocess(
         [config.model.dataset_id],
         result["plans_identifier"],
