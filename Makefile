@@ -10,7 +10,16 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit watch logs
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
+# The field's DICOM tools that the tests check exports with (dciodvfy from dicom3tools, plastimatch) come from
+# Debian; without root or apt they are named and the tests that need them skip, saying so.
+SYSTEM_TOOLS := dicom3tools plastimatch
 $(STAMP): pyproject.toml constraints-cpu.txt
+	@if command -v dciodvfy >/dev/null && command -v plastimatch >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_TOOLS) >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_TOOLS) >/dev/null; } \
+	  || echo "note: could not install $(SYSTEM_TOOLS) (Debian packages); their checks will be skipped"; \
+	else echo "note: install the Debian packages $(SYSTEM_TOOLS) for the DICOM export checks (they are skipped)"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0

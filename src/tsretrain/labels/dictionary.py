@@ -13,6 +13,9 @@ regular expressions. Format::
         multiple: union         # several matching ROIs (GTVp, GTVp2) are merged; default: ambiguous
         sources:
           - rtstruct: ["gtvp", "gtvp\\d+"]
+        roi_name: GTVp          # the structure id written into RTSTRUCT/SEG (at most 16 characters); default: name
+        type: GTV               # RTROIInterpretedType; default: GTV/CTV/PTV by name, EXTERNAL for body, else ORGAN
+        colour: [255, 0, 0]     # display colour (RGB); default: from a fixed palette by id
     precedence: [...]           # write order for overlapping voxels, last wins; default: id order, GTVp last
     ignore: ["z_.*", "ptv.*"]   # names that are known not to be labels (reported as ignored, not unmapped)
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,37 @@ from tsretrain.reasons import Reason
 
 TUMOUR_LABEL = "GTVp"
 KNOWN_SOURCES = ("rtstruct", "totalsegmentator", "body")
+STRUCTURE_ID_LENGTH = 16
+"""Longest structure id planning systems accept (ROIName is an LO of 64, but Eclipse refuses more than 16)."""
+
+
+class RoiType(StrEnum):
+    """RTROIInterpretedType: DICOM's defined terms (PS3.3 C.8.8.8) a label can take."""
+
+    EXTERNAL = "EXTERNAL"
+    PTV = "PTV"
+    CTV = "CTV"
+    GTV = "GTV"
+    TREATED_VOLUME = "TREATED_VOLUME"
+    IRRAD_VOLUME = "IRRAD_VOLUME"
+    BOLUS = "BOLUS"
+    AVOIDANCE = "AVOIDANCE"
+    ORGAN = "ORGAN"
+    MARKER = "MARKER"
+    CAVITY = "CAVITY"
+    SUPPORT = "SUPPORT"
+    FIXATION = "FIXATION"
+    CONTROL = "CONTROL"
+
+
+# distinct display colours (RGB) for labels without their own; a tumour is red unless it says otherwise
+PALETTE = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+    (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138),
+    (197, 176, 213), (196, 156, 148), (247, 182, 210), (219, 219, 141), (158, 218, 229), (57, 59, 121),
+    (99, 121, 57), (140, 109, 49), (123, 65, 115), (82, 84, 163), (181, 207, 107), (231, 186, 82),
+)  # fmt: skip
+TUMOUR_COLOURS = {RoiType.GTV: (255, 0, 0), RoiType.CTV: (255, 165, 0), RoiType.PTV: (0, 255, 255)}
 
 
 class DictionaryError(UserError):
@@ -66,6 +101,14 @@ class Label:
     required: bool = False
     union: bool = False
     sources: tuple[str | PseudoLabelSource, ...] = ("rtstruct",)
+    roi_name: str = ""  # the structure id of exported contours (at most 16 characters); empty: the name
+    type: RoiType = RoiType.ORGAN
+    colour: tuple[int, int, int] = (255, 0, 0)
+
+    @property
+    def structure_id(self) -> str:
+        """The name exported contours carry (RTSTRUCT ROIName, SEG SegmentLabel)."""
+        return self.roi_name or self.name
 
     def matches(self, raw_name: str) -> bool:
         name = normalise_roi_name(raw_name)
@@ -150,6 +193,20 @@ class OrganDictionary:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
+    def structure_id_problems(self) -> list[str]:
+        """Why the labels cannot be exported as structures (empty when they can): ids too long or not unique."""
+        problems = [
+            f"{label.name} is longer than {STRUCTURE_ID_LENGTH} characters: give it a roi_name"
+            for label in self.labels
+            if len(label.structure_id) > STRUCTURE_ID_LENGTH
+        ]
+        seen: dict[str, str] = {}
+        for label in self.labels:
+            other = seen.setdefault(label.structure_id.casefold(), label.name)
+            if other != label.name:
+                problems.append(f"{other} and {label.name} share the structure id {label.structure_id!r}")
+        return problems
+
     def pseudolabel_tasks(self) -> list[str]:
         """TotalSegmentator tasks any label draws on, in first-use order."""
         tasks = [s.task for label in self.labels for s in label.sources if isinstance(s, PseudoLabelSource)]
@@ -181,7 +238,7 @@ def _parse_label(entry: Any, n: int) -> Label:
     where = f"labels[{n}]"
     if not isinstance(entry, dict):
         raise DictionaryError(f"{where}: expected a mapping with id, name and sources")
-    unknown_keys = set(entry) - {"id", "name", "required", "multiple", "sources", "description"}
+    unknown_keys = set(entry) - {"id", "name", "required", "multiple", "sources", "description", *DISPLAY_KEYS}
     if unknown_keys:
         raise DictionaryError(f"{where}: unknown keys {sorted(unknown_keys)}")
     label_id, name = entry.get("id"), entry.get("name")
@@ -216,7 +273,50 @@ def _parse_label(entry: Any, n: int) -> Label:
             sources.append("body")
     if not sources:
         raise DictionaryError(f"{where} ({name}): no source; give rtstruct patterns, a totalsegmentator class or body")
-    return Label(label_id, name, patterns, bool(entry.get("required", False)), multiple == "union", tuple(sources))
+    return Label(
+        label_id,
+        name,
+        patterns,
+        bool(entry.get("required", False)),
+        multiple == "union",
+        tuple(sources),
+        **_display(entry, label_id, name, sources, where),
+    )
+
+
+DISPLAY_KEYS = ("roi_name", "type", "colour")
+
+
+def default_type(name: str, sources: list[str | PseudoLabelSource]) -> RoiType:
+    """GTV/CTV/PTV by the name's prefix, EXTERNAL for a body label, else ORGAN."""
+    prefix = name[:3].upper()
+    if prefix in (RoiType.GTV, RoiType.CTV, RoiType.PTV):
+        return RoiType(prefix)
+    return RoiType.EXTERNAL if "body" in sources else RoiType.ORGAN
+
+
+def _display(
+    entry: dict[str, Any], label_id: int, name: str, sources: list[str | PseudoLabelSource], where: str
+) -> dict[str, Any]:
+    """The exported face of a label: structure id, RTROIInterpretedType and colour, checked."""
+    roi_name = entry.get("roi_name", "")
+    if not isinstance(roi_name, str) or not re.fullmatch(f"[ -~]{{0,{STRUCTURE_ID_LENGTH}}}", roi_name):
+        raise DictionaryError(
+            f"{where} ({name}): roi_name {roi_name!r} must be at most {STRUCTURE_ID_LENGTH} printable ASCII characters"
+        )
+    kind = entry.get("type", default_type(name, sources))
+    try:
+        roi_type = RoiType(kind)
+    except ValueError:
+        raise DictionaryError(f"{where} ({name}): type {kind!r} is not one of {[t.value for t in RoiType]}") from None
+    colour = entry.get("colour", TUMOUR_COLOURS.get(roi_type, PALETTE[(label_id - 1) % len(PALETTE)]))
+    if (
+        not isinstance(colour, list | tuple)
+        or len(colour) != 3
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour)
+    ):
+        raise DictionaryError(f"{where} ({name}): colour must be three integers 0..255 (RGB), not {colour!r}")
+    return {"roi_name": roi_name, "type": roi_type, "colour": tuple(colour)}
 
 
 def parse_dictionary(text: str, origin: str = "<string>") -> OrganDictionary:

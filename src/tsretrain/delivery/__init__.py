@@ -1,0 +1,1 @@
+"""What leaves a run: contours, RTSTRUCT and DICOM-SEG writers, the model package and inference on new DICOM."""

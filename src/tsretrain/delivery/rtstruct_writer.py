@@ -1,0 +1,199 @@
+"""Write a label map as an RT Structure Set that planning systems accept.
+
+What the field's writers get wrong and this one does not: ``RTROIInterpretedType`` comes from the dictionary
+(ORGAN, GTV, ...; rt-utils leaves it empty); structure ids are at most 16 characters and every decimal string at
+most 16 bytes (Eclipse refuses longer ones); contours run along pixel edges, so the even-odd rule gives the mask
+back exactly (``tsretrain.delivery.contours``); points are placed with the CT's own direction cosines, so series
+with negated row or column cosines, feet-first or prone, come out unmirrored. The structure set is left
+UNAPPROVED: automatic contours are reviewed before they are used.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tsretrain import __version__
+from tsretrain.delivery.contours import mask_contours
+from tsretrain.delivery.source import Algorithm, SourceSeries, validated_writing
+from tsretrain.labels.dictionary import OrganDictionary
+from tsretrain.storage.atomic import staged_file
+
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+DS_DECIMALS = 4
+"""Decimals of contour coordinates (0.1 micrometre): every value fits a 16-byte decimal string."""
+DS_BYTES = 16
+
+
+def decimal_string(value: float) -> str:
+    """A coordinate as a decimal string of at most 16 bytes."""
+    text = f"{value:.{DS_DECIMALS}f}".rstrip("0").rstrip(".")
+    text = "0" if text in ("-0", "") else text
+    if len(text) > DS_BYTES:
+        raise ValueError(f"coordinate {value} mm does not fit a DICOM decimal string")
+    return text
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a derived object holds: the structures written and the dictionary labels left out as empty."""
+
+    path: Path
+    structures: tuple[str, ...]
+    empty: tuple[str, ...]
+
+
+def _now() -> tuple[str, str]:
+    now = datetime.datetime.now()
+    return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+
+
+def _header(source: SourceSeries, algorithm: Algorithm, series_number: int) -> Dataset:
+    ds = Dataset()
+    date, time = _now()
+    source.copy_patient_and_study(ds)
+    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = f"{algorithm.name} {algorithm.version}"[:64]
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.InstanceNumber = 1
+    ds.OperatorsName = ""
+    ds.Manufacturer = "tsretrain"
+    ds.ManufacturerModelName = algorithm.name[:64]
+    ds.SoftwareVersions = f"tsretrain {__version__}"
+    ds.FrameOfReferenceUID = source.first.FrameOfReferenceUID  # the Frame of Reference module: the CT's
+    ds.PositionReferenceIndicator = source.first.get("PositionReferenceIndicator", "")
+    ds.StructureSetLabel = algorithm.name[:16]
+    ds.StructureSetName = f"{algorithm.name} {algorithm.version}"[:64]
+    ds.StructureSetDescription = f"Automatic contours of {algorithm.family}; review before clinical use."
+    ds.StructureSetDate, ds.StructureSetTime = date, time
+    ds.ApprovalStatus = "UNAPPROVED"
+    if "SpecificCharacterSet" in source.first:
+        ds.SpecificCharacterSet = source.first.SpecificCharacterSet
+    return ds
+
+
+def _image_reference(image: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = image.SOPClassUID
+    item.ReferencedSOPInstanceUID = image.SOPInstanceUID
+    return item
+
+
+def _referenced_frame(source: SourceSeries) -> Dataset:
+    """The frame of reference, study, series and every image of the CT the contours lie on."""
+    series = Dataset()
+    series.SeriesInstanceUID = source.first.SeriesInstanceUID
+    series.ContourImageSequence = Sequence([_image_reference(image) for image in source.headers])
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Study Component Management, as RT objects name a study
+    study.ReferencedSOPInstanceUID = source.first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = Sequence([series])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = source.first.FrameOfReferenceUID
+    frame.RTReferencedStudySequence = Sequence([study])
+    return frame
+
+
+def _contours(mask: NDArray[np.bool_], source: SourceSeries) -> list[Dataset]:
+    items: list[Dataset] = []
+    for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        for polygon in mask_contours(mask[k]):
+            points = source.patient_points(int(k), polygon)
+            contour = Dataset()
+            contour.ContourImageSequence = Sequence([_image_reference(source.headers[k])])
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourNumber = len(items) + 1
+            contour.ContourData = [decimal_string(v) for v in points.reshape(-1)]
+            items.append(contour)
+    return items
+
+
+def write_rtstruct(
+    labels: NDArray[np.integer],
+    source: SourceSeries,
+    dictionary: OrganDictionary,
+    algorithm: Algorithm,
+    path: Path,
+    series_number: int = 901,
+) -> Written:
+    """Write ``labels`` (the CT's [slice, row, column] grid, values = dictionary ids) as an RTSTRUCT at ``path``.
+
+    One ROI per non-empty label, in id order; empty labels are left out and listed in the result.
+    """
+    with validated_writing():
+        return _write(labels, source, dictionary, algorithm, path, series_number)
+
+
+def _write(
+    labels: NDArray[np.integer],
+    source: SourceSeries,
+    dictionary: OrganDictionary,
+    algorithm: Algorithm,
+    path: Path,
+    series_number: int,
+) -> Written:
+    ds = _header(source, algorithm, series_number)
+    frame = _referenced_frame(source)
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+    rois: list[Dataset] = []
+    contours: list[Dataset] = []
+    observations: list[Dataset] = []
+    written: list[str] = []
+    empty: list[str] = []
+    present = set(np.unique(labels).tolist())
+    for label in dictionary.labels:
+        if label.id not in present:
+            empty.append(label.name)
+            continue
+        number = len(rois) + 1
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = frame.FrameOfReferenceUID
+        roi.ROIName = label.structure_id
+        roi.ROIDescription = label.name[:64]
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi.ROIGenerationDescription = f"{algorithm.name} {algorithm.version} ({algorithm.family})"[:64]
+        rois.append(roi)
+        contour = Dataset()
+        contour.ReferencedROINumber = number
+        contour.ROIDisplayColor = list(label.colour)
+        contour.ContourSequence = Sequence(_contours(labels == label.id, source))
+        contours.append(contour)
+        observation = Dataset()
+        observation.ObservationNumber = number
+        observation.ReferencedROINumber = number
+        observation.ROIObservationLabel = label.structure_id
+        observation.RTROIInterpretedType = label.type.value
+        observation.ROIInterpreter = ""
+        observations.append(observation)
+        written.append(label.structure_id)
+    ds.StructureSetROISequence = Sequence(rois)
+    ds.ROIContourSequence = Sequence(contours)
+    ds.RTROIObservationsSequence = Sequence(observations)
+    save(ds, path)
+    return Written(path, tuple(written), tuple(empty))
+
+
+def save(ds: Dataset, path: Path) -> None:
+    """Write a dataset as a DICOM file (explicit VR little endian, with file meta), atomically."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    with staged_file(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
