@@ -20,6 +20,7 @@ from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.dataset.split import SplitConfig, run_split
 from tsretrain.model import Model
+from tsretrain.pipeline.runner import run
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.preprocess import PreprocessConfig, preprocess
@@ -51,6 +52,7 @@ SHARED_FIXTURES = {
     "tests/test_behaviour_training.py": "nnunet",
     "tests/test_batched_preprocessing.py": "nnunet",
     "tests/test_report.py": "report",
+    "tests/test_model_package.py": "report",
 }
 
 
@@ -125,6 +127,27 @@ def converted(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_once(
         tmp_path_factory, "converted", lambda out: convert(ConvertConfig(input=cohort / "dicom", out=out, workers=2))
     )
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whole small run of the default stages (report, model package and one patient's contours included); the
+    modules using it share an xdist group."""
+
+    def build(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        config = folder / "run.yaml"
+        config.write_text(
+            "synth: {cases: 9, seed: 4, edge_cases: false, rows: 72, columns: 72, slices: 20, pixel_spacing: 2.6,"
+            " slice_thickness: 6.0}\n"
+            "split: {cv_folds: 3}\n"
+            "model: {folds: [0]}\n"
+            "train: {epochs: 2, iterations: 2, device: cpu}\n"
+            "infer: {device: cpu}\n"
+        )
+        run(folder / "run", config)
+
+    return built_once(tmp_path_factory, "finished-run", build) / "run"
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,9 @@ from tsretrain.conversion.plan import CasePlan, load_inventory
 from tsretrain.conversion.rasterize import rasterize_xor
 from tsretrain.conversion.rtstruct import burn_label_map
 from tsretrain.conversion.scan import ScanConfig, scan
+from tsretrain.decimal_strings import decimal_string
 from tsretrain.delivery.contours import mask_contours
-from tsretrain.delivery.rtstruct_writer import decimal_string, write_rtstruct
+from tsretrain.delivery.rtstruct_writer import write_rtstruct
 from tsretrain.delivery.seg_writer import write_seg
 from tsretrain.delivery.source import Algorithm, SourceSeries
 from tsretrain.labels.dictionary import DictionaryError, load_dictionary, parse_dictionary
@@ -333,11 +334,8 @@ def test_structure_ids_are_checked() -> None:
 
 
 def test_coordinates_fit_decimal_strings() -> None:
-    assert (
-        decimal_string(-123.456789) == "-123.4568"
-        and decimal_string(-0.00001) == "0"
-        and decimal_string(12.5) == "12.5"
-    )
-    assert len(decimal_string(-99999999.99994)) <= 16
-    with pytest.raises(ValueError, match="decimal string"):
-        decimal_string(1e16)
+    assert decimal_string(-123.4567891) == "-123.456789" and decimal_string(-0.0000001) == "0"
+    assert decimal_string(12.5) == "12.5"
+    for value in (-99999999.99994, 1e16, -1.234567e-12, 123456789012.345678):
+        text = decimal_string(value)
+        assert len(text) <= 16 and abs(float(text) - value) <= 1e-6 * max(1.0, abs(value)), (value, text)

@@ -135,7 +135,7 @@ def test_short_training_and_ensemble_prediction(
     assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["fold_0"]
     assert result.counts["folds"] == 2 and result.counts["validated_folds"] == 1
     assert "Using torch.compile" not in capfd.readouterr().out  # neither the validation nor the prediction
-    with pytest.raises(FileNotFoundError, match="train them first"):
+    with pytest.raises(UserError, match="train them first"):
         predict(PredictConfig(work=prepared / "work", out=tmp_path, model=replace(TINY, folds=(2,)), device="cpu"))
 
 

@@ -7,8 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from tsretrain.evaluation.report import fmt
 from tsretrain.pipeline.runner import run
 from tsretrain.pipeline.summary import summary_lines
@@ -23,21 +21,6 @@ SECTIONS = [
     "7. Comparison with published GTVp results",
     "8. Provenance",
 ]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("run")
-    config = folder / "run.yaml"
-    config.write_text(
-        "synth: {cases: 9, seed: 4, edge_cases: false, rows: 72, columns: 72, slices: 20, pixel_spacing: 2.6,"
-        " slice_thickness: 6.0}\n"
-        "split: {cv_folds: 3}\n"
-        "model: {folds: [0]}\n"
-        "train: {epochs: 2, iterations: 2, device: cpu}\n"
-    )
-    run(folder / "run", config)
-    return folder / "run"
 
 
 def test_report_has_every_section_and_embedded_images(finished_run: Path) -> None:

@@ -43,6 +43,14 @@ LOCATIONS: dict[str, tuple[str, str]] = {
     "predictions": ("predictions", "test/ (fold ensemble), validation/fold_K/"),
     "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json, review.json (the cases the report shows)"),
     "report": ("report", "report.html (self-contained), report.md, figures/"),
+    "export": (
+        "export",
+        "the model package (DATASET-CONFIGURATION-VERSION.zip, nnU-Net's export layout), MODEL_CARD.md",
+    ),
+    "inference": (
+        "inference",
+        "CASE/SERIES/: rtstruct.dcm, seg.dcm, labels.nii.gz (new patients' contours); cases.csv, inference.json",
+    ),
     "records": (
         ".stages",
         "one record per finished stage: its configuration hash and result (local runs); per finished cluster step "

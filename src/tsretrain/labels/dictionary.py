@@ -370,14 +370,18 @@ def builtin_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_dictionary(name_or_path: str) -> OrganDictionary:
-    """Load a shipped dictionary by name, or a user's YAML file by path."""
+def dictionary_text(name_or_path: str) -> str:
+    """The YAML of a shipped dictionary by name, or of a user's file by path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise DictionaryError(f"dictionary file {path} does not exist")
-        return parse_dictionary(path.read_text(), str(path))
+        return path.read_text()
     if name_or_path not in builtin_names():
         raise DictionaryError(f"unknown dictionary {name_or_path!r}; shipped: {builtin_names()} or a YAML path")
-    resource = resources.files("tsretrain.labels") / "dictionaries" / f"{name_or_path}.yaml"
-    return parse_dictionary(resource.read_text(), name_or_path)
+    return (resources.files("tsretrain.labels") / "dictionaries" / f"{name_or_path}.yaml").read_text()
+
+
+def load_dictionary(name_or_path: str) -> OrganDictionary:
+    """Load a shipped dictionary by name, or a user's YAML file by path."""
+    return parse_dictionary(dictionary_text(name_or_path), name_or_path)

@@ -23,6 +23,8 @@ from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
 from tsretrain.dataset.assemble import AssembleConfig, assemble
 from tsretrain.dataset.pseudolabel import PseudolabelConfig, pseudolabel
 from tsretrain.dataset.split import SplitConfig, run_split
+from tsretrain.delivery.infer import FORMATS, InferConfig, infer
+from tsretrain.delivery.package import ExportConfig, export
 from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.report import ReportConfig, report
@@ -505,6 +507,53 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("report"),),
         cases_from=("evaluation", REVIEW_FILE),  # the case review's images only
+    ),
+    Stage(
+        "export",
+        ExportConfig,
+        export,
+        "Package the trained model (nnU-Net's export layout, model card, dictionary), naming no patient.",
+        {
+            "work": WORK,
+            "run_dir": Option("Folder of the run (its split, listings and evaluation make the model card).", at=RUN),
+            "out": Option("Output folder (the package zip, MODEL_CARD.md).", flags=("--out", "-o"), at="export"),
+            "version": Option("Version of the package (in its name and model card)."),
+            "synthetic": Option("Mark the model as trained on synthetic data.", flags=("--synthetic",)),
+        },
+        model=("dataset", "dictionary", "trainer", "plans", "configuration", "folds"),
+        reads=(
+            Files("preprocessed", ("*/planning_summary.json",)),
+            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth", "*/*/fold_*/progress.png")),
+            Files("split", ("split.json",)),
+            Files("converted", ("cases.csv",)),
+            Files("evaluation", ("summary.json",)),
+        ),
+        writes=(Files("export"),),
+        cluster=False,
+    ),
+    Stage(
+        "infer",
+        InferConfig,
+        infer,
+        "Contour new patients with a model package: per CT series an RTSTRUCT, a DICOM-SEG and a NIfTI label map.",
+        {
+            "input": Option("Folder of DICOM files of the new patients, in any layout.", argument=True, at=INPUT),
+            "model": Option("Model package: the zip export wrote (or its folder).", at="export"),
+            "out": Option("Output folder (CASE/SERIES/ files, cases.csv).", flags=("--out", "-o"), at="inference"),
+            "formats": Option(f"Outputs: {','.join(FORMATS)} (a,b or repeated).", flags=("--format",)),
+            "device": DEVICE,
+            "folds": Option("Folds of the package ensembled (default: all it holds)."),
+            "step_size": Option("Sliding-window step (share of the patch)."),
+            "cases": Option("Only these patients (case ids as the scan names them).", flags=("--cases", "--case")),
+            "split": Option("Only the held-out test patients of this split folder.", at="split", when="split"),
+            "limit": Option("At most this many patients (0: all)."),
+            "workers": WORKERS,
+        },
+        reads=(Files("export"),),
+        writes=(Files("inference"),),
+        resources="gpu",
+        image="gpu",
+        cluster=False,
     ),
 )
 

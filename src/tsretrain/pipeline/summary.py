@@ -106,7 +106,24 @@ def summary_lines(run: Path) -> list[tuple[str, str]]:
     report = RunLayout(run).report / "report.html"
     if report.is_file():
         lines.append(("report", report.resolve().as_uri()))
+    packages = sorted(RunLayout(run).at("export").glob("*.zip"))
+    if packages:
+        lines.append(("model", str(packages[-1].resolve())))
+    lines += _contour_lines(run)
     return lines
+
+
+def _contour_lines(run: Path) -> list[tuple[str, str]]:
+    """The RTSTRUCT and SEG of the first patient inference contoured."""
+    listing = RunLayout(run).at("inference") / "cases.csv"
+    if not listing.is_file():
+        return []
+    done = [row for row in read_listing(listing) if row["status"] == "ok"]
+    if not done:
+        return [("contours", "no CT series could be contoured: see " + str(listing.resolve()))]
+    files = dict(item.split("=", 1) for item in done[0]["files"].split(" | ") if "=" in item)
+    shown = [files[kind] for kind in ("rtstruct", "seg") if kind in files]
+    return [("contours", f"{done[0]['case_id']}: " + ", ".join(str(Path(f).resolve()) for f in shown))]
 
 
 def show(run: Path) -> None:

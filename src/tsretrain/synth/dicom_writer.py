@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tsretrain.conversion.headers import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE
+from tsretrain.decimal_strings import CONTOUR_DATA, contour_data, decimal_string
 from tsretrain.synth.phantom import Phantom, ScanSpec
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
@@ -85,23 +84,6 @@ def new_instance(sop_class: str, sop_uid: str, modality: str, ids: SeriesIds) ->
     return ds
 
 
-def _ds(v: float) -> str:
-    """Format a number as a DICOM decimal string (max 16 characters)."""
-    text = f"{v:.6f}".rstrip("0").rstrip(".")
-    return text if len(text) <= 16 else f"{v:.8g}"
-
-
-CONTOUR_DATA = Tag(0x3006, 0x0050)
-
-
-def _contour_data(values: Iterable[float]) -> RawDataElement:
-    """ContourData as its encoded bytes: pydicom writes them as they are instead of validating every number
-    (which made contours most of a cohort's generation time)."""
-    raw = "\\".join(_ds(v) for v in values).encode("ascii")
-    raw += b" " * (len(raw) % 2)
-    return RawDataElement(CONTOUR_DATA, "DS", len(raw), raw, 0, False, True)
-
-
 @dataclass(frozen=True)
 class PixelEncoding:
     """How CT numbers are stored: signed or unsigned 16-bit with a rescale intercept."""
@@ -121,7 +103,7 @@ def ct_slices(
 ) -> Iterable[Dataset]:
     """One dataset per slice, in slice order; stored values = HU - intercept."""
     rotation = spec.rotation()
-    orientation = [_ds(v) for v in (*rotation[:, 0], *rotation[:, 1])]
+    orientation = [decimal_string(v) for v in (*rotation[:, 0], *rotation[:, 1])]
     for k in range(spec.slices):
         hu = phantom.paint_slice(spec, k, rng)
         stored = np.rint(hu - encoding.intercept)
@@ -135,14 +117,14 @@ def ct_slices(
         ds.SeriesNumber = series_number
         ds.SeriesDescription = description
         ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [_ds(v) for v in spec.slice_position(k)]
+        ds.ImagePositionPatient = [decimal_string(v) for v in spec.slice_position(k)]
         ds.ImageOrientationPatient = orientation
-        ds.SliceThickness = _ds(spec.slice_thickness)
-        ds.PixelSpacing = [_ds(spec.pixel_spacing[0]), _ds(spec.pixel_spacing[1])]
+        ds.SliceThickness = decimal_string(spec.slice_thickness)
+        ds.PixelSpacing = [decimal_string(spec.pixel_spacing[0]), decimal_string(spec.pixel_spacing[1])]
         ds.KVP = "120"
         ds.PatientPosition = "HFS"
         if spec.tilt_shift:
-            ds.GantryDetectorTilt = _ds(float(np.degrees(np.arctan2(spec.tilt_shift, spec.slice_thickness))))
+            ds.GantryDetectorTilt = decimal_string(float(np.degrees(np.arctan2(spec.tilt_shift, spec.slice_thickness))))
         ds.Rows, ds.Columns = spec.rows, spec.columns
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
@@ -150,7 +132,7 @@ def ct_slices(
         ds.BitsStored = 16
         ds.HighBit = 15
         ds.PixelRepresentation = encoding.pixel_representation
-        ds.RescaleIntercept = _ds(encoding.intercept)
+        ds.RescaleIntercept = decimal_string(encoding.intercept)
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.WindowCenter = "40"
@@ -249,7 +231,7 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
                     contour.ContourImageSequence = Sequence([_image_ref(ids.ct_sop_uids[k])])
                 contour.ContourGeometricType = "CLOSED_PLANAR"
                 contour.NumberOfContourPoints = len(points)
-                contour[CONTOUR_DATA] = _contour_data(points.reshape(-1))
+                contour[CONTOUR_DATA] = contour_data(points.reshape(-1))
                 contour.set_original_encoding(False, True, "iso8859")  # what it is written in: kept raw
                 contours.append(contour)
         if options.degenerate == structure.roi_name:
@@ -259,7 +241,7 @@ def rtstruct(phantom: Phantom, spec: ScanSpec, ids: SeriesIds, options: Rtstruct
         point = Dataset()
         point.ContourGeometricType = "POINT"
         point.NumberOfContourPoints = 1
-        point.ContourData = [_ds(v) for v in spec.to_patient(0.0, 0.0, float(spec.w_axis()[0]))]
+        point.ContourData = [decimal_string(v) for v in spec.to_patient(0.0, 0.0, float(spec.w_axis()[0]))]
         add_roi("REF_PT", Sequence([point]), "MARKER")
     if options.duplicate_roi_number:
         roi_seq[1].ROINumber = roi_seq[0].ROINumber
@@ -275,9 +257,15 @@ def _degenerate_contours(spec: ScanSpec, ids: SeriesIds) -> list[Dataset]:
     far = spec.to_patient(np.array([5000.0, 5010.0, 5010.0]), np.array([5000.0, 5000.0, 5010.0]), float(w[4]))
     cases: list[tuple[int, list[str]]] = [
         (1, []),
-        (2, [_ds(v) for v in spec.to_patient(np.array([0.0, 5.0]), np.array([0.0, 0.0]), float(w[2])).reshape(-1)]),
+        (
+            2,
+            [
+                decimal_string(v)
+                for v in spec.to_patient(np.array([0.0, 5.0]), np.array([0.0, 0.0]), float(w[2])).reshape(-1)
+            ],
+        ),
         (3, ["NaN"] * 9),
-        (4, [_ds(v) for v in far.reshape(-1)]),
+        (4, [decimal_string(v) for v in far.reshape(-1)]),
     ]
     contours = []
     for k, data in cases:

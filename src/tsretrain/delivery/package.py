@@ -1,0 +1,305 @@
+"""The ``export`` stage: a finished run's model as a versioned package that leaves the run.
+
+The package is a zip in nnU-Net's export layout (``nnUNetv2_install_pretrained_model_from_zip`` installs it into
+``nnUNet_results``; ``tsretrain infer --model`` reads it as it is)::
+
+    DATASET/TRAINER__PLANS__CONFIGURATION/plans.json, dataset.json, dataset_fingerprint.json
+    DATASET/TRAINER__PLANS__CONFIGURATION/fold_K/checkpoint_final.pth, progress.png
+    DATASET/tsretrain/model.json        what infer needs and the model card's numbers, machine-readable
+    DATASET/tsretrain/MODEL_CARD.md     training data, split, per-label test metrics, versions, caveats
+    DATASET/tsretrain/dictionary.yaml   the label dictionary (structure ids, types, colours)
+    DATASET/tsretrain/trainers/tsretrain_trainers.py   for plain nnU-Net: nnUNet_extTrainer=<that folder>
+
+Nothing in it names a patient, as TotalSegmentator's releases do not: no validation outputs, logs or split
+files; ``dataset.json`` and the checkpoints lose the test-case list; checkpoints lose the optimizer state. The
+finished zip is searched for every case and patient id of the run, and refused if one appears.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tsretrain import __version__
+from tsretrain.conversion.listing import read_listing
+from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import dictionary_text, load_dictionary
+from tsretrain.layout import RunLayout
+from tsretrain.model import Model
+from tsretrain.stages import StageResult
+from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
+from tsretrain.training.nnunet_env import NnunetFolders
+
+PACKAGE_FORMAT = "tsretrain-model/1"
+CARD_FOLDER = "tsretrain"
+MODEL_JSON = f"{CARD_FOLDER}/model.json"
+MODEL_CARD = "MODEL_CARD.md"
+DICTIONARY_FILE = f"{CARD_FOLDER}/dictionary.yaml"
+TRAINERS_FILE = f"{CARD_FOLDER}/trainers/tsretrain_trainers.py"
+MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """Configuration of the ``export`` stage."""
+
+    work: Path  # nnU-Net's work root of the run
+    run_dir: Path  # the run folder: its split, listings and evaluation make the model card
+    out: Path  # the package (<dataset>-<version>.zip) and a copy of its model card go here
+    model: Model = field(default_factory=Model)
+    version: str = "1.0.0"  # the package's version, in its name and model card
+    synthetic: bool = False  # the run's data is a synthetic cohort: said on the card and in model.json
+
+
+def package_name(model: Model, version: str) -> str:
+    return f"{model.dataset}-{model.configuration}-{version}.zip"
+
+
+def commit() -> str:
+    """The commit of the tsretrain source that runs (a checkout), else TSRETRAIN_COMMIT (images set it), else
+    'unknown'."""
+    source = str(Path(__file__).resolve().parents[3])
+    try:
+        found = _git(source, "rev-parse", "HEAD")
+        if found and _git(source, "status", "--porcelain", "--untracked-files=no"):
+            found += " (with local changes)"
+    except (OSError, subprocess.SubprocessError):
+        found = ""
+    return found or os.environ.get("TSRETRAIN_COMMIT", "unknown")
+
+
+def _git(folder: str, *arguments: str) -> str:
+    command = ["git", "-C", folder, *arguments]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+
+def versions() -> dict[str, str]:
+    found = {"tsretrain": __version__}
+    for package in ("nnunetv2", "torch", "highdicom", "pydicom"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _missing(config: ExportConfig, trained: Path) -> list[str]:
+    """What the run lacks for a package, each with the stage that makes it."""
+    layout = RunLayout(config.run_dir)
+    needed = {trained / name: "train" for name in MODEL_FILES}
+    needed.update({trained / f"fold_{fold}" / "checkpoint_final.pth": "train" for fold in config.model.folds})
+    needed[layout.split / "split.json"] = "split"
+    needed[layout.converted / "cases.csv"] = "convert"
+    needed[layout.evaluation / "summary.json"] = "evaluate"
+    return [f"{path} (from {stage})" for path, stage in needed.items() if not path.is_file()]
+
+
+def _identifiers(layout: RunLayout) -> set[str]:
+    """Every case and patient id the run knows of: none may appear in the package."""
+    ids: set[str] = set()
+    for row in read_listing(layout.converted / "cases.csv"):
+        ids.update(str(row.get(key) or "") for key in ("case_id", "patient_id"))
+    split = json.loads((layout.split / "split.json").read_text())
+    ids.update(split["test"])
+    ids.update(case for fold in split["folds"] for case in fold)
+    return {i for i in ids if len(i) >= 3}
+
+
+def _dataset_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    data.get("tsretrain", {}).pop("test_cases", None)
+    return data
+
+
+def _checkpoint(path: Path, dataset_json: dict[str, Any]) -> bytes:
+    """The checkpoint as inference and fine-tuning need it: without the optimizer and the test-case list."""
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("optimizer_state", "grad_scaler_state"):
+        checkpoint.pop(key, None)
+    if "init_args" in checkpoint and "dataset_json" in checkpoint["init_args"]:
+        checkpoint["init_args"]["dataset_json"] = dataset_json
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+def _label_metrics(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for group, content in summary["groups"].items():
+        for label in content["labels"]:
+            rows.append(
+                {
+                    "label": label["name"],
+                    "reference": group,
+                    "n": label["n_reference"],
+                    "dice_mean": label["dice_mean"],
+                    "dice_median": label["dice_median"],
+                    "hd95_mean_mm": label["hd95_mean"],
+                    "nsd_mean": label["nsd_mean"],
+                    "missed": label["n_missed"],
+                    "false_positive": label["n_false_positive"],
+                }
+            )
+    return rows
+
+
+def describe(config: ExportConfig, plans_name: str, trained: Path) -> dict[str, Any]:
+    """model.json: the model, where it came from and how it measured."""
+    layout = RunLayout(config.run_dir)
+    listing = read_listing(layout.converted / "cases.csv")
+    split = json.loads((layout.split / "split.json").read_text())
+    summary = json.loads((layout.evaluation / "summary.json").read_text())
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    configuration = PlansManager(str(trained / "plans.json")).get_configuration(config.model.configuration)
+    statuses: dict[str, int] = {}
+    for row in listing:
+        key = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
+        statuses[key] = statuses.get(key, 0) + 1
+    return {
+        "format": PACKAGE_FORMAT,
+        "id": f"{config.model.dataset}-{config.model.configuration}",
+        "version": config.version,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dataset": config.model.dataset,
+        "trainer": config.model.trainer,
+        "plans": plans_name,
+        "configuration": config.model.configuration,
+        "folds": list(config.model.folds),
+        "patch_size": list(configuration.patch_size),
+        "spacing_mm": list(configuration.spacing),
+        "dictionary": load_dictionary(config.model.dictionary).to_json(),
+        "synthetic_data": config.synthetic,
+        "weights": "trained by this run",
+        "training_data": {
+            "patients_listed": len(listing),
+            "cases_by_status": dict(sorted(statuses.items())),
+            "training_cases": sum(len(fold) for fold in split["folds"]),
+            "cross_validation_folds": len(split["folds"]),
+            "test_cases": len(split["test"]),
+            "split_seed": split["seed"],
+        },
+        "test_metrics": _label_metrics(summary),
+        "test_metric_conventions": summary["conventions"],
+        "versions": versions(),
+        "commit": commit(),
+    }
+
+
+def model_card(card: dict[str, Any]) -> str:
+    """MODEL_CARD.md from model.json."""
+    warning = (
+        "> **Synthetic data.** This model was trained and tested on a synthetic cohort generated by tsretrain. Its "
+        "numbers say that the pipeline works, nothing about patients. Do not use it clinically.\n\n"
+        if card["synthetic_data"]
+        else "> Automatic contours: review every structure before clinical use.\n\n"
+    )
+    data = card["training_data"]
+    lines = [
+        f"# {card['id']} {card['version']}",
+        "",
+        warning + f"nnU-Net v2 model, trainer `{card['trainer']}`, plans `{card['plans']}`, configuration "
+        f"`{card['configuration']}`, folds {card['folds']} ensembled; patch {card['patch_size']} at "
+        f"{card['spacing_mm']} mm (z, y, x). Labels: dictionary `{card['dictionary']['name']}` "
+        f"{card['dictionary']['version']} (`dictionary.yaml`). Weights: {card['weights']}.",
+        "",
+        "## Training data",
+        "",
+        f"- patients listed: {data['patients_listed']}; by status: "
+        + ", ".join(f"{k} {v}" for k, v in data["cases_by_status"].items()),
+        f"- training cases: {data['training_cases']} in {data['cross_validation_folds']} cross-validation folds; "
+        f"held-out test cases: {data['test_cases']} (patient-level split, seed {data['split_seed']})",
+        "",
+        "## Test metrics (held-out test set, fold ensemble)",
+        "",
+        "| label | reference | n | Dice mean | Dice median | HD95 mean (mm) | NSD mean | missed | false positive |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in card["test_metrics"]:
+        values = [row[k] for k in ("dice_mean", "dice_median", "hd95_mean_mm", "nsd_mean")]
+        shown = ["–" if v is None else f"{v:.3f}" for v in values]
+        lines.append(
+            f"| {row['label']} | {row['reference']} | {row['n']} | " + " | ".join(shown) + f" | {row['missed']} | "
+            f"{row['false_positive']} |"
+        )
+    lines += [
+        "",
+        "Conventions: " + "; ".join(f"{k}: {v}" for k, v in card["test_metric_conventions"].items()),
+        "",
+        "## Use",
+        "",
+        "- tsretrain: `tsretrain infer DICOM_FOLDER --model THIS.zip --out OUT` writes an RTSTRUCT and a DICOM-SEG "
+        "per CT series.",
+        "- nnU-Net: `nnUNetv2_install_pretrained_model_from_zip THIS.zip`; for a tsretrain trainer set "
+        "`nnUNet_extTrainer` to the folder of `tsretrain/trainers/` (or install tsretrain).",
+        "",
+        "## Provenance",
+        "",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()),
+        f"- commit: {card['commit']}; created {card['created']}",
+        "- the package names no patient: no validation outputs, logs or split files; checked at export.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export(config: ExportConfig) -> StageResult:
+    folders = NnunetFolders(config.work)
+    plans_name = config.model.plans_in(folders.preprocessed)
+    trained = folders.results / config.model.dataset / config.model.model_folder(plans_name)
+    missing = _missing(config, trained)
+    if missing:
+        raise UserError("export: the run is not finished; missing:\n  " + "\n  ".join(missing))
+    dictionary = load_dictionary(config.model.dictionary)
+    problems = dictionary.structure_id_problems()
+    if problems:
+        raise UserError(f"export: dictionary {dictionary.name}: " + "; ".join(problems))
+    card = describe(config, plans_name, trained)
+    dataset_json = _dataset_json(trained / "dataset.json")
+    base = f"{config.model.dataset}/{trained.name}"
+    members: dict[str, bytes] = {
+        f"{base}/plans.json": (trained / "plans.json").read_bytes(),
+        f"{base}/dataset.json": json.dumps(dataset_json, indent=1).encode(),
+        f"{base}/dataset_fingerprint.json": (trained / "dataset_fingerprint.json").read_bytes(),
+    }
+    for fold in config.model.folds:
+        fold_dir = trained / f"fold_{fold}"
+        members[f"{base}/fold_{fold}/checkpoint_final.pth"] = _checkpoint(
+            fold_dir / "checkpoint_final.pth", dataset_json
+        )
+        if (fold_dir / "progress.png").is_file():
+            members[f"{base}/fold_{fold}/progress.png"] = (fold_dir / "progress.png").read_bytes()
+    from tsretrain.training.nnunet_trainers import tsretrain_trainers
+
+    card_text = model_card(card)
+    root = config.model.dataset
+    members[f"{root}/{MODEL_JSON}"] = json.dumps(card, indent=1).encode()
+    members[f"{root}/{CARD_FOLDER}/{MODEL_CARD}"] = card_text.encode()
+    members[f"{root}/{DICTIONARY_FILE}"] = dictionary_text(config.model.dictionary).encode()
+    members[f"{root}/{TRAINERS_FILE}"] = Path(tsretrain_trainers.__file__).read_bytes()
+    identifiers = [i.encode() for i in _identifiers(RunLayout(config.run_dir))]
+    named = sorted({f"{name}: {i.decode()}" for name, data in members.items() for i in identifiers if i in data})
+    if named:
+        raise RuntimeError(f"export: the package would name patients ({named[:5]}); nothing was written")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+    path = config.out / package_name(config.model, config.version)
+    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_text(config.out / MODEL_CARD, card_text)
+    return StageResult(
+        "export",
+        {"package": str(path), "model_card": str(config.out / MODEL_CARD)},
+        {"folds": len(config.model.folds), "labels": len(dictionary.labels), "bytes": len(buffer.getvalue())},
+    )
