@@ -23,9 +23,14 @@ def decimal_string(value: float, decimals: int = 6) -> str:
     return text
 
 
+def encoded(values: Iterable[float]) -> bytes:
+    """Decimal strings as a multi-valued DS value is encoded (backslash-separated, padded to an even length)."""
+    raw = "\\".join(decimal_string(v) for v in values).encode("ascii")
+    return raw + b" " * (len(raw) % 2)
+
+
 def contour_data(values: Iterable[float]) -> RawDataElement:
     """ContourData as its encoded bytes: pydicom writes them as they are instead of validating every number
     (which would make contours most of the time a structure set takes to write)."""
-    raw = "\\".join(decimal_string(v) for v in values).encode("ascii")
-    raw += b" " * (len(raw) % 2)
+    raw = encoded(values)
     return RawDataElement(CONTOUR_DATA, "DS", len(raw), raw, 0, False, True)

@@ -24,7 +24,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tsretrain import __version__
-from tsretrain.decimal_strings import contour_data
+from tsretrain.decimal_strings import encoded
 from tsretrain.delivery.contours import mask_contours
 from tsretrain.delivery.source import Algorithm, SourceSeries, validated_writing
 from tsretrain.labels.dictionary import OrganDictionary
@@ -115,7 +115,7 @@ def _item(content: bytes) -> bytes:
 def _contour_sequence(mask: NDArray[np.bool_], source: SourceSeries) -> RawDataElement:
     """ContourSequence of one ROI, encoded here: pydicom's writer takes about a millisecond per contour item,
     which made a speckled prediction's structure set (tens of thousands of contours) a minute to write."""
-    items = []
+    items: list[bytes] = []
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
         image = source.headers[k]
         reference = _item(
@@ -130,7 +130,7 @@ def _contour_sequence(mask: NDArray[np.bool_], source: SourceSeries) -> RawDataE
                     + _element(0x3006, 0x0042, b"CS", b"CLOSED_PLANAR")
                     + _element(0x3006, 0x0046, b"IS", str(len(points)).encode())
                     + _element(0x3006, 0x0048, b"IS", str(len(items) + 1).encode())
-                    + _element(0x3006, 0x0050, b"DS", contour_data(points.reshape(-1).tolist()).value)
+                    + _element(0x3006, 0x0050, b"DS", encoded(points.reshape(-1).tolist()))
                 )
             )
     value = b"".join(items)

@@ -26,6 +26,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, JPEG2000Lossless
 
 from tsretrain.conversion.headers import ENHANCED_CT_STORAGE
+from tsretrain.decimal_strings import decimal_string
 from tsretrain.synth import dicom_writer as dw
 from tsretrain.synth.patient import PatientBuild
 from tsretrain.synth.phantom import Phantom
@@ -228,13 +229,13 @@ def _two_ct_referenced(b: PatientBuild, _: np.random.Generator) -> None:
 def _nonuniform(series: list[Dataset]) -> list[Dataset]:
     for ds in series[len(series) // 2 :]:
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
-        ds.ImagePositionPatient = [dw._ds(x), dw._ds(y), dw._ds(z + 0.8)]
+        ds.ImagePositionPatient = [decimal_string(x), decimal_string(y), decimal_string(z + 0.8)]
     return series
 
 
 def _mixed_orientation(series: list[Dataset]) -> list[Dataset]:
     c, s = math.cos(0.2), math.sin(0.2)
-    series[3].ImageOrientationPatient = [dw._ds(v) for v in (c, s, 0.0, -s, c, 0.0)]
+    series[3].ImageOrientationPatient = [decimal_string(v) for v in (c, s, 0.0, -s, c, 0.0)]
     return series
 
 

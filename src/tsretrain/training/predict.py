@@ -79,7 +79,7 @@ def predict_images(predictor: Any, device: Any, images: list[Path], outputs: lis
     for folder in {path.parent for path in outputs}:
         folder.mkdir(parents=True, exist_ok=True)
     cpus = cpu_quota()
-    if (device.type == "cpu" and cpus == 1) or len(images) == 1:
+    if device.type == "cpu" and cpus == 1:
         # nnU-Net's workers (each a spawned process importing torch and nnU-Net, 2-4 s of CPU) would only take
         # turns with this process: all in this process (bench/one_cpu.py)
         predictor.predict_from_files_sequential(inputs, targets, save_probabilities=False, overwrite=True)
