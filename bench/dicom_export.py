@@ -4,6 +4,8 @@
 Case: one RADCURE-sized synthetic patient (512 x 512 x 180 CT, bench/convert.py's case), its converted label map
 (radcure-oar21: the structures the phantom has) as the mask every writer gets. Each measurement runs in its own
 process, modes interleaved; wall time of the write alone (imports, reading the CT headers and the mask not timed).
+TotalSegmentator's writers get the mask as they do in TotalSegmentator: on the grid of dcm2niix's NIfTI of the CT
+(``pip install dcm2niix``), as nibabel reads it.
 Modes:
 
 - ``ts-rtstruct``: ``totalsegmentator.dicom_io.save_mask_as_rtstruct`` (rt-utils; what
@@ -72,6 +74,28 @@ def _inputs(workdir: Path) -> tuple[Any, Any, Path, Any]:
     return labels, source, dicom / Path(plan.ct_files[0]).parent, plan
 
 
+def ts_mask(workdir: Path, ct_folder: Path, labels: Any, source: Any) -> Any:
+    """The mask as TotalSegmentator holds it when it writes DICOM: on the grid of dcm2niix's NIfTI of the CT (its
+    input), as nibabel reads it. The label map is placed there in patient space (nearest neighbour onto the same
+    voxel centres, so nothing is lost)."""
+    import nibabel
+    import SimpleITK as sitk
+
+    from tsretrain.conversion.nifti import to_image
+
+    folder = workdir / "export-bench-dcm2niix"
+    if not (folder / "ct.nii.gz").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        dcm2niix = Path(sys.executable).parent / "dcm2niix"
+        subprocess.run(
+            [str(dcm2niix), "-z", "y", "-f", "ct", "-o", str(folder), str(ct_folder)], check=True, capture_output=True
+        )
+    reference = sitk.ReadImage(str(folder / "ct.nii.gz"))
+    placed = sitk.Resample(to_image(labels, source.geometry), reference, sitk.Transform(), sitk.sitkNearestNeighbor)
+    sitk.WriteImage(placed, str(folder / "mask.nii.gz"))
+    return np.asarray(nibabel.load(folder / "mask.nii.gz").dataobj).astype(np.uint8)
+
+
 def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     """Write the case's mask with one writer; the seconds of the write and the Dice of its read-back."""
     from tsretrain.delivery.source import Algorithm
@@ -95,12 +119,12 @@ def run_mode(mode: str, workdir: Path) -> dict[str, float]:
     else:
         from totalsegmentator import dicom_io
 
-        volume = np.transpose(labels, (2, 1, 0))  # TotalSegmentator's arrays: nibabel's (x, y, z)
+        volume = ts_mask(workdir, ct_folder, labels, source)
+        started = time.perf_counter()
         if mode == "ts-rtstruct":
-            dicom_io.save_mask_as_rtstruct(volume, classes, str(ct_folder), str(out))
+            dicom_io.save_mask_as_rtstruct(volume, classes, str(ct_folder), out)
         else:
-            affine = source.geometry.index_to_patient_affine() * np.array([[-1], [-1], [1], [1]])  # LPS -> RAS
-            dicom_io.save_mask_as_dicomseg(volume, classes, str(ct_folder), str(out), affine)
+            dicom_io.save_mask_as_dicomseg(volume, classes, str(ct_folder), out, np.eye(4))
     seconds = time.perf_counter() - started
     result = {"seconds": seconds, "bytes": float(out.stat().st_size)}
     if mode.endswith("rtstruct"):

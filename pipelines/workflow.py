@@ -95,6 +95,8 @@ PARAMETERS = (
         ("dictionary",),
     ),
     WorkflowParameter("pseudolabel", "false", "run TotalSegmentator pseudo-labels (true for radcure-ts90)"),
+    WorkflowParameter("export", "true", "end with the model package (PREFIX/export/): false leaves it out"),
+    WorkflowParameter("model-version", "1.0.0", "version of the model package", ("export.version",)),
     WorkflowParameter(
         "dataset", "Dataset366_TotalSegmentator", "nnU-Net dataset: Dataset<3-digit id>_<name>", ("dataset",)
     ),
@@ -175,11 +177,12 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
 SELF_PUBLISHING = {"train", "validate"}  # publish each fold under --store themselves
 # The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
 ITEM = {"cases": "batch", "fold": "fold"}
-OPTIONAL = {"pseudolabel": "pseudolabel"}  # stage -> the boolean parameter that adds it to the run
+OPTIONAL = {"pseudolabel": "pseudolabel", "export": "export"}  # stage -> the boolean parameter that adds it
 RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
-RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2}
+RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2}
 HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
 HOURS |= {"preprocess-cases": 6, "train": 96, "validate": 12, "predict": 12, "evaluate": 12, "report": 2}
+HOURS |= {"export": 1}
 
 RESOURCES = {
     "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},

@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,13 @@ def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
     assert report is not None
     for reason in {t["expected_reason"] for t in expected.values()} - {""}:
         assert reason.encode() in report, f"the report's exploration misses {reason}"
+    packages = [name for name in store.list("export") if name.endswith(".zip")]
+    assert packages == ["export/Dataset366_TotalSegmentator-3d_tiny-1.0.0.zip"], "the run ends with the model package"
+    package = store.get_bytes(packages[0])
+    assert package is not None
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        contents = b"".join(archive.read(name) for name in archive.namelist())
+    assert not [patient for patient in listing if patient.encode() in contents]
     status_bytes = store.get_bytes("status.json")
     assert status_bytes is not None
     status = json.loads(status_bytes)

@@ -212,3 +212,44 @@ def test_the_run_ends_naming_the_package_and_a_patients_contours(finished_run: P
     assert "seg.dcm" in lines["contours"]
     split = json.loads((finished_run / "split" / "split.json").read_text())
     assert row["case_id"] in split["test"]  # the run contours a held-out patient, never a training one
+
+
+def test_infer_of_a_batch_stages_every_series_of_its_patients_from_the_store(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """A cluster pod's way: the scan's inventory names the batch's patients, their files (every CT series, the
+    unpaired one too) are staged from the store, and each case's record is gathered into one listing."""
+    split = json.loads((finished_run / "split" / "split.json").read_text())
+    first, second = split["test"][0], split["folds"][0][0]
+    tree = tmp_path / "tree"
+    shutil.copytree(finished_run / "cohort" / "dicom" / first, tree / first)
+    shutil.copytree(finished_run / "cohort" / "dicom" / second, tree / second)
+    series_uid = pydicom.uid.generate_uid()
+    for path in sorted((tree / first).rglob("*.dcm")):  # a second CT series of the first patient, unreferenced
+        ds = pydicom.dcmread(path)
+        if ds.Modality == "CT":
+            ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SeriesNumber = series_uid, pydicom.uid.generate_uid(), 7
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            (tree / first / "again").mkdir(exist_ok=True)
+            ds.save_as(tree / first / "again" / path.name)
+    assert runner.invoke(app, ["scan", str(tree), "-o", str(tmp_path / "scan"), "-j", "1"]).exit_code == 0
+    out, package = tmp_path / "inference", _package(finished_run)
+    for case in (first, second):  # two batches of one patient each, into one output folder
+        staged = tmp_path / f"staged-{case}"
+        args = ["infer", str(staged), "--model", str(package), "-o", str(out), "--device", "cpu", "-j", "1"]
+        args += ["--inventory", str(tmp_path / "scan" / "inventory.json"), "--source", str(tree), "--cases", case]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert {p.name for p in staged.iterdir()} == {case}  # only the batch's patient was fetched
+        (out / "cases.csv").unlink()  # a pod publishes its cases' folders only; the gather step lists them all
+    assert runner.invoke(app, ["infer-listing", str(out)]).exit_code == 0
+    rows = read_listing(out / "cases.csv")
+    assert [(r["case_id"], r["series"], r["status"]) for r in rows] == [
+        (first, "series-1", "ok"),
+        (first, "series-2", "ok"),
+        (second, "series-1", "ok"),
+    ]
+    assert json.loads((out / "inference.json").read_text())["series_predicted"] == 3
+    again = pydicom.dcmread(out / first / "series-2" / "rtstruct.dcm")
+    frame = again.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert frame.SeriesInstanceUID == series_uid

@@ -57,6 +57,7 @@ SAMPLE = {
     "workflow.parameters.device": "cuda",
     "workflow.parameters.iterations": "4",
     "workflow.parameters.cv-folds": "5",
+    "workflow.parameters.model-version": "2.1.0",
     "workflow.parameters.convert-batch-size": "2",
     "workflow.parameters.input-prefix": "s3://bucket/dicom",
     "inputs.parameters.output-prefix": PREFIX,
@@ -81,6 +82,7 @@ EXPECTED = {  # option -> the value every stage having it must parse
     "iterations": 4,
     "cv_folds": 5,
     "fold": 0,
+    "version": "2.1.0",
     "cases": BATCH_CASES,
 }
 

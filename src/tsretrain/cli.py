@@ -218,6 +218,17 @@ def listing_command(
     console.print(f"[green]done[/green] listing: {len(rows)} cases in {converted / 'cases.csv'}")
 
 
+@app.command("infer-listing")
+def infer_listing_command(
+    out: Annotated[Path, typer.Argument(help="Output folder of infer (CASE/contours.json).")],
+) -> None:
+    """Write an inference's cases.csv and inference.json from all its case records (a cluster run's batches)."""
+    from tsretrain.delivery.infer import write_listing
+
+    summary = write_listing(out)
+    console.print(f"[green]done[/green] listing: {summary['listed']} rows in {out / 'cases.csv'}")
+
+
 @app.command("store")
 def store_command(
     action: Annotated[str, typer.Argument(help="ls, mb (make bucket), sync-up (PATH URI) or sync-down (URI PATH).")],

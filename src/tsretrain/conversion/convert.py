@@ -255,10 +255,13 @@ def run_cases(
     return manifests
 
 
-def stage_inputs(source: str, plans: list[CasePlan], local: Path) -> None:
-    """Fetch the CT and RTSTRUCT files of the planned cases from the store (a fan-out batch needs only its own)."""
+def stage_inputs(source: str, plans: list[CasePlan], local: Path, every_series: bool = False) -> None:
+    """Fetch the CT and RTSTRUCT files of the planned cases from the store (a fan-out batch needs only its own);
+    ``every_series``: every DICOM file of their patients."""
     store = open_store(source)
-    wanted = [(rel, size) for plan in plans for rel, size, _ in plan.file_stats]
+    wanted = [
+        (rel, size) for plan in plans for rel, size, _ in plan.file_stats + (plan.other_files if every_series else [])
+    ]
 
     def stage(item: tuple[str, int]) -> None:
         rel, size = item
@@ -266,7 +269,7 @@ def stage_inputs(source: str, plans: list[CasePlan], local: Path) -> None:
         if not (target.is_file() and target.stat().st_size == size):
             store.get_file(rel, target, size)
 
-    with progress("convert: staging input files", total=len(wanted)) as advance:
+    with progress("staging input files", total=len(wanted)) as advance:
         for _ in in_parallel(stage, wanted):  # concurrent GETs, one per object
             advance(1)
 

@@ -39,6 +39,9 @@ class CasePlan:
     missing_labels: list[str] = field(default_factory=list)
     other_series: list[dict[str, Any]] = field(default_factory=list)
     file_stats: list[tuple[str, int, int]] = field(default_factory=list)  # (path, size, mtime_ns)
+    # the patient's other DICOM files (other CT series, unusable series, RTSTRUCTs not used): what contouring
+    # every series of the patient (infer) stages besides file_stats; conversion never reads them
+    other_files: list[tuple[str, int, int]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
     def add_problem(self, reason: Reason, detail: str) -> None:
@@ -61,6 +64,7 @@ class CasePlan:
     def from_json(cls, data: dict[str, Any]) -> CasePlan:
         data = dict(data)
         data["file_stats"] = [tuple(s) for s in data.get("file_stats", [])]
+        data["other_files"] = [tuple(s) for s in data.get("other_files", [])]
         data["problems"] = [tuple(p) for p in data.get("problems", [])]
         return cls(**data)
 

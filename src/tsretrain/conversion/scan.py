@@ -293,6 +293,12 @@ def plan_patient(
             plan.add_problem(exc.reason, exc.detail)
             plan.ct_files = sorted(r.path for r in chosen)
         plan.file_stats = [(r.path, r.size, r.mtime_ns) for r in chosen]
+    used = {path for path, _, _ in plan.file_stats}
+    if rs is not None:
+        used.add(rs.path)
+    plan.other_files = [
+        (r.path, r.size, r.mtime_ns) for r in records if r.kind in ("ct", "rtstruct", "unusable") and r.path not in used
+    ]
     named = rs.rtstruct.referenced_series_uids if rs is not None and rs.rtstruct is not None else []
     if rs is not None and ct_uid is not None and (ct_uid in named or not named):  # not when paired by frame
         _check_references(plan, rs, ct_uid, ct_series)

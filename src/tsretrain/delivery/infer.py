@@ -2,9 +2,11 @@
 
 Discovery is the scan's (headers, not folder names: any layout, messy trees). Every CT series of every patient
 is predicted; a patient or series that cannot be is listed with its reason and advice, and the rest go on.
-Outputs, per patient and series: ``OUT/CASE/SERIES/rtstruct.dcm``, ``seg.dcm``, ``labels.nii.gz``; the listing
-``OUT/cases.csv`` (one row per CT series, or per patient without one) and ``OUT/inference.json``. Each file is
-written atomically; a re-run redoes every series.
+Outputs, per patient and series: ``OUT/CASE/SERIES/rtstruct.dcm``, ``seg.dcm``, ``labels.nii.gz``; per patient
+``OUT/CASE/contours.json`` (its rows of the listing); gathered from those, the listing ``OUT/cases.csv`` (one row
+per CT series, or per patient without one) and ``OUT/inference.json``. Each file is written atomically; a re-run
+redoes every series. On a cluster each batch's pod stages its patients' files (the scan's inventory slice) and
+publishes its cases' folders; a last step gathers the listing (``tsretrain infer-listing``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from tsretrain.conversion.convert import stage_inputs
 from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import VolumeGeometry, build_geometry
 from tsretrain.conversion.headers import FileRecord
 from tsretrain.conversion.listing import write_csv
 from tsretrain.conversion.nifti import write_nifti
-from tsretrain.conversion.plan import EXCLUDED, FAILED, OK
+from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
 from tsretrain.conversion.scan import case_id_for, check_input_folder, read_records
 from tsretrain.delivery.package import DICTIONARY_FILE, MODEL_JSON
 from tsretrain.delivery.rtstruct_writer import Written, write_rtstruct
@@ -39,11 +42,14 @@ from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
+from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import torch_device
 from tsretrain.training.predict import load_predictor, predict_images
 from tsretrain.ui import log, progress
 
 FORMATS = ("rtstruct", "seg", "nifti")
+CASE_RECORD = "contours.json"
+"""Per case: its listing rows and the model that contoured it (``cases.csv`` and ``inference.json`` gather them)."""
 LISTING_COLUMNS = [
     *("case_id", "patient_id", "series", "series_uid", "series_description", "status", "reason", "detail"),
     *("advice", "structures", "empty_structures", "files", "seconds"),
@@ -55,7 +61,7 @@ class InferConfig:
     """Configuration of the ``infer`` stage."""
 
     input: Path  # DICOM folder of the new patients, any layout
-    model: Path  # a model package (export's zip) or the folder it was extracted into
+    model: Path | str  # a model package (export's zip), the folder holding it, or its store URI (s3://...)
     out: Path
     formats: tuple[str, ...] = FORMATS
     device: str = "auto"
@@ -65,6 +71,8 @@ class InferConfig:
     split: Path | None = None  # only the held-out test patients of this split folder (a run's own check)
     limit: int = 0  # at most this many patients (0: every one)
     workers: int = 0
+    inventory: Path | None = None  # the scan's inventory (a fan-out batch's slice): its patients and case ids
+    source: str = ""  # store URI of the DICOM tree: the inventory's patients' files are staged into INPUT first
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,17 @@ class Package:
         return Algorithm(str(self.card["id"]), str(self.card["version"]))
 
     @classmethod
-    def open(cls, path: Path, scratch: Path) -> Package:
-        """The package at ``path`` (a zip, extracted below ``scratch``, or a folder)."""
+    def open(cls, location: Path | str, scratch: Path) -> Package:
+        """The package at ``location`` (a zip, extracted below ``scratch``, a folder, or a store URI of a zip)."""
+        path = Path(location)
+        if "://" in str(location):
+            path = scratch / "package.zip"
+            prefix, _, name = str(location).rpartition("/")
+            store = open_store(prefix)
+            size = store.list(name).get(name)
+            if size is None:
+                raise UserError(f"--model {location}: no such object in the store", "give the URI export published")
+            store.get_file(name, path, size)
         if not path.exists():
             raise UserError(f"--model {path} does not exist: give the zip that `tsretrain export` wrote")
         if path.is_dir() and not list(path.glob(f"*/{MODEL_JSON}")):  # export's output folder: its one package
@@ -102,9 +119,9 @@ class Package:
             raise UserError(f"--model {path} holds no {MODEL_JSON}: it is not a tsretrain model package")
         card = json.loads(cards[0].read_text())
         dataset = cards[0].parents[1]
-        folder = dataset / f"{card['trainer']}__{card['plans']}__{card['configuration']}"
+        trained = dataset / f"{card['trainer']}__{card['plans']}__{card['configuration']}"
         dictionary = parse_dictionary((dataset / DICTIONARY_FILE).read_text(), f"{path}: {DICTIONARY_FILE}")
-        return cls(folder, card, dictionary)
+        return cls(trained, card, dictionary)
 
 
 @dataclass
@@ -196,8 +213,9 @@ def _number(series_number: str) -> float:
         return float("inf")
 
 
-def discover(config: InferConfig) -> list[SeriesJob]:
-    """Every patient of the input (by PatientID), as CT series to predict or rows with their reason."""
+def discover(config: InferConfig, plans: list[CasePlan] | None = None) -> list[SeriesJob]:
+    """Every patient of the input (by PatientID), as CT series to predict or rows with their reason; with the
+    scan's plans, only their patients, under the case ids the scan gave them."""
     records = read_records(config.input, config.workers or cpu_quota())
     by_patient: dict[str, list[FileRecord]] = defaultdict(list)
     for record in records:
@@ -206,11 +224,14 @@ def discover(config: InferConfig) -> list[SeriesJob]:
     wanted = set(config.cases)
     if config.split is not None:
         wanted |= set(json.loads((config.split / "split.json").read_text())["test"])
-    taken: set[str] = set()
+    scanned = {plan.patient_id: plan.case_id for plan in plans or []}
+    taken: set[str] = set(scanned.values())
     jobs: list[SeriesJob] = []
     patients = 0
     for patient_id in sorted(by_patient):
-        case_id = case_id_for(patient_id or "no-patient-id", taken)
+        if plans is not None and patient_id not in scanned:
+            continue
+        case_id = scanned.get(patient_id) or case_id_for(patient_id or "no-patient-id", taken)
         if (wanted and case_id not in wanted) or (config.limit and patients >= config.limit):
             continue
         patients += 1
@@ -223,6 +244,21 @@ def discover(config: InferConfig) -> list[SeriesJob]:
     return jobs
 
 
+def _planned(config: InferConfig) -> list[CasePlan] | None:
+    """The scan's plans of the batch (staged from the store first with ``source``); None without an inventory."""
+    if config.inventory is None:
+        return None
+    if not config.inventory.is_file():
+        raise UserError(f"inventory {config.inventory} does not exist", "run tsretrain scan first, or leave it out")
+    plans = load_inventory(config.inventory)[1]
+    if config.cases:
+        plans = [plan for plan in plans if plan.case_id in set(config.cases)]
+    if config.source:
+        config.input.mkdir(parents=True, exist_ok=True)
+        stage_inputs(config.source, plans, config.input, every_series=True)
+    return plans
+
+
 def _write(job: SeriesJob, labels: np.ndarray, source: SourceSeries, package: Package, config: InferConfig) -> None:
     folder = config.out / job.case_id / job.series
     with staged_dir(folder) as tmp:
@@ -233,7 +269,7 @@ def _write(job: SeriesJob, labels: np.ndarray, source: SourceSeries, package: Pa
             written.append(write_seg(labels, source, package.dictionary, package.algorithm, tmp / "seg.dcm"))
         if "nifti" in config.formats:
             write_nifti(labels, source.geometry, tmp / "labels.nii.gz")
-    job.written = {path.stem: str(folder / path.name) for path in sorted(folder.iterdir())}
+    job.written = {path.stem: f"{job.case_id}/{job.series}/{path.name}" for path in sorted(folder.iterdir())}
     job.structures = written[0].structures if written else ()
     job.empty = written[0].empty if written else ()
 
@@ -242,8 +278,9 @@ def infer(config: InferConfig) -> StageResult:
     unknown = sorted(set(config.formats) - set(FORMATS))
     if unknown or not config.formats:
         raise UserError(f"--format {','.join(config.formats)}: choose from {', '.join(FORMATS)}")
-    check_input_folder(str(config.input))
     device = torch_device(config.device)
+    plans = _planned(config)
+    check_input_folder(str(config.input))
     config.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".infer-", dir=config.out) as scratch_name:
         scratch = Path(scratch_name)
@@ -252,7 +289,7 @@ def infer(config: InferConfig) -> StageResult:
         if problems:
             raise UserError(f"{config.model}: its dictionary cannot name structures: {'; '.join(problems)}")
         folds = config.folds or tuple(int(f) for f in package.card["folds"])
-        jobs = discover(config)
+        jobs = discover(config, plans)
         images, predictions = scratch / "images", scratch / "predictions"
         images.mkdir()
         for job in jobs:
@@ -282,27 +319,42 @@ def infer(config: InferConfig) -> StageResult:
                     job.fail(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", status=FAILED)
                 job.seconds += time.perf_counter() - started
                 advance(1)
-    rows = [job.row() for job in jobs]
-    write_csv(config.out / "cases.csv", rows, LISTING_COLUMNS)
-    done = [job for job in jobs if job.status == OK]
-    summary = {
+    model = {
         "model": package.card["id"],
         "model_version": package.card["version"],
         "synthetic_data": package.card.get("synthetic_data", False),
         "folds": list(folds),
         "formats": list(config.formats),
-        "series_predicted": len(done),
-        "listed": len(jobs),
-        "not_predicted": {
-            job.case_id + (f"/{job.series}" if job.series else ""): job.reason for job in jobs if job.status != OK
-        },
     }
-    atomic_write_text(config.out / "inference.json", json.dumps(summary, indent=1))
+    for case_id in dict.fromkeys(job.case_id for job in jobs):
+        record = {**model, "rows": [job.row() for job in jobs if job.case_id == case_id]}
+        atomic_write_text(config.out / case_id / CASE_RECORD, json.dumps(record, indent=1))
+    done = [job for job in jobs if job.status == OK]
+    write_listing(config.out)
     return StageResult(
         "infer",
-        {"listing": str(config.out / "cases.csv"), **({"first": done[0].written.get("rtstruct", "")} if done else {})},
+        {"listing": str(config.out / "cases.csv")},
         {"series_predicted": len(done), "not_predicted": len(jobs) - len(done)},
     )
+
+
+def write_listing(out: Path) -> dict[str, Any]:
+    """``cases.csv`` and ``inference.json`` from every case's record below ``out`` (all batches of a cluster run)."""
+    records = [json.loads(path.read_text()) for path in sorted(out.glob(f"*/{CASE_RECORD}"))]
+    rows = [row for record in records for row in record["rows"]]
+    write_csv(out / "cases.csv", rows, LISTING_COLUMNS)
+    summary = {
+        **{key: value for key, value in (records[0] if records else {}).items() if key != "rows"},
+        "series_predicted": sum(row["status"] == OK for row in rows),
+        "listed": len(rows),
+        "not_predicted": {
+            row["case_id"] + (f"/{row['series']}" if row["series"] else ""): row["reason"]
+            for row in rows
+            if row["status"] != OK
+        },
+    }
+    atomic_write_text(out / "inference.json", json.dumps(summary, indent=1))
+    return summary
 
 
 def _key(job: SeriesJob) -> str:

@@ -529,7 +529,6 @@ STAGES: tuple[Stage, ...] = (
             Files("evaluation", ("summary.json",)),
         ),
         writes=(Files("export"),),
-        cluster=False,
     ),
     Stage(
         "infer",
@@ -548,9 +547,11 @@ STAGES: tuple[Stage, ...] = (
             "split": Option("Only the held-out test patients of this split folder.", at="split", when="split"),
             "limit": Option("At most this many patients (0: all)."),
             "workers": WORKERS,
+            "inventory": Option("The scan's inventory (a batch's slice): its patients, under its case ids."),
+            "source": Option("Store URI of the DICOM tree; the inventory's patients' files are staged into INPUT."),
         },
-        reads=(Files("export"),),
-        writes=(Files("inference"),),
+        reads=(Files("scan", ("batches/{batch}.json",)),),
+        writes=(Files("inference", ("*/*", "*/*/*")),),  # the cases' folders; the listing is gathered after
         resources="gpu",
         image="gpu",
         cluster=False,

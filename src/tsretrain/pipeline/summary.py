@@ -123,7 +123,7 @@ def _contour_lines(run: Path) -> list[tuple[str, str]]:
         return [("contours", "no CT series could be contoured: see " + str(listing.resolve()))]
     files = dict(item.split("=", 1) for item in done[0]["files"].split(" | ") if "=" in item)
     shown = [files[kind] for kind in ("rtstruct", "seg") if kind in files]
-    return [("contours", f"{done[0]['case_id']}: " + ", ".join(str(Path(f).resolve()) for f in shown))]
+    return [("contours", f"{done[0]['case_id']}: " + ", ".join(str((listing.parent / f).resolve()) for f in shown))]
 
 
 def show(run: Path) -> None:
