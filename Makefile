@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-run
 WORKERS ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit watch logs
+.PHONY: install demo test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit infer watch logs
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
 # The field's DICOM tools that the tests check exports with (dciodvfy from dicom3tools, plastimatch) come from
@@ -69,7 +69,8 @@ $(SUBMIT_VENV)/.installed: pyproject.toml
 	touch $@
 
 workflow: install  ## re-render the WorkflowTemplate into the chart (review the diff)
-	$(BIN)/python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.yaml
+	$(BIN)/python pipelines/workflow.py training > helm/tsretrain/files/workflowtemplate.yaml
+	$(BIN)/python pipelines/workflow.py infer > helm/tsretrain/files/infer-workflowtemplate.yaml
 	cp src/tsretrain/labels/dictionaries/*.yaml helm/tsretrain/files/dictionaries/
 
 images:  ## build the three step images (needs a Docker engine)
@@ -86,6 +87,10 @@ kind-down:
 # PARAMS is split like a shell command line: make submit PARAMS="input-prefix=s3://... folds='[\"0\", \"1\"]'"
 submit: $(SUBMIT_VENV)/.installed  ## (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
 	$(SUBMIT) submit --parameters "$$PARAMS"
+
+# Contour new patients with a run's package: make infer PARAMS="input-prefix=s3://.../new model=s3://.../export/X.zip"
+infer: $(SUBMIT_VENV)/.installed  ## the inference WorkflowTemplate (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
+	$(SUBMIT) submit --template tsretrain-infer --parameters "$$PARAMS"
 
 watch: $(SUBMIT_VENV)/.installed  ## make watch WORKFLOW=tsretrain-xxxxx
 	$(SUBMIT) watch $(WORKFLOW)

@@ -146,7 +146,6 @@ PARAMETERS = (
     WorkflowParameter("gpu-image", "__GPU_IMAGE__", "image of the GPU steps"),
     WorkflowParameter("pseudolabel-image", "__PSEUDOLABEL_IMAGE__", "image of the pseudo-label step"),
 )
-BY_OPTION = {option: p for p in PARAMETERS for option in p.options}
 DISKS = ("scratch", "data-scratch")  # sizes of the pods' /work, checked by the claim step before any pod asks
 
 # What only a cluster run sets: options with cluster values, retries, deadlines, local disk.
@@ -175,14 +174,58 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
 }
 SELF_PUBLISHING = {"train", "validate"}  # publish each fold under --store themselves
+# The inference template: new patients' DICOM, a model package, contours out (``tsretrain infer`` per batch).
+INFER_PARAMETERS = (
+    *(p for p in PARAMETERS if p.name in ("input-prefix", "output-prefix", "runs-prefix", "resume", "s3-endpoint")),
+    WorkflowParameter(
+        "model", "s3://tsretrain/runs/RUN/export/PACKAGE.zip", "store URI of the model package (a run's export)"
+    ),
+    WorkflowParameter(
+        "device", "cuda", "device of the infer pods: cuda (fails at once without a GPU) or cpu", ("infer.device",)
+    ),
+    WorkflowParameter("formats", "rtstruct,seg,nifti", "what each CT series gets", ("formats",)),
+    WorkflowParameter("folds", "", "folds of the package ensembled; empty: all it holds", ("infer.folds",)),
+    WorkflowParameter("infer-batch-size", "8", "patients per inference pod", ("scan.batch_size",)),
+    *(p for p in PARAMETERS if p.name in ("max-batches", "scratch", "cpu-image", "gpu-image")),
+)
+INFER_CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
+    "scan": {"input": param("input-prefix"), "batches_out": BATCHES},
+    "infer": {  # the batch's patients from its inventory slice, every series of theirs staged first
+        "input": f"{WORK}/dicom",
+        "source": param("input-prefix"),
+        "inventory": batch_file(BY_NAME["infer"]),
+        "model": param("model"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One WorkflowTemplate: its stages in order, its parameters and the options only a cluster run sets."""
+
+    name: str
+    stages: tuple[str, ...]
+    parameters: tuple[WorkflowParameter, ...]
+    cluster_options: dict[str, dict[str, str | bool]]
+
+    def by_option(self) -> dict[str, WorkflowParameter]:
+        return {option: p for p in self.parameters for option in p.options}
+
+    def disks(self) -> tuple[str, ...]:
+        return tuple(d for d in DISKS if d in {p.name for p in self.parameters})
+
+
+TRAINING = Flavour(NAME, tuple(s.name for s in STAGES if s.cluster), PARAMETERS, CLUSTER_OPTIONS)
+INFER = Flavour(f"{NAME}-infer", ("scan", "infer"), INFER_PARAMETERS, INFER_CLUSTER_OPTIONS)
+FLAVOURS = {"training": TRAINING, "infer": INFER}
 # The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
 ITEM = {"cases": "batch", "fold": "fold"}
 OPTIONAL = {"pseudolabel": "pseudolabel", "export": "export"}  # stage -> the boolean parameter that adds it
 RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
-RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2}
+RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2, "infer": 2}
 HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
 HOURS |= {"preprocess-cases": 6, "train": 96, "validate": 12, "predict": 12, "evaluate": 12, "report": 2}
-HOURS |= {"export": 1}
+HOURS |= {"export": 1, "infer": 6}
 
 RESOURCES = {
     "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
@@ -283,17 +326,18 @@ def _path(location: str, below: str = "") -> str:
     return f"{base}/{below.format(dataset=param('dataset'))}" if below else base
 
 
-def stage_args(stage: Stage, with_stages: set[str]) -> list[str]:
+def stage_args(stage: Stage, with_stages: set[str], flavour: Flavour = TRAINING) -> list[str]:
     """The stage's command line in a pod: cluster values, the fan-out item, workflow parameters, layout paths."""
     positional, options = [], []
+    cluster, by_option = flavour.cluster_options.get(stage.name, {}), flavour.by_option()
     for name, option in stage.all_options().items():
         value: str | None = None
-        if name in CLUSTER_OPTIONS.get(stage.name, {}):
-            value = CLUSTER_OPTIONS[stage.name][name]
+        if name in cluster:
+            value = cluster[name]
         elif name == stage.fan_out:  # a batch's cases: filled in by the pod from the batch's inventory
             value = "{cases}" if name == "cases" else "{{inputs.parameters." + ITEM[name] + "}}"
-        elif f"{stage.name}.{name}" in BY_OPTION or name in BY_OPTION:
-            value = param(BY_OPTION.get(f"{stage.name}.{name}", BY_OPTION.get(name)).name)
+        elif f"{stage.name}.{name}" in by_option or name in by_option:
+            value = param(by_option.get(f"{stage.name}.{name}", by_option.get(name)).name)
         elif option.at == INPUT:
             value = param("input-prefix")
         elif option.at and (option.when is None or option.when in with_stages):
@@ -310,7 +354,7 @@ def _transfer(source: str, target: str, files: Files) -> str:
     return f"{source}={target}" + ("=" + ",".join(files.include) if files.include else "")
 
 
-def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
+def pod_args(stage: Stage, with_stages: set[str], flavour: Flavour = TRAINING) -> list[str]:
     """``tsretrain pod`` around the stage: what it reads (only the files it needs), what it writes."""
     written = {files.location for name in with_stages for files in BY_NAME[name].writes}
     args = ["pod"]
@@ -326,27 +370,28 @@ def pod_args(stage: Stage, with_stages: set[str]) -> list[str]:
         location, name = stage.cases_from
         args += ["--cases-from", f"{_path(location)}/{name}"]
     args += ["--record", RECORDS]  # a resumed run skips the step when it was done with the same inputs
-    if _reads_raw_input(stage):  # the raw DICOM tree's listing is one of those inputs
+    if _reads_raw_input(stage, flavour):  # the raw DICOM tree's listing is one of those inputs
         args += ["--inputs", param("input-prefix")]
-    for path in output_files(stage).values():  # what it leaves for the workflow, given back when it is skipped
+    for path in output_files(stage, flavour).values():  # what it leaves for the workflow, given back if skipped
         args += ["--output-file", path]
-    return [*args, "--", *stage_args(stage, with_stages)]
+    return [*args, "--", *stage_args(stage, with_stages, flavour)]
 
 
-def output_files(stage: Stage) -> dict[str, str]:
+def output_files(stage: Stage, flavour: Flavour = TRAINING) -> dict[str, str]:
     """The output parameters a stage's pod leaves in files: a later fan-out's batches, the steps' disk sizes."""
-    files = {"batches": BATCHES} if "batches_out" in stage.options else {}
-    if "sizes_out" in stage.options:
+    cluster = flavour.cluster_options.get(stage.name, {})
+    files = {"batches": BATCHES} if "batches_out" in cluster else {}
+    if "sizes_out" in cluster:
         files |= {f"disk-{step}": f"{SIZES}/disk-{step}" for step in SIZED}
     return files
 
 
-def _reads_raw_input(stage: Stage) -> bool:
+def _reads_raw_input(stage: Stage, flavour: Flavour) -> bool:
     """Whether the stage reads the input prefix itself (scan lists it; convert reads what its batch's inventory
     names, whose sizes and times are in the inventory)."""
     raw = param("input-prefix")
     return any(
-        option.at == INPUT and CLUSTER_OPTIONS.get(stage.name, {}).get(name, raw) == raw
+        option.at == INPUT and flavour.cluster_options.get(stage.name, {}).get(name, raw) == raw
         for name, option in stage.options.items()
     )
 
@@ -355,18 +400,54 @@ def _prefix_args() -> list[str]:
     return ["--output-prefix", param("output-prefix"), "--runs-prefix", param("runs-prefix")]
 
 
-def build() -> WorkflowTemplate:
-    """The WorkflowTemplate."""
-    cluster = [s for s in STAGES if s.cluster]
+# Steps that gather a fan-out's per-case records into one listing, after the stage that writes them:
+# stage -> (template name, location, records fetched, files published, command)
+GATHERS = {
+    "convert": ("listing", "converted", "cases/*/manifest.json", "cases.csv", "listing"),
+    "infer": ("infer-listing", "inference", "*/contours.json", "cases.csv,inference.json", "infer-listing"),
+}
+
+
+def _gather(stage: str, prefix: Parameter) -> Container:
+    """The step that gathers every batch's records of ``stage`` into its listing."""
+    name, location, records, listing, command = GATHERS[stage]
+    stored = f"{OUT}/{relative(location)}"
+    return _container(
+        name,
+        "cpu",
+        [
+            "pod",
+            "--get",
+            f"{stored}={_path(location)}={records}",
+            "--put",
+            f"{_path(location)}={stored}={listing}",
+            "--manifest-name",
+            f"_manifest-{name}.json",
+            "--record",
+            RECORDS,
+            "--",
+            command,
+            _path(location),
+        ],
+        Resources(**RESOURCES["cpu"]),
+        hours=1,
+        retries=2,
+        inputs=[prefix],
+    )
+
+
+def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
+    """The WorkflowTemplate of a flavour."""
+    cluster = [BY_NAME[name] for name in flavour.stages]
     always = {s.name for s in cluster if s.name not in OPTIONAL}
     prefix = Parameter(name="output-prefix")
     with WorkflowTemplate(
-        name=NAME,
+        name=flavour.name,
         entrypoint="pipeline",
         on_exit="record-status",
         service_account_name="__SERVICE_ACCOUNT__",
         parallelism=16,
-        arguments=[Parameter(name=p.name, value=p.default, description=p.description) for p in PARAMETERS],
+        arguments=[Parameter(name=p.name, value=p.default, description=p.description) for p in flavour.parameters],
         labels={"app.kubernetes.io/name": NAME},
         security_context=PodSecurityContext(
             run_as_non_root=True,
@@ -389,7 +470,7 @@ def build() -> WorkflowTemplate:
                 "{{workflow.name}}",
                 "--resume",
                 param("resume"),
-                *[arg for size in DISKS for arg in ("--disk", f"{size}={param(size)}")],
+                *[arg for size in flavour.disks() for arg in ("--disk", f"{size}={param(size)}")],
                 "--out-file",
                 CLAIMED,
             ],
@@ -405,14 +486,17 @@ def build() -> WorkflowTemplate:
                 if option.when in OPTIONAL:
                     variants[f"{stage.name}-merged"] = always | {option.when}
             for name, with_stages in variants.items():
+                sized = stage.name in SIZED and flavour is TRAINING  # the scan sizes the training's steps
                 inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])
-                outputs = [Parameter(name=n, value_from=ValueFrom(path=f)) for n, f in output_files(stage).items()]
-                inputs += [Parameter(name="disk")] if stage.name in SIZED else []
-                disk = "{{inputs.parameters.disk}}" if stage.name in SIZED else param("scratch")
+                outputs = [
+                    Parameter(name=n, value_from=ValueFrom(path=f)) for n, f in output_files(stage, flavour).items()
+                ]
+                inputs += [Parameter(name="disk")] if sized else []
+                disk = "{{inputs.parameters.disk}}" if sized else param("scratch")
                 container = _container(
                     name,
                     stage.image,
-                    pod_args(stage, with_stages | {stage.name}),
+                    pod_args(stage, with_stages | {stage.name}, flavour),
                     Resources(**RESOURCES[stage.resources]),
                     stage=stage,
                     disk=disk,
@@ -439,29 +523,7 @@ def build() -> WorkflowTemplate:
             disk="1Gi",
             retries=2,
         )
-        converted = f"{OUT}/{relative('converted')}"
-        listing = _container(
-            "listing",
-            "cpu",
-            [
-                "pod",
-                "--get",
-                f"{converted}={_path('converted')}=cases/*/manifest.json",
-                "--put",
-                f"{_path('converted')}={converted}=cases.csv",
-                "--manifest-name",
-                "_manifest-listing.json",
-                "--record",
-                RECORDS,
-                "--",
-                "listing",
-                _path("converted"),
-            ],
-            Resources(**RESOURCES["cpu"]),
-            hours=1,
-            retries=2,
-            inputs=[prefix],
-        )
+        gathers = {stage.name: _gather(stage.name, prefix) for stage in cluster if stage.name in GATHERS}
         with DAG(name="pipeline"):
             claimed = "{{tasks.claim.outputs.parameters.output-prefix}}"
             previous = [claim(name="claim")]
@@ -471,7 +533,7 @@ def build() -> WorkflowTemplate:
                     if owner is not stage:
                         continue
                     arguments = {"output-prefix": claimed}
-                    if owner.name in SIZED:  # sized by the scan from the work
+                    if owner.name in SIZED and flavour is TRAINING:  # sized by the scan from the work
                         arguments["disk"] = "{{tasks.scan.outputs.parameters.disk-" + owner.name + "}}"
                     kwargs: dict[str, Any] = {}
                     if stage.fan_out:
@@ -484,8 +546,8 @@ def build() -> WorkflowTemplate:
                 for before in previous:
                     before >> tasks
                 previous = tasks
-                if stage.name == "convert":  # the listing of every batch's cases (excluded ones included)
-                    gathered = listing(name="listing", arguments={"output-prefix": claimed})
+                if stage.name in gathers:  # the listing of every batch's cases (excluded ones included)
+                    gathered = gathers[stage.name](name=GATHERS[stage.name][0], arguments={"output-prefix": claimed})
                     tasks[0] >> gathered
                     previous = [gathered]
     return template
@@ -520,9 +582,9 @@ def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _string)
 
 
-def render() -> str:
-    return yaml.dump(build().to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
+def render(flavour: Flavour = TRAINING) -> str:
+    return yaml.dump(build(flavour).to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
 
 
-if __name__ == "__main__":
-    sys.stdout.write(render())
+if __name__ == "__main__":  # python pipelines/workflow.py [training|infer]
+    sys.stdout.write(render(FLAVOURS[sys.argv[1] if len(sys.argv) > 1 else "training"]))

@@ -234,3 +234,9 @@ def structure_set(rois: dict[str, list[Dataset]]) -> Dataset:
         item.ContourSequence = Sequence(contours)
         ds.ROIContourSequence.append(item)
     return ds
+
+
+def workflow_templates(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The chart's WorkflowTemplates by name: the training run (``tsretrain``) and the inference
+    (``tsretrain-infer``)."""
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == "WorkflowTemplate"}

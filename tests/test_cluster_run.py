@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from argo_sim.engine import Node, Run, Simulation
 from argo_sim.render import installed
 from argo_sim.wheel import pod_environment
-from support import SeaweedServer
+from support import SeaweedServer, workflow_templates
 
 from tsretrain.layout import batch_id
 from tsretrain.storage.store import S3Store, make_bucket, open_store
@@ -73,6 +74,7 @@ class Cluster:
     server: SeaweedServer
     cohort: Path
     weights: Path
+    inference: Simulation  # the chart's second WorkflowTemplate, on the same API server, store and images
 
     def store(self, uri: str) -> S3Store:
         store = open_store(uri)
@@ -89,7 +91,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path) -> Iterator[Cluster]:
     objects = installed(TAG, ACCESS_KEY, SECRET_KEY)
-    (template,) = [o for o in objects if o["kind"] == "WorkflowTemplate"]
+    template, inference = (workflow_templates(objects)[name] for name in ("tsretrain", "tsretrain-infer"))
     secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
     root = tmp_path_factory.mktemp("cluster")
     pods = Path(tempfile.mkdtemp(prefix="argo-"))  # short: pods' /tmp holds Unix sockets (paths < 108 bytes)
@@ -115,18 +117,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path) -> Ite
         weights = root / "claims" / "weights"
         weights.mkdir(parents=True)  # provisioned but empty: no TotalSegmentator weights
         port = int(server.endpoint.rsplit(":", 1)[1])
+        environment, services = pod_environment(root / "wheel"), {"tsretrain-s3:8333": ("127.0.0.1", port)}
         simulation = Simulation(
             template,
             objects,
             pods,
-            pod_environment(root / "wheel"),
+            environment,
             IMAGES,
-            {"tsretrain-s3:8333": ("127.0.0.1", port)},
+            services,
             claims={template_claim(template): weights},
             timeout_s=1500,
         )
-        with simulation.session():
-            yield Cluster(simulation, server, small_cohort, weights)
+        contouring = Simulation(inference, objects, pods, environment, IMAGES, services, timeout_s=900)
+        with simulation.session(), contouring.session():
+            yield Cluster(simulation, server, small_cohort, weights, contouring)
     finally:
         server.stop()
         shutil.rmtree(pods, ignore_errors=True)
@@ -219,6 +223,41 @@ def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
     assert status["status"] == "Succeeded" and status["workflow"] == run.name
     assert isinstance(status["failures"], list)  # a real list, not Argo's JSON string
     assert [f["displayName"] for f in status["failures"]] == ["train(0:0)(0)"]  # the preempted attempt
+
+
+def test_the_inference_template_contours_new_patients_with_the_runs_package(
+    cluster: Cluster, finished: tuple[Run, Preemption, str], expected: dict[str, dict[str, Any]]
+) -> None:
+    """The package the run exported, on the same DICOM tree as new patients: a scan, GPU-template pods per batch
+    (their patients' files staged, every CT series predicted) and the gathered listing; every patient listed."""
+    _, _, output = finished
+    (package,) = [key for key in cluster.store(output).list("export") if key.endswith(".zip")]
+    contoured = "s3://tsretrain/runs/contoured"
+    parameters = {"model": f"{output}/{package}", "device": "cpu", "infer-batch-size": "12"}
+    run = cluster.inference.run({"input-prefix": INPUT, "output-prefix": contoured, **parameters})
+    assert run.phase == "Succeeded", failures(run)
+    store = cluster.store(contoured)
+    batches = [key for key in store.list("scan/batches") if key.endswith(".json")]
+    assert len(batches) > 1 and len(run.pods("infer")) == len(batches)  # one pod per batch of 12 patients
+    rows = read_csv(store, "inference/cases.csv")
+    assert {row["patient_id"] for row in rows} >= {p for p, t in expected.items() if t["expected_status"] == "ok"}
+    regular = [row for row in rows if row["patient_id"].startswith("RADCURE-")]
+    assert regular and all(row["status"] == "ok" and row["structures"] for row in regular)
+    for row in regular:
+        files = dict(item.split("=", 1) for item in row["files"].split(" | "))
+        assert set(files) == {"rtstruct", "seg", "labels"}
+        rtstruct = store.get_bytes(f"inference/{files['rtstruct']}")
+        assert rtstruct is not None
+        ds = pydicom.dcmread(io.BytesIO(rtstruct))
+        referenced = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+        assert referenced.RTReferencedSeriesSequence[0].SeriesInstanceUID == row["series_uid"]
+        assert ds.PatientID == row["patient_id"]
+    broken = [row for row in rows if row["status"] != "ok"]
+    assert broken and all(row["reason"] and row["advice"] for row in broken)
+    summary = store.get_bytes("inference/inference.json")
+    assert summary is not None and json.loads(summary)["series_predicted"] == sum(r["status"] == "ok" for r in rows)
+    status = store.get_bytes("status.json")
+    assert status is not None and json.loads(status)["status"] == "Succeeded"
 
 
 def test_a_preempted_training_pod_resumes_from_the_stored_checkpoint(finished: tuple[Run, Preemption, str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from argo_sim.pods import Image
 from argo_sim.render import render, up_sh_flags
+from support import workflow_templates
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -63,7 +64,7 @@ def test_makefile_has_the_cluster_targets() -> None:
 def test_the_training_image_has_the_c_compiler_torch_compile_needs() -> None:
     """nnU-Net compiles the network on CUDA unless nnUNet_compile says no; Triton then needs cc and libc headers."""
     objects = render(up_sh_flags("1", "dev", "dev-secret"))
-    (workflow,) = [d for d in objects if d["kind"] == "WorkflowTemplate"]
+    workflow = workflow_templates(objects)["tsretrain"]
     parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
     train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
     image = parameters[train["container"]["image"].strip("{}").split(".")[-1]]

@@ -17,6 +17,7 @@ from argo_sim import crd
 from argo_sim.patch import apply as apply_patch
 from argo_sim.render import helm, kube_version, up_sh_flags, versions
 from argo_sim.render import render as render_chart
+from support import workflow_templates
 from test_workflow import SCHEMA
 from test_workflow import validate as validate_workflow
 
@@ -50,7 +51,7 @@ def test_up_sh_flags_keep_strings_strings() -> None:
     plain = [f.replace("--set-string", "--set") for f in DEV_VALUES]  # what up.sh passed before
     done = helm("template", "t", str(CHART), *plain)
     assert done.returncode != 0 and "/images/cpu/tag" in done.stderr
-    (workflow,) = [d for d in render(*DEV_VALUES) if d["kind"] == "WorkflowTemplate"]
+    workflow = workflow_templates(render(*DEV_VALUES))["tsretrain"]
     parameters = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
     patch = json.loads(_template(workflow, "train")["podSpecPatch"])
     assert patch["nodeSelector"] == {"tsretrain/gpu": "true"}  # matches the kind worker's label (a string)
@@ -75,6 +76,7 @@ def test_rendered_objects_are_valid(tmp_path: Path) -> None:
             "Deployment",
             "Service",
             "WorkflowTemplate",
+            "WorkflowTemplate",
         ]
     )
     core = [d for d in documents if d["kind"] != "WorkflowTemplate"]
@@ -88,11 +90,14 @@ def test_rendered_objects_are_valid(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    (workflow,) = [d for d in documents if d["kind"] == "WorkflowTemplate"]
-    validate_workflow(workflow)
-    assert crd.admit(workflow, crd.load()) == []  # what the API server checks at `helm upgrade --install`
+    templates = workflow_templates(documents)
+    assert sorted(templates) == ["tsretrain", "tsretrain-infer"]
+    for template in templates.values():
+        validate_workflow(template)
+        assert crd.admit(template, crd.load()) == []  # what the API server checks at `helm upgrade --install`
+        assert "__" not in json.dumps(template).replace("__nnUNetPlans__", "")  # every token replaced
+    workflow = templates["tsretrain"]
     text = json.dumps(workflow)
-    assert "__" not in text.replace("__nnUNetPlans__", "")  # every token replaced
     train = _template(workflow, "train")
     assert train["container"]["args"].count("--store") == 1
     assert json.loads(train["podSpecPatch"])["nodeSelector"] == {"tsretrain/gpu": "true", "gpu": "h100"}
@@ -121,9 +126,10 @@ def test_gpu_scheduling_reaches_the_gpu_pods_as_argo_patches_them(values: list[s
     """The chart's GPU values, through the pod spec patch (the only string field Argo substitutes and merges into
     the pod spec), give the GPU pods their runtime class, node selector and tolerations; the API server admits the
     template whatever the values; CPU pods get no GPU scheduling."""
-    (workflow,) = [d for d in render(*values) if d["kind"] == "WorkflowTemplate"]
-    assert crd.admit(workflow, crd.load()) == []
-    for template in workflow["spec"]["templates"]:
+    workflows = workflow_templates(render(*values)).values()
+    for workflow in workflows:
+        assert crd.admit(workflow, crd.load()) == []
+    for template in [t for workflow in workflows for t in workflow["spec"]["templates"]]:
         if "container" not in template:
             continue
         text = template["podSpecPatch"].replace("{{workflow.parameters.scratch}}", "20Gi")
@@ -137,11 +143,11 @@ def test_gpu_scheduling_reaches_the_gpu_pods_as_argo_patches_them(values: list[s
 def test_credentials_only_by_secret_reference() -> None:
     documents = render()
     assert not [d for d in documents if d["kind"] == "Secret"]  # production: an existing Secret
-    (workflow,) = [d for d in documents if d["kind"] == "WorkflowTemplate"]
-    for template in workflow["spec"]["templates"]:
-        for env in template.get("container", {}).get("env", []):
-            if env["name"].startswith("AWS_") and env["name"] != "AWS_ENDPOINT_URL":
-                assert env["valueFrom"]["secretKeyRef"]["name"] == "tsretrain-s3-credentials"
+    for workflow in workflow_templates(documents).values():
+        for template in workflow["spec"]["templates"]:
+            for env in template.get("container", {}).get("env", []):
+                if env["name"].startswith("AWS_") and env["name"] != "AWS_ENDPOINT_URL":
+                    assert env["valueFrom"]["secretKeyRef"]["name"] == "tsretrain-s3-credentials"
 
 
 @pytest.mark.parametrize("name", ["radcure-oar21.yaml", "radcure-ts90.yaml"])
@@ -158,7 +164,7 @@ def test_two_releases_in_one_namespace_get_their_own_dev_s3_server() -> None:
         dev += [d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-s3-config")]
         names[release] = {(d["kind"], d["metadata"]["name"]) for d in dev}
         assert len(names[release]) == 4
-        (workflow,) = [d for d in documents if d["kind"] == "WorkflowTemplate"]
+        workflow = workflow_templates(documents)["tsretrain"]
         endpoint = next(p for p in workflow["spec"]["arguments"]["parameters"] if p["name"] == "s3-endpoint")
         assert endpoint["value"] == f"http://{release}-s3:8333"
     assert not names["alpha"] & names["beta"]

@@ -28,6 +28,7 @@ from tsretrain.sizing import SIZED
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
 GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "workflowtemplate.yaml"
+INFER_GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "infer-workflowtemplate.yaml"
 CLUSTER_STAGES = [s.name for s in STAGES if s.cluster]
 TOKENS = {
     "__S3_SECRET__",
@@ -58,6 +59,9 @@ SAMPLE = {
     "workflow.parameters.iterations": "4",
     "workflow.parameters.cv-folds": "5",
     "workflow.parameters.model-version": "2.1.0",
+    "workflow.parameters.model": "s3://bucket/runs/tsretrain-x0/export/Dataset042_HeadNeck-3d_tiny-2.1.0.zip",
+    "workflow.parameters.formats": "rtstruct,seg",
+    "workflow.parameters.infer-batch-size": "3",
     "workflow.parameters.convert-batch-size": "2",
     "workflow.parameters.input-prefix": "s3://bucket/dicom",
     "inputs.parameters.output-prefix": PREFIX,
@@ -244,7 +248,7 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     reached = set()
     for name, (stage, config, *_) in parsed.items():
         for option in stage.all_options():
-            if option in EXPECTED and (option in module.BY_OPTION or option == stage.fan_out):
+            if option in EXPECTED and (option in module.TRAINING.by_option() or option == stage.fan_out):
                 assert _option_value(config, option) == EXPECTED[option], (name, option)
                 reached.add((stage.name, option))
     needs = {
@@ -443,3 +447,41 @@ def test_the_cluster_stages_are_the_registrys(workflow: dict[str, Any]) -> None:
 def test_golden_file_is_the_current_rendering(rendered: str) -> None:
     """Any change to the workflow shows here: re-render with `make workflow` and review the diff."""
     assert GOLDEN.read_text() == rendered
+
+
+@pytest.fixture(scope="module")
+def infer_rendered() -> str:
+    return str(load_workflow_module().render(load_workflow_module().INFER))
+
+
+def test_the_inference_template_is_argos_and_parses_with_the_cli(infer_rendered: str) -> None:
+    """The second WorkflowTemplate: scan the new patients, infer per batch on GPU pods (every series of the
+    batch's patients staged from the store, the package from its URI), gather the listing."""
+    workflow: dict[str, Any] = yaml.safe_load(infer_rendered)
+    validate(workflow)
+    assert workflow["metadata"]["name"] == "tsretrain-infer"
+    tasks = _tasks(workflow)
+    assert [t["name"] for t in tasks.values()] == ["claim", "scan", "infer", "infer-listing"]
+    assert tasks["infer"]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
+    declared = {p["name"] for p in workflow["spec"]["arguments"]["parameters"]}
+    assert set(re.findall(r"workflow\.parameters\.([\w-]+)", infer_rendered)) <= declared
+    assert set(re.findall(r"__[A-Z0-9_]+__", infer_rendered)) <= TOKENS
+    pods = parsed_pods(workflow)
+    assert set(pods) == {"scan", "infer"}
+    _, scan_config, *_ = pods["scan"]
+    assert scan_config.batch_size == 3 and scan_config.sizes_out is None
+    stage, config, gets, puts, batch = pods["infer"]
+    assert stage.name == "infer" and config.cases == BATCH_CASES
+    assert config.model == SAMPLE["workflow.parameters.model"] and config.source == "s3://bucket/dicom"
+    assert config.inventory == Path(f"/work/scan/batches/{batch}.json") and config.input == Path("/work/dicom")
+    assert config.formats == ("rtstruct", "seg") and config.device == "cuda" and config.folds == (0,)
+    defaults = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    assert defaults["folds"] == "" and defaults["device"] == "cuda"  # empty: every fold the package holds
+    assert [g.path for g in gets] == [Path("/work/scan")] and [p.path for p in puts] == [Path("/work/inference")]
+    infer = _templates(workflow)["infer"]
+    assert "nvidia.com/gpu" in infer["container"]["resources"]["limits"]
+    assert infer["container"]["image"] == "{{workflow.parameters.gpu-image}}"
+
+
+def test_the_inference_golden_file_is_the_current_rendering(infer_rendered: str) -> None:
+    assert INFER_GOLDEN.read_text() == infer_rendered

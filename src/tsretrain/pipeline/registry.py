@@ -552,9 +552,10 @@ STAGES: tuple[Stage, ...] = (
         },
         reads=(Files("scan", ("batches/{batch}.json",)),),
         writes=(Files("inference", ("*/*", "*/*/*")),),  # the cases' folders; the listing is gathered after
+        fan_out="cases",
         resources="gpu",
         image="gpu",
-        cluster=False,
+        cluster=False,  # not a step of the training workflow: its own template (pipelines/workflow.py, INFER)
     ),
 )
 
