@@ -1,4 +1,6 @@
-"""The cluster run as an Argo WorkflowTemplate (Hera 7.x, Argo Workflows v4), generated from the stage registry.
+"""The cluster run as Argo WorkflowTemplates (Hera 7.x, Argo Workflows v4), generated from the stage registry: the
+training run (``tsretrain``) and the inference on new patients with a run's model package (``tsretrain-infer``),
+each a ``Flavour`` (its stages, parameters and cluster-only option values).
 
 Every stage of ``tsretrain.pipeline.registry`` that runs on a cluster becomes one container template running
 ``tsretrain pod`` from its image family: the pod fetches what the stage reads (only the files it needs), runs
@@ -17,7 +19,8 @@ sets (``scratch``, ``data-scratch``) therefore reach the pod through the templat
 Argo substitutes and then applies to the pod spec as a strategic merge patch; the GPU steps' scheduling (runtime
 class, node selector, tolerations) is part of the same patch, filled in by the chart.
 
-Render: ``python pipelines/workflow.py > helm/tsretrain/files/workflowtemplate.yaml`` (``make workflow``).
+Render: ``python pipelines/workflow.py training > helm/tsretrain/files/workflowtemplate.yaml`` and ``... infer >
+helm/tsretrain/files/infer-workflowtemplate.yaml`` (``make workflow`` writes both).
 """
 
 from __future__ import annotations

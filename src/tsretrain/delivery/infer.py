@@ -15,7 +15,6 @@ import json
 import re
 import tempfile
 import time
-import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +31,15 @@ from tsretrain.conversion.listing import write_csv
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
 from tsretrain.conversion.scan import case_id_for, check_input_folder, read_records
-from tsretrain.delivery.package import DICTIONARY_FILE, MODEL_JSON
+from tsretrain.delivery.package import Package
 from tsretrain.delivery.rtstruct_writer import Written, write_rtstruct
 from tsretrain.delivery.seg_writer import write_seg
-from tsretrain.delivery.source import Algorithm, SourceSeries
+from tsretrain.delivery.source import SourceSeries
 from tsretrain.errors import UserError
-from tsretrain.labels.dictionary import OrganDictionary, parse_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
-from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import torch_device
 from tsretrain.training.predict import load_predictor, predict_images
 from tsretrain.ui import log, progress
@@ -73,55 +70,6 @@ class InferConfig:
     workers: int = 0
     inventory: Path | None = None  # the scan's inventory (a fan-out batch's slice): its patients and case ids
     source: str = ""  # store URI of the DICOM tree: the inventory's patients' files are staged into INPUT first
-
-
-@dataclass(frozen=True)
-class Package:
-    """A model package, ready to predict: its nnU-Net model folder, card and dictionary."""
-
-    model_folder: Path
-    card: dict[str, Any]
-    dictionary: OrganDictionary
-
-    @property
-    def algorithm(self) -> Algorithm:
-        return Algorithm(str(self.card["id"]), str(self.card["version"]))
-
-    @classmethod
-    def open(cls, location: Path | str, scratch: Path) -> Package:
-        """The package at ``location`` (a zip, extracted below ``scratch``, a folder, or a store URI of a zip)."""
-        path = Path(location)
-        if "://" in str(location):
-            path = scratch / "package.zip"
-            prefix, _, name = str(location).rpartition("/")
-            store = open_store(prefix)
-            size = store.list(name).get(name)
-            if size is None:
-                raise UserError(f"--model {location}: no such object in the store", "give the URI export published")
-            store.get_file(name, path, size)
-        if not path.exists():
-            raise UserError(f"--model {path} does not exist: give the zip that `tsretrain export` wrote")
-        if path.is_dir() and not list(path.glob(f"*/{MODEL_JSON}")):  # export's output folder: its one package
-            zips = sorted(path.glob("*.zip"))
-            if len(zips) != 1:
-                found = ", ".join(z.name for z in zips) or "none"
-                raise UserError(f"--model {path}: name one package zip of the folder (found: {found})")
-            path = zips[0]
-        root = path
-        if path.is_file():
-            if not zipfile.is_zipfile(path):
-                raise UserError(f"--model {path} is not a zip: give the package that `tsretrain export` wrote")
-            root = scratch / "model"
-            with zipfile.ZipFile(path) as archive:
-                archive.extractall(root)
-        cards = sorted(root.glob(f"*/{MODEL_JSON}"))
-        if not cards:
-            raise UserError(f"--model {path} holds no {MODEL_JSON}: it is not a tsretrain model package")
-        card = json.loads(cards[0].read_text())
-        dataset = cards[0].parents[1]
-        trained = dataset / f"{card['trainer']}__{card['plans']}__{card['configuration']}"
-        dictionary = parse_dictionary((dataset / DICTIONARY_FILE).read_text(), f"{path}: {DICTIONARY_FILE}")
-        return cls(trained, card, dictionary)
 
 
 @dataclass

@@ -12,7 +12,8 @@ The package is a zip in nnU-Net's export layout (``nnUNetv2_install_pretrained_m
 
 Nothing in it names a patient, as TotalSegmentator's releases do not: no validation outputs, logs or split
 files; ``dataset.json`` and the checkpoints lose the test-case list; checkpoints lose the optimizer state. The
-finished zip is searched for every case and patient id of the run, and refused if one appears.
+finished zip is searched for every case and patient id of the run, and refused if one appears. ``Package``
+opens one for prediction (``tsretrain infer``).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.listing import read_listing
+from tsretrain.delivery.source import Algorithm
 from tsretrain.errors import UserError
-from tsretrain.labels.dictionary import dictionary_text, load_dictionary
+from tsretrain.labels.dictionary import OrganDictionary, dictionary_text, load_dictionary, parse_dictionary
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
+from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import NnunetFolders
 
 PACKAGE_FORMAT = "tsretrain-model/1"
@@ -303,3 +306,52 @@ def export(config: ExportConfig) -> StageResult:
         {"package": str(path), "model_card": str(config.out / MODEL_CARD)},
         {"folds": len(config.model.folds), "labels": len(dictionary.labels), "bytes": len(buffer.getvalue())},
     )
+
+
+@dataclass(frozen=True)
+class Package:
+    """A model package, ready to predict: its nnU-Net model folder, card and dictionary."""
+
+    model_folder: Path
+    card: dict[str, Any]
+    dictionary: OrganDictionary
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return Algorithm(str(self.card["id"]), str(self.card["version"]))
+
+    @classmethod
+    def open(cls, location: Path | str, scratch: Path) -> Package:
+        """The package at ``location`` (a zip, extracted below ``scratch``, a folder, or a store URI of a zip)."""
+        path = Path(location)
+        if "://" in str(location):
+            path = scratch / "package.zip"
+            prefix, _, name = str(location).rpartition("/")
+            store = open_store(prefix)
+            size = store.list(name).get(name)
+            if size is None:
+                raise UserError(f"--model {location}: no such object in the store", "give the URI export published")
+            store.get_file(name, path, size)
+        if not path.exists():
+            raise UserError(f"--model {path} does not exist: give the zip that `tsretrain export` wrote")
+        if path.is_dir() and not list(path.glob(f"*/{MODEL_JSON}")):  # export's output folder: its one package
+            zips = sorted(path.glob("*.zip"))
+            if len(zips) != 1:
+                found = ", ".join(z.name for z in zips) or "none"
+                raise UserError(f"--model {path}: name one package zip of the folder (found: {found})")
+            path = zips[0]
+        root = path
+        if path.is_file():
+            if not zipfile.is_zipfile(path):
+                raise UserError(f"--model {path} is not a zip: give the package that `tsretrain export` wrote")
+            root = scratch / "model"
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(root)
+        cards = sorted(root.glob(f"*/{MODEL_JSON}"))
+        if not cards:
+            raise UserError(f"--model {path} holds no {MODEL_JSON}: it is not a tsretrain model package")
+        card = json.loads(cards[0].read_text())
+        dataset = cards[0].parents[1]
+        trained = dataset / f"{card['trainer']}__{card['plans']}__{card['configuration']}"
+        dictionary = parse_dictionary((dataset / DICTIONARY_FILE).read_text(), f"{path}: {DICTIONARY_FILE}")
+        return cls(trained, card, dictionary)
