@@ -159,7 +159,7 @@ def test_the_split_stage_refuses_missing_folds_and_too_few_cases(tmp_path: Path)
     converted = _converted(tmp_path / "converted", {f"P{n}": 1.0 for n in range(4)}, failed=("PX",))
     with pytest.raises(UserError, match=r"folds \[3\] do not exist in a 3-fold split"):
         run_split(SplitConfig(converted=converted, out=tmp_path / "a", cv_folds=3, folds=(2, 3)))
-    with pytest.raises(ValueError, match=r"^4 usable case\(s\): a 4-fold split needs at least 5$"):
+    with pytest.raises(UserError, match=r"^4 usable case\(s\) in \S+: a 4-fold split needs at least 5$"):
         run_split(SplitConfig(converted=converted, out=tmp_path / "b", cv_folds=4, test_fraction=0.0))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     run_split(SplitConfig(converted=converted, out=tmp_path / "c", cv_folds=3, test_fraction=0.0))

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
+from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.statistics import gtvp_analysis
@@ -165,8 +166,9 @@ def test_a_missing_prediction_is_an_error_naming_the_cases_or_counted_as_missed(
     config = EvaluateConfig(
         reference=tmp_path / "ref", prediction=tmp_path / "pred", out=tmp_path / "out", dictionary=names, workers=1
     )
-    with pytest.raises(FileNotFoundError, match=r"no prediction for 2 of 4 test case\(s\).*p2, p4.*--missing-as-empty"):
+    with pytest.raises(UserError, match=r"no prediction for 2 of 4 test case\(s\).*p2, p4") as refused:
         evaluate(config)
+    assert "--missing-as-empty" in refused.value.advice
     assert not (tmp_path / "out").exists()
     result = evaluate(EvaluateConfig(**{**config.__dict__, "missing_as_empty": True}))
     assert result.counts["cases"] == 4 and result.counts["missing_predictions"] == 2
@@ -306,7 +308,7 @@ def test_references_must_match_their_records_and_gtvp_must_be_manual(tmp_path: P
     with pytest.raises(ValueError, match="c2: the GTVp reference comes from totalsegmentator"):
         evaluate(config)
     record.unlink()
-    with pytest.raises(FileNotFoundError, match="no record of the reference for 1 case"):
+    with pytest.raises(UserError, match="no record of the reference for 1 case"):
         evaluate(config)
 
 

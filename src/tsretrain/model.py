@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsretrain.errors import UserError
+
 PLANNING_SUMMARY = "planning_summary.json"
 DATASET = re.compile(r"Dataset(\d{3})_([A-Za-z0-9][\w.-]*)")
 
@@ -40,7 +42,7 @@ class Model:
             return self.plans
         summary = preprocessed / self.dataset / PLANNING_SUMMARY
         if not summary.is_file():
-            raise FileNotFoundError(f"{summary} is missing: run the preprocess stage first, or name the plans")
+            raise UserError(f"{summary} is missing", "run the preprocess stage first, or name the plans")
         return str(json.loads(summary.read_text())["plans_identifier"])
 
     def model_folder(self, plans: str) -> str:

@@ -184,8 +184,10 @@ def run_split(config: SplitConfig) -> StageResult:
         raise UserError(f"folds {missing} do not exist in a {config.cv_folds}-fold split: raise cv_folds or drop them")
     rows = [r for r in listing_rows(config.converted) if r["status"] == "ok"]
     if len(rows) < config.cv_folds + 1:
-        raise ValueError(
-            f"{len(rows)} usable case(s): a {config.cv_folds}-fold split needs at least {config.cv_folds + 1}"
+        raise UserError(
+            f"{len(rows)} usable case(s) in {config.converted}: a {config.cv_folds}-fold split needs at least "
+            f"{config.cv_folds + 1}",
+            "convert more cases (the listing's reasons say why cases were excluded), or lower --cv-folds",
         )
     split = make_split(rows, config)
     config.out.mkdir(parents=True, exist_ok=True)

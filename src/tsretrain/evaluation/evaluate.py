@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from tsretrain.conversion.listing import write_csv
+from tsretrain.errors import UserError
 from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VOXELS_CONVENTION, case_metrics
 from tsretrain.evaluation.provenance import TITLES, assign_groups, read_sources
 from tsretrain.evaluation.review import REVIEW_FILE, review_document
@@ -130,19 +131,21 @@ def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | No
     references = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.reference.glob("*.nii.gz"))}
     predictions = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.prediction.glob("*.nii.gz"))}
     if not references:
-        raise FileNotFoundError(f"no reference label maps (*.nii.gz) in {config.reference}")
+        raise UserError(
+            f"no reference label maps (*.nii.gz) in {config.reference}", "give the test set's labelsTs folder"
+        )
     extra = sorted(set(predictions) - set(references))
     if extra:
-        raise ValueError(
-            f"{len(extra)} prediction(s) without a reference in {config.reference}: {', '.join(extra)}; "
-            "evaluate a prediction folder of this test set only"
+        raise UserError(
+            f"{len(extra)} prediction(s) without a reference in {config.reference}: {', '.join(extra)}",
+            "evaluate a prediction folder of this test set only",
         )
     missing = sorted(set(references) - set(predictions))
     if missing and not config.missing_as_empty:
-        raise FileNotFoundError(
+        raise UserError(
             f"no prediction for {len(missing)} of {len(references)} test case(s) in {config.prediction}: "
-            f"{', '.join(missing)}; predict them, or count them as missed (every label empty) with "
-            "--missing-as-empty"
+            f"{', '.join(missing)}",
+            "predict them, or count them as missed (every label empty) with --missing-as-empty",
         )
     return references, {c: predictions.get(c) for c in references}
 

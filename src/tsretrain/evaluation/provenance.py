@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsretrain.errors import UserError
+
 MANUAL, TOTALSEGMENTATOR, BODY, UNRECORDED = "manual", "totalsegmentator", "body", "unrecorded"
 TITLES = {
     MANUAL: "Accuracy against manual contours",
@@ -67,9 +69,10 @@ def read_sources(
     )
     absent = [c for c, path in records.items() if not path.is_file()]
     if absent:
-        raise FileNotFoundError(
+        raise UserError(
             f"no record of the reference for {len(absent)} case(s): {', '.join(absent[:10])} "
-            f"(looked for {records[absent[0]]}); pass the run's conversion/pseudo-label folders"
+            f"(looked for {records[absent[0]]})",
+            "pass the run's conversion/pseudo-label folders",
         )
     sources: dict[str, dict[str, Source]] = {}
     for case, path in records.items():

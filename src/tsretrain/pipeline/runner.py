@@ -43,7 +43,16 @@ def load_config(path: Path | None) -> dict[str, Any]:
     are refused."""
     config = default_config()
     if path is not None:
-        user = yaml.safe_load(path.read_text()) or {}
+        if not path.is_file():
+            raise UserError(f"run configuration {path} does not exist", "give a YAML file (default.yaml's sections)")
+        try:
+            user = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from exc
+        if not isinstance(user, dict):
+            raise UserError(
+                f"{path}: expected sections (input, model, stages, one per stage), not {type(user).__name__}"
+            )
         unknown = set(user) - set(config) - set(NAMES)
         if unknown:
             raise UserError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted({*config, *NAMES})}")

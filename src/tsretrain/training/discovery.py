@@ -11,8 +11,11 @@ loads anywhere tsretrain is installed. For plain ``nnUNetv2_train`` set ``nnUNet
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any
+
+from tsretrain.errors import UserError
 
 
 def find_trainer(name: str) -> Any:
@@ -33,7 +36,22 @@ def find_trainer(name: str) -> Any:
         return nnUNetTrainerNoMirroring
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    return recursive_find_trainer_class_by_name(name)
+    try:
+        found = recursive_find_trainer_class_by_name(name)
+    except Exception as exc:  # nnU-Net imports every trainer module; some need what this install lacks
+        raise UserError(f"unknown trainer {name!r}", _known(name, f" (nnU-Net's own lookup failed: {exc})")) from exc
+    if found is None:
+        raise UserError(f"unknown trainer {name!r}", _known(name))
+    return found
+
+
+def _known(name: str, note: str = "") -> str:
+    """The trainers a name may have meant."""
+    from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
+
+    names = [*TRAINERS, "nnUNetTrainer", "nnUNetTrainerNoMirroring"]
+    close = difflib.get_close_matches(name, names, n=1)
+    return (f"did you mean {close[0]}? " if close else "") + f"known: {', '.join(names)} and nnU-Net's variants{note}"
 
 
 def install() -> None:

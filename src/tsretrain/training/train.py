@@ -161,11 +161,25 @@ def nnunet_trainer(model: Model, fold: int, folders: NnunetFolders, device: Any,
     )
 
 
+def check_fold(folders: NnunetFolders, model: Model, fold: int) -> None:
+    """Refuse a fold the split did not make: nnU-Net would train it on a random 80:20 split of its own."""
+    splits = folders.preprocessed / model.dataset / "splits_final.json"
+    if not splits.is_file():
+        raise UserError(f"{splits} is missing", "run the split and preprocess stages first")
+    made = len(json.loads(splits.read_text()))
+    if not 0 <= fold < made:
+        raise UserError(
+            f"fold {fold} is not one of the split's {made} folds (0 to {made - 1})",
+            "train a fold the split made, or split again with more --cv-folds",
+        )
+
+
 def train(config: TrainConfig) -> StageResult:
     """Train (or resume, or skip when finished) one fold."""
     device = torch_device(config.device)  # first: a pod without the GPU it asked for fails at once
     folders = NnunetFolders(config.work)
     folders.activate()
+    check_fold(folders, config.model, config.fold)
     os.environ["TSRETRAIN_SAVE_EVERY"] = str(config.save_every)
     if config.epochs is not None:
         os.environ["TSRETRAIN_EPOCHS"] = str(config.epochs)
@@ -245,6 +259,7 @@ def validate(config: ValidateConfig) -> StageResult:
     device = torch_device(config.device)
     folders = NnunetFolders(config.work)
     folders.activate()
+    check_fold(folders, config.model, config.fold)
     fold = TrainConfig(work=config.work, fold=config.fold, model=config.model, device=config.device, store=config.store)
     restore(fold)
     local = fold.fold_folder()
