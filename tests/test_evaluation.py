@@ -184,7 +184,7 @@ def test_cli_refuses_a_missing_prediction_unless_told(tmp_path: Path) -> None:
     command = ["evaluate", str(tmp_path / "ref"), str(tmp_path / "pred"), "--out", str(tmp_path / "out")]
     command += ["--dictionary", names, "--workers", "1"]
     refused = CliRunner().invoke(app, command)
-    assert refused.exit_code != 0 and "p2" in str(refused.exception)
+    assert refused.exit_code == 2 and "p2" in refused.output and "--missing-as-empty" in refused.output
     accepted = CliRunner().invoke(app, [*command, "--missing-as-empty", "--nsd-voxels"])
     assert accepted.exit_code == 0, accepted.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
