@@ -132,7 +132,7 @@ def test_usage_errors_exit_2_and_a_pod_passes_its_stages_exit_code_on(tmp_path: 
     failed = runner.invoke(
         app, ["pod", "--put", f"{tmp_path / 's'}={store}/split", "--", "split", str(converted), "--out", "x"]
     )
-    assert failed.exit_code == 1 and not store.exists()  # too few cases: a failure, nothing published
+    assert failed.exit_code == 2 and not store.exists()  # too few cases: a user's error, nothing published
 
 
 def test_a_prefix_holding_another_run_is_refused_unless_resuming(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ def _mistakes(root: Path) -> dict[str, tuple[list[str], str]]:
     empty = root / "empty"
     empty.mkdir()
     (root / "bad.yaml").write_text("model: [\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("the scans follow")
     work = _preprocessed(root / "work", folds=5)
     references = root / "references"
     references.mkdir()
@@ -68,6 +70,7 @@ def _mistakes(root: Path) -> dict[str, tuple[list[str], str]]:
             ["evaluate", str(references), str(predictions), "-o", str(root / "eval")],
             "without a reference",
         ),
+        "scan of a folder without DICOM": (["scan", str(root / "notes"), "-o", str(root / "scan")], "not_dicom 1"),
         "infer with no package": (
             ["infer", str(empty), "--model", str(root / "absent.zip"), "-o", str(root / "inf"), "--device", "cpu"],
             "does not exist",

@@ -499,6 +499,16 @@ def build_inventory(
     }
 
 
+def found_instead(inventory: dict[str, Any]) -> str:
+    """What a tree without patients holds: its file count and why its files were set aside."""
+    total = inventory["files"]["total"]
+    if not total:
+        return "it holds no file"
+    ignored = inventory["ignored_files"]
+    why = "; ".join(f"{kind} {entry['count']} (e.g. {entry['examples'][0]})" for kind, entry in sorted(ignored.items()))
+    return f"{total} file(s), none of them a patient's CT or RTSTRUCT" + (f": {why}" if why else "")
+
+
 def check_input_folder(source: str) -> None:
     """Refuse an input that is not a folder, saying what to give instead."""
     path = Path(source)
@@ -590,6 +600,10 @@ def scan(config: ScanConfig) -> StageResult:
 
     inventory = build_inventory(source, records, dictionary, config.rtstruct_choice, same_bytes)
     del records  # the plans hold what is needed; the records are the scan's largest memory
+    if not inventory["cases"]:
+        raise UserError(
+            f"no DICOM patient in {source}: {found_instead(inventory)}", "give the folder of the DICOM files"
+        )
     atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))
     plans = [CasePlan.from_json(c) for c in inventory["cases"]]
     write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))

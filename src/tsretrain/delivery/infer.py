@@ -238,6 +238,9 @@ def infer(config: InferConfig) -> StageResult:
             raise UserError(f"{config.model}: its dictionary cannot name structures: {'; '.join(problems)}")
         folds = config.folds or tuple(int(f) for f in package.card["folds"])
         jobs = discover(config, plans)
+        if not jobs:
+            chosen = " among the chosen patients" if config.cases or config.split or plans is not None else ""
+            raise UserError(f"no DICOM patient in {config.input}{chosen}", "give the folder of the new patients' DICOM")
         images, predictions = scratch / "images", scratch / "predictions"
         images.mkdir()
         for job in jobs:
