@@ -160,7 +160,17 @@ def run_infer(workdir: Path, package: Path) -> dict[str, float]:
     out = workdir / "export-bench-infer"
     started = time.perf_counter()
     subprocess.run(
-        ["tsretrain", "infer", str(dicom), "--model", str(package), "-o", str(out), "--device", "cpu"],
+        [
+            str(Path(sys.executable).parent / "tsretrain"),
+            "infer",
+            str(dicom),
+            "--model",
+            str(package),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ],
         check=True,
         capture_output=True,
     )
