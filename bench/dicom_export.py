@@ -228,9 +228,13 @@ def main() -> None:
             f"{max(r['peak_rss_mib'] for r in runs[mode]):.0f} | {int(run.get('structures', 0)) or '–'} | {dice} |"
         )
     if args.package:
+        peak = max(r["peak_rss_mib"] for r in runs["infer"])
         lines += [
             "",
-            f"`tsretrain infer` on the case end to end on the CPU ({args.package.name}): {seconds['infer']:.1f} s.",
+            f"`tsretrain infer` on the case end to end on the CPU ({args.package.name}): {seconds['infer']:.1f} s, "
+            f"{benchlib.medians(runs, 'cpu_seconds')['infer']:.0f} CPU s, peak RSS {peak:.0f} MiB (discovery, CT, "
+            "nnU-Net's prediction at the model's spacing and its resampling of every class's logits back to the "
+            "CT grid, RTSTRUCT, SEG, NIfTI).",
         ]
     benchlib.update_section(args.out, "bench/dicom_export.py", "\n".join(lines))
 
