@@ -253,3 +253,15 @@ def test_infer_of_a_batch_stages_every_series_of_its_patients_from_the_store(
     again = pydicom.dcmread(out / first / "series-2" / "rtstruct.dcm")
     frame = again.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
     assert frame.SeriesInstanceUID == series_uid
+
+
+def test_a_package_opens_from_a_store_uri(finished_run: Path, tmp_path: Path) -> None:
+    """A cluster pod's ``--model``: the package's URI in the store (file:// here, s3:// in test_cluster_run)."""
+    from tsretrain.delivery.package import Package
+
+    package = _package(finished_run)
+    opened = Package.open(f"{package.parent.as_uri()}/{package.name}", tmp_path / "a")
+    assert opened.card["id"] == "Dataset366_TotalSegmentator-3d_tiny" and (opened.model_folder / "plans.json").is_file()
+    assert opened.dictionary.name == "radcure-oar21"
+    with pytest.raises(UserError, match="no such object in the store"):
+        Package.open(f"{package.parent.as_uri()}/other.zip", tmp_path / "b")

@@ -217,7 +217,9 @@ def _write(job: SeriesJob, labels: np.ndarray, source: SourceSeries, package: Pa
             written.append(write_seg(labels, source, package.dictionary, package.algorithm, tmp / "seg.dcm"))
         if "nifti" in config.formats:
             write_nifti(labels, source.geometry, tmp / "labels.nii.gz")
-    job.written = {path.stem: f"{job.case_id}/{job.series}/{path.name}" for path in sorted(folder.iterdir())}
+    job.written = {
+        path.name.split(".")[0]: f"{job.case_id}/{job.series}/{path.name}" for path in sorted(folder.iterdir())
+    }
     job.structures = written[0].structures if written else ()
     job.empty = written[0].empty if written else ()
 

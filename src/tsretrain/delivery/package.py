@@ -328,7 +328,7 @@ class Package:
             path = scratch / "package.zip"
             prefix, _, name = str(location).rpartition("/")
             store = open_store(prefix)
-            size = store.list(name).get(name)
+            size = store.list("").get(name)  # the objects beside it (a package folder is small)
             if size is None:
                 raise UserError(f"--model {location}: no such object in the store", "give the URI export published")
             store.get_file(name, path, size)
