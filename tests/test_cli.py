@@ -63,7 +63,7 @@ def test_dictionary_commands(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nversion: '1'\nlabels:\n  - {id: 0, name: A, sources: [rtstruct: [a]]}\n")
     result = runner.invoke(app, ["dictionary", "validate", str(bad)])
-    assert result.exit_code == 1 and "reserved for background" in result.output
+    assert result.exit_code == 2 and "reserved for background" in result.output
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

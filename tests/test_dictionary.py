@@ -30,8 +30,11 @@ def test_shipped_dictionary_loads() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (VALID.replace("id: 2", "id: 1"), "duplicate"),
-        (VALID.replace("name: Parotid_L", "name: gtvp"), "duplicate"),
+        (VALID.replace("id: 2", "id: 1"), r"labels\[0\] \(GTVp, id 1\) and labels\[1\] \(\w+, id 1\) share the id 1"),
+        (
+            VALID.replace("name: Parotid_L", "name: gtvp"),
+            r"labels\[0\] \(GTVp, id 1\) and labels\[\d\] \(gtvp, id \d\) share the name",
+        ),
         (VALID.replace("id: 2", "id: 0"), "reserved for background"),
         (VALID.replace("id: 2", "id: 300"), "outside 1..255"),
         (VALID.replace('rtstruct: ["parotid_l"]', 'totalseg: ["x"]'), "unknown source"),

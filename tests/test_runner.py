@@ -55,10 +55,13 @@ def test_finished_stages_are_skipped_and_config_changes_redo_them(tmp_path: Path
         ("stages: [synth, fly]\n", "unknown stage"),
         ("model: {dataset_id: 3}\n", "model: unknown setting"),
         ("split: {out: /elsewhere}\n", "cannot be set here"),
+        ("train: {iteratons: 5}\n", "train: unknown setting 'iteratons'; did you mean 'iterations'\\?"),
     ],
 )
 def test_unknown_keys_stages_and_settings_are_refused(tmp_path: Path, yaml: str, message: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as refused:
         load_config(bad)
+    if "did you mean" in message:
+        assert "epochs" in refused.value.advice and "iterations" in refused.value.advice  # the stage's settings

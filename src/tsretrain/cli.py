@@ -398,7 +398,7 @@ def dictionary_show(
 
 @dictionary_app.command("validate")
 def dictionary_validate(name: Annotated[str, typer.Argument(help="Shipped name or YAML path.")]) -> None:
-    """Check a dictionary; exit 1 with the problem if it is invalid."""
+    """Check a dictionary; exit 2 with the problem if it is invalid (as every stage given it does)."""
     d = _load(name)
     console.print(f"[green]valid[/green]: {d.name} {d.version}, {len(d.labels)} labels")
 
@@ -414,8 +414,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
     try:
         return load_dictionary(name)
     except DictionaryError as exc:
-        console.print(f"[red]invalid dictionary[/red]: {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(report_error(exc, "dictionary")) from exc
 
 
 def main() -> None:

@@ -319,6 +319,16 @@ def _display(
     return {"roi_name": roi_name, "type": roi_type, "colour": tuple(colour)}
 
 
+def _first_repeat(values: list[Any]) -> tuple[int, int] | None:
+    """The positions of the first value that occurs twice."""
+    seen: dict[Any, int] = {}
+    for n, value in enumerate(values):
+        if value in seen:
+            return seen[value], n
+        seen[value] = n
+    return None
+
+
 def parse_dictionary(text: str, origin: str = "<string>") -> OrganDictionary:
     """Parse and validate a dictionary from YAML text."""
     try:
@@ -334,12 +344,15 @@ def parse_dictionary(text: str, origin: str = "<string>") -> OrganDictionary:
         labels = tuple(_parse_label(entry, n) for n, entry in enumerate(data["labels"]))
     except DictionaryError as exc:
         raise DictionaryError(f"{origin}: {exc}") from exc
-    ids = [label.id for label in labels]
     names = [label.name for label in labels]
-    folded = [n.casefold() for n in names]
-    duplicates = sorted({str(v) for v in ids if ids.count(v) > 1}) + sorted({n for n in folded if folded.count(n) > 1})
-    if duplicates:
-        raise DictionaryError(f"{origin}: duplicate label id(s) or name(s) {duplicates}")
+    for what, values in (("id", [label.id for label in labels]), ("name", [n.casefold() for n in names])):
+        pair = _first_repeat(values)
+        if pair is not None:
+            a, b = (labels[n] for n in pair)
+            raise DictionaryError(
+                f"{origin}: labels[{pair[0]}] ({a.name}, id {a.id}) and labels[{pair[1]}] ({b.name}, id {b.id}) "
+                f"share the {what} {a.id if what == 'id' else repr(b.name)}"
+            )
     for label in labels:
         for pattern in label.rtstruct_patterns:
             if re.escape(pattern.pattern) != pattern.pattern.replace(" ", "\\ "):

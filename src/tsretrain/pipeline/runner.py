@@ -12,6 +12,7 @@ settings (paths come from the layout, model fields from ``model``) and ``stages`
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -60,16 +61,23 @@ def load_config(path: Path | None) -> dict[str, Any]:
             config[key] = {**config.get(key, {}), **value} if isinstance(config.get(key, {}), dict) else value
     unknown_stages = [s for s in config["stages"] if s not in BY_NAME]
     if unknown_stages:
-        raise UserError(f"unknown stage(s) {unknown_stages}; stages are {NAMES}")
+        raise UserError(f"unknown stage(s) {unknown_stages}", f"stages are {', '.join(NAMES)}")
     model_fields = {f.name for f in fields(Model)}
     for key in config["model"]:
         if key not in model_fields:
             raise UserError(f"model: unknown setting {key!r}; known: {sorted(model_fields)}")
     for name in NAMES:
         bound = {k for k, option in BY_NAME[name].options.items() if option.at} | {BY_NAME[name].fan_out}
-        wrong = set(config.get(name) or {}) - (set(BY_NAME[name].options) - bound)
-        if wrong:
-            raise UserError(f"{name}: {sorted(wrong)} cannot be set here (paths come from the run layout)")
+        settable = set(BY_NAME[name].options) - bound
+        given = set(config.get(name) or {})
+        if given & bound:
+            raise UserError(f"{name}: {sorted(given & bound)} cannot be set here (paths come from the run layout)")
+        for wrong in sorted(given - settable):
+            close = difflib.get_close_matches(wrong, sorted(settable), n=1)
+            raise UserError(
+                f"{name}: unknown setting {wrong!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                f"{name}'s settings: {', '.join(sorted(settable))}",
+            )
     return config
 
 
