@@ -59,6 +59,11 @@ class VolumeGeometry:
         affine[:3, 3] = self.origin
         return affine
 
+    def index_to_patient(self, indices: NDArray[np.float64]) -> NDArray[np.float64]:
+        """LPS points of continuous (i, j, k) indices of shape (N, 3)."""
+        affine = self.index_to_patient_affine()
+        return np.asarray(np.asarray(indices, dtype=np.float64) @ affine[:3, :3].T + affine[:3, 3], dtype=np.float64)
+
     def patient_to_index(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
         """Continuous (i, j, k) indices of LPS points of shape (N, 3)."""
         offset = np.asarray(points, dtype=np.float64) - np.asarray(self.origin)

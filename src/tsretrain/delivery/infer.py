@@ -32,9 +32,9 @@ from tsretrain.conversion.nifti import write_nifti
 from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
 from tsretrain.conversion.scan import case_id_for, check_input_folder, read_records
 from tsretrain.delivery.package import Package
-from tsretrain.delivery.rtstruct_writer import Written, write_rtstruct
+from tsretrain.delivery.rtstruct_writer import write_rtstruct
 from tsretrain.delivery.seg_writer import write_seg
-from tsretrain.delivery.source import SourceSeries
+from tsretrain.delivery.source import SourceSeries, Written
 from tsretrain.errors import UserError
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota

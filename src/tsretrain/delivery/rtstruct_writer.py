@@ -12,35 +12,24 @@ from __future__ import annotations
 
 import datetime
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from tsretrain import __version__
 from tsretrain.decimal_strings import encoded
 from tsretrain.delivery.contours import mask_contours
-from tsretrain.delivery.source import Algorithm, SourceSeries, validated_writing
+from tsretrain.delivery.source import Algorithm, SourceSeries, Written, present_labels, save, validated_writing
 from tsretrain.labels.dictionary import OrganDictionary
-from tsretrain.storage.atomic import staged_file
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 CONTOUR_SEQUENCE = Tag(0x3006, 0x0040)
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a derived object holds: the structures written and the dictionary labels left out as empty."""
-
-    path: Path
-    structures: tuple[str, ...]
-    empty: tuple[str, ...]
 
 
 def _now() -> tuple[str, str]:
@@ -57,7 +46,7 @@ def _header(source: SourceSeries, algorithm: Algorithm, series_number: int) -> D
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = series_number
-    ds.SeriesDescription = f"{algorithm.name} {algorithm.version}"[:64]
+    ds.SeriesDescription = algorithm.title
     ds.SeriesDate, ds.SeriesTime = date, time
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.InstanceNumber = 1
@@ -68,7 +57,7 @@ def _header(source: SourceSeries, algorithm: Algorithm, series_number: int) -> D
     ds.FrameOfReferenceUID = source.first.FrameOfReferenceUID  # the Frame of Reference module: the CT's
     ds.PositionReferenceIndicator = source.first.get("PositionReferenceIndicator", "")
     ds.StructureSetLabel = algorithm.name[:16]
-    ds.StructureSetName = f"{algorithm.name} {algorithm.version}"[:64]
+    ds.StructureSetName = algorithm.title
     ds.StructureSetDescription = f"Automatic contours of {algorithm.family}; review before clinical use."
     ds.StructureSetDate, ds.StructureSetTime = date, time
     ds.ApprovalStatus = "UNAPPROVED"
@@ -167,14 +156,8 @@ def _write(
     rois: list[Dataset] = []
     contours: list[Dataset] = []
     observations: list[Dataset] = []
-    written: list[str] = []
-    empty: list[str] = []
-    present = set(np.unique(labels).tolist())
-    for label in dictionary.labels:
-        if label.id not in present:
-            empty.append(label.name)
-            continue
-        number = len(rois) + 1
+    kept, empty = present_labels(labels, dictionary)
+    for number, label in enumerate(kept, start=1):
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = frame.FrameOfReferenceUID
@@ -195,13 +178,12 @@ def _write(
         observation.RTROIInterpretedType = label.type.value
         observation.ROIInterpreter = ""
         observations.append(observation)
-        written.append(label.structure_id)
     ds.StructureSetROISequence = Sequence(rois)
     ds.ROIContourSequence = Sequence(contours)
     ds.RTROIObservationsSequence = Sequence(observations)
     _as_encoded(ds)
     save(ds, path)
-    return Written(path, tuple(written), tuple(empty))
+    return Written(path, tuple(label.structure_id for label in kept), empty)
 
 
 def _as_encoded(ds: Dataset) -> Dataset:
@@ -209,15 +191,3 @@ def _as_encoded(ds: Dataset) -> Dataset:
     sequences as they are instead of decoding them to look for ambiguous VRs (they have none)."""
     ds.set_original_encoding(False, True, ds._character_set)
     return ds
-
-
-def save(ds: Dataset, path: Path) -> None:
-    """Write a dataset as a DICOM file (explicit VR little endian, with file meta), atomically."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    ds.preamble = b"\0" * 128
-    with staged_file(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)

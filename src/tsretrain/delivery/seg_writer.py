@@ -15,8 +15,7 @@ from numpy.typing import NDArray
 from pydicom.sr.codedict import codes
 
 from tsretrain import __version__
-from tsretrain.delivery.rtstruct_writer import Written, save
-from tsretrain.delivery.source import Algorithm, SourceSeries, validated_writing
+from tsretrain.delivery.source import Algorithm, SourceSeries, Written, present_labels, save, validated_writing
 from tsretrain.labels.dictionary import Label, OrganDictionary, RoiType
 
 # (segmented property category, type) per RTROIInterpretedType; the rest are anatomical structures
@@ -58,8 +57,7 @@ def write_seg(
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm.name[:64], version=algorithm.version[:64], family=codes.cid7162.ArtificialIntelligence
     )
-    present = set(np.unique(labels).tolist())
-    kept = [label for label in dictionary.labels if label.id in present]
+    kept, empty = present_labels(labels, dictionary)
     segments = np.zeros(labels.shape, dtype=np.uint16 if len(kept) > 255 else np.uint8)
     for number, label in enumerate(kept, start=1):
         segments[labels == label.id] = number
@@ -77,12 +75,8 @@ def write_seg(
             manufacturer_model_name=algorithm.name[:64],
             software_versions=f"tsretrain {__version__}",
             device_serial_number="0",
-            series_description=f"{algorithm.name} {algorithm.version}"[:64],
+            series_description=algorithm.title,
             omit_empty_frames=True,
         )
         save(seg, path)
-    return Written(
-        path,
-        tuple(label.structure_id for label in kept),
-        tuple(label.name for label in dictionary.labels if label.id not in present),
-    )
+    return Written(path, tuple(label.structure_id for label in kept), empty)

@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from tsretrain.conversion.geometry import VolumeGeometry
+from tsretrain.labels.dictionary import Label, OrganDictionary
+from tsretrain.storage.atomic import staged_file
 
 # the CT's attributes a derived object repeats (PS3.3: Patient, Clinical Trial Subject, General Study, Patient
 # Study modules); absent ones stay absent, or empty where the derived object's module makes them type 2
@@ -68,6 +71,11 @@ class Algorithm:
     version: str
     family: str = "nnU-Net v2 (tsretrain)"
 
+    @property
+    def title(self) -> str:
+        """Model id and version, as a series or structure set is described (an LO: at most 64 characters)."""
+        return f"{self.name} {self.version}"[:64]
+
 
 @dataclass(frozen=True)
 class SourceSeries:
@@ -95,6 +103,32 @@ class SourceSeries:
 
     def patient_points(self, slice_index: int, points: NDArray[np.float64]) -> NDArray[np.float64]:
         """LPS coordinates (mm) of continuous (column, row) pixel positions on one slice."""
-        index = np.column_stack([points, np.full(len(points), float(slice_index))])
-        affine = self.geometry.index_to_patient_affine()
-        return np.asarray(index @ affine[:3, :3].T + affine[:3, 3], dtype=np.float64)
+        return self.geometry.index_to_patient(np.column_stack([points, np.full(len(points), float(slice_index))]))
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a derived object holds: the structures written and the dictionary labels left out as empty."""
+
+    path: Path
+    structures: tuple[str, ...]
+    empty: tuple[str, ...]
+
+
+def present_labels(labels: NDArray[np.integer], dictionary: OrganDictionary) -> tuple[list[Label], tuple[str, ...]]:
+    """The dictionary's labels a label map holds, in id order, and the names of those it leaves empty."""
+    present = set(np.unique(labels).tolist())
+    kept = [label for label in dictionary.labels if label.id in present]
+    return kept, tuple(label.name for label in dictionary.labels if label.id not in present)
+
+
+def save(ds: Dataset, path: Path) -> None:
+    """Write a dataset as a DICOM file (explicit VR little endian, with file meta), atomically."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    with staged_file(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
