@@ -25,7 +25,6 @@ import subprocess
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import NnunetFolders
+from tsretrain.versions import installed
 
 PACKAGE_FORMAT = "tsretrain-model/1"
 CARD_FOLDER = "tsretrain"
@@ -87,10 +87,7 @@ def _git(folder: str, *arguments: str) -> str:
 def versions() -> dict[str, str]:
     found = {"tsretrain": __version__}
     for package in ("nnunetv2", "torch", "highdicom", "pydicom"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
+        found[package] = installed(package) or "not installed"
     return found
 
 

@@ -13,7 +13,6 @@ import html
 import json
 from collections import Counter
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from tsretrain.evaluation.review import read_review
 from tsretrain.layout import RunLayout
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.versions import installed
 
 Block = tuple[Any, ...]  # ("h2", text) | ("p", text) | ("table", header, rows) | ("img", path, caption)
 
@@ -398,12 +398,8 @@ def literature_section(summary: dict[str, Any], synthetic: bool) -> list[Block]:
 
 
 def provenance_section(run: Path, dataset: str, fold_rows: list[list[str]]) -> list[Block]:
-    versions = []
-    for package in ("tsretrain", "nnunetv2", "torch", "pydicom", "SimpleITK", "numpy"):
-        try:
-            versions.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{package} –")
+    packages = ("tsretrain", "nnunetv2", "torch", "pydicom", "SimpleITK", "numpy")
+    versions = [f"{package} {installed(package) or '–'}" for package in packages]
     pre = RunLayout(run).preprocessed / dataset
     plans = sorted(pre.glob("*Plans*.json"))
     inventory = json.loads((RunLayout(run).scan / "inventory.json").read_text())

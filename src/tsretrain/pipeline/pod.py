@@ -33,6 +33,7 @@ from tsretrain.resources import quantity_bytes
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import MANIFEST, matches, open_store
 from tsretrain.ui import log
+from tsretrain.versions import installed
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,6 @@ def owns(prefix: str, workflow: str) -> bool:
     return owner is not None and json.loads(owner).get("workflow") == workflow
 
 
-def _version(distribution: str) -> str:
-    """An installed distribution's version (the image's), or none."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
 def portable(command: list[str]) -> list[str]:
     """A command line without where the pod's disk is: local paths by their last part (``/work/scan`` and a
     harness's ``/tmp/p/3/work/scan`` alike are ``scan``), so that every attempt of a step names it the same."""
@@ -219,7 +210,7 @@ def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list
     version, the checksums of the files it would fetch (from the manifests: a batch's own where the same batch
     wrote them, ``{case}`` standing for any case) and the listing (key, size, time) of raw inputs such as the DICOM
     tree. The same key means the same outputs: a resumed run skips the step."""
-    versions = {name: _version(name) for name in ("tsretrain", "nnunetv2", "torch", "TotalSegmentator")}
+    versions = {name: installed(name) or "" for name in ("tsretrain", "nnunetv2", "torch", "TotalSegmentator")}
     digest = hashlib.sha256(json.dumps({"versions": versions, "command": portable(command)}).encode())
     for arg in command:  # files the command names that the pod already holds (a dictionary from the ConfigMap)
         for part in arg.split("="):
