@@ -17,6 +17,7 @@ from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.convert import MANIFEST, image_name, label_name
+from tsretrain.dataset.split import read_split
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
@@ -66,7 +67,7 @@ def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any])
 
 def assemble(config: AssembleConfig) -> StageResult:
     """Write the raw dataset and check it with nnU-Net's own integrity check."""
-    split = json.loads((config.split / "split.json").read_text())
+    split = read_split(config.split)
     dictionary = load_dictionary(config.model.dictionary)
     training = sorted(c for fold in split["folds"] for c in fold)
     test = sorted(split["test"])

@@ -177,6 +177,16 @@ def write_test_batches(out: Path, test: list[str], batch_size: int) -> list[str]
     return ids
 
 
+SPLIT_FILE = "split.json"
+
+
+def read_split(folder: Path) -> dict[str, Any]:
+    """The split the split stage wrote into ``folder``: ``test`` (case ids), ``folds`` (each fold's validation
+    cases), ``seed`` and the rest of ``split.json``."""
+    split: dict[str, Any] = json.loads((folder / SPLIT_FILE).read_text())
+    return split
+
+
 def run_split(config: SplitConfig) -> StageResult:
     """Split the cases with status ok in the conversion listing."""
     missing = [f for f in config.folds if f >= config.cv_folds]
@@ -191,7 +201,7 @@ def run_split(config: SplitConfig) -> StageResult:
         )
     split = make_split(rows, config)
     config.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config.out / "split.json", json.dumps(split, indent=1))
+    atomic_write_text(config.out / SPLIT_FILE, json.dumps(split, indent=1))
     atomic_write_text(config.out / "splits_final.json", json.dumps(nnunet_splits(split), indent=1))
     atomic_write_text(config.out / "split_report.md", report(split))
     if config.batches_out is not None:
@@ -200,6 +210,6 @@ def run_split(config: SplitConfig) -> StageResult:
         )
     return StageResult(
         stage="split",
-        outputs={"split": str(config.out / "split.json"), "splits_final": str(config.out / "splits_final.json")},
+        outputs={"split": str(config.out / SPLIT_FILE), "splits_final": str(config.out / "splits_final.json")},
         counts={"test": len(split["test"]), "train": sum(len(f) for f in split["folds"]), "folds": config.cv_folds},
     )

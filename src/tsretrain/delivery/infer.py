@@ -31,6 +31,7 @@ from tsretrain.conversion.listing import write_csv
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
 from tsretrain.conversion.scan import case_id_for, check_input_folder, read_records
+from tsretrain.dataset.split import read_split
 from tsretrain.delivery.package import Package
 from tsretrain.delivery.rtstruct_writer import write_rtstruct
 from tsretrain.delivery.seg_writer import write_seg
@@ -171,7 +172,7 @@ def discover(config: InferConfig, plans: list[CasePlan] | None = None) -> list[S
             by_patient[record.patient_id].append(record)
     wanted = set(config.cases)
     if config.split is not None:
-        wanted |= set(json.loads((config.split / "split.json").read_text())["test"])
+        wanted |= set(read_split(config.split)["test"])
     scanned = {plan.patient_id: plan.case_id for plan in plans or []}
     taken: set[str] = set(scanned.values())
     jobs: list[SeriesJob] = []

@@ -30,6 +30,7 @@ from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.listing import read_listing
+from tsretrain.dataset.split import SPLIT_FILE, read_split
 from tsretrain.delivery.source import Algorithm
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import OrganDictionary, dictionary_text, load_dictionary, parse_dictionary
@@ -96,18 +97,15 @@ def _missing(config: ExportConfig, trained: Path) -> list[str]:
     layout = RunLayout(config.run_dir)
     needed = {trained / name: "train" for name in MODEL_FILES}
     needed.update({trained / f"fold_{fold}" / "checkpoint_final.pth": "train" for fold in config.model.folds})
-    needed[layout.split / "split.json"] = "split"
+    needed[layout.split / SPLIT_FILE] = "split"
     needed[layout.converted / "cases.csv"] = "convert"
     needed[layout.evaluation / "summary.json"] = "evaluate"
     return [f"{path} (from {stage})" for path, stage in needed.items() if not path.is_file()]
 
 
-def _identifiers(layout: RunLayout) -> set[str]:
+def _identifiers(listing: list[dict[str, str]], split: dict[str, Any]) -> set[str]:
     """Every case and patient id the run knows of: none may appear in the package."""
-    ids: set[str] = set()
-    for row in read_listing(layout.converted / "cases.csv"):
-        ids.update(str(row.get(key) or "") for key in ("case_id", "patient_id"))
-    split = json.loads((layout.split / "split.json").read_text())
+    ids = {str(row.get(key) or "") for row in listing for key in ("case_id", "patient_id")}
     ids.update(split["test"])
     ids.update(case for fold in split["folds"] for case in fold)
     return {i for i in ids if len(i) >= 3}
@@ -153,12 +151,16 @@ def _label_metrics(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def describe(config: ExportConfig, plans_name: str, trained: Path) -> dict[str, Any]:
-    """model.json: the model, where it came from and how it measured."""
-    layout = RunLayout(config.run_dir)
-    listing = read_listing(layout.converted / "cases.csv")
-    split = json.loads((layout.split / "split.json").read_text())
-    summary = json.loads((layout.evaluation / "summary.json").read_text())
+def describe(
+    config: ExportConfig,
+    plans_name: str,
+    trained: Path,
+    listing: list[dict[str, str]],
+    split: dict[str, Any],
+    dictionary: OrganDictionary,
+) -> dict[str, Any]:
+    """model.json: the model, where it came from (the run's listing and split) and how it measured."""
+    summary = json.loads((RunLayout(config.run_dir).evaluation / "summary.json").read_text())
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     configuration = PlansManager(str(trained / "plans.json")).get_configuration(config.model.configuration)
@@ -178,7 +180,7 @@ def describe(config: ExportConfig, plans_name: str, trained: Path) -> dict[str, 
         "folds": list(config.model.folds),
         "patch_size": list(configuration.patch_size),
         "spacing_mm": list(configuration.spacing),
-        "dictionary": load_dictionary(config.model.dictionary).to_json(),
+        "dictionary": dictionary.to_json(),
         "synthetic_data": config.synthetic,
         "weights": "trained by this run",
         "training_data": {
@@ -264,7 +266,9 @@ def export(config: ExportConfig) -> StageResult:
     problems = dictionary.structure_id_problems()
     if problems:
         raise UserError(f"export: dictionary {dictionary.name}: " + "; ".join(problems))
-    card = describe(config, plans_name, trained)
+    layout = RunLayout(config.run_dir)
+    listing, split = read_listing(layout.converted / "cases.csv"), read_split(layout.split)
+    card = describe(config, plans_name, trained, listing, split, dictionary)
     dataset_json = _dataset_json(trained / "dataset.json")
     base = f"{config.model.dataset}/{trained.name}"
     members: dict[str, bytes] = {
@@ -287,7 +291,7 @@ def export(config: ExportConfig) -> StageResult:
     members[f"{root}/{CARD_FOLDER}/{MODEL_CARD}"] = card_text.encode()
     members[f"{root}/{DICTIONARY_FILE}"] = dictionary_text(config.model.dictionary).encode()
     members[f"{root}/{TRAINERS_FILE}"] = Path(tsretrain_trainers.__file__).read_bytes()
-    identifiers = [i.encode() for i in _identifiers(RunLayout(config.run_dir))]
+    identifiers = [i.encode() for i in _identifiers(listing, split)]
     named = sorted({f"{name}: {i.decode()}" for name, data in members.items() for i in identifiers if i in data})
     if named:
         raise RuntimeError(f"export: the package would name patients ({named[:5]}); nothing was written")

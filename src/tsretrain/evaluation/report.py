@@ -18,6 +18,7 @@ from typing import Any
 
 from tsretrain.conversion.convert import listing_rows
 from tsretrain.conversion.listing import read_listing
+from tsretrain.dataset.split import read_split
 from tsretrain.evaluation.review import read_review
 from tsretrain.layout import RunLayout
 from tsretrain.stages import StageResult
@@ -98,7 +99,7 @@ def _sha(path: Path) -> str:
 
 def scope_blocks(run: Path, dataset: str) -> list[Block]:
     """For a synthetic demo: what the run shows and what it does not."""
-    split = json.loads((RunLayout(run).split / "split.json").read_text())
+    split = read_split(RunLayout(run).split)
     progress = sorted((RunLayout(run).results / dataset).glob("*/fold_*/progress.json"))
     trained = [p.parent.name.removeprefix("fold_") for p in progress]
     iterations = [
@@ -168,7 +169,7 @@ def dataset_section(run: Path) -> list[Block]:
 
 
 def split_section(run: Path) -> list[Block]:
-    split = json.loads((RunLayout(run).split / "split.json").read_text())
+    split = read_split(RunLayout(run).split)
     sizes = [["test", str(len(split["test"]))]] + [[f"fold {n}", str(len(f))] for n, f in enumerate(split["folds"])]
     return [
         ("h2", "2. Split"),
