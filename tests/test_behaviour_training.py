@@ -44,15 +44,13 @@ def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return tmp_path / "work"
 
 
-@pytest.mark.slow
-def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, tmp_path: Path) -> None:
-    """A first node trains and mirrors its checkpoints, then is lost before the fold ends (its local folder
-    gone, the store without the final checkpoint); a second node starts from the stored latest checkpoint."""
-    store = tmp_path / "store"
-    config = TrainConfig(
+def mirrored_fold(work: Path, store: Path, fold: int, epochs: int) -> TrainConfig:
+    """A tiny CPU training of one fold, checkpointed every epoch and mirrored to ``store``, not validated (a
+    cluster's train pod)."""
+    return TrainConfig(
         work=work,
-        fold=1,
-        epochs=3,
+        fold=fold,
+        epochs=epochs,
         iterations=1,
         save_every=1,
         validate=False,
@@ -60,6 +58,14 @@ def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, 
         model=TINY,
         device="cpu",
     )
+
+
+@pytest.mark.slow
+def test_a_fold_resumes_on_an_empty_node_from_the_stores_checkpoint(work: Path, tmp_path: Path) -> None:
+    """A first node trains and mirrors its checkpoints, then is lost before the fold ends (its local folder
+    gone, the store without the final checkpoint); a second node starts from the stored latest checkpoint."""
+    store = tmp_path / "store"
+    config = mirrored_fold(work, store, fold=1, epochs=3)
     train(config)
     stored = store / config.fold_folder().relative_to(work / "nnUNet_results")  # the results' layout below it
     stored_latest = stored / "checkpoint_latest.pth"
@@ -80,17 +86,7 @@ def test_validation_runs_as_a_step_of_its_own_on_a_fresh_node(work: Path, tmp_pa
     """A fold trained without validation (a cluster's train pod), then validated from the store on an empty node:
     nnU-Net's validation of the fold's cases, published beside its checkpoints; an untrained fold is refused."""
     store = tmp_path / "store"
-    config = TrainConfig(
-        work=work,
-        fold=0,
-        epochs=1,
-        iterations=1,
-        save_every=1,
-        validate=False,
-        store=str(store),
-        model=TINY,
-        device="cpu",
-    )
+    config = mirrored_fold(work, store, fold=0, epochs=1)
     with pytest.raises(UserError, match="no checkpoint_final"):
         validate(ValidateConfig(work=work, fold=0, model=TINY, device="cpu", store=str(store)))
     train(config)
