@@ -214,6 +214,10 @@ class Flavour:
     def by_option(self) -> dict[str, WorkflowParameter]:
         return {option: p for p in self.parameters for option in p.options}
 
+    def sized(self, stage: str) -> bool:
+        """Whether the step's disk is the scan's size for it (the scan of this template writes them)."""
+        return stage in SIZED and "sizes_out" in self.cluster_options.get("scan", {})
+
     def disks(self) -> tuple[str, ...]:
         return tuple(d for d in DISKS if d in {p.name for p in self.parameters})
 
@@ -489,7 +493,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                 if option.when in OPTIONAL:
                     variants[f"{stage.name}-merged"] = always | {option.when}
             for name, with_stages in variants.items():
-                sized = stage.name in SIZED and flavour is TRAINING  # the scan sizes the training's steps
+                sized = flavour.sized(stage.name)
                 inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])
                 outputs = [
                     Parameter(name=n, value_from=ValueFrom(path=f)) for n, f in output_files(stage, flavour).items()
@@ -536,7 +540,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                     if owner is not stage:
                         continue
                     arguments = {"output-prefix": claimed}
-                    if owner.name in SIZED and flavour is TRAINING:  # sized by the scan from the work
+                    if flavour.sized(owner.name):  # sized by the scan from the work
                         arguments["disk"] = "{{tasks.scan.outputs.parameters.disk-" + owner.name + "}}"
                     kwargs: dict[str, Any] = {}
                     if stage.fan_out:

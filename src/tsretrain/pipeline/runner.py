@@ -72,7 +72,9 @@ def load_config(path: Path | None) -> dict[str, Any]:
         given = set(config.get(name) or {})
         if given & bound:
             raise UserError(f"{name}: {sorted(given & bound)} cannot be set here (paths come from the run layout)")
-        for wrong in sorted(given - settable):
+        unknown_settings = sorted(given - settable)
+        if unknown_settings:
+            wrong = unknown_settings[0]
             close = difflib.get_close_matches(wrong, sorted(settable), n=1)
             raise UserError(
                 f"{name}: unknown setting {wrong!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
