@@ -12,6 +12,7 @@ from tsretrain.cli import app
 from tsretrain.dataset.merge import MergeInputs, body_mask, merge_labels
 from tsretrain.dataset.pseudolabel import PseudolabelError, check_weights, required_weights
 from tsretrain.labels.dictionary import DictionaryError, PseudoLabelSource, load_dictionary, parse_dictionary
+from tsretrain.totalseg.models import TotalSegmentatorError
 
 TS90 = load_dictionary("radcure-ts90")
 HEAD_TASKS = [
@@ -128,7 +129,7 @@ def test_missing_weights_name_what_to_provision(tmp_path: Path, monkeypatch: pyt
         check_weights(["head_muscles"], allow_download=False)
     assert "TOTALSEG_HOME_DIR" in str(caught.value)
     assert check_weights(["head_muscles"], allow_download=True)  # listed, not raised
-    with pytest.raises(PseudolabelError, match="unknown TotalSegmentator task"):
+    with pytest.raises(TotalSegmentatorError, match="unknown TotalSegmentator task"):
         required_weights("no_such_task")
 
 

@@ -367,6 +367,27 @@ def logs_command(
         raise typer.Exit(code)
 
 
+@app.command("standin-weights")
+def standin_weights_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="TotalSegmentator home to write (TOTALSEG_HOME_DIR).")],
+    dictionary: Annotated[str, typer.Option(help="Dictionary whose TotalSegmentator tasks get models.")] = (
+        "radcure-ts90"
+    ),
+    phantoms: Annotated[int, typer.Option(help="Synthetic phantoms trained on.")] = 2,
+    iterations: Annotated[int, typer.Option(help="Training steps per spacing (two patches each).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the phantoms and the training.")] = 0,
+) -> None:
+    """STAND-IN TotalSegmentator weights (not TotalSegmentator's): small models in its exact layout, trained on
+    phantoms, so that its code runs offline (tests, demo-ts90, the Argo harness)."""
+    from tsretrain.totalseg.standins import StandinConfig, build_standins
+
+    _done(
+        build_standins(
+            StandinConfig(out=out, dictionary=dictionary, phantoms=phantoms, iterations=iterations, seed=seed)
+        )
+    )
+
+
 @app.command("nnunet-env")
 def nnunet_env_command() -> None:
     """Print the environment that lets plain nnUNetv2_train find tsretrain's trainers."""

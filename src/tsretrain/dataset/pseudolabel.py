@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
+from tsretrain.totalseg.models import task_models
+from tsretrain.totalseg.standins import is_standin
+from tsretrain.training import discovery
 from tsretrain.training.nnunet_env import torch_device
 from tsretrain.ui import log, progress
 
@@ -51,40 +55,16 @@ class PseudolabelConfig:
     converted: Path
     out: Path
     dictionary: str = "radcure-ts90"
-    device: str = "gpu"  # TotalSegmentator's names: gpu, cpu, mps
+    device: str = "auto"  # auto (CUDA when present), cuda (refused without a GPU) or cpu, as train and predict
     weights: str | None = None  # TOTALSEG_HOME_DIR, or a store URI staged to local disk; default: the environment's
     allow_download: bool = False
     prefer_manual: bool = True
     cases: tuple[str, ...] = ()
 
 
-def _totalsegmentator() -> Any:
-    try:
-        import totalsegmentator.map_tasks_config as tasks
-    except ImportError as exc:
-        raise PseudolabelError(
-            "TotalSegmentator is not installed: pip install 'tsretrain[pseudolabel]' where this stage runs"
-        ) from exc
-    return tasks
-
-
 def required_weights(task: str) -> list[str]:
-    """Weight folders (relative to TotalSegmentator's weights dir) a task needs, cropping model included."""
-    tasks = _totalsegmentator()
-    if task not in tasks.TASK_CONFIGS:
-        raise PseudolabelError(f"unknown TotalSegmentator task {task!r}; check the dictionary's sources")
-    config = tasks.TASK_CONFIGS[task]
-    ids = config["task_id"] if isinstance(config["task_id"], list) else [config["task_id"]]
-    if config.get("crop") and not config.get("crop_model"):
-        ids = [*ids, 298]  # TotalSegmentator crops with its 6 mm total model first
-    folders = []
-    for task_id in ids:
-        info = tasks.TASK_ID_WEIGHTS_CONFIGS[task_id]
-        folder = Path(info.get("rel_path") or "") / info["foldername"]
-        folders.append(folder.as_posix())
-    for crop_task in [config["crop_model"]] if config.get("crop_model") else []:
-        folders += required_weights(crop_task)
-    return folders
+    """Weight folders (relative to TotalSegmentator's weights dir) a task needs, its crop model included."""
+    return [model.folder for model in task_models(task)]
 
 
 def check_weights(tasks: list[str], allow_download: bool) -> list[str]:
@@ -127,10 +107,29 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _nnunet_reads(results: Path) -> None:
+    """TotalSegmentator points nnU-Net at its weights through the environment, but nnU-Net reads its folders once,
+    at import: modules imported before (in this process, by an earlier stage) are pointed there too."""
+    for name in (
+        "nnunetv2.paths",
+        "nnunetv2.utilities.file_path_utilities",
+        "nnunetv2.utilities.dataset_name_id_conversion",
+    ):
+        module = sys.modules.get(name)
+        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            if module is not None and hasattr(module, variable):
+                setattr(module, variable, str(results))
+
+
 def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
-    """One TotalSegmentator task on one CT; returns its time and peak memory."""
+    """One TotalSegmentator task on one CT (``device`` in its words: gpu, cpu); returns its time and peak memory."""
     import torch
+    import totalsegmentator.nnunet
+    from totalsegmentator.config import get_weights_dir
     from totalsegmentator.python_api import totalsegmentator
+
+    discovery.install()
+    _nnunet_reads(Path(get_weights_dir()))
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -170,6 +169,14 @@ def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, task
     return report
 
 
+def weights_provenance() -> dict[str, Any]:
+    """Which weights TotalSegmentator runs on: the folder, and whether they are tsretrain's stand-ins."""
+    from totalsegmentator.config import get_weights_dir
+
+    root = Path(get_weights_dir())
+    return {"weights": str(root), "stand_in": is_standin(root)}
+
+
 def pseudolabel(config: PseudolabelConfig) -> StageResult:
     """Run the dictionary's TotalSegmentator tasks on every converted case and merge the label maps."""
     if config.weights is not None:
@@ -179,8 +186,12 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
     if not tasks:
         raise PseudolabelError(f"dictionary {dictionary.name} names no TotalSegmentator source")
     check_weights(tasks, config.allow_download)
-    if config.device == "gpu":  # TotalSegmentator would fall back to the CPU silently
-        torch_device("cuda")
+    device = "gpu" if torch_device(config.device).type == "cuda" else "cpu"  # TotalSegmentator's words
+    provenance = weights_provenance()
+    if provenance["stand_in"]:
+        log.warning(
+            "TotalSegmentator runs on STAND-IN weights (%s): pseudo-labels of phantoms only", provenance["weights"]
+        )
     cases = sorted(p.parent for p in (config.converted / "cases").glob(f"*/{MANIFEST}"))
     cases = [c for c in cases if json.loads((c / MANIFEST).read_text())["status"] == "ok"]
     if config.cases:
@@ -195,9 +206,11 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
                 target = pseudo_dir / TASKS / f"{task}.nii.gz"
                 if not target.is_file():
                     log.info("%s: TotalSegmentator %s", case_dir.name, task)
-                    timings[task] = run_task(case_dir / image_name(case_dir.name), task, target, config.device)
+                    timings[task] = run_task(case_dir / image_name(case_dir.name), task, target, device)
             report = merge_case(case_dir, pseudo_dir, config, tasks)
-            atomic_write_text(pseudo_dir / "pseudolabel.json", json.dumps({"tasks": timings, **report}, indent=1))
+            atomic_write_text(
+                pseudo_dir / "pseudolabel.json", json.dumps({"tasks": timings, **provenance, **report}, indent=1)
+            )
             done += 1
             advance(1)
     return StageResult("pseudolabel", {"out": str(config.out)}, {"cases": done, "tasks": len(tasks)})

@@ -17,6 +17,10 @@ from numpy.typing import NDArray
 from tsretrain.synth.shapes import Cylinder, Ellipsoid, Primitive, Structure
 
 AIR_HU = -1000.0
+SKULL_HU = 700.0
+BRAIN_HU = 30.0
+VERTEBRAE_HU = 550.0
+AIRWAY_HU = AIR_HU + 50
 
 
 @dataclass(frozen=True)
@@ -109,13 +113,13 @@ def make_phantom(
     background: list[tuple[Primitive, float]] = [
         (Cylinder((0.0, 0.0), (76 * s, 92 * s), -1e3, 1e3), -90.0),  # subcutaneous fat
         (Cylinder((0.0, 2.0), (68 * s, 84 * s), -1e3, 1e3), 35.0),  # muscle / soft tissue
-        (Cylinder((0.0, 44 * s), (17.0, 15.0), -1e3, 45.0), 550.0),  # vertebral column
+        (Cylinder((0.0, 44 * s), (17.0, 15.0), -1e3, 45.0), VERTEBRAE_HU),  # vertebral column
         (Cylinder((0.0, 52 * s), (8.5, 7.5), -1e3, 45.0), 5.0),  # spinal canal (CSF)
-        (Ellipsoid((0.0, 10.0, 95.0), (66 * s, 80 * s, 52.0)), 700.0),  # skull
-        (Ellipsoid((0.0, 12.0, 95.0), (60 * s, 74 * s, 47.0)), 30.0),  # brain
+        (Ellipsoid((0.0, 10.0, 95.0), (66 * s, 80 * s, 52.0)), SKULL_HU),
+        (Ellipsoid((0.0, 12.0, 95.0), (60 * s, 74 * s, 47.0)), BRAIN_HU),
         (Ellipsoid((0.0, 42 * s, 62.0), (15.0, 14.0, 25.0)), 8.0),  # cisterns (CSF) around the brainstem
         (Cylinder((0.0, 20 * s), (11.0, 9.0), -1e3, -25.0), -90.0),  # fat plane around the oesophagus
-        (Cylinder((0.0, -22 * s), (9.0, 7.0), -1e3, 22.0), AIR_HU + 50),  # airway
+        (Cylinder((0.0, -22 * s), (9.0, 7.0), -1e3, 22.0), AIRWAY_HU),
         (Cylinder((0.0, 20 * s), (3.0, 2.2), -1e3, -25.0), AIR_HU + 100),  # oesophageal lumen
     ]
     for sign in (1.0, -1.0):
@@ -215,6 +219,24 @@ def truth_mask(phantom: Phantom, spec: ScanSpec, organ: str) -> NDArray[np.bool_
         for structure in phantom.structures:
             if structure.organ == organ:
                 mask[k] |= structure.contains(u, v, float(w))
+    return mask
+
+
+def tissue_mask(phantom: Phantom, spec: ScanSpec, hu: float) -> NDArray[np.bool_]:
+    """Where a background tissue (named by its CT number, e.g. ``SKULL_HU``) shows on the scan grid: its shapes
+    minus what is painted over them, as ``paint_slice`` paints, indexed [slice, row, column]."""
+    u = spec.u_axis()[None, :]
+    mask = np.zeros((spec.slices, spec.rows, spec.columns), dtype=bool)
+    for k, w in enumerate(spec.w_axis()):
+        v = spec.v_axis()[:, None] + k * spec.tilt_shift
+        for shape, value in phantom.background:
+            section = shape.section(float(w))
+            if section is not None:
+                inside = section.contains(u, v)
+                mask[k] = mask[k] & ~inside | (inside if value == hu else False)
+        for structure in phantom.structures:
+            if structure.organ:
+                mask[k] &= ~structure.contains(u, v, float(w))
     return mask
 
 

@@ -2,17 +2,20 @@
 
 nnU-Net looks a trainer up by name by importing every module of ``nnunetv2.training.nnUNetTrainer``; some of
 them import timm/torchvision, which may be absent or broken beside a given torch (it is, beside the CPU
-torch of the local install). tsretrain therefore resolves names itself first: its own trainers and nnU-Net's
-base trainers by direct import, anything else through nnU-Net's walk. ``install()`` puts this resolver into
-the two places nnU-Net calls (training entry and predictor), so a checkpoint that names a tsretrain trainer
-loads anywhere tsretrain is installed. For plain ``nnUNetv2_train`` set ``nnUNet_extTrainer`` to
-:func:`ext_trainer_path` (``tsretrain nnunet-env`` prints it).
+torch of the local install). tsretrain therefore resolves names itself: its own trainers and nnU-Net's base
+trainers by direct import, then nnU-Net's trainer modules (skipping those that cannot be imported here), then
+the ``nnUNet_extTrainer`` folders through nnU-Net's own lookup. ``install()`` puts this resolver into the two
+places nnU-Net calls (training entry and predictor), and into TotalSegmentator's fallback when it is loaded, so
+a checkpoint that names a tsretrain trainer or an nnU-Net variant loads anywhere tsretrain is installed. For
+plain ``nnUNetv2_train`` set ``nnUNet_extTrainer`` to :func:`ext_trainer_path` (``tsretrain nnunet-env`` prints
+it).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import sys
 from typing import Any
 
 from tsretrain.errors import UserError
@@ -34,15 +37,35 @@ def find_trainer(name: str) -> Any:
         )
 
         return nnUNetTrainerNoMirroring
+    found = _walk_nnunet_trainers(name)
+    if found is not None:
+        return found
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    try:
+    try:  # nnUNet_extTrainer folders
         found = recursive_find_trainer_class_by_name(name)
     except Exception as exc:  # nnU-Net imports every trainer module; some need what this install lacks
         raise UserError(f"unknown trainer {name!r}", _known(name, f" (nnU-Net's own lookup failed: {exc})")) from exc
     if found is None:
         raise UserError(f"unknown trainer {name!r}", _known(name))
     return found
+
+
+def _walk_nnunet_trainers(name: str) -> Any:
+    """nnU-Net's own trainer modules searched for the name, skipping those that cannot be imported here."""
+    import importlib
+    import pkgutil
+
+    import nnunetv2.training.nnUNetTrainer as root
+
+    for info in pkgutil.walk_packages(root.__path__, f"{root.__name__}.", onerror=lambda _: None):
+        try:
+            module = importlib.import_module(info.name)
+        except Exception:  # e.g. a variant that needs timm beside a torchvision this torch cannot load
+            continue
+        if isinstance(getattr(module, name, None), type):
+            return getattr(module, name)
+    return None
 
 
 def _known(name: str, note: str = "") -> str:
@@ -55,12 +78,15 @@ def _known(name: str, note: str = "") -> str:
 
 
 def install() -> None:
-    """Make nnU-Net's training entry and predictor use :func:`find_trainer`."""
+    """Make nnU-Net's training entry and predictor (and TotalSegmentator, once imported) use :func:`find_trainer`."""
     import nnunetv2.inference.predict_from_raw_data as predict_module
     import nnunetv2.run.run_training as training_module
 
     predict_module.recursive_find_trainer_class_by_name = find_trainer
     training_module.recursive_find_trainer_class_by_name = find_trainer
+    totalsegmentator = sys.modules.get("totalsegmentator.nnunet")
+    if totalsegmentator is not None:  # its own trainers first, then this resolver instead of nnU-Net's walk
+        setattr(totalsegmentator, "recursive_find_trainer_class_by_name", find_trainer)  # noqa: B010 (a module's global)
 
 
 def ext_trainer_path() -> str:
