@@ -119,8 +119,8 @@ PARAMETERS = (
     WorkflowParameter(
         "device",
         "cuda",
-        "device of train, validate and predict: cuda (fails at once without a GPU) or cpu",
-        ("train.device", "validate.device", "predict.device"),
+        "device of pseudolabel, train, validate and predict: cuda (fails at once without a GPU) or cpu",
+        ("pseudolabel.device", "train.device", "validate.device", "predict.device"),
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
@@ -172,7 +172,7 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
         "source": param("input-prefix"),
         "inventory": batch_file(BY_NAME["convert"]),
     },
-    "pseudolabel": {"weights": "/weights", "device": "gpu"},
+    "pseudolabel": {"weights": "/weights"},
     "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
     "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
 }

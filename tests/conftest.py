@@ -53,6 +53,7 @@ SHARED_FIXTURES = {
     "tests/test_batched_preprocessing.py": "nnunet",
     "tests/test_report.py": "report",
     "tests/test_model_package.py": "report",
+    "tests/test_totalsegmentator.py": "totalsegmentator",
 }
 
 
@@ -115,6 +116,15 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
         ),
     )
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """STAND-IN TotalSegmentator weights for radcure-ts90's tasks (a shorter training than the command's default:
+    enough for the skull and the crop regions, see docs/benchmarks.md)."""
+    from tsretrain.totalseg.standins import StandinConfig, build_standins
+
+    return built_once(tmp_path_factory, "standins", lambda out: build_standins(StandinConfig(out=out, iterations=150)))
 
 
 @pytest.fixture(scope="session")

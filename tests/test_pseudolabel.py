@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from tsretrain.cli import app
 from tsretrain.dataset.merge import MergeInputs, body_mask, merge_labels
 from tsretrain.dataset.pseudolabel import PseudolabelError, check_weights, required_weights
 from tsretrain.labels.dictionary import DictionaryError, PseudoLabelSource, load_dictionary, parse_dictionary
-from tsretrain.totalseg.models import TotalSegmentatorError
+from tsretrain.totalseg.models import TotalSegmentatorError, task_models
 
 TS90 = load_dictionary("radcure-ts90")
 HEAD_TASKS = [
@@ -163,8 +164,11 @@ def test_read_only_weights_and_a_writable_home_apart_with_statistics_off(
     monkeypatch.delenv("TOTALSEG_HOME_DIR", raising=False)
     monkeypatch.delenv("TOTALSEG_WEIGHTS_PATH", raising=False)
     weights = tmp_path / "weights"
-    for folder in required_weights("head_muscles"):
-        (weights / "nnunet" / "results" / folder).mkdir(parents=True)
+    for model in task_models("head_muscles"):  # the layout and class map, no network
+        folder = weights / "nnunet" / "results" / model.model_folder
+        folder.mkdir(parents=True)
+        labels = {"background": 0} | {name: i for i, name in model.classes.items()}
+        (folder / "dataset.json").write_text(json.dumps({"labels": labels}))
     before = sorted(p.relative_to(weights) for p in weights.rglob("*"))
     use_weights(weights, tmp_path / "home")
     assert check_weights(["head_muscles"], allow_download=False) == []

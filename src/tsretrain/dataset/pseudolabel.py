@@ -13,11 +13,11 @@ statistics off); they are downloaded at run time only with ``--allow-download``.
 
 from __future__ import annotations
 
+import difflib
 import gc
 import json
 import os
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.dataset.merge import MergeInputs, merge_labels
 from tsretrain.errors import UserError
-from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.labels.dictionary import OrganDictionary, PseudoLabelSource, load_dictionary
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
@@ -40,6 +40,7 @@ from tsretrain.totalseg.standins import is_standin
 from tsretrain.training import discovery
 from tsretrain.training.nnunet_env import torch_device
 from tsretrain.ui import log, progress
+from tsretrain.versions import installed
 
 TASKS = "tasks"  # per case, the folder of the task maps (the merged map sits beside it)
 
@@ -67,6 +68,46 @@ def required_weights(task: str) -> list[str]:
     return [model.folder for model in task_models(task)]
 
 
+def check_classes(dictionary: OrganDictionary) -> None:
+    """Every TotalSegmentator class the dictionary names exists in the installed TotalSegmentator's class map."""
+    from totalsegmentator.map_to_binary import class_map
+
+    for label in dictionary.labels:
+        for source in label.sources:
+            if isinstance(source, PseudoLabelSource) and source.cls not in class_map.get(source.task, {}).values():
+                known = list(class_map.get(source.task, {}).values())
+                close = difflib.get_close_matches(source.cls, known, n=1)
+                raise PseudolabelError(
+                    f"dictionary {dictionary.name}: label {label.name} takes {source.task}/{source.cls}, a class the "
+                    f"installed TotalSegmentator ({installed('TotalSegmentator')}) does not have"
+                    + (f"; did you mean {close[0]}?" if close else ""),
+                    "fix the dictionary's source or install the TotalSegmentator version it was written for",
+                )
+
+
+def check_class_maps(tasks: list[str], root: Path) -> None:
+    """The weights predict the classes TotalSegmentator's class map names (their dataset.json against
+    ``map_to_binary``): weights of another TotalSegmentator version would label organs wrongly, silently."""
+    for task in tasks:
+        for model in task_models(task):
+            dataset = root / model.model_folder / "dataset.json"
+            if not dataset.is_file():
+                raise PseudolabelError(
+                    f"TotalSegmentator weights under {root / model.folder} lack {model.model_folder.name}/dataset.json "
+                    f"(task {task} runs {model.trainer}, {model.plans}, {model.configuration})",
+                    "provision the weights of the installed TotalSegmentator version",
+                )
+            labels = {int(v): k for k, v in json.loads(dataset.read_text())["labels"].items() if int(v)}
+            if labels != model.classes:
+                wrong = sorted(i for i in set(labels) | set(model.classes) if labels.get(i) != model.classes.get(i))
+                raise PseudolabelError(
+                    f"TotalSegmentator weights {model.folder} label {wrong[0]} as {labels.get(wrong[0])!r}, its class "
+                    f"map ({installed('TotalSegmentator')}) as {model.classes.get(wrong[0])!r} "
+                    f"({len(wrong)} label(s) differ)",
+                    "the weights belong to another TotalSegmentator version: provision the installed version's",
+                )
+
+
 def check_weights(tasks: list[str], allow_download: bool) -> list[str]:
     """Missing weight folders; raises unless downloading is allowed."""
     from totalsegmentator.config import get_weights_dir
@@ -78,6 +119,8 @@ def check_weights(tasks: list[str], allow_download: bool) -> list[str]:
             f"TotalSegmentator weights missing under {root}: {missing}. Provision them (see the README: "
             "'TotalSegmentator weights'), point TOTALSEG_HOME_DIR/--weights at them, or pass --allow-download."
         )
+    if not missing:
+        check_class_maps(tasks, root)
     return missing
 
 
@@ -107,29 +150,13 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _nnunet_reads(results: Path) -> None:
-    """TotalSegmentator points nnU-Net at its weights through the environment, but nnU-Net reads its folders once,
-    at import: modules imported before (in this process, by an earlier stage) are pointed there too."""
-    for name in (
-        "nnunetv2.paths",
-        "nnunetv2.utilities.file_path_utilities",
-        "nnunetv2.utilities.dataset_name_id_conversion",
-    ):
-        module = sys.modules.get(name)
-        for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-            if module is not None and hasattr(module, variable):
-                setattr(module, variable, str(results))
-
-
 def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
     """One TotalSegmentator task on one CT (``device`` in its words: gpu, cpu); returns its time and peak memory."""
     import torch
     import totalsegmentator.nnunet
-    from totalsegmentator.config import get_weights_dir
     from totalsegmentator.python_api import totalsegmentator
 
     discovery.install()
-    _nnunet_reads(Path(get_weights_dir()))
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -185,6 +212,7 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
     tasks = dictionary.pseudolabel_tasks()
     if not tasks:
         raise PseudolabelError(f"dictionary {dictionary.name} names no TotalSegmentator source")
+    check_classes(dictionary)
     check_weights(tasks, config.allow_download)
     device = "gpu" if torch_device(config.device).type == "cuda" else "cpu"  # TotalSegmentator's words
     provenance = weights_provenance()

@@ -226,7 +226,7 @@ STAGES: tuple[Stage, ...] = (
             "converted": Option("Output folder of convert (same dictionary).", argument=True, at="converted"),
             "out": Option("Output folder (per case: task maps, merged map).", flags=("--out", "-o"), at="pseudolabels"),
             "dictionary": DICTIONARY,
-            "device": Option("TotalSegmentator device: gpu, cpu or mps."),
+            "device": Option("auto (CUDA when present), cuda (fails at once without a GPU) or cpu."),
             "weights": Option("TotalSegmentator home: a folder or a store URI; default TOTALSEG_HOME_DIR."),
             "allow_download": Option("Download missing weights.", flags=("--allow-download",)),
             "prefer_manual": Option(

@@ -1,0 +1,141 @@
+"""TotalSegmentator's own code in the pseudolabel stage, on STAND-IN weights built in its exact layout.
+
+The weights are built once per test run (``standins``: two phantoms, a short training) and shared by this module
+and the Argo harness; the stage then runs TotalSegmentator's ``totalsegmentator()`` for every task of
+radcure-ts90, crop model included, on a converted synthetic case.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from totalsegmentator.map_tasks_config import TASK_CONFIGS
+from totalsegmentator.map_to_binary import class_map
+
+from tsretrain.conversion.convert import MANIFEST, image_name, label_name
+from tsretrain.dataset.pseudolabel import PseudolabelConfig, PseudolabelError, pseudolabel
+from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.synth.phantom import SKULL_HU, tissue_mask
+from tsretrain.synth.truth import load_truth
+from tsretrain.totalseg.models import CROP_TASK_ID, models_for, task_models
+from tsretrain.totalseg.standins import FOLDER_NOTE, MARKER, is_standin
+
+TS90 = load_dictionary("radcure-ts90")
+TASKS = TS90.pseudolabel_tasks()
+
+
+def test_the_catalogue_is_totalsegmentators_own() -> None:
+    models = {m.task_id: m for m in models_for(TASKS)}
+    assert set(models) == {775, 776, 777, 778, 779, 351, 115, CROP_TASK_ID}
+    glands = models[775]
+    assert glands.model_folder.as_posix() == (
+        "Dataset775_head_glands_cavities_492subj/nnUNetTrainer_DASegOrd0_NoMirroring__nnUNetPlans__3d_fullres_high"
+    )
+    assert glands.spacing_xyz == (0.75, 0.75, 1.0) and glands.classes == class_map["head_glands_cavities"]
+    assert models[CROP_TASK_ID].trainer == "nnUNetTrainer_4000epochs_NoMirroring"
+    assert models[CROP_TASK_ID].spacing_xyz == (6.0, 6.0, 6.0)
+    parts = [m.classes for m in task_models("headneck_muscles") if m.task_id in (778, 779)]
+    assert sorted(n for p in parts for n in p.values()) == sorted(class_map["headneck_muscles"].values())
+    for task in TASKS:  # every task crops with the 6 mm model
+        assert TASK_CONFIGS[task].get("crop") and task_models(task)[-1].task_id == CROP_TASK_ID
+
+
+def test_standins_are_in_totalsegmentators_layout_and_marked(standins: Path) -> None:
+    record = json.loads((standins / MARKER).read_text())
+    assert record["stand_in"] is True and "NOT TotalSegmentator's weights" in record["note"]
+    results = standins / "nnunet" / "results"
+    assert is_standin(standins) and is_standin(results)
+    for model in models_for(TASKS):
+        folder = results / model.model_folder
+        dataset = json.loads((folder / "dataset.json").read_text())
+        assert {int(v): k for k, v in dataset["labels"].items() if v} == model.classes
+        assert "STAND-IN" in dataset["description"]
+        plans = json.loads((folder / "plans.json").read_text())
+        assert plans["configurations"][model.configuration]["spacing"] == list(reversed(model.spacing_xyz))
+        checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        assert checkpoint["trainer_name"] == model.trainer
+        assert checkpoint["init_args"]["configuration"] == model.configuration
+        head = next(v for k, v in checkpoint["network_weights"].items() if k.endswith("seg_layers.0.weight"))
+        assert head.shape[0] == len(model.classes) + 1
+        assert (results / model.folder / FOLDER_NOTE).is_file()
+        assert record["models"][model.folder]["model_folder"] == model.model_folder.as_posix()
+    trained = record["models"]["Dataset775_head_glands_cavities_492subj"]["classes_with_phantom_truth"]
+    assert {"eye_left", "parotid_gland_right", "optic_nerve_left"} <= set(trained)
+
+
+@pytest.fixture(scope="module")
+def pseudolabelled(standins: Path, cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One regular synthetic patient converted with radcure-ts90 and pseudo-labelled through TotalSegmentator."""
+    from tsretrain.conversion.convert import ConvertConfig, convert
+
+    root = tmp_path_factory.mktemp("ts90")
+    patient = sorted((cohort / "dicom").glob("RADCURE-*"))[0]
+    (root / "dicom").mkdir()
+    shutil.copytree(patient, root / "dicom" / patient.name)
+    convert(ConvertConfig(input=root / "dicom", out=root / "converted", dictionary="radcure-ts90", workers=1))
+    pseudolabel(
+        PseudolabelConfig(converted=root / "converted", out=root / "pseudo", device="cpu", weights=str(standins))
+    )
+    return root
+
+
+def test_every_ts90_task_runs_through_totalsegmentator(pseudolabelled: Path, cohort: Path) -> None:
+    (case_dir,) = [p.parent for p in (pseudolabelled / "converted" / "cases").glob(f"*/{MANIFEST}")]
+    case = case_dir.name
+    ct = sitk.ReadImage(str(case_dir / image_name(case)))
+    out = pseudolabelled / "pseudo" / case
+    record = json.loads((out / "pseudolabel.json").read_text())
+    assert record["stand_in"] is True
+    assert set(record["tasks"]) == set(TASKS)
+    for task in TASKS:
+        assert record["tasks"][task]["seconds"] > 0 and record["tasks"][task]["peak_rss_mib"] > 0
+        image = sitk.ReadImage(str(out / "tasks" / f"{task}.nii.gz"))
+        assert image.GetSize() == ct.GetSize()
+        assert np.allclose(image.GetOrigin(), ct.GetOrigin()) and np.allclose(image.GetSpacing(), ct.GetSpacing())
+        assert set(np.unique(sitk.GetArrayFromImage(image))) <= {0, *class_map[task]}
+    merged = sitk.GetArrayFromImage(sitk.ReadImage(str(out / label_name(case))))
+    assert merged.shape == sitk.GetArrayFromImage(ct).shape
+    sources = record["sources"]
+    assert sources["GTVp"] == "rtstruct" and sources["parotid_gland_left"] == "rtstruct"  # manual wins
+    assert sources["skull"].startswith("totalsegmentator:")  # no manual skull: TotalSegmentator's
+    # the stand-ins learned the phantom's skull: what the merged map calls skull lies on it (TotalSegmentator's
+    # crop, resampling and orientation handling all in the way); the short training finds only part of it
+    phantom, spec = load_truth(cohort / "truth" / f"{case}.json")
+    truth = tissue_mask(phantom, spec, SKULL_HU)
+    skull = merged == TS90.by_name("skull").id
+    assert skull.sum() > 500 and (skull & truth).sum() / skull.sum() > 0.8
+
+
+def test_weights_of_another_class_map_fail_in_one_line(standins: Path, tmp_path: Path, converted: Path) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(standins, weights)
+    dataset = next((weights / "nnunet" / "results").glob("Dataset775_*/*/dataset.json"))
+    labels = json.loads(dataset.read_text())
+    labels["labels"]["eye_left"], labels["labels"]["eye_right"] = labels["labels"]["eye_right"], 1
+    dataset.write_text(json.dumps(labels))
+    config = PseudolabelConfig(converted=converted, out=tmp_path / "out", device="cpu", weights=str(weights))
+    with pytest.raises(PseudolabelError, match=r"Dataset775_head_glands_cavities_492subj label 1 as 'eye_right'"):
+        pseudolabel(config)
+    assert not (tmp_path / "out" / "RADCURE-0001").exists()
+
+
+def test_a_class_totalsegmentator_lacks_fails_in_one_line(standins: Path, tmp_path: Path, converted: Path) -> None:
+    text = (resources.files("tsretrain.labels") / "dictionaries" / "radcure-ts90.yaml").read_text()
+    custom = tmp_path / "ts90-typo.yaml"
+    custom.write_text(
+        text.replace("{task: head_glands_cavities, class: eye_left}", "{task: head_glands_cavities, class: eye_lft}", 1)
+    )
+    config = PseudolabelConfig(
+        converted=converted, out=tmp_path / "out", device="cpu", weights=str(standins), dictionary=str(custom)
+    )
+    with pytest.raises(UserError, match=r"head_glands_cavities/eye_lft.*did you mean eye_left\?") as caught:
+        pseudolabel(config)
+    assert "\n" not in str(caught.value)
