@@ -123,6 +123,13 @@ PARAMETERS = (
         ("pseudolabel.device", "train.device", "validate.device", "predict.device"),
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
+    WorkflowParameter(
+        "init-from",
+        "",
+        "fine-tune from a pretrained model: store URI of a model package (a run's export); its plans are "
+        "transferred and every layer but the head loaded; empty: train from scratch",
+        ("plan.plans_from", "train.init_from"),
+    ),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
     WorkflowParameter(
         "predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size", "scan.predict_batch_size")

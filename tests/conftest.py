@@ -51,6 +51,7 @@ SHARED_FIXTURES = {
     "tests/test_nnunet.py": "nnunet",
     "tests/test_behaviour_training.py": "nnunet",
     "tests/test_batched_preprocessing.py": "nnunet",
+    "tests/test_finetuning.py": "nnunet",
     "tests/test_report.py": "report",
     "tests/test_model_package.py": "report",
     "tests/test_totalsegmentator.py": "totalsegmentator",
@@ -158,6 +159,21 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run(folder / "run", config)
 
     return built_once(tmp_path_factory, "finished-run", build) / "run"
+
+
+EXPORTED_BY_TRAIN = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "TSRETRAIN_WARMUP_EPOCHS")
+EXPORTED_BY_TRAIN += ("nnUNet_n_proc_DA", "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc")
+
+
+@pytest.fixture
+def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the prepared nnU-Net folders (no results); the settings train() exports are undone after."""
+    for name in EXPORTED_BY_TRAIN:
+        monkeypatch.setenv(name, "")  # restored (or removed) after the test, whatever train() sets
+        monkeypatch.delenv(name)
+    for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(prepared / "work" / folder, tmp_path / "work" / folder)
+    return tmp_path / "work"
 
 
 @pytest.fixture(scope="session")

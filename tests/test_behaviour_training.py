@@ -29,20 +29,6 @@ from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
 
-EXPORTED_BY_TRAIN = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "nnUNet_n_proc_DA")
-EXPORTED_BY_TRAIN += ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_def_n_proc")
-
-
-@pytest.fixture
-def work(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the prepared nnU-Net folders (no results); the settings train() exports are undone after."""
-    for name in EXPORTED_BY_TRAIN:
-        monkeypatch.setenv(name, "")  # restored (or removed) after the test, whatever train() sets
-        monkeypatch.delenv(name)
-    for folder in ("nnUNet_raw", "nnUNet_preprocessed"):
-        shutil.copytree(prepared / "work" / folder, tmp_path / "work" / folder)
-    return tmp_path / "work"
-
 
 def mirrored_fold(work: Path, store: Path, fold: int, epochs: int) -> TrainConfig:
     """A tiny CPU training of one fold, checkpointed every epoch and mirrored to ``store``, not validated (a
@@ -146,39 +132,6 @@ def test_a_killed_trainer_leaves_no_augmentation_worker(work: Path, kill: signal
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         trainer.wait()
-
-
-@pytest.mark.slow
-def test_training_starts_from_pretrained_weights(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Weights drawn here, given as ``pretrained_weights``, are the network's after a step of learning rate 1e-9
-    (the segmentation heads excepted: nnU-Net never transfers them)."""
-    built = _built(work, "nnUNetTrainerTsrTiny")
-    built.initialize()
-    generator = torch.Generator().manual_seed(5)
-    by_storage: dict[int, torch.Tensor] = {}  # the decoder lists the encoder's tensors again, under its own keys
-    drawn = {}
-    for key, value in built.network.state_dict().items():
-        drawn[key] = by_storage.setdefault(value.data_ptr(), torch.randn(value.shape, generator=generator) * 0.05)
-    torch.save({"network_weights": drawn}, tmp_path / "pretrained.pth")
-
-    monkeypatch.setenv("TSRETRAIN_LR", "1e-9")
-    pretrained = tmp_path / "pretrained.pth"
-    config = TrainConfig(
-        work=work,
-        fold=0,
-        epochs=1,
-        iterations=1,
-        validate=False,
-        pretrained_weights=pretrained,
-        model=TINY,
-        device="cpu",
-    )
-    train(config)
-    final = torch.load(config.fold_folder() / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    transferred = [k for k in drawn if ".seg_layers." not in k and drawn[k].is_floating_point()]
-    assert len(transferred) > 10
-    for key in transferred:
-        torch.testing.assert_close(final["network_weights"][key], drawn[key], atol=1e-6, rtol=0)
 
 
 def _built(work: Path, trainer: str) -> Any:

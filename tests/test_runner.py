@@ -32,6 +32,17 @@ def test_every_stage_of_the_default_run_gets_a_valid_configuration(tmp_path: Pat
     assert configs["report"].run_dir == tmp_path and configs["report"].synthetic
 
 
+def test_the_ts90_demo_takes_its_labels_from_totalsegmentator(tmp_path: Path) -> None:
+    """``make demo-ts90``'s configuration: the 90-label dictionary everywhere, pseudo-labels on the stand-ins."""
+    the_run = Run(tmp_path, load_config(Path(__file__).parents[1] / "pipelines" / "demo-ts90.yaml"))
+    configs = {name: BY_NAME[name].configure(the_run.settings(BY_NAME[name])) for name in the_run.config["stages"]
+               if BY_NAME[name].fan_out != "fold"}  # fmt: skip
+    assert configs["pseudolabel"].weights == "standin-weights" and configs["pseudolabel"].device == "auto"
+    assert configs["assemble"].labels_from == configs["pseudolabel"].out
+    assert configs["evaluate"].pseudolabels == configs["pseudolabel"].out
+    assert {configs[s].dictionary for s in ("convert", "pseudolabel")} == {"radcure-ts90"}
+
+
 def test_finished_stages_are_skipped_and_config_changes_redo_them(tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(

@@ -163,7 +163,9 @@ def describe(
     summary = json.loads((RunLayout(config.run_dir).evaluation / "summary.json").read_text())
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    configuration = PlansManager(str(trained / "plans.json")).get_configuration(config.model.configuration)
+    plans = json.loads((trained / "plans.json").read_text())
+    configuration = PlansManager(plans).get_configuration(config.model.configuration)
+    origin = plans.get("tsretrain_transferred_from")
     statuses: dict[str, int] = {}
     for row in listing:
         key = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
@@ -182,7 +184,8 @@ def describe(
         "spacing_mm": list(configuration.spacing),
         "dictionary": dictionary.to_json(),
         "synthetic_data": config.synthetic,
-        "weights": "trained by this run",
+        "weights": f"fine-tuned by this run from {origin} (its plans transferred)" if origin else "trained by this run",
+        "reference_labels": summary["reference_records"],
         "training_data": {
             "patients_listed": len(listing),
             "cases_by_status": dict(sorted(statuses.items())),
@@ -213,7 +216,8 @@ def model_card(card: dict[str, Any]) -> str:
         warning + f"nnU-Net v2 model, trainer `{card['trainer']}`, plans `{card['plans']}`, configuration "
         f"`{card['configuration']}`, folds {card['folds']} ensembled; patch {card['patch_size']} at "
         f"{card['spacing_mm']} mm (z, y, x). Labels: dictionary `{card['dictionary']['name']}` "
-        f"{card['dictionary']['version']} (`dictionary.yaml`). Weights: {card['weights']}.",
+        f"{card['dictionary']['version']} (`dictionary.yaml`). Weights: {card['weights']}. "
+        f"Test references: {card['reference_labels']}.",
         "",
         "## Training data",
         "",

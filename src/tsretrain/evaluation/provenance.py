@@ -75,8 +75,10 @@ def read_sources(
             "pass the run's conversion/pseudo-label folders",
         )
     sources: dict[str, dict[str, Source]] = {}
+    stand_in = False
     for case, path in records.items():
         record = _read(path)
+        stand_in |= bool(record.get("stand_in"))
         per_label: dict[str, Source] = {}
         for name in names:
             if pseudolabels is not None:
@@ -91,7 +93,8 @@ def read_sources(
                 per_label[name] = Source(MANUAL if info["present"] else None, info.get("voxels"))
         sources[case] = per_label
     where = "pseudo-label merge records" if pseudolabels is not None else "conversion manifests"
-    return sources, f"{where} ({records[cases[0]].parent.parent})"
+    weights = "; TotalSegmentator ran on STAND-IN weights (phantoms only, not TotalSegmentator's)" if stand_in else ""
+    return sources, f"{where} ({records[cases[0]].parent.parent}){weights}"
 
 
 def assign_groups(rows: list[dict[str, Any]], sources: dict[str, dict[str, Source]]) -> None:

@@ -153,6 +153,11 @@ MODEL_OPTIONS = {
     "folds": Option("Folds trained and ensembled: 0,1,2 or a JSON list."),
 }
 
+PLANS_FROM = Option(
+    "Pretrained model (model folder, TotalSegmentator task folder or model package) whose plans are transferred: "
+    "topology, patch, spacing and CT normalisation."
+)
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "synth",
@@ -297,6 +302,7 @@ STAGES: tuple[Stage, ...] = (
             "patch_size": Option("Override the patch size, z y x (needs --plans)."),
             "target_spacing": Option("Override the spacing, z y x (needs --plans)."),
             "workers": Option("Preprocessing processes (0: from CPUs and memory)."),
+            "plans_from": PLANS_FROM,
         },
         model=("dataset", "configuration", "plans"),
         reads=(
@@ -337,6 +343,7 @@ STAGES: tuple[Stage, ...] = (
             "batch_size": Option("Override the 3d_fullres batch size (needs --plans)."),
             "patch_size": Option("Override the patch size, z y x (needs --plans)."),
             "target_spacing": Option("Override the spacing, z y x (needs --plans)."),
+            "plans_from": PLANS_FROM,
         },
         model=("dataset", "configuration", "plans"),
         reads=(
@@ -381,7 +388,14 @@ STAGES: tuple[Stage, ...] = (
             "iterations": Option("Iterations per epoch of the tiny trainer (default: its own)."),
             "save_every": Option("Checkpoint every N epochs."),
             "device": DEVICE,
-            "pretrained_weights": Option("Initial weights (fine-tuning)."),
+            "init_from": Option(
+                "Pretrained model (nnU-Net model folder, TotalSegmentator task folder or model package): every "
+                "layer but the head; preprocess with --plans-from it first."
+            ),
+            "warmup_epochs": Option(
+                "Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs "
+                "when fine-tuning, else none)."
+            ),
             "store": Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there."),
             "validate": Option("Predict the fold's validation cases at the end.", flags=("--validate/--no-validate",)),
             "seed": Option("Random seed of the initial weights and the training process's draws."),

@@ -25,6 +25,7 @@ from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders, planner_threads
+from tsretrain.training.pretrained import open_pretrained, transferred_plans
 
 PLANNERS = {
     "default": "ExperimentPlanner",
@@ -48,6 +49,7 @@ class PreprocessConfig:
     patch_size: tuple[int, int, int] | None = None
     target_spacing: tuple[float, float, float] | None = None
     workers: int = 0  # 0: from CPUs and memory
+    plans_from: str | None = None  # a pretrained model whose plans are transferred (tsretrain.training.pretrained)
 
 
 def preprocessing_workers(planned: dict[str, Any], requested: int = 0) -> int:
@@ -57,6 +59,9 @@ def preprocessing_workers(planned: dict[str, Any], requested: int = 0) -> int:
     cpus = requested or cpu_quota()
     per_process = 12 * 4 * float(median[0] * median[1] * median[2]) + 2**30
     return max(1, min(cpus, int(memory_limit_bytes() * 0.8 // per_process)))
+
+
+TRANSFERRED = "nnUNetPlansTransferred"  # plans taken from a pretrained model (never over nnU-Net's own)
 
 
 def tiny_configuration(fullres: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +133,8 @@ def check(config: PreprocessConfig) -> None:
     overrides = config.batch_size or config.patch_size or config.target_spacing
     if overrides and not config.model.plans:
         raise UserError("plan overrides need --plans (a named variant; nnU-Net's own plans stay untouched)")
+    if overrides and config.plans_from:
+        raise UserError("--plans-from transfers a pretrained model's plans: no overrides beside it")
 
 
 def make_plans(config: PreprocessConfig, folders: NnunetFolders) -> dict[str, Any]:
@@ -143,13 +150,23 @@ def make_plans(config: PreprocessConfig, folders: NnunetFolders) -> dict[str, An
     plans = json.loads((target / f"{plans_identifier}.json").read_text())
     if config.batch_size or config.patch_size or config.target_spacing:
         plans = apply_overrides(plans, config)
-    if config.model.plans:
-        plans_identifier = plans["plans_name"] = config.model.plans
+    if config.plans_from:
+        pretrained = open_pretrained(config.plans_from, config.work / ".pretrained")
+        plans = transferred_plans(pretrained, plans, config.model.plans or TRANSFERRED)
+    if config.model.plans or config.plans_from:
+        plans_identifier = plans["plans_name"] = config.model.plans or TRANSFERRED
     configurations: tuple[str, ...] = (config.model.configuration,)
     tiny = config.model.configuration == TINY
-    if tiny:
+    if tiny and not config.plans_from:
         plans["configurations"][TINY] = tiny_configuration(plans["configurations"]["3d_fullres"])
-        configurations = ("3d_fullres",)
+    if config.model.configuration not in plans["configurations"]:
+        raise UserError(
+            f"configuration {config.model.configuration} is not in the plans ({', '.join(plans['configurations'])})",
+            "train one of the pretrained model's configurations (--configuration)",
+        )
+    inherited = plans["configurations"][config.model.configuration].get("inherits_from")
+    if tiny and inherited:
+        configurations = (inherited,)  # the tiny network trains on 3d_fullres's data
     atomic_write_text(target / f"{plans_identifier}.json", json.dumps(plans, indent=1))
     shutil.copyfile(config.split / "splits_final.json", target / "splits_final.json")
     result = summary(plans, fingerprint, configurations + ((TINY,) if tiny else ()))

@@ -22,6 +22,7 @@ from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
 from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, size_export_pool, torch_device
+from tsretrain.training.pretrained import check_compatible, open_pretrained
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -38,7 +39,8 @@ class TrainConfig:
     epochs: int | None = None
     save_every: int = 5
     device: str = "auto"
-    pretrained_weights: Path | None = None
+    init_from: str | None = None  # a pretrained model (tsretrain.training.pretrained): all layers but the head
+    warmup_epochs: int | None = None  # learning-rate warm-up; None: a tenth of the epochs when fine-tuning
     store: str | None = None  # URI of the run's nnUNet_results in the store (s3://... or a path): same layout below
     validate: bool = True
     iterations: int | None = None  # iterations per epoch of the tiny trainer
@@ -185,6 +187,8 @@ def train(config: TrainConfig) -> StageResult:
         os.environ["TSRETRAIN_EPOCHS"] = str(config.epochs)
     if config.iterations is not None:
         os.environ["TSRETRAIN_ITERATIONS"] = str(config.iterations)
+    if config.warmup_epochs is not None or config.init_from:
+        os.environ["TSRETRAIN_WARMUP_EPOCHS"] = "auto" if config.warmup_epochs is None else str(config.warmup_epochs)
     restore(config)
     local = config.fold_folder()
     started = time.time()
@@ -213,9 +217,12 @@ def train(config: TrainConfig) -> StageResult:
     trainer = nnunet_trainer(config.model, config.fold, folders, device, resume)
     if hasattr(trainer_class, "checkpoint_hook"):
         trainer_class.checkpoint_hook = lambda written, filename: on_checkpoint(trainer, written, filename)
-    maybe_load_checkpoint(
-        trainer, resume, False, str(config.pretrained_weights) if config.pretrained_weights and not resume else None
-    )
+    pretrained = None
+    if config.init_from and not resume:  # a resumed fine-tune continues from its own checkpoint
+        pretrained = open_pretrained(config.init_from, config.work / ".pretrained")
+        trainer.initialize()
+        check_compatible(trainer.network, pretrained)
+    maybe_load_checkpoint(trainer, resume, False, str(pretrained.checkpoint) if pretrained else None)
     first_epoch = int(trainer.current_epoch)
     with augmentation_processes(device.type) as augmentation:
         log.info(

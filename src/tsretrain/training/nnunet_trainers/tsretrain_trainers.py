@@ -31,6 +31,30 @@ CheckpointHook = Callable[[str, str], None]  # (written file, final name)
 CUDA = torch.device("cuda")  # nnU-Net's default device
 
 
+class WarmupPolyLR(PolyLRScheduler):  # type: ignore[misc]
+    """nnU-Net's polynomial decay after a linear warm-up over ``warmup`` epochs from ``start`` times the initial
+    rate: when fine-tuning, the new segmentation head's first large gradients do not throw the pretrained layers
+    off."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, max_steps: int, warmup: int, start: float):
+        self.warmup, self.start = warmup, start
+        super().__init__(optimizer, initial_lr, max_steps)
+
+    def step(self, current_step: int | None = None) -> None:
+        step = self.ctr if current_step is None or current_step == -1 else current_step
+        if step >= self.warmup:
+            super().step(current_step)
+            return
+        if current_step is None or current_step == -1:
+            self.ctr += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.initial_lr * (self.start + (1 - self.start) * step / self.warmup)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+WARMUP_START = 0.1  # the warm-up starts at a tenth of the initial learning rate
+
+
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
@@ -70,6 +94,19 @@ class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
         finally:
             if os.path.exists(tmp):  # a failed save (disk full, a failed upload) leaves no part behind
                 os.remove(tmp)
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> PolyLRScheduler:
+        """The learning-rate schedule: nnU-Net's, after a warm-up of ``TSRETRAIN_WARMUP_EPOCHS`` epochs (``auto``:
+        a tenth of the epochs, at least one; unset or 0: none)."""
+        setting = os.environ.get("TSRETRAIN_WARMUP_EPOCHS", "0")
+        warmup = max(1, self.num_epochs // 10) if setting == "auto" else int(setting)
+        if warmup <= 0:
+            return PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        return WarmupPolyLR(optimizer, self.initial_lr, self.num_epochs, warmup, WARMUP_START)
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
+        optimizer, _ = super().configure_optimizers()
+        return optimizer, self.schedule(optimizer)
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -112,7 +149,7 @@ class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
         optimizer = torch.optim.AdamW(
             self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay, amsgrad=True
         )
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        return optimizer, self.schedule(optimizer)
 
     def initialize(self) -> None:
         super().initialize()

@@ -1,0 +1,114 @@
+"""Fine-tuning from a pretrained nnU-Net model, as nnU-Net documents it (``documentation/pretraining_and_finetuning``).
+
+A pretrained model is an nnU-Net results folder ``<trainer>__<plans>__<configuration>`` (plans.json, dataset.json,
+``fold_K/checkpoint_final.pth``): a TotalSegmentator task folder, a tsretrain run's model under ``nnUNet_results``,
+or an exported model package (zip, its folder, or a store URI of the zip). Two things come from it:
+
+- **plans** (``preprocess --plans-from``): nnU-Net's ``move_plans_between_datasets`` semantics: every
+  configuration's topology, patch and spacing and the CT normalisation (the pretrained dataset's foreground
+  intensities) are kept, the dataset name, plans name, data identifiers and image reader become the target's,
+  and the target's own fingerprint gives the rest (median spacing and shape);
+- **weights** (``train --init-from``): every layer but the segmentation head (``.seg_layers.``), so another label
+  set is fine but other plans are not; a mismatch is refused before training with the first layer that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsretrain.errors import UserError
+
+HEAD = ".seg_layers."  # what nnU-Net's load_pretrained_weights never transfers
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A trained nnU-Net model: its folder, plans and the checkpoint the weights come from."""
+
+    folder: Path
+    checkpoint: Path
+
+    @property
+    def plans(self) -> dict[str, Any]:
+        plans: dict[str, Any] = json.loads((self.folder / "plans.json").read_text())
+        return plans
+
+    @property
+    def configuration(self) -> str:
+        return self.folder.name.rsplit("__", 1)[-1]
+
+
+def _model_folder(path: Path) -> Path | None:
+    """The trainer__plans__configuration folder at or directly below ``path``."""
+    if (path / "plans.json").is_file():
+        return path
+    found = sorted(p.parent for p in path.glob("*__*__*/plans.json"))
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise UserError(f"pretrained model {path} holds several models ({names})", "name one of their folders")
+    return found[0] if found else None
+
+
+def open_pretrained(source: str, scratch: Path) -> Pretrained:
+    """The pretrained model at ``source`` (a model folder, a dataset folder holding one, or a model package)."""
+    from tsretrain.delivery.package import Package
+
+    path = Path(source)
+    folder = None if "://" in source or not path.is_dir() else _model_folder(path)
+    if folder is None:
+        if "://" not in source and not path.exists():
+            raise UserError(f"pretrained model {source} does not exist", "give a model folder or a model package")
+        folder = Package.open(source, scratch).model_folder
+    checkpoints = sorted(folder.glob("fold_*/checkpoint_final.pth"))
+    if not checkpoints:
+        raise UserError(f"pretrained model {folder} has no fold_*/checkpoint_final.pth", "train it to the end first")
+    return Pretrained(folder, checkpoints[0])
+
+
+def transferred_plans(pretrained: Pretrained, target: dict[str, Any], plans_name: str) -> dict[str, Any]:
+    """The pretrained plans for the target dataset (``target``: the plans nnU-Net's planner made for it)."""
+    plans: dict[str, Any] = json.loads(json.dumps(pretrained.plans))
+    source_name = plans["plans_name"]
+    for configuration in plans["configurations"].values():
+        identifier = configuration.get("data_identifier")
+        if identifier:
+            rest = identifier[len(source_name) :] if identifier.startswith(source_name) else f"_{identifier}"
+            configuration["data_identifier"] = plans_name + rest
+    plans.update(
+        dataset_name=target["dataset_name"],
+        plans_name=plans_name,
+        image_reader_writer=target["image_reader_writer"],
+        original_median_spacing_after_transp=target["original_median_spacing_after_transp"],
+        original_median_shape_after_transp=target["original_median_shape_after_transp"],
+    )
+    plans["tsretrain_transferred_from"] = str(pretrained.folder)
+    return plans
+
+
+def first_mismatch(network: dict[str, Any], pretrained: dict[str, Any]) -> str | None:
+    """The first layer (head aside) missing from the pretrained weights or shaped otherwise, described."""
+    for key, value in network.items():
+        if HEAD in key:
+            continue
+        if key not in pretrained:
+            return f"{key} is missing from the pretrained weights"
+        if tuple(pretrained[key].shape) != tuple(value.shape):
+            return f"{key} is {tuple(pretrained[key].shape)} there, {tuple(value.shape)} here"
+    return None
+
+
+def check_compatible(network: Any, pretrained: Pretrained) -> None:
+    """Refuse weights this network cannot take (nnU-Net would stop with an assertion)."""
+    import torch
+
+    weights = torch.load(pretrained.checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    mismatch = first_mismatch(network.state_dict(), weights)
+    if mismatch is not None:
+        raise UserError(
+            f"--init-from {pretrained.folder}: the networks differ: {mismatch}",
+            f"preprocess with --plans-from {pretrained.folder} (its plans and configuration "
+            f"{pretrained.configuration}), then train that configuration",
+        )
