@@ -61,6 +61,7 @@ SAMPLE = {
     "workflow.parameters.model-version": "2.1.0",
     "workflow.parameters.model": "s3://bucket/runs/tsretrain-x0/export/Dataset042_HeadNeck-3d_tiny-2.1.0.zip",
     "workflow.parameters.formats": "rtstruct,seg",
+    "workflow.parameters.init-from": "s3://bucket/runs/tsretrain-x0/export/Dataset042_HeadNeck-3d_tiny-2.0.0.zip",
     "workflow.parameters.infer-batch-size": "3",
     "workflow.parameters.convert-batch-size": "2",
     "workflow.parameters.input-prefix": "s3://bucket/dicom",
@@ -269,6 +270,9 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     configs = {name: config for name, (_, config, *_) in parsed.items()}
     assert configs["evaluate"].reference == Path("/work/nnunet/nnUNet_raw/Dataset042_HeadNeck/labelsTs")
     assert configs["train"].device == configs["validate"].device == configs["predict"].device == "cuda"  # no fallback
+    assert configs["pseudolabel"].device == "cuda"  # the run's device, as train's
+    pretrained = SAMPLE["workflow.parameters.init-from"]
+    assert configs["plan"].plans_from == configs["train"].init_from == pretrained
     assert configs["train"].validate is False and configs["validate"].store == configs["train"].store
     defaults = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
     assert defaults["device"] == "cuda"  # cpu only when asked for (a CPU-only test cluster)
