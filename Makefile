@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-run
 WORKERS ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-ts90 test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit infer watch logs
+.PHONY: named install demo demo-ts90 test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit infer watch logs
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
 # The field's DICOM tools that the tests check exports with (dciodvfy from dicom3tools, plastimatch) come from
@@ -96,10 +96,13 @@ submit: $(SUBMIT_VENV)/.installed  ## (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
 infer: $(SUBMIT_VENV)/.installed  ## the inference WorkflowTemplate (ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE)
 	$(SUBMIT) submit --template tsretrain-infer --parameters "$$PARAMS"
 
-watch: $(SUBMIT_VENV)/.installed  ## make watch WORKFLOW=tsretrain-xxxxx
+named:  # before anything is installed: watch and logs need the run's name
+	@test -n "$(WORKFLOW)" || { echo "name the run: make $(MAKECMDGOALS) WORKFLOW=tsretrain-xxxxx (make submit printed it)" >&2; exit 2; }
+
+watch: named $(SUBMIT_VENV)/.installed  ## make watch WORKFLOW=tsretrain-xxxxx
 	$(SUBMIT) watch $(WORKFLOW)
 
-logs: $(SUBMIT_VENV)/.installed  ## make logs WORKFLOW=tsretrain-xxxxx
+logs: named $(SUBMIT_VENV)/.installed  ## make logs WORKFLOW=tsretrain-xxxxx
 	$(SUBMIT) logs $(WORKFLOW)
 
 clean:

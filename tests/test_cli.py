@@ -97,3 +97,16 @@ def test_every_configuration_field_is_declared_in_the_registry() -> None:
         declared = set(stage.options) | set(stage.internal) | ({"model"} if stage.model else set())
         assert fields == declared, stage.name
         assert stage.resources in ("cpu", "big-cpu", "gpu", "big-gpu") and stage.image in ("cpu", "gpu", "pseudolabel")
+
+
+def test_the_main_help_shows_user_commands_and_real_types() -> None:
+    """Workflow internals (a pod's wrapper, the gathered listings, the claim and status steps) stay out of the
+    main help but still run; a number given as text ("" for the default) is shown as a number."""
+    runner = CliRunner()
+    shown = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    listed = set(re.findall(r"^│ +([a-z][a-z0-9-]*) ", shown, flags=re.MULTILINE))
+    assert {"run", "train", "submit", "standin-weights"} <= listed
+    assert not listed & {"pod", "listing", "infer-listing", "claim", "status"}
+    assert runner.invoke(app, ["pod", "--help"]).exit_code == 0
+    train = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--epochs +<int>", train) and re.search(r"--warmup-epochs +<int>", train)

@@ -105,10 +105,14 @@ def test_no_token_on_a_dev_cluster_and_clear_errors(argo: str, monkeypatch: pyte
     assert CliRunner().invoke(app, ["submit"]).exit_code == 0
     assert FakeArgo.requests[-1]["auth"] is None
     result = CliRunner().invoke(app, ["submit", "--template", "missing"])
-    assert result.exit_code == 1 and "HTTP 404" in result.output
+    assert result.exit_code == 2 and "HTTP 404" in result.stderr and not result.stdout  # errors on stderr
     monkeypatch.setenv("ARGO_SERVER", "http://127.0.0.1:9")
     result = CliRunner().invoke(app, ["submit"])
-    assert result.exit_code == 1 and "cannot reach" in result.output
+    assert result.exit_code == 2 and "cannot reach" in result.stderr
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["watch", "tsretrain-abc12", "--every", "5"])
+    assert result.exit_code == 2 and "cannot reach" in result.stderr  # a server never reached: no retries
+    assert time.monotonic() - started < 5
 
 
 def test_watch_until_finished_and_logs(argo: str) -> None:
@@ -175,3 +179,9 @@ def test_the_light_entry_point_needs_only_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_make_watch_without_a_name_says_how_to_give_it() -> None:
+    done = subprocess.run(["make", "-s", "watch"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "make watch WORKFLOW=tsretrain-" in done.stderr
+    assert "pip" not in done.stdout + done.stderr  # refused before the client is installed

@@ -68,8 +68,12 @@ def _parameter(name: str, option: Option, hint: Any, default: Any) -> inspect.Pa
         cli_type = str
     else:
         cli_type = hint
+    scalar = _optional_scalar(hint)
+    metavar = f"<{scalar.__name__}>" if scalar else None  # given as text ("" means None), shown as what it is
     info = (
-        typer.Argument(help=option.help) if option.argument else typer.Option(*option.cli_flags(name), help=option.help)
+        typer.Argument(help=option.help)
+        if option.argument
+        else typer.Option(*option.cli_flags(name), help=option.help, metavar=metavar)
     )
     return inspect.Parameter(
         name,
@@ -150,7 +154,7 @@ def run_command(
         raise typer.Exit(report_error(exc, "run")) from exc
 
 
-@app.command("pod", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("pod", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def pod_command(
     context: typer.Context,
     get: Annotated[
@@ -207,7 +211,7 @@ def pod_command(
         completion.write(output_file or [], puts, manifest)
 
 
-@app.command("listing")
+@app.command("listing", hidden=True)
 def listing_command(
     converted: Annotated[Path, typer.Argument(help="Output folder of convert (cases/<case>/manifest.json).")],
 ) -> None:
@@ -218,7 +222,7 @@ def listing_command(
     console.print(f"[green]done[/green] listing: {len(rows)} cases in {converted / 'cases.csv'}")
 
 
-@app.command("infer-listing")
+@app.command("infer-listing", hidden=True)
 def infer_listing_command(
     out: Annotated[Path, typer.Argument(help="Output folder of infer (CASE/contours.json).")],
 ) -> None:
@@ -258,7 +262,7 @@ RunsPrefixOption = Annotated[str, typer.Option(help="Store URI under which each 
 WorkflowOption = Annotated[str, typer.Option(help="Workflow name.")]
 
 
-@app.command("claim")
+@app.command("claim", hidden=True)
 def claim_command(
     output_prefix: OutputPrefixOption,
     runs_prefix: RunsPrefixOption,
@@ -285,7 +289,7 @@ def claim_command(
     console.print(f"output prefix: {prefix}")
 
 
-@app.command("status")
+@app.command("status", hidden=True)
 def status_command(
     output_prefix: OutputPrefixOption,
     runs_prefix: RunsPrefixOption,

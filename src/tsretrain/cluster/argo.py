@@ -27,9 +27,10 @@ class ArgoError(RuntimeError):
     """The Argo server refused or could not be reached; the message says what it answered. ``transient``: the
     same request may succeed later (server unreachable, timeout, overload)."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, unreachable: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.unreachable = unreachable  # no connection at all (wrong address, server down)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class ArgoClient:
             detail = exc.read().decode(errors="replace")[:500]
             raise ArgoError(f"{method} {path}: HTTP {exc.code}: {detail}", exc.code in TRANSIENT_HTTP) from exc
         except urllib.error.URLError as exc:
-            raise ArgoError(f"cannot reach {self.server}: {exc.reason}", transient=True) from exc
+            raise ArgoError(f"cannot reach {self.server}: {exc.reason}", transient=True, unreachable=True) from exc
         except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
             raise ArgoError(f"{method} {path}: {exc!r}", transient=True) from exc
 
@@ -110,20 +111,23 @@ class ArgoClient:
     ) -> str:
         """Poll until the workflow finishes; print each change of phase or node status; return the phase.
         Transient errors (server restarting, network) are reported and retried for up to ``patience`` seconds in
-        a row; any other error (wrong name, no permission) ends the watch."""
+        a row; any other error (wrong name, no permission), or a server never reached (a wrong address), ends the
+        watch at once."""
         seen: dict[str, str] = {}
         failing_since: float | None = None
+        reached = False
         while True:
             try:
                 status = self.workflow(name).get("status", {})
             except ArgoError as exc:
                 failing_since = failing_since or time.monotonic()
-                if not exc.transient or time.monotonic() - failing_since > patience:
+                never = exc.unreachable and not reached
+                if never or not exc.transient or time.monotonic() - failing_since > patience:
                     raise
                 echo(f"(Argo server unavailable, retrying in {every:.0f} s: {exc})")
                 time.sleep(every)
                 continue
-            failing_since = None
+            failing_since, reached = None, True
             for node in sorted(status.get("nodes", {}).values(), key=lambda n: n.get("startedAt") or ""):
                 if node.get("type") in ("Pod", "Retry") and seen.get(node["id"]) != node.get("phase"):
                     seen[node["id"]] = node.get("phase", "")

@@ -12,6 +12,12 @@ from collections.abc import Callable
 from tsretrain.cluster.argo import ArgoClient, ArgoError
 
 Echo = Callable[[str], None]
+CLIENT_ERROR = 2  # the request could not be made (address, name, permission): never the run's own outcome (1)
+
+
+def _failed(what: str, exc: ArgoError) -> int:
+    print(f"{what} failed: {exc}", file=sys.stderr)
+    return CLIENT_ERROR
 
 
 def parse_parameters(pairs: list[str], text: str = "") -> dict[str, str]:
@@ -38,8 +44,7 @@ def submit(
         client = ArgoClient.from_env(server, namespace)
         name = client.submit(template, parameters)["metadata"]["name"]
     except ArgoError as exc:
-        echo(f"submit failed: {exc}")
-        return 1
+        return _failed("submit", exc)
     echo(f"submitted {name}")
     echo(f"watch it in the Argo UI: {client.ui_link(name)}")
     return 0
@@ -52,8 +57,7 @@ def watch(
     try:
         return 0 if ArgoClient.from_env(server, namespace).watch(name, every, echo) == "Succeeded" else 1
     except ArgoError as exc:
-        echo(f"watch failed: {exc}")
-        return 1
+        return _failed("watch", exc)
 
 
 def logs(
@@ -64,8 +68,7 @@ def logs(
         for line in ArgoClient.from_env(server, namespace).logs(name, follow):
             echo(line)
     except ArgoError as exc:
-        echo(f"logs failed: {exc}")
-        return 1
+        return _failed("logs", exc)
     return 0
 
 
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             parameters = parse_parameters(args.parameter, args.parameters)
         except ValueError as exc:
             print(f"submit failed: {exc}", file=sys.stderr)
-            return 2
+            return CLIENT_ERROR
         return submit(parameters, args.template, args.server, args.namespace)
     if args.command == "watch":
         return watch(args.name, args.server, args.namespace, args.every)

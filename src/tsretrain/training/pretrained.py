@@ -100,11 +100,21 @@ def first_mismatch(network: dict[str, Any], pretrained: dict[str, Any]) -> str |
     return None
 
 
-def check_compatible(network: Any, pretrained: Pretrained) -> None:
-    """Refuse weights this network cannot take (nnU-Net would stop with an assertion)."""
+def network_weights(pretrained: Pretrained, staged: Path) -> tuple[dict[str, Any], Path]:
+    """The pretrained network's weights on the CPU, and a checkpoint holding only them for nnU-Net's loader (which
+    loads without ``map_location``: a checkpoint saved from a GPU would not load on a CPU-only node)."""
     import torch
 
-    weights = torch.load(pretrained.checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    weights: dict[str, Any] = torch.load(pretrained.checkpoint, map_location="cpu", weights_only=False)[
+        "network_weights"
+    ]
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"network_weights": weights}, staged)
+    return weights, staged
+
+
+def check_compatible(network: Any, pretrained: Pretrained, weights: dict[str, Any]) -> None:
+    """Refuse weights this network cannot take (nnU-Net would stop with an assertion)."""
     mismatch = first_mismatch(network.state_dict(), weights)
     if mismatch is not None:
         raise UserError(

@@ -22,7 +22,7 @@ from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
 from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, size_export_pool, torch_device
-from tsretrain.training.pretrained import check_compatible, open_pretrained
+from tsretrain.training.pretrained import check_compatible, network_weights, open_pretrained
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -217,12 +217,13 @@ def train(config: TrainConfig) -> StageResult:
     trainer = nnunet_trainer(config.model, config.fold, folders, device, resume)
     if hasattr(trainer_class, "checkpoint_hook"):
         trainer_class.checkpoint_hook = lambda written, filename: on_checkpoint(trainer, written, filename)
-    pretrained = None
+    staged = None
     if config.init_from and not resume:  # a resumed fine-tune continues from its own checkpoint
         pretrained = open_pretrained(config.init_from, config.work / ".pretrained")
+        weights, staged = network_weights(pretrained, config.work / ".pretrained" / f"fold_{config.fold}.pth")
         trainer.initialize()
-        check_compatible(trainer.network, pretrained)
-    maybe_load_checkpoint(trainer, resume, False, str(pretrained.checkpoint) if pretrained else None)
+        check_compatible(trainer.network, pretrained, weights)
+    maybe_load_checkpoint(trainer, resume, False, str(staged) if staged else None)
     first_epoch = int(trainer.current_epoch)
     with augmentation_processes(device.type) as augmentation:
         log.info(

@@ -1,0 +1,94 @@
+"""Benchmark: TotalSegmentator's six radcure-ts90 tasks per case on the CPU, through the pseudolabel stage, on
+STAND-IN weights (the network is small, so the time is TotalSegmentator's own work around it: the 6 mm crop model,
+resampling to each task's spacing and back, its file handling; real weights add their networks' inference).
+
+Case: one RADCURE-sized synthetic patient (512 x 512 x 180 CT, bench/convert.py's case), converted with
+radcure-ts90. Baseline, in the same command: ``tsretrain convert`` of that case (one process each). Measured:
+``tsretrain pseudolabel --device cpu`` as a process (wall, CPU, peak RSS of the tree), and per task the time and
+peak memory the stage records in ``pseudolabel.json``; the stand-ins' build time per training (their
+``STAND-IN.json``).
+
+Usage: python bench/totalsegmentator_cpu.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-bench-convert]
+       [--iterations 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import benchlib
+
+TSRETRAIN = str(Path(sys.executable).parent / "tsretrain")
+
+
+def timed(command: list[str]) -> dict[str, float]:
+    """A tsretrain command as a measured process (the JSON line benchlib expects is the wall time)."""
+    script = (
+        "import subprocess, sys, time, json; t = time.perf_counter(); "
+        f"subprocess.run({command!r}, check=True, stdout=subprocess.DEVNULL); "
+        "print(json.dumps({'seconds': time.perf_counter() - t}))"
+    )
+    return benchlib.measure([sys.executable, "-c", script])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (marked sections).")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tsretrain-bench-convert"))
+    parser.add_argument("--iterations", type=int, default=300, help="Stand-in training steps per spacing.")
+    args = parser.parse_args()
+    from convert import prepare_case
+
+    case = prepare_case(args.workdir / "case")
+    weights = args.workdir / f"standins-{args.iterations}"
+    if not (weights / "STAND-IN.json").is_file():
+        started = time.perf_counter()
+        subprocess.run([TSRETRAIN, "standin-weights", "--out", str(weights), "--iterations", str(args.iterations)],
+                       check=True)  # fmt: skip
+        print(f"stand-ins built in {time.perf_counter() - started:.0f} s", flush=True)
+    machine = benchlib.machine_line()
+    converted, pseudo = args.workdir / "ts90-converted", args.workdir / "ts90-pseudo"
+    for folder in (converted, pseudo):
+        shutil.rmtree(folder, ignore_errors=True)
+    convert = timed(
+        [TSRETRAIN, "convert", str(case / "dicom"), "--out", str(converted), "--dictionary", "radcure-ts90"]
+    )
+    pseudolabel = timed([TSRETRAIN, "pseudolabel", str(converted), "--out", str(pseudo), "--device", "cpu",
+                         "--weights", str(weights)])  # fmt: skip
+    (record,) = [json.loads(p.read_text()) for p in pseudo.glob("*/pseudolabel.json")]
+    built = json.loads((weights / "STAND-IN.json").read_text())
+    command = "python " + " ".join(shlex.quote(a) for a in ["bench/totalsegmentator_cpu.py", *sys.argv[1:]])
+    lines = [
+        "## TotalSegmentator's head tasks per case on the CPU, STAND-IN weights (`bench/totalsegmentator_cpu.py`)",
+        "",
+        f"`{command}`; {machine}. One RADCURE-sized case (512 x 512 x 180), radcure-ts90.",
+        "",
+        "| step | wall s | CPU s | peak RSS MiB | x conversion (wall) |",
+        "|---|---|---|---|---|",
+        f"| `tsretrain convert` (baseline) | {convert['seconds']:.0f} | {convert['cpu_seconds']:.0f} | "
+        f"{convert['peak_rss_mib']:.0f} | 1.0 |",
+        f"| `tsretrain pseudolabel` (six tasks, each with TotalSegmentator's crop model) | "
+        f"{pseudolabel['seconds']:.0f} | {pseudolabel['cpu_seconds']:.0f} | {pseudolabel['peak_rss_mib']:.0f} | "
+        f"{pseudolabel['seconds'] / convert['seconds']:.1f} |",
+        "",
+        "| task | s | peak RSS of the stage so far, MiB |",
+        "|---|---|---|",
+        *(f"| {task} | {t['seconds']:.0f} | {t['peak_rss_mib']:.0f} |" for task, t in record["tasks"].items()),
+        "",
+        f"Stand-in build ({built['iterations']} steps per spacing, {built['phantoms']} phantoms): "
+        + ", ".join(f"{t['spacing_xyz']} mm {t['seconds']:.0f} s" for t in built["trainings"])
+        + ". On a GPU the tasks' networks would run there; TotalSegmentator's resampling and file handling stay on "
+        "the CPU.",
+    ]
+    benchlib.update_section(args.out, "bench/totalsegmentator_cpu.py", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
