@@ -6,6 +6,7 @@ configuration that is missing or not YAML."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,13 @@ def test_every_ordinary_mistake_is_one_short_message_and_exit_2(tmp_path: Path) 
         if done.returncode != 2 or "Traceback" in done.stderr or not short:
             failures.append(f"{name}: exit {done.returncode}, stderr {done.stderr[-600:]!r}")
     assert failures == []
+
+
+def test_output_without_a_terminal_is_never_wrapped(tmp_path: Path) -> None:
+    """A pod's log or a pipe: a long path stays on one line, whole, so it can be copied."""
+    deep = tmp_path.joinpath(*[f"folder-{n:02d}-of-a-long-hospital-export" for n in range(8)])
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    command = [TSRETRAIN, "synth", str(deep), "--cases", "1", "--rows", "24", "--columns", "24"]
+    done = subprocess.run([*command, "--slices", "6"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and len(str(deep)) > 300, done.stderr
+    assert any(str(deep) in line for line in done.stderr.splitlines()), done.stderr  # "done ... out=<path>"

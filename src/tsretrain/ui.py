@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+NO_TERMINAL_WIDTH = int(os.environ.get("COLUMNS", "200"))
+_TERMINAL = sys.stderr.isatty()
+# Without a terminal (a pod's log, CI, a pipe) lines are never wrapped (a path cut in two cannot be copied) and
+# tables get room; COLUMNS still rules where it is set.
+console = Console(stderr=True, soft_wrap=not _TERMINAL, width=None if _TERMINAL else NO_TERMINAL_WIDTH)
 log = logging.getLogger("tsretrain")
 
 
