@@ -161,7 +161,9 @@ def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    totalsegmentator(ct, out, ml=True, task=task, device=device, quiet=True)
+    # one CT per call, so one segmentation export: TotalSegmentator's default pool of 6 export processes would only
+    # start (each importing torch and nnU-Net) and wait
+    totalsegmentator(ct, out, ml=True, task=task, device=device, quiet=True, nr_thr_saving=1)
     result = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": round(_peak_rss_mib(), 1)}
     if torch.cuda.is_available():
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
