@@ -7,8 +7,11 @@ radcure-ts90, crop model included, on a converted synthetic case.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +33,29 @@ from tsretrain.totalseg.standins import FOLDER_NOTE, MARKER, is_standin
 
 TS90 = load_dictionary("radcure-ts90")
 TASKS = TS90.pseudolabel_tasks()
+SET_BY_THE_STAGE = ("TOTALSEG_WEIGHTS_PATH", "TOTALSEG_HOME_DIR", "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@contextlib.contextmanager
+def own_environment(home: Path) -> Iterator[None]:
+    """The stage points TotalSegmentator (and through it nnU-Net) at the weights through the environment, as
+    in its pod: undone after, so that later tests in this process see their own; its config lives in ``home``."""
+    saved = {name: os.environ.get(name) for name in (*SET_BY_THE_STAGE, "HOME")}
+    os.environ["HOME"] = str(home)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _environment(tmp_path: Path) -> Iterator[None]:
+    with own_environment(tmp_path / "home"):
+        yield
 
 
 def test_the_catalogue_is_totalsegmentators_own() -> None:
@@ -81,9 +107,10 @@ def pseudolabelled(standins: Path, cohort: Path, tmp_path_factory: pytest.TempPa
     (root / "dicom").mkdir()
     shutil.copytree(patient, root / "dicom" / patient.name)
     convert(ConvertConfig(input=root / "dicom", out=root / "converted", dictionary="radcure-ts90", workers=1))
-    pseudolabel(
-        PseudolabelConfig(converted=root / "converted", out=root / "pseudo", device="cpu", weights=str(standins))
-    )
+    with own_environment(root / "home"):
+        pseudolabel(
+            PseudolabelConfig(converted=root / "converted", out=root / "pseudo", device="cpu", weights=str(standins))
+        )
     return root
 
 
