@@ -74,6 +74,30 @@ def test_the_catalogue_is_totalsegmentators_own() -> None:
         assert TASK_CONFIGS[task].get("crop") and task_models(task)[-1].task_id == CROP_TASK_ID
 
 
+def test_trainers_resolve_with_totalsegmentator_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TotalSegmentator puts its lookup into nnU-Net's predictor when imported; tsretrain's resolver replaces it and
+    knows TotalSegmentator's own trainers, nnU-Net's variants (without importing those that cannot load here) and
+    refuses an unknown name in one error."""
+    import nnunetv2.inference.predict_from_raw_data as predictor
+    import totalsegmentator.nnunet as ts_nnunet
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDAOrd0 import (
+        nnUNetTrainer_DASegOrd0_NoMirroring,
+    )
+
+    from tsretrain.training import discovery
+
+    discovery.install()
+    lookup = predictor.recursive_find_trainer_class_by_name
+    assert lookup("nnUNetTrainerSkeletonRecall") is ts_nnunet.custom_trainers["nnUNetTrainerSkeletonRecall"]
+    assert lookup("nnUNetTrainer_DASegOrd0_NoMirroring") is nnUNetTrainer_DASegOrd0_NoMirroring
+    walks = []
+    walk = discovery._walk_nnunet_trainers
+    monkeypatch.setattr(discovery, "_walk_nnunet_trainers", lambda name: walks.append(name) or walk(name))
+    with pytest.raises(UserError, match="unknown trainer 'nnUNetTrainerNoSuchOne'"):
+        lookup("nnUNetTrainerNoSuchOne")
+    assert walks == ["nnUNetTrainerNoSuchOne"]  # one search, no lookup calling back into another
+
+
 def test_standins_are_in_totalsegmentators_layout_and_marked(standins: Path) -> None:
     record = json.loads((standins / MARKER).read_text())
     assert record["stand_in"] is True and "NOT TotalSegmentator's weights" in record["note"]

@@ -3,10 +3,11 @@
 nnU-Net looks a trainer up by name by importing every module of ``nnunetv2.training.nnUNetTrainer``; some of
 them import timm/torchvision, which may be absent or broken beside a given torch (it is, beside the CPU
 torch of the local install). tsretrain therefore resolves names itself: its own trainers and nnU-Net's base
-trainers by direct import, then nnU-Net's trainer modules (skipping those that cannot be imported here), then
-the ``nnUNet_extTrainer`` folders through nnU-Net's own lookup. ``install()`` puts this resolver into the two
-places nnU-Net calls (training entry and predictor), and into TotalSegmentator's fallback when it is loaded, so
-a checkpoint that names a tsretrain trainer or an nnU-Net variant loads anywhere tsretrain is installed. For
+trainers by direct import, TotalSegmentator's own trainers when it is loaded, then nnU-Net's trainer modules
+(skipping those that cannot be imported here), then the ``nnUNet_extTrainer`` folders through nnU-Net's own
+lookup. ``install()`` puts this resolver into the two places nnU-Net calls (training entry and predictor), so a
+checkpoint that names a tsretrain trainer, a TotalSegmentator trainer or an nnU-Net variant loads anywhere
+tsretrain is installed. For
 plain ``nnUNetv2_train`` set ``nnUNet_extTrainer`` to :func:`ext_trainer_path` (``tsretrain nnunet-env`` prints
 it).
 """
@@ -27,6 +28,9 @@ def find_trainer(name: str) -> Any:
 
     if name in TRAINERS:
         return TRAINERS[name]
+    totalsegmentator = sys.modules.get("totalsegmentator.nnunet")  # loaded: its own trainers, as its lookup has them
+    if name in getattr(totalsegmentator, "custom_trainers", {}):
+        return totalsegmentator.custom_trainers[name]  # type: ignore[union-attr]
     if name == "nnUNetTrainer":
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -78,15 +82,13 @@ def _known(name: str, note: str = "") -> str:
 
 
 def install() -> None:
-    """Make nnU-Net's training entry and predictor (and TotalSegmentator, once imported) use :func:`find_trainer`."""
+    """Make nnU-Net's training entry and predictor use :func:`find_trainer` (also over TotalSegmentator's lookup,
+    which it puts into the predictor when imported: its trainers are among those :func:`find_trainer` knows)."""
     import nnunetv2.inference.predict_from_raw_data as predict_module
     import nnunetv2.run.run_training as training_module
 
     predict_module.recursive_find_trainer_class_by_name = find_trainer
     training_module.recursive_find_trainer_class_by_name = find_trainer
-    totalsegmentator = sys.modules.get("totalsegmentator.nnunet")
-    if totalsegmentator is not None:  # its own trainers first, then this resolver instead of nnU-Net's walk
-        setattr(totalsegmentator, "recursive_find_trainer_class_by_name", find_trainer)  # noqa: B010 (a module's global)
 
 
 def ext_trainer_path() -> str:
