@@ -35,7 +35,7 @@ from tsretrain.labels.dictionary import OrganDictionary, PseudoLabelSource, load
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
-from tsretrain.totalseg.models import task_models
+from tsretrain.totalseg.models import models_for, task_models
 from tsretrain.totalseg.standins import is_standin
 from tsretrain.training import discovery
 from tsretrain.training.nnunet_env import torch_device
@@ -88,24 +88,23 @@ def check_classes(dictionary: OrganDictionary) -> None:
 def check_class_maps(tasks: list[str], root: Path) -> None:
     """The weights predict the classes TotalSegmentator's class map names (their dataset.json against
     ``map_to_binary``): weights of another TotalSegmentator version would label organs wrongly, silently."""
-    for task in tasks:
-        for model in task_models(task):
-            dataset = root / model.model_folder / "dataset.json"
-            if not dataset.is_file():
-                raise PseudolabelError(
-                    f"TotalSegmentator weights under {root / model.folder} lack {model.model_folder.name}/dataset.json "
-                    f"(task {task} runs {model.trainer}, {model.plans}, {model.configuration})",
-                    "provision the weights of the installed TotalSegmentator version",
-                )
-            labels = {int(v): k for k, v in json.loads(dataset.read_text())["labels"].items() if int(v)}
-            if labels != model.classes:
-                wrong = sorted(i for i in set(labels) | set(model.classes) if labels.get(i) != model.classes.get(i))
-                raise PseudolabelError(
-                    f"TotalSegmentator weights {model.folder} label {wrong[0]} as {labels.get(wrong[0])!r}, its class "
-                    f"map ({installed('TotalSegmentator')}) as {model.classes.get(wrong[0])!r} "
-                    f"({len(wrong)} label(s) differ)",
-                    "the weights belong to another TotalSegmentator version: provision the installed version's",
-                )
+    for model in models_for(tasks):  # each model once (every task here shares the crop model)
+        dataset = root / model.model_folder / "dataset.json"
+        if not dataset.is_file():
+            raise PseudolabelError(
+                f"TotalSegmentator weights under {root / model.folder} lack {model.model_folder.name}/dataset.json "
+                f"(task {model.task} runs {model.trainer}, {model.plans}, {model.configuration})",
+                "provision the weights of the installed TotalSegmentator version",
+            )
+        labels = {int(v): k for k, v in json.loads(dataset.read_text())["labels"].items() if int(v)}
+        if labels != model.classes:
+            wrong = sorted(i for i in set(labels) | set(model.classes) if labels.get(i) != model.classes.get(i))
+            raise PseudolabelError(
+                f"TotalSegmentator weights {model.folder} label {wrong[0]} as {labels.get(wrong[0])!r}, its class "
+                f"map ({installed('TotalSegmentator')}) as {model.classes.get(wrong[0])!r} "
+                f"({len(wrong)} label(s) differ)",
+                "the weights belong to another TotalSegmentator version: provision the installed version's",
+            )
 
 
 def check_weights(tasks: list[str], allow_download: bool) -> list[str]:

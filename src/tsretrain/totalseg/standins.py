@@ -45,6 +45,7 @@ from tsretrain.synth.phantom import (
     truth_mask,
 )
 from tsretrain.totalseg.models import TaskModel, models_for
+from tsretrain.training.pretrained import HEAD
 from tsretrain.ui import log, progress
 from tsretrain.versions import installed
 
@@ -97,9 +98,10 @@ def phantom_classes(phantom: Phantom, spec: ScanSpec, dictionary: OrganDictionar
     masks: Masks = {}
     for label in dictionary.labels:
         matched = [organ for organ in organs if label.matches(organ)]
-        for source in label.sources:
-            if matched and isinstance(source, PseudoLabelSource):
-                masks[source.cls] = truth_mask(phantom, spec, matched[0])
+        names = [source.cls for source in label.sources if isinstance(source, PseudoLabelSource)]
+        if matched and names:
+            truth = truth_mask(phantom, spec, matched[0])
+            masks |= dict.fromkeys(names, truth)
     masks |= {
         "skull": tissue_mask(phantom, spec, SKULL_HU),
         "brain": tissue_mask(phantom, spec, BRAIN_HU),
@@ -278,6 +280,7 @@ class Prepared:
     background: list[float]  # per case: the normalised value of air (patches are padded with it)
     intensities: dict[str, float]
     median_shape: list[int]
+    plans: dict[str, Any]  # the group's first model's: the network every model of the group shares
 
 
 def _around(sample: Sample, mask: NDArray[np.bool_]) -> Sample:
@@ -338,7 +341,7 @@ def prepare(group: Group, samples: list[Sample], scratch: Path) -> Prepared:
     manager = PlansManager(plans)
     configuration = manager.get_configuration(model.configuration)
     dataset = {"channel_names": {"0": "CT"}, "labels": {name: i for i, name in enumerate(group.classes)}}
-    prepared = Prepared([], [], [], [], intensities, median_shape)
+    prepared = Prepared([], [], [], [], intensities, median_shape, plans)
     for image, label in zip(images, labels, strict=True):
         array, seg, _ = DefaultPreprocessor(verbose=False).run_case(
             [str(image)], str(label), manager, configuration, dataset
@@ -389,7 +392,7 @@ def train(group: Group, prepared: Prepared, iterations: int, seed: int) -> tuple
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = group.models[0]
-    manager = PlansManager(_plans(model, prepared.intensities, prepared.median_shape))
+    manager = PlansManager(prepared.plans)
     configuration = manager.get_configuration(model.configuration)
     network = find_trainer(model.trainer).build_network_architecture(
         manager, configuration, 1, len(group.classes), enable_deep_supervision=False
@@ -420,7 +423,7 @@ def _own_head(weights: dict[str, Any], rows: list[int | None]) -> dict[str, Any]
 
     head = {}
     for key, value in weights.items():
-        if ".seg_layers." not in key:
+        if HEAD not in key:
             head[key] = value
             continue
         absent = torch.zeros_like(value[0]) + (ABSENT_BIAS if key.endswith(".bias") else 0.0)
