@@ -70,6 +70,9 @@ RECORDS = f"{OUT}/{relative('records')}"  # the steps' completion records in the
 CLAIMED = "/tmp/output-prefix"
 
 
+SECOND_STAGE = ("second-stage", "second-predict", "compare-stages")  # the optional branch of ``second-stage=true``
+
+
 def param(name: str) -> str:
     return "{{workflow.parameters." + name + "}}"
 
@@ -120,7 +123,7 @@ PARAMETERS = (
         "device",
         "cuda",
         "device of pseudolabel, train, validate and predict: cuda (fails at once without a GPU) or cpu",
-        ("pseudolabel.device", "train.device", "validate.device", "predict.device"),
+        tuple(f"{stage}.device" for stage in ("pseudolabel", "train", "validate", "predict", *SECOND_STAGE[:2])),
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter(
@@ -130,6 +133,15 @@ PARAMETERS = (
         "transferred and every layer but the head loaded; empty: train from scratch",
         ("plan.plans_from", "train.init_from"),
     ),
+    WorkflowParameter(
+        "second-stage",
+        "false",
+        "true: a tumour-focused second stage per fold (from the first stage's fold), predicted and compared",
+    ),
+    WorkflowParameter(
+        "second-stage-loss", "focal", "its loss: focal or weighted", ("second-stage.loss", "second-predict.loss")
+    ),
+    WorkflowParameter("second-stage-epochs", "250", "its fine-tuning epochs", ("second-stage.epochs",)),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
     WorkflowParameter(
         "predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size", "scan.predict_batch_size")
@@ -182,8 +194,9 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "pseudolabel": {"weights": "/weights"},
     "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
     "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
+    "second-stage": {"store": f"{OUT}/{relative('results')}"},  # as train's
 }
-SELF_PUBLISHING = {"train", "validate"}  # publish each fold under --store themselves
+SELF_PUBLISHING = {"train", "validate", "second-stage"}  # publish each fold under --store themselves
 # The inference template: new patients' DICOM, a model package, contours out (``tsretrain infer`` per batch).
 INFER_PARAMETERS = (
     *(p for p in PARAMETERS if p.name in ("input-prefix", "output-prefix", "runs-prefix", "resume", "s3-endpoint")),
@@ -234,12 +247,18 @@ INFER = Flavour(f"{NAME}-infer", ("scan", "infer"), INFER_PARAMETERS, INFER_CLUS
 FLAVOURS = {"training": TRAINING, "infer": INFER}
 # The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
 ITEM = {"cases": "batch", "fold": "fold"}
-OPTIONAL = {"pseudolabel": "pseudolabel", "export": "export"}  # stage -> the boolean parameter that adds it
+# stage -> the boolean parameter that adds it
+OPTIONAL = {"pseudolabel": "pseudolabel", "export": "export"}
+OPTIONAL |= dict.fromkeys(SECOND_STAGE, "second-stage")
+# The name of a stage's variant that reads an optional stage's outputs (evaluate-merged: with the pseudo-labels'
+# merge records); the stage's own name runs without them.
+VARIANTS = {"pseudolabel": "merged", "compare-stages": "second"}
 RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
 RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2, "infer": 2}
+RETRIES |= {"second-stage": 5, "second-predict": 2}
 HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
 HOURS |= {"preprocess-cases": 6, "train": 96, "validate": 12, "predict": 12, "evaluate": 12, "report": 2}
-HOURS |= {"export": 1, "infer": 6}
+HOURS |= {"export": 1, "infer": 6, "second-stage": 48, "second-predict": 12, "compare-stages": 2}
 
 RESOURCES = {
     "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
@@ -495,10 +514,13 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
         )
         templates: dict[str, tuple[Container, Stage, set[str]]] = {}
         for stage in cluster:
-            variants = {stage.name: always}
-            for option in stage.options.values():
-                if option.when in OPTIONAL:
-                    variants[f"{stage.name}-merged"] = always | {option.when}
+            # an optional stage runs with the stages its parameter adds (the second stage's compare reads its predict)
+            same = {s.name for s in cluster if s.name in OPTIONAL and OPTIONAL[s.name] == OPTIONAL.get(stage.name)}
+            variants = {stage.name: always | same}
+            optional = {option.when for option in stage.options.values() if option.when in OPTIONAL}
+            assert len(optional) <= 1, f"{stage.name}: variants for one optional stage only ({optional})"
+            for when in optional:
+                variants[f"{stage.name}-{VARIANTS[when]}"] = always | {when}
             for name, with_stages in variants.items():
                 sized = flavour.sized(stage.name)
                 inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])

@@ -52,6 +52,7 @@ SHARED_FIXTURES = {
     "tests/test_behaviour_training.py": "nnunet",
     "tests/test_batched_preprocessing.py": "nnunet",
     "tests/test_finetuning.py": "nnunet",
+    "tests/test_second_stage.py": "nnunet",
     "tests/test_report.py": "report",
     "tests/test_model_package.py": "report",
     "tests/test_totalsegmentator.py": "totalsegmentator",
@@ -154,6 +155,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "split: {cv_folds: 3}\n"
             "model: {folds: [0]}\n"
             "train: {epochs: 2, iterations: 2, device: cpu}\n"
+            "second-stage: {epochs: 1, iterations: 2, device: cpu}\n"
             "infer: {device: cpu}\n"
         )
         run(folder / "run", config)

@@ -55,9 +55,16 @@ def test_report_numbers_equal_the_csvs(finished_run: Path) -> None:
     assert f"{len(listing)} patients found; {converted} converted" in markdown
     split = json.loads((finished_run / "split" / "split.json").read_text())
     assert f"| test | {len(split['test'])} |" in markdown
-    progress = json.loads(next((finished_run / "nnunet").rglob("fold_0/progress.json")).read_text())
-    epochs, iterations = len(progress["train_losses"]), progress["iterations_per_epoch"]
-    assert f"| fold_0 | {epochs} | {iterations} | {fmt(progress['train_losses'][-1])} |" in markdown
+    for model, title in (("nnUNetTrainerTsrTiny", "first stage"), ("nnUNetTrainerTsrTinyGTVpFocal", "second stage")):
+        progress = json.loads(next((finished_run / "nnunet").rglob(f"{model}__*/fold_0/progress.json")).read_text())
+        epochs, iterations = len(progress["train_losses"]), progress["iterations_per_epoch"]
+        row = f"| fold_0 | {epochs} | {iterations} | {fmt(progress['train_losses'][-1])} |"
+        assert re.search(rf"\| {title}[^|]* {re.escape(row)}", markdown), (title, row)
+    comparison = json.loads((finished_run / "comparison" / "comparison.json").read_text())
+    assert "### Second stage: the tumour-focused model against the first stage" in markdown
+    for pair in comparison["paired"]:  # first and second stage on the tumour, paired per test case
+        means = " | ".join(fmt(pair[k]) for k in ("first_mean", "second_mean", "difference_mean"))
+        assert f"| {pair['n_pairs']} | {means} |" in markdown
 
 
 def test_a_second_run_skips_every_stage(finished_run: Path) -> None:

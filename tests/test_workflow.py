@@ -62,6 +62,8 @@ SAMPLE = {
     "workflow.parameters.model": "s3://bucket/runs/tsretrain-x0/export/Dataset042_HeadNeck-3d_tiny-2.1.0.zip",
     "workflow.parameters.formats": "rtstruct,seg",
     "workflow.parameters.init-from": "s3://bucket/runs/tsretrain-x0/export/Dataset042_HeadNeck-3d_tiny-2.0.0.zip",
+    "workflow.parameters.second-stage-loss": "weighted",
+    "workflow.parameters.second-stage-epochs": "7",
     "workflow.parameters.infer-batch-size": "3",
     "workflow.parameters.convert-batch-size": "2",
     "workflow.parameters.input-prefix": "s3://bucket/dicom",
@@ -249,20 +251,21 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     reached = set()
     for name, (stage, config, *_) in parsed.items():
         for option in stage.all_options():
-            if option in EXPECTED and (option in module.TRAINING.by_option() or option == stage.fan_out):
+            own = f"{stage.name}.{option}" in module.TRAINING.by_option()  # a parameter of this stage's own
+            if option in EXPECTED and not own and (option in module.TRAINING.by_option() or option == stage.fan_out):
                 assert _option_value(config, option) == EXPECTED[option], (name, option)
                 reached.add((stage.name, option))
     needs = {
-        "folds": {"split", "predict"},
-        "fold": {"train"},
+        "folds": {"split", "predict", "second-predict"},
+        "fold": {"train", "second-stage"},
         "planner": {"plan"},
-        "plans": {"plan", "train", "predict"},
-        "configuration": {"plan", "train", "predict"},
-        "dictionary": {"scan", "convert", "pseudolabel", "assemble", "evaluate"},
+        "plans": {"plan", "train", "predict", "second-stage", "second-predict"},
+        "configuration": {"plan", "train", "predict", "second-stage", "second-predict"},
+        "dictionary": {"scan", "convert", "pseudolabel", "assemble", "evaluate", "compare-stages"},
         "dataset": {"assemble", "fingerprint", "plan", "preprocess-cases", "train", "predict", "report"},
-        "trainer": {"train", "predict"},
+        "trainer": {"train", "predict", "second-stage", "second-predict"},
         "epochs": {"train"},
-        "iterations": {"train"},
+        "iterations": {"train", "second-stage"},
         "cases": {"convert", "pseudolabel"},
     }
     for option, stages in needs.items():
@@ -271,6 +274,12 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     assert configs["evaluate"].reference == Path("/work/nnunet/nnUNet_raw/Dataset042_HeadNeck/labelsTs")
     assert configs["train"].device == configs["validate"].device == configs["predict"].device == "cuda"  # no fallback
     assert configs["pseudolabel"].device == "cuda"  # the run's device, as train's
+    # the second stage: its own epochs and loss, the run's device, checkpoints mirrored as train's
+    assert configs["second-stage"].epochs == 7 and configs["second-stage"].loss == configs["second-predict"].loss
+    assert configs["second-stage"].loss == "weighted" and configs["second-stage"].store == configs["train"].store
+    assert configs["second-stage"].device == configs["second-predict"].device == "cuda"
+    assert configs["compare-stages"].second == Path("/work/second-stage/test")
+    assert configs["report-second"].comparison == Path("/work/comparison") and configs["report"].comparison is None
     pretrained = SAMPLE["workflow.parameters.init-from"]
     assert configs["plan"].plans_from == configs["train"].init_from == pretrained
     assert configs["train"].validate is False and configs["validate"].store == configs["train"].store
@@ -348,6 +357,7 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         *CLUSTER_STAGES,
         "assemble-merged",
         "evaluate-merged",
+        "report-second",
         "claim",
         "listing",
         "record-status",
@@ -371,7 +381,7 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/etc/tsretrain/dictionaries" in mounts  # a custom dictionary from the chart's ConfigMap
     assert templates["train"]["activeDeadlineSeconds"] > 24 * 3600 > templates["split"]["activeDeadlineSeconds"]
-    for name in ("train", "validate", "predict", "pseudolabel"):
+    for name in ("train", "validate", "predict", "pseudolabel", "second-stage", "second-predict"):
         template = templates[name]
         resources = template["container"]["resources"]
         assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
@@ -424,7 +434,17 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
     assert tasks["evaluate"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
     assert tasks["evaluate-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
     assert tasks["evaluate"]["depends"] == tasks["evaluate-merged"]["depends"] == "predict"
-    assert tasks["report"]["depends"] == "evaluate && evaluate-merged"
+    # The optional second stage: per fold from the first stage's fold, predicted per test batch, compared; the
+    # report with its section only when it ran.
+    assert tasks["second-stage"]["depends"] == "evaluate && evaluate-merged"
+    assert tasks["second-stage"]["withParam"] == "{{workflow.parameters.folds}}"
+    assert tasks["second-predict"]["withParam"] == "{{tasks.split.outputs.parameters.batches}}"
+    for before, after in itertools.pairwise(["second-stage", "second-predict", "compare-stages"]):
+        assert tasks[after]["depends"] == before
+        assert tasks[after]["when"] == tasks[before]["when"] == "{{workflow.parameters.second-stage}} == true"
+    assert tasks["report"]["depends"] == tasks["report-second"]["depends"] == "compare-stages"
+    assert tasks["report"]["when"] == "{{workflow.parameters.second-stage}} != true"
+    assert tasks["report-second"]["when"] == "{{workflow.parameters.second-stage}} == true"
     for task in tasks.values():
         if task["name"] != "claim":  # every stage writes below the prefix the claim step fixed
             parameters = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}

@@ -42,6 +42,11 @@ LOCATIONS: dict[str, tuple[str, str]] = {
     ),
     "predictions": ("predictions", "test/ (fold ensemble), validation/fold_K/"),
     "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json, review.json (the cases the report shows)"),
+    "second": ("second-stage", "test/: the tumour-focused second stage's fold ensemble on the test set"),
+    "comparison": (
+        "comparison",
+        "comparison.json, per_case.csv: first against second stage on the tumour, per test case, paired",
+    ),
     "report": ("report", "report.html (self-contained), report.md, figures/"),
     "export": (
         "export",
@@ -120,6 +125,10 @@ class RunLayout:
     @property
     def evaluation(self) -> Path:
         return self.at("evaluation")
+
+    @property
+    def comparison(self) -> Path:
+        return self.at("comparison")
 
     @property
     def report(self) -> Path:

@@ -62,11 +62,17 @@ def step_disks(cases: dict[str, CaseWork], batches: Iterable[tuple[str, ...]], t
         "validate": _need(total * PREPROCESSED_PER_VOXEL + CHECKPOINTS),  # the preprocessed set, as train
         "predict": _need(2 * sum(largest) * CONVERTED_PER_VOXEL + CHECKPOINTS),
         "evaluate": _need(2 * total * LABELS_PER_VOXEL),  # references and predictions (the test set's, at most all)
+        # the second stage: train's data plus both models' checkpoints; its prediction as predict's; the comparison
+        # holds the references and both stages' predictions
+        "second-stage": _need(total * PREPROCESSED_PER_VOXEL + 2 * CHECKPOINTS),
+        "second-predict": _need(2 * sum(largest) * CONVERTED_PER_VOXEL + 2 * CHECKPOINTS),
+        "compare-stages": _need(3 * total * LABELS_PER_VOXEL),
     }
 
 
 SIZED = tuple(step_disks({}, [], 1))  # the steps the scan sizes (every step holding cases)
-WHOLE_DATASET = ("assemble", "train", "validate")  # at least ``data-scratch``; the others at least ``scratch``
+# at least ``data-scratch``; the others at least ``scratch``
+WHOLE_DATASET = ("assemble", "train", "validate", "second-stage")
 
 
 def write_sizes(folder: Path, disks: dict[str, int], scratch: int, data_scratch: int) -> dict[str, str]:

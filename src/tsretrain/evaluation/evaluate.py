@@ -92,7 +92,7 @@ class CaseJob:
     nsd_voxels: bool
 
 
-def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
+def read_label_map(path: Path) -> tuple[np.ndarray, sitk.Image]:
     """The label map (a read-only view when it is stored as uint8: valid while the image is kept) and its image."""
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayViewFromImage(image)
@@ -110,11 +110,11 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
 
 def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
     """All label metrics of one case (run in a worker)."""
-    reference, ref_image = _read(job.reference)
+    reference, ref_image = read_label_map(job.reference)
     if job.prediction is None:
         prediction = np.zeros_like(reference)
     else:
-        prediction, pred_image = _read(job.prediction)
+        prediction, pred_image = read_label_map(job.prediction)
         if not same_grid(ref_image, pred_image):
             raise ValueError(f"{job.case}: prediction and reference are not on the same grid")
     x, y, z = (float(s) for s in ref_image.GetSpacing())

@@ -128,3 +128,24 @@ def case_review(ct: Path, reference: Path, prediction: Path, label: int, title: 
         fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
+
+
+def paired_stages(rows: list[dict[str, str]], path: Path) -> None:
+    """Per test case with a tumour, its Dice and HD95 in the first and in the second stage, joined by a line
+    (missed tumours: Dice 0, no HD95)."""
+    with _defaults():
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        for ax, metric, unit in ((axes[0], "dice", "Dice"), (axes[1], "hd95", "HD95 (mm)")):
+            for row in rows:
+                values = [row[f"{stage}_{metric}"] for stage in ("first", "second")]
+                if all(v not in ("", None) for v in values):
+                    ax.plot([0, 1], [float(v) for v in values], "o-", color="#2c7fb8", alpha=0.7)
+            ax.set_xticks([0, 1], ["first stage", "second stage"])
+            ax.set_xlim(-0.3, 1.3)
+            ax.set_ylabel(unit)
+            ax.set_title(f"GTVp {unit}, paired per test case (n = {sum(1 for _ in rows)})", fontsize=9)
+        axes[0].set_ylim(0, 1)
+        axes[1].set_ylim(bottom=0)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)

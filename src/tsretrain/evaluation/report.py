@@ -90,17 +90,28 @@ class ReportConfig:
     run_dir: Path
     out: Path
     dataset: str = "Dataset366_TotalSegmentator"  # nnU-Net dataset folder
+    trainer: str = "nnUNetTrainerTsr"  # the first stage's (a second stage's trainer is named after it)
     synthetic: bool = False
+    comparison: Path | None = None  # compare-stages' output: the second stage's section
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "–"
 
 
-def scope_blocks(run: Path, dataset: str) -> list[Block]:
+def model_title(folder: str, trainer: str) -> str:
+    """How the report names a trained model: the first stage (the run's trainer), its second stage, or the
+    trainer of another model in the results folder."""
+    model_trainer = folder.split("__", 1)[0]
+    if model_trainer == trainer:
+        return "first stage"
+    return f"second stage ({model_trainer})" if model_trainer.startswith(trainer + "GTVp") else model_trainer
+
+
+def scope_blocks(run: Path, dataset: str, trainer: str) -> list[Block]:
     """For a synthetic demo: what the run shows and what it does not."""
     split = read_split(RunLayout(run).split)
-    progress = sorted((RunLayout(run).results / dataset).glob("*/fold_*/progress.json"))
+    progress = sorted((RunLayout(run).results / dataset).glob(f"{trainer}__*/fold_*/progress.json"))
     trained = [p.parent.name.removeprefix("fold_") for p in progress]
     iterations = [
         len(d["train_losses"]) * d.get("iterations_per_epoch", 0) for d in (json.loads(p.read_text()) for p in progress)
@@ -217,7 +228,7 @@ def best_epoch(progress: dict[str, Any]) -> int | None:
     return max(range(len(ema)), key=ema.__getitem__) if ema else None
 
 
-def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Block], list[list[str]]]:
+def training_section(run: Path, dataset: str, trainer: str, figure_dir: Path) -> tuple[list[Block], list[list[str]]]:
     from tsretrain.evaluation import figures  # matplotlib only when a report is written
 
     blocks: list[Block] = [("h2", "4. Training")]
@@ -227,11 +238,13 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
         progress = json.loads(progress_path.read_text())
         fold = progress_path.parent.name
         model = progress_path.parent.parent.name
+        title = model_title(model, trainer)
         seconds = sum(progress["epoch_seconds"])
         gpu_hours = seconds / 3600 if progress.get("device", "cpu").startswith("cuda") else 0.0
         best = best_epoch(progress)
         rows.append(
             [
+                title,
                 fold,
                 str(len(progress["train_losses"])),
                 fmt(progress.get("iterations_per_epoch")),
@@ -253,10 +266,10 @@ def training_section(run: Path, dataset: str, figure_dir: Path) -> tuple[list[Bl
                 fmt(gpu_hours, 3),
             ]
         )
-        image = figure_dir / f"training_{fold}.png"
+        image = figure_dir / f"training_{model.split('__', 1)[0]}_{fold}.png"
         figures.training_curves(progress, f"{model} {fold}", best, image)
-        blocks.append(("img", image, f"Training curves, {fold}; best epoch {fmt(best)} marked"))
-    header = ["fold", "epochs", "iterations per epoch", "final train loss", "final val loss", "best epoch"]
+        blocks.append(("img", image, f"Training curves, {title}, {fold}; best epoch {fmt(best)} marked"))
+    header = ["model", "fold", "epochs", "iterations per epoch", "final train loss", "final val loss", "best epoch"]
     header += ["best EMA pseudo-Dice", "training time (s)"]
     blocks.insert(1, ("table", header, rows))
     blocks.insert(
@@ -479,10 +492,14 @@ def report(config: ReportConfig) -> StageResult:
     run = config.run_dir
     figure_dir = config.out / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
-    training, fold_rows = training_section(run, config.dataset, figure_dir)
+    from tsretrain.evaluation.second_stage_report import second_stage_blocks
+
+    training, fold_rows = training_section(run, config.dataset, config.trainer, figure_dir)
     evaluation, summary = evaluation_section(run, figure_dir, config.synthetic)
+    if config.comparison is not None:
+        evaluation += second_stage_blocks(config.comparison, figure_dir)
     blocks = (
-        (scope_blocks(run, config.dataset) if config.synthetic else [])
+        (scope_blocks(run, config.dataset, config.trainer) if config.synthetic else [])
         + dataset_section(run)
         + split_section(run)
         + planning_section(run, config.dataset)

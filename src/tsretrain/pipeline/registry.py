@@ -26,6 +26,7 @@ from tsretrain.dataset.split import SplitConfig, run_split
 from tsretrain.delivery.infer import FORMATS, InferConfig, infer
 from tsretrain.delivery.package import ExportConfig, export
 from tsretrain.errors import UserError
+from tsretrain.evaluation.compare import CompareConfig, compare
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.report import ReportConfig, report
 from tsretrain.evaluation.review import REVIEW_FILE
@@ -36,6 +37,7 @@ from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.training.batched import BatchConfig, FingerprintConfig, PlanConfig, fingerprint, plan, preprocess_cases
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
+from tsretrain.training.second_stage import LOSSES, SecondPredictConfig, SecondStageConfig, second_predict, second_stage
 from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
 
 INPUT = "input"
@@ -406,6 +408,7 @@ STAGES: tuple[Stage, ...] = (
         fan_out="fold",
         resources="gpu",
         image="gpu",
+        internal=("init_head",),
     ),
     Stage(
         "validate",
@@ -499,6 +502,80 @@ STAGES: tuple[Stage, ...] = (
         internal=("tolerances",),
     ),
     Stage(
+        "second-stage",
+        SecondStageConfig,
+        second_stage,
+        "Fine-tune one fold's tumour-focused second-stage model from the first stage's model of that fold.",
+        {
+            "work": WORK,
+            "fold": Option("Fold to train (initialised from the first stage's model of the same fold)."),
+            "loss": Option(f"Tumour-focused loss: {', '.join(LOSSES)} (the first stage's trainer with it)."),
+            "epochs": Option("Epochs (default: the trainer's)."),
+            "iterations": Option("Iterations per epoch of the tiny trainer (default: its own)."),
+            "warmup_epochs": Option("Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs)."),
+            "save_every": Option("Checkpoint every N epochs."),
+            "device": DEVICE,
+            "store": Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there."),
+            "seed": Option("Random seed of the training process's draws."),
+        },
+        model=("dataset", "trainer", "plans", "configuration"),
+        reads=(Files("preprocessed"), Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth"))),
+        writes=(Files("results"),),
+        fan_out="fold",
+        resources="gpu",
+        image="gpu",
+    ),
+    Stage(
+        "second-predict",
+        SecondPredictConfig,
+        second_predict,
+        "Predict the test set with the second stage's ensemble of folds.",
+        {
+            "work": WORK,
+            "out": Option("Output folder (test/).", flags=("--out", "-o"), at="second"),
+            "loss": Option(f"The second stage's loss: {', '.join(LOSSES)}."),
+            "device": DEVICE,
+            "tta": Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",)),
+            "step_size": Option("Sliding-window step (share of the patch)."),
+            "cases": Option("Only these test cases (a batch of a fan-out).", flags=("--cases", "--case")),
+        },
+        model=("dataset", "trainer", "plans", "configuration", "folds"),
+        reads=(
+            Files("split", ("batches/{batch}.json",)),
+            Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
+            Files("preprocessed", ("*/planning_summary.json",)),
+            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
+        ),
+        writes=(Files("second", ("test/*.nii.gz",)),),
+        fan_out="cases",
+        batches="split",
+        resources="gpu",
+        image="gpu",
+    ),
+    Stage(
+        "compare-stages",
+        CompareConfig,
+        compare,
+        "First against second stage on the tumour per test case, paired: Dice, HD95, NSD, lesions found.",
+        {
+            "reference": Option(
+                "Folder of reference label maps (<case>.nii.gz).", argument=True, at="raw", below="{dataset}/labelsTs"
+            ),
+            "first": Option("The first stage's test predictions.", at="predictions", below="test"),
+            "second": Option("The second stage's test predictions.", at="second", below="test"),
+            "out": Option("Output folder (comparison.json, per_case.csv).", flags=("--out", "-o"), at="comparison"),
+            "dictionary": DICTIONARY,
+            "tolerance_mm": Option("NSD tolerance in mm."),
+        },
+        reads=(
+            Files("raw", ("*/labelsTs/*",)),
+            Files("predictions", ("test/*.nii.gz",)),
+            Files("second", ("test/*.nii.gz",)),
+        ),
+        writes=(Files("comparison"),),
+        resources="big-cpu",
+    ),
+    Stage(
         "report",
         ReportConfig,
         report,
@@ -507,7 +584,11 @@ STAGES: tuple[Stage, ...] = (
             "run_dir": Option("Folder of the run.", at=RUN),
             "out": Option("Output folder.", flags=("--out", "-o"), at="report"),
             "dataset": MODEL_OPTIONS["dataset"],
+            "trainer": Option("The first stage's trainer (its second stage is named after it)."),
             "synthetic": Option("Mark the numbers as a synthetic demo.", flags=("--synthetic",)),
+            "comparison": Option(
+                "Output folder of compare-stages (the second stage's section).", at="comparison", when="compare-stages"
+            ),
         },
         reads=(
             Files("scan", ("inventory.json",)),
@@ -518,6 +599,7 @@ STAGES: tuple[Stage, ...] = (
             Files("results", ("*/*/*.json", "*/*/fold_*/progress.json")),
             Files("predictions", ("test/{case}.nii.gz",)),
             Files("evaluation"),
+            Files("comparison"),
         ),
         writes=(Files("report"),),
         cases_from=("evaluation", REVIEW_FILE),  # the case review's images only

@@ -1,8 +1,9 @@
 """Fine-tuning from a pretrained nnU-Net model, as nnU-Net documents it (``documentation/pretraining_and_finetuning``).
 
 A pretrained model is an nnU-Net results folder ``<trainer>__<plans>__<configuration>`` (plans.json, dataset.json,
-``fold_K/checkpoint_final.pth``): a TotalSegmentator task folder, a tsretrain run's model under ``nnUNet_results``,
-or an exported model package (zip, its folder, or a store URI of the zip). Two things come from it:
+``fold_K/checkpoint_final.pth``): a TotalSegmentator task folder, a tsretrain run's model under ``nnUNet_results``
+(or one fold of it: its ``fold_K`` folder), or an exported model package (zip, its folder, or a store URI of the
+zip). Two things come from it:
 
 - **plans** (``preprocess --plans-from``): nnU-Net's ``move_plans_between_datasets`` semantics: every
   configuration's topology, patch and spacing and the CT normalisation (the pretrained dataset's foreground
@@ -10,6 +11,7 @@ or an exported model package (zip, its folder, or a store URI of the zip). Two t
   and the target's own fingerprint gives the rest (median spacing and shape);
 - **weights** (``train --init-from``): every layer but the segmentation head (``.seg_layers.``), so another label
   set is fine but other plans are not; a mismatch is refused before training with the first layer that differs.
+  The second stage (``tsretrain.training.second_stage``) takes the head too: its labels are the first stage's.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def open_pretrained(source: str, scratch: Path) -> Pretrained:
     from tsretrain.delivery.package import Package
 
     path = Path(source)
+    if "://" not in source and (path / "checkpoint_final.pth").is_file() and (path.parent / "plans.json").is_file():
+        return Pretrained(path.parent, path / "checkpoint_final.pth")  # one fold of a model
     folder = None if "://" in source or not path.is_dir() else _model_folder(path)
     if folder is None:
         if "://" not in source and not path.exists():
@@ -88,10 +92,11 @@ def transferred_plans(pretrained: Pretrained, target: dict[str, Any], plans_name
     return plans
 
 
-def first_mismatch(network: dict[str, Any], pretrained: dict[str, Any]) -> str | None:
-    """The first layer (head aside) missing from the pretrained weights or shaped otherwise, described."""
+def first_mismatch(network: dict[str, Any], pretrained: dict[str, Any], head: bool = False) -> str | None:
+    """The first layer (the head aside unless ``head``) missing from the pretrained weights or shaped otherwise,
+    described."""
     for key, value in network.items():
-        if HEAD in key:
+        if HEAD in key and not head:
             continue
         if key not in pretrained:
             return f"{key} is missing from the pretrained weights"
@@ -113,12 +118,23 @@ def network_weights(pretrained: Pretrained, staged: Path) -> tuple[dict[str, Any
     return weights, staged
 
 
-def check_compatible(network: Any, pretrained: Pretrained, weights: dict[str, Any]) -> None:
-    """Refuse weights this network cannot take (nnU-Net would stop with an assertion)."""
-    mismatch = first_mismatch(network.state_dict(), weights)
+def check_compatible(network: Any, pretrained: Pretrained, weights: dict[str, Any], head: bool = False) -> None:
+    """Refuse weights this network cannot take (nnU-Net would stop with an assertion); with ``head`` the
+    segmentation head too (the same labels)."""
+    mismatch = first_mismatch(network.state_dict(), weights, head)
     if mismatch is not None:
         raise UserError(
             f"--init-from {pretrained.folder}: the networks differ: {mismatch}",
             f"preprocess with --plans-from {pretrained.folder} (its plans and configuration "
             f"{pretrained.configuration}), then train that configuration",
         )
+
+
+def load_head(network: Any, weights: dict[str, Any]) -> None:
+    """Load the pretrained segmentation head into ``network`` (nnU-Net's loader leaves it out), unwrapping a
+    compiled or distributed network as nnU-Net's loader does."""
+    module = network.module if hasattr(network, "module") else network
+    module = module._orig_mod if hasattr(module, "_orig_mod") else module
+    state = module.state_dict()
+    state.update({key: value for key, value in weights.items() if HEAD in key and key in state})
+    module.load_state_dict(state)

@@ -22,7 +22,7 @@ from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
 from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, size_export_pool, torch_device
-from tsretrain.training.pretrained import check_compatible, network_weights, open_pretrained
+from tsretrain.training.pretrained import check_compatible, load_head, network_weights, open_pretrained
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -40,6 +40,7 @@ class TrainConfig:
     save_every: int = 5
     device: str = "auto"
     init_from: str | None = None  # a pretrained model (tsretrain.training.pretrained): all layers but the head
+    init_head: bool = False  # ... and its head too (the second stage: the same labels)
     warmup_epochs: int | None = None  # learning-rate warm-up; None: a tenth of the epochs when fine-tuning
     store: str | None = None  # URI of the run's nnUNet_results in the store (s3://... or a path): same layout below
     validate: bool = True
@@ -222,8 +223,10 @@ def train(config: TrainConfig) -> StageResult:
         pretrained = open_pretrained(config.init_from, config.work / ".pretrained")
         weights, staged = network_weights(pretrained, config.work / ".pretrained" / f"fold_{config.fold}.pth")
         trainer.initialize()
-        check_compatible(trainer.network, pretrained, weights)
+        check_compatible(trainer.network, pretrained, weights, config.init_head)
     maybe_load_checkpoint(trainer, resume, False, str(staged) if staged else None)
+    if staged is not None and config.init_head:
+        load_head(trainer.network, weights)
     first_epoch = int(trainer.current_epoch)
     with augmentation_processes(device.type) as augmentation:
         log.info(

@@ -10,6 +10,10 @@ and their initial learning rate from ``TSRETRAIN_LR`` when set. They are found b
 - ``nnUNetTrainerTsrTiny``: a few iterations per epoch and AdamW, for the demo and CI on a CPU.
 - ``nnUNetTrainerTsrGTVpWeighted``: cross-entropy with GTVp weighted ``TSRETRAIN_GTVP_WEIGHT`` (default 5).
 - ``nnUNetTrainerTsrGTVpFocal``: Dice + focal loss (gamma ``TSRETRAIN_FOCAL_GAMMA``, default 2), GTVp up-weighted.
+- ``nnUNetTrainerTsrTinyGTVpWeighted``, ``nnUNetTrainerTsrTinyGTVpFocal``: the tiny trainer with those losses.
+
+The tumour-focused losses are mixins (``GTVpWeightedLoss``, ``GTVpFocalLoss``), so that every trainer has its
+tumour-focused variants: ``<trainer>GTVpWeighted`` and ``<trainer>GTVpFocal`` (the second stage's naming).
 """
 
 from __future__ import annotations
@@ -206,24 +210,49 @@ class FocalCrossEntropy(nn.Module):
         return ((1 - log_pt.exp()) ** self.gamma * ce).sum() / self.weight[target].sum()
 
 
-class nnUNetTrainerTsrGTVpWeighted(nnUNetTrainerTsr):
+class GTVpWeightedLoss:
     """Class-weighted cross-entropy: GTVp counts ``TSRETRAIN_GTVP_WEIGHT`` times (default 5)."""
 
     def _build_loss(self) -> nn.Module:
-        weight = class_weights(self.dataset_json, self.device, float(os.environ.get("TSRETRAIN_GTVP_WEIGHT", 5)))
-        return _replace_ce(super()._build_loss(), WeightedCrossEntropy(weight=weight))
+        trainer: Any = self
+        weight = class_weights(trainer.dataset_json, trainer.device, float(os.environ.get("TSRETRAIN_GTVP_WEIGHT", 5)))
+        return _replace_ce(super()._build_loss(), WeightedCrossEntropy(weight=weight))  # type: ignore[misc]
 
 
-class nnUNetTrainerTsrGTVpFocal(nnUNetTrainerTsr):
-    """Dice + focal cross-entropy with GTVp up-weighted."""
+class GTVpFocalLoss:
+    """Dice + focal cross-entropy (gamma ``TSRETRAIN_FOCAL_GAMMA``, default 2) with GTVp up-weighted."""
 
     def _build_loss(self) -> nn.Module:
-        weight = class_weights(self.dataset_json, self.device, float(os.environ.get("TSRETRAIN_GTVP_WEIGHT", 5)))
+        trainer: Any = self
+        weight = class_weights(trainer.dataset_json, trainer.device, float(os.environ.get("TSRETRAIN_GTVP_WEIGHT", 5)))
         gamma = float(os.environ.get("TSRETRAIN_FOCAL_GAMMA", 2))
-        return _replace_ce(super()._build_loss(), FocalCrossEntropy(weight, gamma))
+        return _replace_ce(super()._build_loss(), FocalCrossEntropy(weight, gamma))  # type: ignore[misc]
+
+
+class nnUNetTrainerTsrGTVpWeighted(GTVpWeightedLoss, nnUNetTrainerTsr):
+    """``nnUNetTrainerTsr`` with GTVp-weighted cross-entropy."""
+
+
+class nnUNetTrainerTsrGTVpFocal(GTVpFocalLoss, nnUNetTrainerTsr):
+    """``nnUNetTrainerTsr`` with Dice + focal cross-entropy, GTVp up-weighted."""
+
+
+class nnUNetTrainerTsrTinyGTVpWeighted(GTVpWeightedLoss, nnUNetTrainerTsrTiny):
+    """``nnUNetTrainerTsrTiny`` with GTVp-weighted cross-entropy (the demo's second stage on a CPU)."""
+
+
+class nnUNetTrainerTsrTinyGTVpFocal(GTVpFocalLoss, nnUNetTrainerTsrTiny):
+    """``nnUNetTrainerTsrTiny`` with Dice + focal cross-entropy, GTVp up-weighted (the demo's second stage)."""
 
 
 TRAINERS = {
     cls.__name__: cls
-    for cls in (nnUNetTrainerTsr, nnUNetTrainerTsrTiny, nnUNetTrainerTsrGTVpWeighted, nnUNetTrainerTsrGTVpFocal)
+    for cls in (
+        nnUNetTrainerTsr,
+        nnUNetTrainerTsrTiny,
+        nnUNetTrainerTsrGTVpWeighted,
+        nnUNetTrainerTsrGTVpFocal,
+        nnUNetTrainerTsrTinyGTVpWeighted,
+        nnUNetTrainerTsrTinyGTVpFocal,
+    )
 }

@@ -1,0 +1,102 @@
+"""The report's second-stage section: the tumour-focused second stage against the first, from ``compare-stages``'
+``comparison.json`` and ``per_case.csv`` (nothing recomputed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tsretrain.conversion.listing import read_listing
+from tsretrain.errors import UserError
+from tsretrain.evaluation.compare import COMPARISON, PER_CASE
+from tsretrain.evaluation.report import fmt, interval
+
+Block = tuple[Any, ...]
+SMALL_SAMPLE = 20  # below this many pairs an interval is a rough guide only
+NAMES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "lesions_found": "lesions found"}
+
+
+def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
+    """The comparison's tables and figure."""
+    from tsretrain.evaluation import figures  # matplotlib only when a report is written
+
+    if not (folder / COMPARISON).is_file():
+        raise UserError(f"{folder / COMPARISON} is missing", "run the compare-stages stage first")
+    comparison = json.loads((folder / COMPARISON).read_text())
+    rows = read_listing(folder / PER_CASE)
+    with_tumour = [r for r in rows if int(r["lesions"])]
+    figures.paired_stages(with_tumour, figure_dir / "second_stage_paired.png")
+    summary = [
+        [
+            NAMES[p["metric"]],
+            str(p["n_pairs"]),
+            fmt(p["first_mean"]),
+            fmt(p["second_mean"]),
+            fmt(p["difference_mean"]),
+            interval(p["difference_ci95"]),
+            f"{p.get('second_better', 0)} / {p.get('first_better', 0)}",
+        ]
+        for p in comparison["paired"]
+    ]
+    cases = [
+        [
+            r["case"],
+            fmt(float(r["ref_volume_ml"]), 2),
+            *(fmt(_number(r[f"{stage}_dice"])) for stage in ("first", "second")),
+            *(fmt(_number(r[f"{stage}_hd95"]), 1) for stage in ("first", "second")),
+            *(fmt(_number(r[f"{stage}_nsd"])) for stage in ("first", "second")),
+            *(f"{r[f'{stage}_lesions_found']} of {r['lesions']}" for stage in ("first", "second")),
+            *(r[f"{stage}_false_positive_components"] for stage in ("first", "second")),
+        ]
+        for r in rows
+    ]
+    n = min((p["n_pairs"] for p in comparison["paired"]), default=0)
+    found = comparison["lesions_found"]
+    return [
+        ("h3", "Second stage: the tumour-focused model against the first stage"),
+        (
+            "p",
+            f"Each fold's second-stage model starts from the first stage's model of that fold and is fine-tuned with "
+            f"a tumour-focused loss on the whole volume; both predict the same {comparison['n_cases']} test cases "
+            f"({comparison['n_cases_with_tumour']} with a tumour). Lesions (connected tumour components of the "
+            f"reference): {comparison['lesions']}, found by the first stage {found['first']}, by the second "
+            f"{found['second']}; false-positive components {comparison['false_positive_components']['first']} and "
+            f"{comparison['false_positive_components']['second']}. Differences are second minus first, over the "
+            "cases where both stages have the metric (HD95 is undefined for a missed tumour), with 95 % percentile "
+            "bootstrap intervals over cases.",
+        ),
+        (
+            "table",
+            ["metric", "pairs", "first stage", "second stage", "mean difference", "95 % interval", "better: 2nd / 1st"],
+            summary,
+        ),
+        *(
+            [("p", f"Only {n} paired cases: the intervals are a rough guide, not evidence of a difference.")]
+            if n < SMALL_SAMPLE
+            else []
+        ),
+        (
+            "table",
+            [
+                "case",
+                "GTVp (mL)",
+                "Dice 1st",
+                "Dice 2nd",
+                "HD95 1st",
+                "HD95 2nd",
+                "NSD 1st",
+                "NSD 2nd",
+                "lesions 1st",
+                "lesions 2nd",
+                "FP comp. 1st",
+                "FP comp. 2nd",
+            ],
+            cases,
+        ),
+        ("img", figure_dir / "second_stage_paired.png", "GTVp Dice and HD95 of each test case, first and second stage"),
+    ]
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text not in ("", None) else None
