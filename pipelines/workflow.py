@@ -195,6 +195,7 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
     "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
     "second-stage": {"store": f"{OUT}/{relative('results')}"},  # as train's
+    "report": {"run_id": "{{workflow.name}}"},
 }
 SELF_PUBLISHING = {"train", "validate", "second-stage"}  # publish each fold under --store themselves
 # The inference template: new patients' DICOM, a model package, contours out (``tsretrain infer`` per batch).

@@ -108,6 +108,13 @@ def test_gtvp_analysis_by_hand() -> None:
         _row("absent", "absent", None, 0, 0, 0),
         _row("best", "both", 0.95, 95, 100, 100),
     ]
+    hd95 = {"big": 2.0, "edge-high": 3.0, "edge-low": 40.0, "best": 1.0}  # the missed case has none
+    for row in rows:
+        row |= {"hd95": hd95.get(row["case"]), "nsd": 0.5 if row["case"] in hd95 or row["case"] == "missed" else None}
+        row |= {"lesions": 1 if row["status"] in ("both", "missed") else 0, "false_positive_ml": 0.0}
+        row |= {"lesions_found": int(row["status"] == "both"), "false_positive_components": 0}
+    rows[0] |= {"lesions": 2, "false_positive_components": 2, "false_positive_ml": 0.25}  # a second primary, missed
+    rows[4] |= {"false_positive_components": 1, "false_positive_ml": 0.05}
     result = gtvp_analysis(rows, {r["case"]: 0.001 for r in rows})
     dice = [0.0, 0.01, 0.84, 0.9, 0.95]
     deciles, quartiles = (
@@ -132,7 +139,18 @@ def test_gtvp_analysis_by_hand() -> None:
         },
         "dsc_agg": round(2 * (4500 + 84 + 1 + 95) / (10000 + 200 + 200 + 100 + 50 + 200), 6),
         "dsc_agg_n": 6,
-        "detection_rate": 0.8,
+        "detection_rate": 0.8,  # per case; per lesion 4 of 6: the big case's second primary and the missed case
+        "lesion_detection": {
+            "lesions": 6,
+            "found": 4,
+            "missed": 2,
+            "rate": round(4 / 6, 6),
+            "false_positive_components": 3,
+            "false_positive_ml": 0.3,
+            "cases_with_false_positive_components": 2,
+        },
+        "hd95": {"n": 4, "median": 2.5, "iqr": [1.75, 12.25]},  # the four found cases, linear quartiles
+        "nsd": {"n": 5, "median": 0.5, "iqr": [0.5, 0.5]},
         "by_volume_band": {
             "GTVp 0-3 mL": {"n": 4, "mean": 0.45, "median": 0.425},
             "GTVp 3-10 mL": {"n": 1, "mean": 0.9, "median": 0.9},

@@ -390,3 +390,38 @@ def test_structures_never_predicted_are_told_apart_from_those_at_the_resolution_
         t.startswith("Never predicted in any test case although above the resolution limit (Plexus)") for t in texts
     )
     assert any("(Lens)" in t and "resolution limit" in t for t in texts)
+
+
+def test_lesions_are_counted_one_by_one_beside_the_per_case_detection(tmp_path: Path) -> None:
+    """A second primary missed and a far speck predicted: the case counts as detected, the lesions say 1 of 2
+    found and one false-positive component; HD95 and NSD get their medians and interquartile ranges."""
+    shape = (10, 30, 30)
+    primary, second = (slice(1, 5), slice(2, 10), slice(2, 10)), (slice(5, 9), slice(18, 26), slice(18, 26))
+    reference = box(shape, *primary) + box(shape, *second)
+    prediction = box(shape, *primary)
+    prediction[0, 29, 29] = 1  # a one-voxel speck far from both
+    other = box(shape, slice(2, 6), slice(5, 15), slice(5, 15))
+    for case, ref, pred in (("a", reference, prediction), ("b", other, other)):
+        write(ref, tmp_path / "ref" / f"{case}.nii.gz", (2.0, 1.0, 1.0))
+        write(pred, tmp_path / "pred" / f"{case}.nii.gz", (2.0, 1.0, 1.0))
+    config = EvaluateConfig(reference=tmp_path / "ref", prediction=tmp_path / "pred", out=tmp_path / "out",
+                            dictionary=dictionary(tmp_path, ["GTVp", "Larynx"]))  # fmt: skip
+    evaluate(config)
+    by_case = {(r["case"], r["name"]): r for r in rows(tmp_path / "out" / "per_case.csv")}
+    a = by_case[("a", "GTVp")]
+    assert (a["lesions"], a["lesions_found"], a["false_positive_components"], a["false_positive_ml"]) == (
+        "2",
+        "1",
+        "1",
+        "0.002",
+    )
+    assert by_case[("a", "Larynx")]["lesions"] == ""  # counted for the tumour only
+    gtvp = json.loads((tmp_path / "out" / "summary.json").read_text())["gtvp"]
+    assert gtvp["detection_rate"] == 1.0  # per case: both cases detected
+    assert gtvp["lesion_detection"] == {
+        "lesions": 3, "found": 2, "missed": 1, "rate": pytest.approx(2 / 3, abs=1e-6),
+        "false_positive_components": 1, "false_positive_ml": 0.002, "cases_with_false_positive_components": 1,
+    }  # fmt: skip
+    assert gtvp["hd95"]["n"] == gtvp["nsd"]["n"] == 2
+    low, high = gtvp["hd95"]["iqr"]
+    assert low <= gtvp["hd95"]["median"] <= high and high > 10  # the missed second primary's distance

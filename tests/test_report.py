@@ -101,3 +101,38 @@ def test_the_run_ends_with_a_summary_of_cases_dice_time_and_report(finished_run:
     assert all(r["seconds"] >= 0 and r["cpu_seconds"] >= 0 for r in records)
     assert lines["wall time"].startswith("synth ") and "report " in lines["wall time"]
     assert lines["report"] == (finished_run / "report" / "report.html").resolve().as_uri()
+
+
+def test_synthetic_data_is_recognised_from_the_dicom_whatever_the_flag(finished_run: Path, tmp_path: Path) -> None:
+    from tsretrain.evaluation.report import ReportConfig, report
+
+    report(ReportConfig(run_dir=finished_run, out=tmp_path, dataset="Dataset366_TotalSegmentator",
+                        trainer="nnUNetTrainerTsrTiny", synthetic=False, run_id="my-run"))  # fmt: skip
+    markdown = (tmp_path / "report.md").read_text()
+    inventory = json.loads((finished_run / "scan" / "inventory.json").read_text())
+    patients = len(inventory["cases"])
+    assert markdown.index("> **SYNTHETIC DATA") < markdown.index("## 1. Dataset exploration")  # the top banner
+    assert f"{patients} of {patients} patients carry the synthetic generator's mark" in markdown
+    literature = markdown[markdown.index("## 7.") : markdown.index("## 8.")]
+    assert "SYNTHETIC DATA" in literature and "synthetic data: no" in literature  # beside the comparison
+    assert "Eur J Nucl Med Mol Imaging" in literature and "openreview.net" in literature  # rows cite their source
+    assert "estimate for CT-only models" in literature and "(expected)" not in literature  # no unsourced claim
+
+
+def test_provenance_and_the_tumour_as_a_paper_gives_it(finished_run: Path) -> None:
+    markdown = (finished_run / "report" / "report.md").read_text()
+    provenance = markdown[markdown.index("## 8. Provenance") :]
+    assert re.search(r"\| report written \| \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \|", provenance)
+    assert f"| run | {finished_run.name} |" in provenance and "commit " in provenance
+    digests = re.findall(r"sha256 \| ([0-9a-f]+) \|", provenance)
+    assert digests and all(len(d) == 64 for d in digests)  # full digests, not prefixes
+    assert '"stages"' in provenance  # the run's configuration itself
+    summary = json.loads((finished_run / "evaluation" / "summary.json").read_text())
+    lesions = summary["gtvp"]["lesion_detection"]
+    assert f"| lesions found (per lesion) | {lesions['found']} of {lesions['lesions']}" in markdown
+    assert "| HD95 median (IQR), mm |" in markdown and "| NSD median (IQR) |" in markdown
+    assert f"Only {summary['gtvp']['n_cases']} test cases with a tumour: intervals and quantiles" in markdown
+    rows = [r for r in csv.DictReader((finished_run / "evaluation" / "per_case.csv").open()) if r["name"] == "GTVp"]
+    for row in rows:
+        if row["status"] in ("both", "missed"):  # the per-case table: volume, Dice, HD95, NSD, lesions
+            assert re.search(rf"\| {row['case']} \| [^|]+ \| {fmt(float(row['dice']))} \|", markdown), row["case"]

@@ -75,6 +75,7 @@ SAMPLE = {
     "inputs.parameters.batch": "0123456789abcdef",
     "inputs.parameters.fold": "0",
     "pod.name": "tsretrain-x1-convert-123",
+    "workflow.name": "tsretrain-x1",
 }
 BATCH_CASES = ("RADCURE-0001", "RADCURE-0002")  # what a batch's inventory lists
 EXPECTED = {  # option -> the value every stage having it must parse

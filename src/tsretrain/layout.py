@@ -61,6 +61,7 @@ LOCATIONS: dict[str, tuple[str, str]] = {
         "one record per finished stage: its configuration hash and result (local runs); per finished cluster step "
         "its input key and the files it left for the workflow (a resumed run skips it)",
     ),
+    "run_config": ("run_config.json", "the configuration `tsretrain run` ran with (a local run's)"),
     "claim": ("run.json", "the workflow that owns a cluster run's prefix"),
     "status": ("status.json", "how a cluster run ended: status and failed steps"),
 }

@@ -64,6 +64,7 @@ class FileRecord:
     frame_of_reference_uid: str = ""
     series_number: str = ""
     series_description: str = ""
+    manufacturer: str = ""
     transfer_syntax: str = ""
     truncated: bool = False
     slice: SliceHeader | None = None
@@ -238,6 +239,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
         record.frame_of_reference_uid = header_text(ds, "FrameOfReferenceUID")
         record.series_number = header_text(ds, "SeriesNumber")
         record.series_description = header_text(ds, "SeriesDescription")
+        record.manufacturer = header_text(ds, "Manufacturer")
         record.transfer_syntax = header_text(ds.file_meta, "TransferSyntaxUID")
         is_rtstruct = record.modality == "RTSTRUCT" or sop_class == RTSTRUCT_STORAGE
         is_ct = record.modality == "CT" or sop_class in (CT_IMAGE_STORAGE, *ENHANCED_CT_STORAGE)

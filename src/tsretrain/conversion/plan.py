@@ -27,6 +27,7 @@ class CasePlan:
     warnings: list[str] = field(default_factory=list)
     ct_series_uid: str = ""
     frame_of_reference_uid: str = ""
+    manufacturer: str = ""  # of the CT series (the synthetic cohort's generator marks its files)
     ct_files: list[str] = field(default_factory=list)
     ct_sop_uids: list[str] = field(default_factory=list)
     geometry: dict[str, Any] | None = None

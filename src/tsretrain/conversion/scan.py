@@ -74,6 +74,7 @@ SHARED_FIELDS = (
     "modality",
     "series_number",
     "series_description",
+    "manufacturer",
     "transfer_syntax",
     "why_ignored",
 )
@@ -281,6 +282,7 @@ def plan_patient(
         chosen = ct_series[ct_uid]
         plan.ct_series_uid = ct_uid
         plan.frame_of_reference_uid = chosen[0].frame_of_reference_uid
+        plan.manufacturer = chosen[0].manufacturer
         truncated = [r.path for r in chosen if r.truncated]
         if truncated:
             plan.add_problem(Reason.UNREADABLE_DICOM, f"{len(truncated)} CT file(s) truncated: {truncated[:3]}")

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +38,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import NnunetFolders
-from tsretrain.versions import installed
+from tsretrain.versions import commit, installed
 
 PACKAGE_FORMAT = "tsretrain-model/1"
 CARD_FOLDER = "tsretrain"
@@ -65,24 +63,6 @@ class ExportConfig:
 
 def package_name(model: Model, version: str) -> str:
     return f"{model.dataset}-{model.configuration}-{version}.zip"
-
-
-def commit() -> str:
-    """The commit of the tsretrain source that runs (a checkout), else TSRETRAIN_COMMIT (images set it), else
-    'unknown'."""
-    source = str(Path(__file__).resolve().parents[3])
-    try:
-        found = _git(source, "rev-parse", "HEAD")
-        if found and _git(source, "status", "--porcelain", "--untracked-files=no"):
-            found += " (with local changes)"
-    except (OSError, subprocess.SubprocessError):
-        found = ""
-    return found or os.environ.get("TSRETRAIN_COMMIT", "unknown")
-
-
-def _git(folder: str, *arguments: str) -> str:
-    command = ["git", "-C", folder, *arguments]
-    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
 
 
 def versions() -> dict[str, str]:

@@ -25,11 +25,12 @@ import SimpleITK as sitk
 
 from tsretrain.conversion.listing import write_csv
 from tsretrain.errors import UserError
+from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VOXELS_CONVENTION, case_metrics
 from tsretrain.evaluation.provenance import TITLES, assign_groups, read_sources
 from tsretrain.evaluation.review import REVIEW_FILE, review_document
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
-from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.labels.dictionary import TUMOUR_LABEL, load_dictionary
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -55,6 +56,10 @@ PER_CASE_COLUMNS = [
     "pred_voxels",
     "tp",
     "ref_volume_ml",
+    "lesions",  # the tumour label only: reference components, those found, predicted components outside
+    "lesions_found",
+    "false_positive_components",
+    "false_positive_ml",
 ]
 DSC_AGG_CONVENTION = (
     "DSCagg (HECKTOR 2022): sum of 2|A∩B| over sum of |A|+|B| in mL, over all test cases, false positives included"
@@ -90,6 +95,7 @@ class CaseJob:
     tolerances: dict[int, float]
     surface: bool
     nsd_voxels: bool
+    tumour: int | None = None  # the label whose lesions are counted (connected components)
 
 
 def read_label_map(path: Path) -> tuple[np.ndarray, sitk.Image]:
@@ -120,10 +126,16 @@ def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
     x, y, z = (float(s) for s in ref_image.GetSpacing())
     voxel_ml = x * y * z / 1000.0
     metrics = case_metrics(reference, prediction, (z, y, x), job.labels, job.tolerances, job.surface, job.nsd_voxels)
-    return [
+    rows = [
         {"case": job.case, **m.to_json(), "ref_volume_ml": round(m.ref_voxels * voxel_ml, 4), "voxel_ml": voxel_ml}
         for m in metrics
     ]
+    for row in rows:
+        if row["label"] == job.tumour:
+            found = lesions(reference == job.tumour, prediction == job.tumour, voxel_ml).to_json()
+            row |= {key: found[key] for key in ("lesions", "lesions_found", "false_positive_components")}
+            row["false_positive_ml"] = round(sum(found["false_positive_ml"]), 4)
+    return rows
 
 
 def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | None]]:
@@ -175,8 +187,9 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     references, predictions = _cases(config)
     cases = list(references)
     sources, records = read_sources(cases, list(names.values()), config.converted, config.pseudolabels)
+    tumour = next((i for i, n in names.items() if n == TUMOUR_LABEL), None)
     jobs = [
-        CaseJob(c, references[c], predictions[c], sorted(names), tolerances, config.surface, config.nsd_voxels)
+        CaseJob(c, references[c], predictions[c], sorted(names), tolerances, config.surface, config.nsd_voxels, tumour)
         for c in cases
     ]
     rows: list[dict[str, Any]] = []
@@ -202,8 +215,7 @@ def evaluate(config: EvaluateConfig) -> StageResult:
         for label, name in sorted(names.items())
     ]
     voxel_ml = {r["case"]: r["voxel_ml"] for r in rows}
-    gtvp_id = next((i for i, n in names.items() if n == "GTVp"), None)
-    gtvp = gtvp_analysis([r for r in rows if r["label"] == gtvp_id], voxel_ml) if gtvp_id else {}
+    gtvp = gtvp_analysis([r for r in rows if r["label"] == tumour], voxel_ml) if tumour else {}
     average = _average(pooled)
     conventions = {"hd95": HD95_CONVENTION, "nsd": NSD_CONVENTION, "dsc_agg": DSC_AGG_CONVENTION}
     if config.nsd_voxels:

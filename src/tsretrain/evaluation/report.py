@@ -13,6 +13,7 @@ import html
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +24,64 @@ from tsretrain.evaluation.review import read_review
 from tsretrain.layout import RunLayout
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
-from tsretrain.versions import installed
+from tsretrain.synth import SYNTHETIC_MANUFACTURER
+from tsretrain.versions import commit, installed
 
-Block = tuple[Any, ...]  # ("h2", text) | ("p", text) | ("table", header, rows) | ("img", path, caption)
+# ("h2", text) | ("h3", text) | ("p", text) | ("banner", text) | ("pre", text) | ("table", header, rows)
+# | ("img", path, caption)
+Block = tuple[Any, ...]
 
-LITERATURE = [
-    ("HECKTOR 2020, best team", "PET/CT", "Dice 0.759 (inter-observer 0.61)", "no: PET/CT"),
-    ("HECKTOR 2022, best team", "PET/CT", "DSCagg 0.788", "no: PET/CT"),
-    ("Unmodified nnU-Net v2 (2025)", "PET/CT", "Dice 0.744", "no: PET/CT"),
-    ("Moe et al. 2021", "CT only / PET/CT", "Dice 0.55 / 0.71; CT model detected 55 % of tumours", "CT-only value"),
-    ("Groendahl et al. 2021", "CT only / PET/CT", "Dice 0.66 / 0.74", "CT-only value"),
-    ("CT-only GTVp on full RADCURE volumes (expected)", "CT", "mean Dice about 0.60-0.70", "yes"),
+LITERATURE = [  # (study, modality, GTVp result, comparable with this run, source)
+    (
+        "HECKTOR 2020, best team",
+        "PET/CT",
+        "Dice 0.759 (inter-observer 0.61)",
+        "no: PET/CT",
+        "Andrearczyk et al., Overview of the HECKTOR challenge at MICCAI 2020, LNCS 12603 (2021)",
+    ),
+    (
+        "HECKTOR 2022, best team",
+        "PET/CT",
+        "DSCagg 0.788",
+        "no: PET/CT",
+        "Andrearczyk et al., Overview of the HECKTOR challenge at MICCAI 2022, LNCS 13626 (2023)",
+    ),
+    (
+        "Unmodified nnU-Net v2 (HECKTOR 2025)",
+        "PET/CT",
+        "Dice 0.744 (validation leaderboard)",
+        "no: PET/CT",
+        "team sztu_bme2025, nnU-Net v2 for Head-and-Neck PET/CT Primary Tumor and Lymph Node Segmentation, "
+        "HECKTOR 2025 (openreview.net/forum?id=krRGEWxfJY)",
+    ),
+    (
+        "Moe et al. 2021",
+        "CT only / PET/CT",
+        "Dice 0.55 / 0.71; CT model detected 55 % of tumours",
+        "CT-only value",
+        "Moe et al., Eur J Nucl Med Mol Imaging 48:2782-2792 (2021)",
+    ),
+    (
+        "Groendahl et al. 2021",
+        "CT only / PET/CT",
+        "Dice 0.66 / 0.74",
+        "CT-only value",
+        "Groendahl et al., Phys Med Biol 66:065012 (2021)",
+    ),
     (
         "Seed manual retrain (volumes cropped to the GTVp slab)",
         "CT",
         "mean 0.519, median 0.582",
         "no: cropping leaked the tumour position into training and test",
+        "the group's own report that tsretrain automates",
     ),
 ]
+SYNTHETIC_WARNING = (
+    "SYNTHETIC DATA: this run's patients are generated phantoms, not patients. Its numbers show that the pipeline "
+    "learns, never how a model would do on patients; nothing here is comparable with a published result."
+)
+# Not a published result: an estimate from the two CT-only studies above (0.55 and 0.66) and full-volume input.
+CT_ONLY_ESTIMATE = (0.60, 0.70)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -93,10 +134,11 @@ class ReportConfig:
     trainer: str = "nnUNetTrainerTsr"  # the first stage's (a second stage's trainer is named after it)
     synthetic: bool = False
     comparison: Path | None = None  # compare-stages' output: the second stage's section
+    run_id: str = ""  # the run's name in the report (a cluster run's workflow); empty: the run folder's name
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "–"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "–"
 
 
 def model_title(folder: str, trainer: str) -> str:
@@ -106,6 +148,26 @@ def model_title(folder: str, trainer: str) -> str:
     if model_trainer == trainer:
         return "first stage"
     return f"second stage ({model_trainer})" if model_trainer.startswith(trainer + "GTVp") else model_trainer
+
+
+def synthetic_cases(run: Path) -> tuple[int, int]:
+    """How many of the scanned patients carry the generator's mark (their CT's DICOM Manufacturer), of all."""
+    inventory = json.loads((RunLayout(run).scan / "inventory.json").read_text())
+    plans = inventory.get("cases", [])
+    return sum(p.get("manufacturer") == SYNTHETIC_MANUFACTURER for p in plans), len(plans)
+
+
+def synthetic_banner(marked: int, cases: int, flagged: bool) -> list[Block]:
+    """The banner at the top of a report on synthetic data: recognised from the data, whatever the flags."""
+    if not marked and not flagged:
+        return []
+    found = (
+        f"{marked} of {cases} patients carry the synthetic generator's mark (DICOM Manufacturer "
+        f"'{SYNTHETIC_MANUFACTURER}')"
+        if marked
+        else "the run was started on the synthetic cohort (no patient carries the generator's mark)"
+    )
+    return [("banner", f"{SYNTHETIC_WARNING} ({found}.)")]
 
 
 def scope_blocks(run: Path, dataset: str, trainer: str) -> list[Block]:
@@ -284,6 +346,27 @@ def training_section(run: Path, dataset: str, trainer: str, figure_dir: Path) ->
     return blocks, provenance
 
 
+GTVP_CASE_HEADER = ["case", "GTVp (mL)", "Dice", "HD95 (mm)", "NSD", "lesions found", "false-positive components"]
+
+
+def gtvp_case_row(row: dict[str, str]) -> list[str]:
+    """One test case's tumour in the report: volume, metrics, lesions found and false-positive components (mL)."""
+    lesions = f"{row['lesions_found']} of {row['lesions']}" if row.get("lesions") else "–"
+    outside = row.get("false_positive_components") or ""
+    if outside:
+        outside = f"{outside} ({fmt(float(row['false_positive_ml']), 2)} mL)"
+    number = {k: float(row[k]) if row.get(k) else None for k in ("ref_volume_ml", "dice", "hd95", "nsd")}
+    return [
+        row["case"],
+        fmt(number["ref_volume_ml"], 2),
+        fmt(number["dice"]),
+        fmt(number["hd95"], 1),
+        fmt(number["nsd"]),
+        lesions,
+        outside or "–",
+    ]
+
+
 def gtvp_blocks(gtvp: dict[str, Any], per_case: list[dict[str, str]], figure_dir: Path) -> list[Block]:
     """GTVp statistics, quantiles, volume bands, extreme cases and the distribution figure."""
     from tsretrain.evaluation import figures  # matplotlib only when a report is written
@@ -291,11 +374,14 @@ def gtvp_blocks(gtvp: dict[str, Any], per_case: list[dict[str, str]], figure_dir
 
     if not gtvp.get("n_cases"):
         return []
-    dice = [float(r["dice"]) for r in per_case if r["name"] == "GTVp" and r["status"] in ("both", "missed")]
+    tumour = [r for r in per_case if r["name"] == "GTVp" and r["status"] in ("both", "missed")]
+    dice = [float(r["dice"]) for r in tumour]
     figures.gtvp_distribution(dice, gtvp["quantiles"], figure_dir / "gtvp_distribution.png")
     return [
         ("h3", "GTVp"),
         *gtvp_tables(gtvp),
+        ("p", "Per test case with a tumour, worst Dice first:"),
+        ("table", GTVP_CASE_HEADER, [gtvp_case_row(r) for r in sorted(tumour, key=lambda r: float(r["dice"]))]),
         (
             "p",
             "Cases below 0.01: " + (", ".join(f"{c['case']} ({fmt(c['dice'])})" for c in gtvp["below_0.01"]) or "none"),
@@ -370,19 +456,17 @@ def review_section(run: Path, dataset: str, figure_dir: Path) -> list[Block]:
     return blocks
 
 
-CT_ONLY_RANGE = (0.60, 0.70)  # expected mean GTVp Dice of CT-only models on full RADCURE volumes (FACTS §7)
-
-
 def literature_reading(gtvp: dict[str, Any], synthetic: bool) -> str:
     """One line: where this run's GTVp result stands against the comparable published range."""
     mean = gtvp.get("mean")
     if mean is None:
         return "Reading: the test set has no GTVp, so there is nothing to compare."
-    low, high = CT_ONLY_RANGE
+    low, high = CT_ONLY_ESTIMATE
     where = "below" if mean < low else "within" if mean <= high else "above"
     line = (
-        f"Reading: mean GTVp Dice {mean:.2f} (median {gtvp['median']:.2f}) is {where} the {low:.2f}-{high:.2f} "
-        "expected of CT-only models on full RADCURE volumes"
+        f"Reading: mean GTVp Dice {mean:.2f} (median {gtvp['median']:.2f}) is {where} {low:.2f}-{high:.2f}, an "
+        "estimate for CT-only models on full RADCURE volumes drawn from the two CT-only studies above (no "
+        "published result on RADCURE itself)"
     )
     if synthetic and mean < 0.5:
         return line + "; on phantoms this low means the model has not learned the tumour (too short a training)."
@@ -398,31 +482,36 @@ def literature_section(summary: dict[str, Any], synthetic: bool) -> list[Block]:
     gtvp = summary.get("gtvp") or {}
     ours = f"mean {fmt(gtvp.get('mean'))}, median {fmt(gtvp.get('median'))}, DSCagg {fmt(gtvp.get('dsc_agg'))}"
     rows = [list(r) for r in LITERATURE]
-    rows.append(["This run", "CT only, full volumes", ours, "synthetic demo: no" if synthetic else "-"])
+    rows.append(["This run", "CT only, full volumes", ours, "synthetic data: no" if synthetic else "-", "this report"])
     return [
         ("h2", "7. Comparison with published GTVp results"),
+        *([("p", SYNTHETIC_WARNING)] if synthetic else []),
         (
             "p",
             "PET/CT results are 0.10-0.16 Dice above CT-only ones on the same patients; they are listed for "
             "orientation, not comparison.",
         ),
-        ("table", ["study", "modality", "GTVp result", "comparable with this run"], rows),
+        ("table", ["study", "modality", "GTVp result", "comparable with this run", "source"], rows),
         ("p", literature_reading(gtvp, synthetic)),
     ]
 
 
-def provenance_section(run: Path, dataset: str, fold_rows: list[list[str]]) -> list[Block]:
+def provenance_section(run: Path, config: ReportConfig, fold_rows: list[list[str]]) -> list[Block]:
     packages = ("tsretrain", "nnunetv2", "torch", "pydicom", "SimpleITK", "numpy")
     versions = [f"{package} {installed(package) or '–'}" for package in packages]
-    pre = RunLayout(run).preprocessed / dataset
+    pre = RunLayout(run).preprocessed / config.dataset
     plans = sorted(pre.glob("*Plans*.json"))
     inventory = json.loads((RunLayout(run).scan / "inventory.json").read_text())
+    run_config = RunLayout(run).at("run_config")
     return [
         ("h2", "8. Provenance"),
         (
             "table",
             ["item", "value"],
             [
+                ["report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")],
+                ["run", config.run_id or run.resolve().name],
+                ["tsretrain", f"{installed('tsretrain') or '–'}, commit {commit()}"],
                 ["input", inventory["input"]],
                 ["input listing (scan/inventory.json) sha256", _sha(RunLayout(run).scan / "inventory.json")],
                 [
@@ -433,7 +522,13 @@ def provenance_section(run: Path, dataset: str, fold_rows: list[list[str]]) -> l
                 ["split file (split/split.json) sha256", _sha(RunLayout(run).split / "split.json")],
                 *[[f"plans {p.name} sha256", _sha(p)] for p in plans],
                 ["packages of the report step", ", ".join(versions)],
+                [f"run configuration ({run_config.name}) sha256", _sha(run_config)],
             ],
+        ),
+        *(
+            [("p", f"The run's configuration ({run_config.name}):"), ("pre", run_config.read_text())]
+            if run_config.is_file()
+            else [("p", f"No {run_config.name}: a cluster run's configuration is its workflow's parameters in Argo.")]
         ),
         ("p", "Each fold's environment as its training process recorded it:"),
         ("table", ["fold", "device", "torch, CUDA", "nnU-Net", "wall time (s)", "GPU hours"], fold_rows),
@@ -448,6 +543,10 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
             lines += [("## " if kind == "h2" else "### ") + block[1], ""]
         elif kind == "p":
             lines += [block[1], ""]
+        elif kind == "banner":
+            lines += [f"> **{block[1]}**", ""]
+        elif kind == "pre":
+            lines += ["```", block[1].rstrip("\n"), "```", ""]
         elif kind == "table":
             header, rows = block[1], block[2]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -463,7 +562,8 @@ def to_html(blocks: list[Block]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>tsretrain run report</title><style>",
         "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "font-size:14px}th{background:#eee}img{max-width:100%}figcaption{font-size:13px;color:#555}",
+        "font-size:14px}th{background:#eee}img{max-width:100%}figcaption{font-size:13px;color:#555}"
+        ".banner{background:#fdecea;border:2px solid #c0392b;padding:8px 12px;font-weight:bold;margin:1em 0}",
         "</style></head><body><h1>tsretrain run report</h1>",
     ]
     for block in blocks:
@@ -472,6 +572,10 @@ def to_html(blocks: list[Block]) -> str:
             parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
         elif kind == "p":
             parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "banner":
+            parts.append(f"<div class='banner'>{html.escape(block[1])}</div>")
+        elif kind == "pre":
+            parts.append(f"<pre>{html.escape(block[1])}</pre>")
         elif kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
             body = "".join(
@@ -494,20 +598,23 @@ def report(config: ReportConfig) -> StageResult:
     figure_dir.mkdir(parents=True, exist_ok=True)
     from tsretrain.evaluation.second_stage_report import second_stage_blocks
 
+    marked, cases = synthetic_cases(run)
+    synthetic = config.synthetic or marked > 0  # recognised from the data, whatever the flag says
     training, fold_rows = training_section(run, config.dataset, config.trainer, figure_dir)
-    evaluation, summary = evaluation_section(run, figure_dir, config.synthetic)
+    evaluation, summary = evaluation_section(run, figure_dir, synthetic)
     if config.comparison is not None:
         evaluation += second_stage_blocks(config.comparison, figure_dir)
     blocks = (
-        (scope_blocks(run, config.dataset, config.trainer) if config.synthetic else [])
+        synthetic_banner(marked, cases, config.synthetic)
+        + (scope_blocks(run, config.dataset, config.trainer) if synthetic else [])
         + dataset_section(run)
         + split_section(run)
         + planning_section(run, config.dataset)
         + training
         + evaluation
         + review_section(run, config.dataset, figure_dir)
-        + literature_section(summary, config.synthetic)
-        + provenance_section(run, config.dataset, fold_rows)
+        + literature_section(summary, synthetic)
+        + provenance_section(run, config, fold_rows)
     )
     atomic_write_text(config.out / "report.md", to_markdown(blocks, config.out))
     atomic_write_text(config.out / "report.html", to_html(blocks))

@@ -11,9 +11,9 @@ from tsretrain.conversion.listing import read_listing
 from tsretrain.errors import UserError
 from tsretrain.evaluation.compare import COMPARISON, PER_CASE
 from tsretrain.evaluation.report import fmt, interval
+from tsretrain.evaluation.tables import small_sample
 
 Block = tuple[Any, ...]
-SMALL_SAMPLE = 20  # below this many pairs an interval is a rough guide only
 NAMES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "lesions_found": "lesions found"}
 
 
@@ -71,11 +71,7 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
             ["metric", "pairs", "first stage", "second stage", "mean difference", "95 % interval", "better: 2nd / 1st"],
             summary,
         ),
-        *(
-            [("p", f"Only {n} paired cases: the intervals are a rough guide, not evidence of a difference.")]
-            if n < SMALL_SAMPLE
-            else []
-        ),
+        *small_sample(n, "paired cases"),
         (
             "table",
             [

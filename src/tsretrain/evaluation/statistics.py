@@ -54,9 +54,37 @@ def dsc_agg(rows: list[dict[str, Any]], voxel_ml: dict[str, float]) -> float | N
     return _clean(overlap / total) if total else None
 
 
+def median_iqr(values: list[float]) -> dict[str, Any]:
+    """Median and interquartile range (25 % and 75 % quantiles) with the n they are over."""
+    if not values:
+        return {"n": 0, "median": None, "iqr": None}
+    array = np.asarray(values, dtype=float)
+    quartiles = [_clean(float(np.quantile(array, q))) for q in (0.25, 0.75)]
+    return {"n": len(values), "median": _clean(float(np.median(array))), "iqr": quartiles}
+
+
+def lesion_detection(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Lesion-level detection over all cases: reference lesions found and missed, false-positive components and
+    their volumes (rows of the tumour label carrying the lesion counts)."""
+    counted = [r for r in rows if r.get("lesions") is not None]
+    if not counted:
+        return None
+    total, found = sum(r["lesions"] for r in counted), sum(r["lesions_found"] for r in counted)
+    return {
+        "lesions": total,
+        "found": found,
+        "missed": total - found,
+        "rate": _clean(found / total) if total else None,
+        "false_positive_components": sum(r["false_positive_components"] for r in counted),
+        "false_positive_ml": _clean(sum(r["false_positive_ml"] for r in counted)),
+        "cases_with_false_positive_components": sum(r["false_positive_components"] > 0 for r in counted),
+    }
+
+
 def gtvp_analysis(rows: list[dict[str, Any]], voxel_ml: dict[str, float]) -> dict[str, Any]:
     """The tumour: per-case distribution over the cases with a reference (n, missed and false positives beside
-    the mean), DSCagg over all cases, detection rate, CIs, volume bands in numeric order, worst and best cases."""
+    the mean), DSCagg over all cases, detection rate per case and per lesion, CIs, HD95 and NSD medians with their
+    interquartile ranges, volume bands in numeric order, worst and best cases."""
     scored = sorted((r for r in rows if r["status"] in (BOTH, MISSED)), key=lambda r: r["dice"])
     if not scored:
         return {"n_cases": 0}
@@ -75,6 +103,9 @@ def gtvp_analysis(rows: list[dict[str, Any]], voxel_ml: dict[str, float]) -> dic
         "dsc_agg": dsc_agg(rows, voxel_ml),
         "dsc_agg_n": sum(r["status"] != ABSENT for r in rows),
         "detection_rate": _clean(float(np.mean([r["tp"] > 0 for r in scored]))),
+        "lesion_detection": lesion_detection(rows),
+        "hd95": median_iqr([r["hd95"] for r in scored if r.get("hd95") is not None]),
+        "nsd": median_iqr([r["nsd"] for r in scored if r.get("nsd") is not None]),
         "mean_ci95": bootstrap_ci(dice, np.mean) if len(dice) > 1 else None,
         "median_ci95": bootstrap_ci(dice, np.median) if len(dice) > 1 else None,
         "by_volume_band": {

@@ -96,8 +96,43 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
     return blocks
 
 
+SMALL_SAMPLE = 20  # below this many cases, intervals and quantiles are rough guides
+
+
+def _median_iqr(entry: dict[str, Any] | None, digits: int) -> list[str]:
+    if not entry or not entry.get("n"):
+        return ["–", "no case"]
+    low, high = entry["iqr"]
+    return [f"{fmt(entry['median'], digits)} ({fmt(low, digits)}-{fmt(high, digits)})", f"{entry['n']} cases"]
+
+
+def _lesion_rows(lesions: dict[str, Any] | None) -> list[list[str]]:
+    if not lesions:
+        return []
+    return [
+        [
+            "lesions found (per lesion)",
+            f"{lesions['found']} of {lesions['lesions']} ({fmt(lesions['rate'])})",
+            "every reference lesion (connected component) of the test cases",
+        ],
+        [
+            "false-positive components",
+            f"{lesions['false_positive_components']} ({fmt(lesions['false_positive_ml'], 2)} mL)",
+            f"in {lesions['cases_with_false_positive_components']} cases: predicted components touching no tumour",
+        ],
+    ]
+
+
+def small_sample(n: int, what: str) -> list[Block]:
+    """A caution under statistics over fewer than ``SMALL_SAMPLE`` cases."""
+    if n >= SMALL_SAMPLE:
+        return []
+    return [("p", f"Only {n} {what}: intervals and quantiles over so few cases are rough guides, not evidence.")]
+
+
 def gtvp_tables(gtvp: dict[str, Any]) -> list[Block]:
-    """The GTVp statistics (each with the cases it is over), its quantiles and its volume bands."""
+    """The GTVp statistics (each with the cases it is over), lesion-level detection, its quantiles and volume
+    bands, with a caution when the cases are few."""
     cases = f"{gtvp['n_cases']} cases ({gtvp['n_missed']} missed)"
     return [
         (
@@ -109,9 +144,13 @@ def gtvp_tables(gtvp: dict[str, Any]) -> list[Block]:
                 ["mean 95 % CI (bootstrap)", interval(gtvp["mean_ci95"]), cases],
                 ["median 95 % CI (bootstrap)", interval(gtvp["median_ci95"]), cases],
                 ["DSCagg", fmt(gtvp["dsc_agg"]), f"{gtvp['dsc_agg_n']} cases ({gtvp['n_false_positive']} false pos.)"],
-                ["detection rate", fmt(gtvp["detection_rate"]), cases],
+                ["detection rate (per case)", fmt(gtvp["detection_rate"]), cases],
+                *_lesion_rows(gtvp.get("lesion_detection")),
+                ["HD95 median (IQR), mm", *_median_iqr(gtvp.get("hd95"), 1)],
+                ["NSD median (IQR)", *_median_iqr(gtvp.get("nsd"), 3)],
             ],
         ),
+        *small_sample(gtvp["n_cases"], "test cases with a tumour"),
         ("table", ["quantile", "Dice"], [[q, fmt(v)] for q, v in gtvp["quantiles"].items()]),
         (
             "table",

@@ -585,6 +585,7 @@ STAGES: tuple[Stage, ...] = (
             "out": Option("Output folder.", flags=("--out", "-o"), at="report"),
             "dataset": MODEL_OPTIONS["dataset"],
             "trainer": Option("The first stage's trainer (its second stage is named after it)."),
+            "run_id": Option("The run's name in the report (default: the run folder's name)."),
             "synthetic": Option("Mark the numbers as a synthetic demo.", flags=("--synthetic",)),
             "comparison": Option(
                 "Output folder of compare-stages (the second stage's section).", at="comparison", when="compare-stages"

@@ -162,7 +162,7 @@ def run(
         wanted.remove("synth")
     results = []
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "run_config.json", json.dumps(config, indent=1))
+    atomic_write_text(RunLayout(folder).at("run_config"), json.dumps(config, indent=1))
     for name in wanted:
         if not force and the_run.is_done(name):
             console.print(f"[dim]{name}: complete, skipped[/dim]")

@@ -86,7 +86,8 @@ def _time_line(run: Path) -> str | None:
     timed = [(stage, r["seconds"]) for stage, r in records.items() if "seconds" in r]
     if not timed:
         return None
-    order = json.loads((run / "run_config.json").read_text())["stages"] if (run / "run_config.json").is_file() else []
+    used = RunLayout(run).at("run_config")
+    order = json.loads(used.read_text())["stages"] if used.is_file() else []
     timed.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
     stages = ", ".join(f"{stage} {duration(seconds)}" for stage, seconds in timed)
     return f"{stages}; total {duration(sum(s for _, s in timed))}"

@@ -14,6 +14,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tsretrain.conversion.headers import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE
 from tsretrain.decimal_strings import CONTOUR_DATA, contour_data, decimal_string
+from tsretrain.synth import SYNTHETIC_MANUFACTURER
 from tsretrain.synth.phantom import Phantom, ScanSpec
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
@@ -79,7 +80,7 @@ def new_instance(sop_class: str, sop_uid: str, modality: str, ids: SeriesIds) ->
     ds.SOPInstanceUID = sop_uid
     if modality:
         ds.Modality = modality
-    ds.Manufacturer = "tsretrain synthetic"
+    ds.Manufacturer = SYNTHETIC_MANUFACTURER
     _patient_study(ds, ids)
     return ds
 
