@@ -290,6 +290,22 @@ def best_epoch(progress: dict[str, Any]) -> int | None:
     return max(range(len(ema)), key=ema.__getitem__) if ema else None
 
 
+RISING = 0.005  # EMA pseudo-Dice gained over the last tenth of the epochs that says the training still learns
+
+
+def convergence(progress: dict[str, Any]) -> str:
+    """What the curve says: still rising at the end (not converged), or flat / past its best."""
+    ema = progress["ema_fg_dice"]
+    if len(ema) < 2:
+        return "too few epochs to tell"
+    window = max(1, len(ema) // 10)
+    gain = ema[-1] - ema[-1 - window]
+    if gain > RISING:
+        return f"not converged: EMA pseudo-Dice still rising (+{gain:.3f} over the last {window} epochs)"
+    best = best_epoch(progress)
+    return f"flat at the end (best epoch {best} of {len(ema) - 1}, {gain:+.3f} over the last {window} epochs)"
+
+
 def training_section(run: Path, dataset: str, trainer: str, figure_dir: Path) -> tuple[list[Block], list[list[str]]]:
     from tsretrain.evaluation import figures  # matplotlib only when a report is written
 
@@ -315,6 +331,7 @@ def training_section(run: Path, dataset: str, trainer: str, figure_dir: Path) ->
                 fmt(best),
                 fmt(progress["ema_fg_dice"][best] if best is not None else None),
                 fmt(seconds, 1),
+                convergence(progress),
             ]
         )
         environment = progress.get("environment", {})
@@ -332,7 +349,7 @@ def training_section(run: Path, dataset: str, trainer: str, figure_dir: Path) ->
         figures.training_curves(progress, f"{model} {fold}", best, image)
         blocks.append(("img", image, f"Training curves, {title}, {fold}; best epoch {fmt(best)} marked"))
     header = ["model", "fold", "epochs", "iterations per epoch", "final train loss", "final val loss", "best epoch"]
-    header += ["best EMA pseudo-Dice", "training time (s)"]
+    header += ["best EMA pseudo-Dice", "training time (s)", "convergence (from the curve)"]
     blocks.insert(1, ("table", header, rows))
     blocks.insert(
         1,
@@ -435,9 +452,11 @@ def review_section(run: Path, dataset: str, figure_dir: Path) -> list[Block]:
         ("h2", "6. Case review"),
         (
             "p",
-            "The two test cases with the lowest and the two with the highest GTVp Dice: the axial slice with the "
-            "most reference GTVp, reference (left) and prediction (right), every structure in its colour, GTVp "
-            "outlined (reference green, prediction red, the reference outline repeated dashed on the right).",
+            "The two test cases with the lowest and the two with the highest GTVp Dice: the axial slice where "
+            "reference and prediction of the GTVp disagree most, reference (left) and prediction (middle), every "
+            "structure in its colour, GTVp outlined (reference green, prediction red, the reference outline "
+            "repeated dashed in the middle), patient orientation, a 10 mm bar and the slice's height; right: the "
+            "whole volume seen from the front, where the tumour was missed and where false positives lie.",
         ),
     ]
     raw = RunLayout(run).raw / dataset
