@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-run
 WORKERS ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: named install demo demo-ts90 test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit infer watch logs
+.PHONY: named install demo screenshots demo-ts90 test lint typecheck unit mutation bench clean workflow images kind-up kind-down submit infer watch logs
 
 # torch is pinned and installed first so that nothing later lets pip choose another (CUDA) build.
 # The field's DICOM tools that the tests check exports with (dciodvfy from dicom3tools, plastimatch) come from
@@ -31,13 +31,16 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tsretrain run --run-dir $(DEMO_DIR)
 
+screenshots: install  ## the demo's report in headless Chromium at 800 and 1400 px (fails when anything is cut off)
+	$(BIN)/python docs/screenshots.py --report $(DEMO_DIR)/report/report.html --out docs
+
 demo-ts90: install  ## the 90-label run, TotalSegmentator on STAND-IN weights (built once into standin-weights/)
 	test -f standin-weights/STAND-IN.json || $(BIN)/tsretrain standin-weights --out standin-weights
 	$(BIN)/tsretrain run --run-dir $(DEMO_DIR)-ts90 --config pipelines/demo-ts90.yaml
 
 lint: install
-	$(BIN)/ruff check src tests bench pipelines
-	$(BIN)/ruff format --check src tests bench pipelines
+	$(BIN)/ruff check src tests bench pipelines docs
+	$(BIN)/ruff format --check src tests bench pipelines docs
 
 typecheck: install
 	$(BIN)/mypy

@@ -579,9 +579,12 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 def to_html(blocks: list[Block]) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>tsretrain run report</title><style>",
-        "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "font-size:14px}th{background:#eee}img{max-width:100%}figcaption{font-size:13px;color:#555}"
+        # nothing wider than the window at 800 px: cells wrap anywhere (a 64-digit digest too), figures scale
+        "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 12px;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #ccc;padding:3px 6px;"
+        "font-size:13px;overflow-wrap:anywhere}th{background:#eee}img{max-width:100%;height:auto}"
+        "figcaption{font-size:13px;color:#555}pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;"
+        "background:#f6f6f6;padding:6px}@media (max-width:900px){td,th{font-size:11px;padding:2px 3px}}"
         ".banner{background:#fdecea;border:2px solid #c0392b;padding:8px 12px;font-weight:bold;margin:1em 0}",
         "</style></head><body><h1>tsretrain run report</h1>",
     ]
