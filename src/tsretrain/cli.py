@@ -17,7 +17,7 @@ from tsretrain import __version__
 from tsretrain.errors import UserError, run_cli, set_debug
 from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
-from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list
+from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list, run_stage
 from tsretrain.stages import StageResult
 from tsretrain.ui import console, log, setup_logging
 
@@ -111,7 +111,7 @@ def _stage_command(stage: Stage) -> None:
 
     def command(**params: Any) -> None:
         try:
-            _done(stage.run(stage_config(stage, params)))
+            _done(run_stage(stage, stage_config(stage, params)))
         except UserError as exc:
             raise typer.Exit(report_error(exc, stage.name)) from exc
 

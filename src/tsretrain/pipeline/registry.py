@@ -16,6 +16,7 @@ import json
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from tsretrain.conversion.convert import ConvertConfig, convert
@@ -30,6 +31,7 @@ from tsretrain.evaluation.compare import CompareConfig, compare
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.report import ReportConfig, report
 from tsretrain.evaluation.review import REVIEW_FILE
+from tsretrain.layout import LOCATIONS, relative
 from tsretrain.model import Model
 from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
@@ -658,3 +660,42 @@ STAGES: tuple[Stage, ...] = (
 
 BY_NAME = {stage.name: stage for stage in STAGES}
 NAMES = tuple(BY_NAME)
+
+
+def writers(path: str) -> list[str]:
+    """The stages writing the run location that holds ``path`` (relative to the run)."""
+    held = [name for name, (where, _) in LOCATIONS.items() if path == where or path.startswith(where + "/")]
+    if not held:
+        return []
+    location = max(held, key=lambda name: len(relative(name)))  # the innermost (nnunet/nnUNet_raw, not nnunet)
+    return [stage.name for stage in STAGES if any(files.location == location for files in stage.writes)]
+
+
+def missing_input(stage: Stage, config: Any, missing: Path) -> str | None:
+    """What to do about a file the stage needed that is missing below one of its input folders (None: the file is
+    not below one: not the user's to fix)."""
+    for name, option in stage.options.items():
+        given = getattr(config, name, None)
+        if name == "out" or not isinstance(given, Path) or not missing.is_relative_to(given):
+            continue
+        if option.at in (None, INPUT):
+            return f"check --{name.replace('_', '-')}: {given} lacks {missing.relative_to(given)}"
+        below = len(Path(option.below).parts)
+        root = given.parents[below - 1] if below else given
+        where = missing.relative_to(root).as_posix()
+        path = where if option.at == RUN else f"{relative(option.at)}/{where}"
+        found = [s for s in writers(path) if s != stage.name]
+        return f"run {' or '.join(found)} first" if found else f"check --{name.replace('_', '-')}"
+    return None
+
+
+def run_stage(stage: Stage, config: Any) -> StageResult:
+    """Run a stage: a file it needs that is missing from the folders it was given is a usage error naming the
+    stage that writes it, never an internal error."""
+    try:
+        return stage.run(config)
+    except FileNotFoundError as exc:
+        advice = missing_input(stage, config, Path(exc.filename)) if exc.filename else None
+        if advice is None:
+            raise
+        raise UserError(f"{exc.filename} is missing", advice) from exc

@@ -26,7 +26,7 @@ from tsretrain.errors import UserError
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
 from tsretrain.pipeline import summary
-from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, Stage
+from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, Stage, run_stage
 from tsretrain.pipeline.summary import StageClock
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -126,10 +126,10 @@ class Run:
         """Run a stage; a stage that fans out over folds runs once per fold of the model."""
         settings = self.settings(stage)
         if stage.fan_out != "fold":
-            return stage.run(stage.configure(settings))
+            return run_stage(stage, stage.configure(settings))
         outputs, counts = {}, {}
         for fold in self.model.folds:
-            result = stage.run(stage.configure({**settings, "fold": fold}))
+            result = run_stage(stage, stage.configure({**settings, "fold": fold}))
             outputs[f"fold_{fold}"] = next(iter(result.outputs.values()))
             counts.update({f"fold_{fold}_{k}": v for k, v in result.counts.items() if k != "fold"})
         return StageResult(stage.name, outputs, counts)
