@@ -3,21 +3,22 @@ another cohort (with and without the learning-rate warm-up), and the tumour-focu
 first stage.
 
 1. Pretraining: ``tsretrain run`` on a cohort of other patients (seed 101, no edge cases, the demo's grid) to a
-   trained fold (20 epochs of 40 steps): the stand-in for a pretrained model (TotalSegmentator's weights cannot
+   trained fold (10 epochs of 40 steps): the stand-in for a pretrained model (TotalSegmentator's weights cannot
    be used offline, and the demo's grid is not theirs).
 2. The demo cohort (``make demo``'s configuration) through preprocessing; its plans also transferred from the
    pretrained model (``preprocess --plans-from``).
-3. Three arms of ``tsretrain train`` on the demo's fold 0, the demo's budget each (30 epochs x 40 steps):
+3. Three arms of ``tsretrain train`` on the demo's fold 0, two thirds of the demo's budget each (20 epochs x 40
+   steps):
    ``scratch`` (the baseline: ``make demo``'s training), ``fine-tuned`` (``--init-from`` the pretrained fold,
    warm-up a tenth of the epochs: the default) and ``fine-tuned, no warm-up`` (``--warmup-epochs 0``). The
-   checkpoint written every 10 epochs is kept and predicted on the 6 test cases as the demo predicts
+   checkpoint written every 5 epochs is kept and predicted on the 6 test cases as the demo predicts
    (step 0.25) and scored (``tsretrain evaluate --no-surface``).
-4. The second stage from the scratch arm's fold (``tsretrain second-stage``, 10 epochs x 40 steps, focal loss),
+4. The second stage from the scratch arm's fold (``tsretrain second-stage``, 5 epochs x 40 steps, focal loss),
    predicted and compared with the first stage (``compare-stages``).
 
 The floors: test mean Dice 0.85 for GTVp and for each of the demo's nine target organs (README: the demo reaches
 0.85-0.99 on them). Usage: ``python bench/finetune.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-ft]``
-(about 50 minutes on 2 CPU cores).
+(about 40 minutes on 2 free CPU cores).
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ class Budget:
     """Epochs, steps per epoch and checkpoint interval of the arms; the pretraining's and second stage's epochs;
     the cohorts' synth settings (the demo's unless a smoke run)."""
 
-    epochs: int = 30
+    epochs: int = 20
     iterations: int = 40
-    snapshot_every: int = 10
-    pretrain_epochs: int = 20
-    second_epochs: int = 10
+    snapshot_every: int = 5
+    pretrain_epochs: int = 10
+    second_epochs: int = 5
     synth: str = ""
 
 
