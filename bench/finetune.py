@@ -11,7 +11,7 @@ first stage.
    steps):
    ``scratch`` (the baseline: ``make demo``'s training), ``fine-tuned`` (``--init-from`` the pretrained fold,
    warm-up a tenth of the epochs: the default) and ``fine-tuned, no warm-up`` (``--warmup-epochs 0``). The
-   checkpoint written every 5 epochs is kept and predicted on the 6 test cases as the demo predicts
+   checkpoint written every 10 epochs is kept and predicted on the 6 test cases as the demo predicts
    (step 0.25) and scored (``tsretrain evaluate --no-surface``).
 4. The second stage from the scratch arm's fold (``tsretrain second-stage``, 5 epochs x 40 steps, focal loss),
    predicted and compared with the first stage (``compare-stages``).
@@ -55,7 +55,7 @@ class Budget:
 
     epochs: int = 20
     iterations: int = 40
-    snapshot_every: int = 5
+    snapshot_every: int = 10
     pretrain_epochs: int = 10
     second_epochs: int = 5
     synth: str = ""
