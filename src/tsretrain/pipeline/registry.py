@@ -157,6 +157,15 @@ MODEL_OPTIONS = {
     "folds": Option("Folds trained and ensembled: 0,1,2 or a JSON list."),
 }
 
+STORE = Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there.")
+TTA = Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",))
+STEP_SIZE = Option("Sliding-window step (share of the patch).")
+PREDICTION_READS = (  # a batch of test cases and the final checkpoints of every fold
+    Files("split", ("batches/{batch}.json",)),
+    Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
+    Files("preprocessed", ("*/planning_summary.json",)),
+    Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
+)
 PLANS_FROM = Option(
     "Pretrained model (model folder, TotalSegmentator task folder or model package) whose plans are transferred: "
     "topology, patch, spacing and CT normalisation."
@@ -400,7 +409,7 @@ STAGES: tuple[Stage, ...] = (
                 "Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs "
                 "when fine-tuning, else none)."
             ),
-            "store": Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there."),
+            "store": STORE,
             "validate": Option("Predict the fold's validation cases at the end.", flags=("--validate/--no-validate",)),
             "seed": Option("Random seed of the initial weights and the training process's draws."),
         },
@@ -441,20 +450,15 @@ STAGES: tuple[Stage, ...] = (
             "work": WORK,
             "out": Option("Output folder (test/, validation/).", flags=("--out", "-o"), at="predictions"),
             "device": DEVICE,
-            "tta": Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",)),
-            "step_size": Option("Sliding-window step (share of the patch)."),
+            "tta": TTA,
+            "step_size": STEP_SIZE,
             "cases": Option(
                 "Only these test cases, without the folds' validation predictions (a batch of a fan-out).",
                 flags=("--cases", "--case"),
             ),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
-        reads=(
-            Files("split", ("batches/{batch}.json",)),
-            Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
-            Files("preprocessed", ("*/planning_summary.json",)),
-            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
-        ),
+        reads=PREDICTION_READS,
         writes=(Files("predictions", ("test/*.nii.gz",)),),  # nnU-Net's own files there differ per batch
         fan_out="cases",
         batches="split",  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
@@ -517,7 +521,7 @@ STAGES: tuple[Stage, ...] = (
             "warmup_epochs": Option("Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs)."),
             "save_every": Option("Checkpoint every N epochs."),
             "device": DEVICE,
-            "store": Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there."),
+            "store": STORE,
             "seed": Option("Random seed of the training process's draws."),
         },
         model=("dataset", "trainer", "plans", "configuration"),
@@ -537,17 +541,12 @@ STAGES: tuple[Stage, ...] = (
             "out": Option("Output folder (test/).", flags=("--out", "-o"), at="second"),
             "loss": Option(f"The second stage's loss: {', '.join(LOSSES)}."),
             "device": DEVICE,
-            "tta": Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",)),
-            "step_size": Option("Sliding-window step (share of the patch)."),
+            "tta": TTA,
+            "step_size": STEP_SIZE,
             "cases": Option("Only these test cases (a batch of a fan-out).", flags=("--cases", "--case")),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
-        reads=(
-            Files("split", ("batches/{batch}.json",)),
-            Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
-            Files("preprocessed", ("*/planning_summary.json",)),
-            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
-        ),
+        reads=PREDICTION_READS,
         writes=(Files("second", ("test/*.nii.gz",)),),
         fan_out="cases",
         batches="split",
@@ -641,7 +640,7 @@ STAGES: tuple[Stage, ...] = (
             "formats": Option(f"Outputs: {','.join(FORMATS)} (a,b or repeated).", flags=("--format",)),
             "device": DEVICE,
             "folds": Option("Folds of the package ensembled (default: all it holds)."),
-            "step_size": Option("Sliding-window step (share of the patch)."),
+            "step_size": STEP_SIZE,
             "cases": Option("Only these patients (case ids as the scan names them).", flags=("--cases", "--case")),
             "split": Option("Only the held-out test patients of this split folder.", at="split", when="split"),
             "limit": Option("At most this many patients (0: all)."),
