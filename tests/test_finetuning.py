@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from test_behaviour_training import _built
 from test_nnunet import TINY
 
+from tsretrain.delivery.package import DICTIONARY_FILE, MODEL_JSON
 from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import dictionary_text
 from tsretrain.model import Model
 from tsretrain.training import train as train_module
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import WARMUP_START, WarmupPolyLR
 from tsretrain.training.preprocess import TRANSFERRED, PreprocessConfig, preprocess
-from tsretrain.training.pretrained import HEAD, first_mismatch
+from tsretrain.training.pretrained import HEAD, first_mismatch, open_pretrained, transferred_plans
 from tsretrain.training.train import TrainConfig, train
 
 CROP_MODEL = (
@@ -136,6 +140,36 @@ def test_a_drawn_model_folder_starts_the_network(work: Path, tmp_path: Path, mon
     assert len(transferred) > 10
     for key in transferred:
         torch.testing.assert_close(final[key], drawn[key], atol=1e-6, rtol=0)
+
+
+def test_plans_from_a_package_name_the_package_not_where_it_was_unpacked(tmp_path: Path) -> None:
+    """A package (a store URI on a cluster) is unpacked into scratch, a pod's local disk: the transferred plans (and
+    through them the model card) name the package as given."""
+    model = "Dataset001_Pre/nnUNetTrainerTsrTiny__nnUNetPlans__3d_tiny"
+    package = tmp_path / "store" / "export" / "Dataset001_Pre-3d_tiny-1.0.0.zip"
+    package.parent.mkdir(parents=True)
+    card = {"id": "Dataset001_Pre-3d_tiny", "version": "1.0.0", "trainer": "nnUNetTrainerTsrTiny"}
+    card |= {"plans": "nnUNetPlans", "configuration": "3d_tiny"}
+    plans = {
+        "plans_name": "nnUNetPlans",
+        "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}},
+    }
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr(f"Dataset001_Pre/{MODEL_JSON}", json.dumps(card))
+        archive.writestr(f"Dataset001_Pre/{DICTIONARY_FILE}", dictionary_text("radcure-oar21"))
+        archive.writestr(f"{model}/plans.json", json.dumps(plans))
+        archive.writestr(f"{model}/fold_0/checkpoint_final.pth", b"")
+    target: dict[str, Any] = {"dataset_name": "Dataset366_TotalSegmentator", "image_reader_writer": "SimpleITKIO"}
+    target |= {"original_median_spacing_after_transp": [5, 3, 3], "original_median_shape_after_transp": [24, 64, 64]}
+    for given in (f"file://{package}", str(package)):
+        scratch = tmp_path / "scratch" / str(len(given))
+        pretrained = open_pretrained(given, scratch)
+        assert pretrained.folder.is_relative_to(scratch) and pretrained.source == given
+        moved = transferred_plans(pretrained, target, TRANSFERRED)
+        assert moved["tsretrain_transferred_from"] == given
+        assert moved["configurations"]["3d_fullres"]["data_identifier"] == f"{TRANSFERRED}_3d_fullres"
+    folder = open_pretrained(str(scratch / "model" / model), tmp_path / "unused")  # a model folder: itself
+    assert folder.source == str(scratch / "model" / model)
 
 
 def test_the_warm_up_rises_from_a_tenth_then_decays_as_nnunet() -> None:

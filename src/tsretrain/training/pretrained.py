@@ -28,10 +28,18 @@ HEAD = ".seg_layers."  # what nnU-Net's load_pretrained_weights never transfers
 
 @dataclass(frozen=True)
 class Pretrained:
-    """A trained nnU-Net model: its folder, plans and the checkpoint the weights come from."""
+    """A trained nnU-Net model: its folder, plans and the checkpoint the weights come from, and where it was found
+    (``origin``: the model package as given, a store URI or a path; the folder itself otherwise)."""
 
     folder: Path
     checkpoint: Path
+    origin: str = ""
+
+    @property
+    def source(self) -> str:
+        """What the model's records name it by: the package it came from (the folder of a package is scratch,
+        e.g. a pod's local disk), or its folder."""
+        return self.origin or str(self.folder)
 
     @property
     def plans(self) -> dict[str, Any]:
@@ -62,14 +70,16 @@ def open_pretrained(source: str, scratch: Path) -> Pretrained:
     if "://" not in source and (path / "checkpoint_final.pth").is_file() and (path.parent / "plans.json").is_file():
         return Pretrained(path.parent, path / "checkpoint_final.pth")  # one fold of a model
     folder = None if "://" in source or not path.is_dir() else _model_folder(path)
+    origin = ""
     if folder is None:
         if "://" not in source and not path.exists():
             raise UserError(f"pretrained model {source} does not exist", "give a model folder or a model package")
         folder = Package.open(source, scratch).model_folder
+        origin = source if "://" in source else str(path.resolve())
     checkpoints = sorted(folder.glob("fold_*/checkpoint_final.pth"))
     if not checkpoints:
         raise UserError(f"pretrained model {folder} has no fold_*/checkpoint_final.pth", "train it to the end first")
-    return Pretrained(folder, checkpoints[0])
+    return Pretrained(folder, checkpoints[0], origin)
 
 
 def transferred_plans(pretrained: Pretrained, target: dict[str, Any], plans_name: str) -> dict[str, Any]:
@@ -88,7 +98,7 @@ def transferred_plans(pretrained: Pretrained, target: dict[str, Any], plans_name
         original_median_spacing_after_transp=target["original_median_spacing_after_transp"],
         original_median_shape_after_transp=target["original_median_shape_after_transp"],
     )
-    plans["tsretrain_transferred_from"] = str(pretrained.folder)
+    plans["tsretrain_transferred_from"] = pretrained.source
     return plans
 
 
@@ -124,8 +134,8 @@ def check_compatible(network: Any, pretrained: Pretrained, weights: dict[str, An
     mismatch = first_mismatch(network.state_dict(), weights, head)
     if mismatch is not None:
         raise UserError(
-            f"--init-from {pretrained.folder}: the networks differ: {mismatch}",
-            f"preprocess with --plans-from {pretrained.folder} (its plans and configuration "
+            f"--init-from {pretrained.source}: the networks differ: {mismatch}",
+            f"preprocess with --plans-from {pretrained.source} (its plans and configuration "
             f"{pretrained.configuration}), then train that configuration",
         )
 
