@@ -191,8 +191,7 @@ class Preemption:
 def finished(cluster: Cluster) -> tuple[Run, Preemption, str]:
     output = "s3://tsretrain/runs/e2e"
     preemption = Preemption(cluster, output)
-    second = {"second-stage": "true", "second-stage-epochs": "2"}  # the optional branch, to its report section
-    run = cluster.run({**TINY, **second, "output-prefix": output}, chaos=preemption)
+    run = cluster.run({**TINY, "output-prefix": output}, chaos=preemption)
     return run, preemption, output
 
 
@@ -211,15 +210,6 @@ def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
     assert report is not None
     for reason in {t["expected_reason"] for t in expected.values()} - {""}:
         assert reason.encode() in report, f"the report's exploration misses {reason}"
-    # the second stage: a model per fold from the first stage's fold, its predictions, the paired comparison
-    assert run.pods("report-second") and not run.pods("report")  # the variant with the second stage's section
-    assert [p.phase for p in run.pods("second-stage")] == ["Succeeded"]
-    second = "nnunet/nnUNet_results/Dataset366_TotalSegmentator/nnUNetTrainerTsrTinyGTVpFocal__nnUNetPlans__3d_tiny"
-    assert f"{second}/fold_0/checkpoint_final.pth" in store.list(second)
-    test_cases = {k.rsplit("/", 1)[1] for k in store.list("predictions/test") if k.endswith(".nii.gz")}
-    assert test_cases and test_cases == {k.rsplit("/", 1)[1] for k in store.list("second-stage/test")}
-    comparison = json.loads(store.get_bytes("comparison/comparison.json") or b"{}")
-    assert comparison["n_cases"] == len(test_cases) and b"Second stage: the tumour-focused model" in report
     packages = [name for name in store.list("export") if name.endswith(".zip")]
     assert packages == ["export/Dataset366_TotalSegmentator-3d_tiny-1.0.0.zip"], "the run ends with the model package"
     package = store.get_bytes(packages[0])

@@ -188,8 +188,9 @@ def train(config: TrainConfig) -> StageResult:
         os.environ["TSRETRAIN_EPOCHS"] = str(config.epochs)
     if config.iterations is not None:
         os.environ["TSRETRAIN_ITERATIONS"] = str(config.iterations)
-    if config.warmup_epochs is not None or config.init_from:
-        os.environ["TSRETRAIN_WARMUP_EPOCHS"] = "auto" if config.warmup_epochs is None else str(config.warmup_epochs)
+    # always set: an earlier fine-tune in the same process (tsretrain run's second stage) must not warm this one up
+    warmup = "0" if config.warmup_epochs is None and not config.init_from else config.warmup_epochs
+    os.environ["TSRETRAIN_WARMUP_EPOCHS"] = "auto" if warmup is None else str(warmup)
     restore(config)
     local = config.fold_folder()
     started = time.time()
