@@ -18,7 +18,7 @@ import numpy as np
 
 from tsretrain.conversion.listing import write_csv
 from tsretrain.errors import UserError
-from tsretrain.evaluation.evaluate import read_label_map, same_grid
+from tsretrain.evaluation.evaluate import label_maps, read_label_map, same_grid
 from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.statistics import bootstrap_ci
@@ -47,7 +47,7 @@ class CompareConfig:
 
 
 def _predictions(folder: Path, cases: list[str], stage: str) -> dict[str, Path]:
-    found = {p.name.removesuffix(".nii.gz"): p for p in folder.glob("*.nii.gz")}
+    found = label_maps(folder)
     missing = [c for c in cases if c not in found]
     if missing:
         raise UserError(
@@ -110,7 +110,7 @@ def compare(config: CompareConfig) -> StageResult:
     label = next((item.id for item in dictionary.labels if item.name == TUMOUR_LABEL), None)
     if label is None:
         raise UserError(f"dictionary {dictionary.name} has no {TUMOUR_LABEL} label", "compare runs with a tumour label")
-    references = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.reference.glob("*.nii.gz"))}
+    references = label_maps(config.reference)
     if not references:
         raise UserError(f"no reference label maps (*.nii.gz) in {config.reference}", "give the test set's labelsTs")
     cases = list(references)

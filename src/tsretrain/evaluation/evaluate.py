@@ -138,10 +138,14 @@ def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
     return rows
 
 
+def label_maps(folder: Path) -> dict[str, Path]:
+    """The label maps of a folder by case id (``<case>.nii.gz``), in case order."""
+    return {p.name.removesuffix(".nii.gz"): p for p in sorted(folder.glob("*.nii.gz"))}
+
+
 def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | None]]:
     """The test cases (the reference folder's) and their predictions; a missing or extra one is an error."""
-    references = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.reference.glob("*.nii.gz"))}
-    predictions = {p.name.removesuffix(".nii.gz"): p for p in sorted(config.prediction.glob("*.nii.gz"))}
+    references, predictions = label_maps(config.reference), label_maps(config.prediction)
     if not references:
         raise UserError(
             f"no reference label maps (*.nii.gz) in {config.reference}", "give the test set's labelsTs folder"
