@@ -195,7 +195,7 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
     "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
     "second-stage": {"store": f"{OUT}/{relative('results')}"},  # as train's
-    "report": {"run_id": "{{workflow.name}}"},
+    "report": {"run_id": OUT},  # the store prefix: the same in a resumed run (a workflow name is not)
 }
 SELF_PUBLISHING = {"train", "validate", "second-stage"}  # publish each fold under --store themselves
 # The inference template: new patients' DICOM, a model package, contours out (``tsretrain infer`` per batch).

@@ -111,7 +111,14 @@ def test_focal_loss_value_by_hand() -> None:
         assert float(focal(logits, target[:, 0])) == pytest.approx(num / den, rel=1e-5)  # targets without channel
 
 
-SETTINGS = ("TSRETRAIN_SAVE_EVERY", "TSRETRAIN_LR", "TSRETRAIN_EPOCHS", "TSRETRAIN_ITERATIONS", "TSRETRAIN_GTVP_WEIGHT")
+SETTINGS = (
+    "TSRETRAIN_SAVE_EVERY",
+    "TSRETRAIN_LR",
+    "TSRETRAIN_EPOCHS",
+    "TSRETRAIN_ITERATIONS",
+    "TSRETRAIN_GTVP_WEIGHT",
+    "TSRETRAIN_WARMUP_EPOCHS",
+)
 
 
 def _built(trainer_class: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: str) -> Any:

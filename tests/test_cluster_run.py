@@ -210,6 +210,8 @@ def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
     assert report is not None
     for reason in {t["expected_reason"] for t in expected.values()} - {""}:
         assert reason.encode() in report, f"the report's exploration misses {reason}"
+    markdown = store.get_bytes("report/report.md")
+    assert markdown is not None and f"| run | {output} |".encode() in markdown  # the store prefix: a resume's too
     packages = [name for name in store.list("export") if name.endswith(".zip")]
     assert packages == ["export/Dataset366_TotalSegmentator-3d_tiny-1.0.0.zip"], "the run ends with the model package"
     package = store.get_bytes(packages[0])

@@ -134,7 +134,7 @@ class ReportConfig:
     trainer: str = "nnUNetTrainerTsr"  # the first stage's (a second stage's trainer is named after it)
     synthetic: bool = False
     comparison: Path | None = None  # compare-stages' output: the second stage's section
-    run_id: str = ""  # the run's name in the report (a cluster run's workflow); empty: the run folder's name
+    run_id: str = ""  # the run's name in the report (a cluster run's store prefix); empty: the run folder's name
 
 
 def _sha(path: Path) -> str:

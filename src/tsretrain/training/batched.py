@@ -179,7 +179,7 @@ def plan(config: PlanConfig) -> StageResult:
         planning = {**described, "dataset": listed, "overwrite_image_reader_writer": READER}
         (Path(view) / name).mkdir()
         atomic_write_text(Path(view) / name / "dataset.json", json.dumps(planning))
-        with environment("nnUNet_raw", view):
+        with environment(("nnUNet_raw", view)):
             result = make_plans(config, folders)
     shutil.copyfile(raw / "dataset.json", target / "dataset.json")  # the planner copied the view
     return StageResult(

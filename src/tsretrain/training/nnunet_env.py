@@ -51,31 +51,35 @@ class NnunetFolders:
         os.environ.setdefault(DEFAULT_PROCESSES, str(cpu_quota()))
 
 
-def augmentation_processes(device_type: str) -> contextlib.AbstractContextManager[str]:
+@contextlib.contextmanager
+def augmentation_processes(device_type: str) -> Iterator[str]:
     """nnU-Net's data-augmentation process count for a training on ``device_type``, for the block only: the user's
     ``nnUNet_n_proc_DA``, else :func:`augmentation_workers` (none on one CPU, which nnU-Net's planner could not
     take in a later stage)."""
-    return environment(AUGMENTATION, os.environ.get(AUGMENTATION, str(augmentation_workers(device_type))))
+    workers = os.environ.get(AUGMENTATION, str(augmentation_workers(device_type)))
+    with environment((AUGMENTATION, workers)):
+        yield workers
 
 
-def planner_threads() -> contextlib.AbstractContextManager[str]:
+def planner_threads() -> contextlib.AbstractContextManager[None]:
     """For nnU-Net's planner, which sizes torch's threads by ``nnUNet_n_proc_DA`` while it builds networks: the CPU
     quota, whatever the user set for augmentation (0, augmentation in the training process, would stop it)."""
-    return environment(AUGMENTATION, str(cpu_quota()))
+    return environment((AUGMENTATION, str(cpu_quota())))
 
 
 @contextlib.contextmanager
-def environment(name: str, value: str) -> Iterator[str]:
-    """An environment variable set for the block, then restored (or removed)."""
-    before = os.environ.get(name)
-    os.environ[name] = value
+def environment(*settings: tuple[str, str]) -> Iterator[None]:
+    """Environment variables set for the block, then restored (or removed)."""
+    before = {name: os.environ.get(name) for name, _ in settings}
+    os.environ.update(dict(settings))
     try:
-        yield value
+        yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def augmentation_workers(device_type: str) -> int:

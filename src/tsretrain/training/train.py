@@ -9,7 +9,6 @@ and restored from there before training, so a pod that lands on a fresh node res
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,13 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
 from tsretrain.training.lifetime import end_children_with_parent
-from tsretrain.training.nnunet_env import NnunetFolders, augmentation_processes, size_export_pool, torch_device
+from tsretrain.training.nnunet_env import (
+    NnunetFolders,
+    augmentation_processes,
+    environment,
+    size_export_pool,
+    torch_device,
+)
 from tsretrain.training.pretrained import check_compatible, load_head, network_weights, open_pretrained
 from tsretrain.ui import log
 
@@ -183,14 +188,25 @@ def train(config: TrainConfig) -> StageResult:
     folders = NnunetFolders(config.work)
     folders.activate()
     check_fold(folders, config.model, config.fold)
-    os.environ["TSRETRAIN_SAVE_EVERY"] = str(config.save_every)
+    with environment(*trainer_settings(config).items()):
+        return _train_fold(config, device, folders)
+
+
+def trainer_settings(config: TrainConfig) -> dict[str, str]:
+    """The settings tsretrain's trainers read from the environment, for one training; those the configuration leaves
+    open (the learning rate, for instance) keep what the process environment says."""
+    settings = {"TSRETRAIN_SAVE_EVERY": str(config.save_every)}
     if config.epochs is not None:
-        os.environ["TSRETRAIN_EPOCHS"] = str(config.epochs)
+        settings["TSRETRAIN_EPOCHS"] = str(config.epochs)
     if config.iterations is not None:
-        os.environ["TSRETRAIN_ITERATIONS"] = str(config.iterations)
-    # always set: an earlier fine-tune in the same process (tsretrain run's second stage) must not warm this one up
+        settings["TSRETRAIN_ITERATIONS"] = str(config.iterations)
     warmup = "0" if config.warmup_epochs is None and not config.init_from else config.warmup_epochs
-    os.environ["TSRETRAIN_WARMUP_EPOCHS"] = "auto" if warmup is None else str(warmup)
+    settings["TSRETRAIN_WARMUP_EPOCHS"] = "auto" if warmup is None else str(warmup)
+    return settings
+
+
+def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> StageResult:
+    """``train`` within its trainer settings."""
     restore(config)
     local = config.fold_folder()
     started = time.time()
