@@ -38,10 +38,18 @@ SCALING = {  # template: what its bytes scale with
     "fingerprint": "batch images",
     "plan": "nothing",  # nnU-Net draws 10^8 foreground samples over all training cases, whatever their count
     "preprocess-cases": "batch images",
+    "assemble-merged": "dataset images",
     "train": "dataset images",  # a fold's first attempt; a resumed one also fetches the fold's checkpoints
+    "validate": "dataset images",  # the fold's validation cases
     "predict": "batch images",  # a batch of test cases and the folds' final checkpoints (not scaled)
     "evaluate": "dataset images",
+    "evaluate-merged": "dataset images",
+    "second-stage": "dataset images",  # as train, from the first stage's checkpoint of the fold
+    "second-predict": "batch images",
+    "compare-stages": "dataset images",  # the test references and both stages' predictions
     "report": "patients",
+    "report-second": "patients",
+    "export": "nothing",  # the folds' checkpoints and the run's small records
     "record-status": "nothing",
 }
 

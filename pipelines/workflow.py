@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -388,13 +388,25 @@ def _transfer(source: str, target: str, files: Files) -> str:
     return f"{source}={target}" + ("=" + ",".join(files.include) if files.include else "")
 
 
+def _model_patterns(stage: Stage, files: Files) -> Files:
+    """``files`` with the model placeholders of its patterns filled in as Argo variables: ``{trainer}`` the run's
+    trainer, ``{fold}`` the fold of a fold fan-out (refused in any other stage)."""
+    include = tuple(pattern.replace("{trainer}", param("trainer")) for pattern in files.include)
+    if any("{fold}" in pattern for pattern in include):
+        if stage.fan_out != "fold":
+            raise ValueError(f"{stage.name} reads {files.include} but fans out over no folds")
+        include = tuple(pattern.replace("{fold}", "{{inputs.parameters." + ITEM["fold"] + "}}") for pattern in include)
+    return replace(files, include=include)
+
+
 def pod_args(stage: Stage, with_stages: set[str], flavour: Flavour = TRAINING) -> list[str]:
     """``tsretrain pod`` around the stage: what it reads (only the files it needs), what it writes."""
     written = {files.location for name in with_stages for files in BY_NAME[name].writes}
     args = ["pod"]
     for files in stage.reads:
         if files.location in written:
-            args += ["--get", _transfer(f"{OUT}/{relative(files.location)}", _path(files.location), files)]
+            source = f"{OUT}/{relative(files.location)}"
+            args += ["--get", _transfer(source, _path(files.location), _model_patterns(stage, files))]
     if stage.name not in SELF_PUBLISHING:
         for files in stage.writes:
             args += ["--put", _transfer(_path(files.location), f"{OUT}/{relative(files.location)}", files)]

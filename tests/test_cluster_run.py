@@ -51,6 +51,7 @@ TINY = {
     "convert-batch-size": "12",
 }
 
+E2E = {**TINY, "second-stage": "true", "second-stage-epochs": "2"}  # the optional branch, to its report section
 
 SMALL = {"rows": 64, "columns": 64, "slices": 24, "pixel_spacing": 3.0, "slice_thickness": 5.0}
 
@@ -191,7 +192,7 @@ class Preemption:
 def finished(cluster: Cluster) -> tuple[Run, Preemption, str]:
     output = "s3://tsretrain/runs/e2e"
     preemption = Preemption(cluster, output)
-    run = cluster.run({**TINY, "output-prefix": output}, chaos=preemption)
+    run = cluster.run({**E2E, "output-prefix": output}, chaos=preemption)
     return run, preemption, output
 
 
@@ -210,6 +211,15 @@ def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
     assert report is not None
     for reason in {t["expected_reason"] for t in expected.values()} - {""}:
         assert reason.encode() in report, f"the report's exploration misses {reason}"
+    # the second stage: a model per fold from the first stage's fold, its predictions, the paired comparison
+    assert run.pods("report-second") and not run.pods("report")  # the variant with the second stage's section
+    assert [p.phase for p in run.pods("second-stage")] == ["Succeeded"]
+    second = "nnunet/nnUNet_results/Dataset366_TotalSegmentator/nnUNetTrainerTsrTinyGTVpFocal__nnUNetPlans__3d_tiny"
+    assert f"{second}/fold_0/checkpoint_final.pth" in store.list(second)
+    test_cases = {k.rsplit("/", 1)[1] for k in store.list("predictions/test") if k.endswith(".nii.gz")}
+    assert test_cases and test_cases == {k.rsplit("/", 1)[1] for k in store.list("second-stage/test")}
+    comparison = json.loads(store.get_bytes("comparison/comparison.json") or b"{}")
+    assert comparison["n_cases"] == len(test_cases) and b"Second stage: the tumour-focused model" in report
     markdown = store.get_bytes("report/report.md")
     assert markdown is not None and f"| run | {output} |".encode() in markdown  # the store prefix: a resume's too
     packages = [name for name in store.list("export") if name.endswith(".zip")]
@@ -314,7 +324,7 @@ def test_bytes_fetched_per_pod_are_bounded_by_what_the_step_needs(
     # the test references and predictions, and the case manifests (which references are manual contours)
     wanted = r"(labelsTs/|^predictions/test/|^converted/cases/[^/]+/manifest\.json$)"
     assert evaluate.fetched <= total(out, wanted) * 1.05 + overhead
-    (report,) = run.pods("report")
+    (report,) = run.pods("report-second")  # the e2e run's report, with the second stage's section
     # the report's images are the reviewed cases' only (evaluation/review.json), never the whole test set
     review = json.loads(cluster.store(output).get_bytes("evaluation/review.json") or b"{}")["cases"]
     shown = "|".join(re.escape(c["case"]) for c in review)
@@ -351,14 +361,14 @@ def test_a_second_run_into_the_same_prefix_is_refused_unless_resumed(
 ) -> None:
     _, _, output = finished
     before = cluster.listing(output)
-    refused = cluster.run({**TINY, "output-prefix": output})
+    refused = cluster.run({**E2E, "output-prefix": output})
     assert refused.phase == "Failed"
     first = refused.task("claim")
     assert first.phase == "Failed" and len(first.attempts) == 1, failures(refused)
     assert output in refused.log_of(first.attempts[0])
     changed = {k for k, v in cluster.listing(output).items() if before.get(k) != v}
     assert changed <= {"status.json"}  # nothing of the first run overwritten
-    resumed = cluster.run({**TINY, "output-prefix": output, "resume": "true"})
+    resumed = cluster.run({**E2E, "output-prefix": output, "resume": "true"})
     assert resumed.phase == "Succeeded", failures(resumed)
     # every step was done with the same inputs: skipped (no stage run, nothing fetched but manifests and records)
     for pod in resumed.pods():

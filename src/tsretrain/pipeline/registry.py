@@ -68,7 +68,9 @@ class Files:
     """Files of a location a stage reads or writes; on a cluster its pod moves only those matching ``include``."""
 
     location: str
-    include: tuple[str, ...] = ()  # fnmatch patterns relative to the location (``*`` never crosses ``/``)
+    # fnmatch patterns relative to the location (``*`` never crosses ``/``); the pod fills in ``{batch}`` and
+    # ``{case}``, the rendered workflow ``{trainer}`` (the run's trainer) and ``{fold}`` (a fold fan-out's item)
+    include: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,12 +162,24 @@ MODEL_OPTIONS = {
 STORE = Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there.")
 TTA = Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",))
 STEP_SIZE = Option("Sliding-window step (share of the patch).")
-PREDICTION_READS = (  # a batch of test cases and the final checkpoints of every fold
-    Files("split", ("batches/{batch}.json",)),
-    Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
-    Files("preprocessed", ("*/planning_summary.json",)),
-    Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth")),
-)
+# A model's folder below nnUNet_results, for read patterns: ``{trainer}`` is the run's (first-stage) trainer, filled
+# in when the workflow is rendered; the plans name is left open (empty means the planner's). The second stage's
+# folders (``<trainer>GTVp<loss>__...``) never match the first stage's pattern, so that a first-stage step's inputs
+# are the same before and after a second stage wrote its models beside it.
+FIRST_STAGE = "*/{trainer}__*"
+SECOND_STAGE = "*/{trainer}GTVp*__*"
+
+
+def prediction_reads(model: str) -> tuple[Files, ...]:
+    """A batch of test cases and the final checkpoints of every fold of the models matching ``model``."""
+    return (
+        Files("split", ("batches/{batch}.json",)),
+        Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
+        Files("preprocessed", ("*/planning_summary.json",)),
+        Files("results", (f"{model}/*.json", f"{model}/fold_*/checkpoint_final.pth")),
+    )
+
+
 PLANS_FROM = Option(
     "Pretrained model (model folder, TotalSegmentator task folder or model package) whose plans are transferred: "
     "topology, patch, spacing and CT normalisation."
@@ -433,8 +447,8 @@ STAGES: tuple[Stage, ...] = (
             "store": Option("Store URI of the run's nnUNet_results: the fold restored from there, published there."),
         },
         model=("dataset", "trainer", "plans", "configuration"),
-        # the folds' progress: what their training was (a retrained fold is validated again on a resume)
-        reads=(Files("preprocessed"), Files("results", ("*/*/fold_*/progress.json",))),
+        # the fold's progress: what its training was (a retrained fold is validated again on a resume)
+        reads=(Files("preprocessed"), Files("results", (f"{FIRST_STAGE}/fold_{{fold}}/progress.json",))),
         writes=(Files("results"),),
         fan_out="fold",
         resources="big-gpu",  # nnU-Net's export resamples a case's logits in float64 (docs/benchmarks.md)
@@ -458,7 +472,7 @@ STAGES: tuple[Stage, ...] = (
             ),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
-        reads=PREDICTION_READS,
+        reads=prediction_reads(FIRST_STAGE),
         writes=(Files("predictions", ("test/*.nii.gz",)),),  # nnU-Net's own files there differ per batch
         fan_out="cases",
         batches="split",  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
@@ -525,7 +539,10 @@ STAGES: tuple[Stage, ...] = (
             "seed": Option("Random seed of the training process's draws."),
         },
         model=("dataset", "trainer", "plans", "configuration"),
-        reads=(Files("preprocessed"), Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth"))),
+        reads=(
+            Files("preprocessed"),
+            Files("results", (f"{FIRST_STAGE}/*.json", f"{FIRST_STAGE}/fold_{{fold}}/checkpoint_final.pth")),
+        ),
         writes=(Files("results"),),
         fan_out="fold",
         resources="gpu",
@@ -546,7 +563,7 @@ STAGES: tuple[Stage, ...] = (
             "cases": Option("Only these test cases (a batch of a fan-out).", flags=("--cases", "--case")),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
-        reads=PREDICTION_READS,
+        reads=prediction_reads(SECOND_STAGE),
         writes=(Files("second", ("test/*.nii.gz",)),),
         fan_out="cases",
         batches="split",
@@ -621,7 +638,14 @@ STAGES: tuple[Stage, ...] = (
         model=("dataset", "dictionary", "trainer", "plans", "configuration", "folds"),
         reads=(
             Files("preprocessed", ("*/planning_summary.json",)),
-            Files("results", ("*/*/*.json", "*/*/fold_*/checkpoint_final.pth", "*/*/fold_*/progress.png")),
+            Files(
+                "results",
+                (
+                    f"{FIRST_STAGE}/*.json",
+                    f"{FIRST_STAGE}/fold_*/checkpoint_final.pth",
+                    f"{FIRST_STAGE}/fold_*/progress.png",
+                ),
+            ),
             Files("split", ("split.json",)),
             Files("converted", ("cases.csv",)),
             Files("evaluation", ("summary.json",)),
