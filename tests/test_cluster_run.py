@@ -7,6 +7,7 @@ What this proves and what only a real cluster can: README, "The cluster path".
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -23,11 +24,14 @@ from typing import Any
 
 import pydicom
 import pytest
+import torch
 from argo_sim.engine import Node, Run, Simulation
+from argo_sim.pods import make_writable
 from argo_sim.render import installed
 from argo_sim.wheel import pod_environment
 from support import SeaweedServer, workflow_templates
 
+from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.layout import batch_id
 from tsretrain.storage.store import S3Store, make_bucket, open_store
 from tsretrain.synth.cohort import SynthConfig, generate
@@ -388,13 +392,21 @@ def test_a_usage_error_is_not_retried(cluster: Cluster) -> None:
     assert "no-such-dictionary" in run.log_of(scan.attempts[0])
 
 
-def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Cluster, tmp_path: Path) -> None:
-    regular = tmp_path / "regular"  # the regular patients alone: the edge cases only lengthen the conversion
+@pytest.fixture(scope="module")
+def regular(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The store URI of the regular patients alone: the edge cases only lengthen the conversion."""
+    folder = tmp_path_factory.mktemp("regular")
     for patient in (cluster.cohort / "dicom").glob("RADCURE-*"):
-        shutil.copytree(patient, regular / patient.name)
-    open_store("s3://tsretrain/input/regular").sync_up(regular, "")
+        shutil.copytree(patient, folder / patient.name)
+    uri = "s3://tsretrain/input/regular"
+    open_store(uri).sync_up(folder, "")
+    return uri
+
+
+def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Cluster, regular: str) -> None:
+    assert not any(cluster.weights.iterdir()), "the weights claim must be empty here"
     parameters = {**TINY, "output-prefix": "s3://tsretrain/runs/pseudo", "pseudolabel": "true"}
-    parameters |= {"input-prefix": "s3://tsretrain/input/regular", "convert-batch-size": "2"}  # two of each pod
+    parameters |= {"input-prefix": regular, "convert-batch-size": "2"}  # two of each pod
     run = cluster.run({**parameters, "dictionary": "radcure-ts90"})
     assert run.phase == "Failed"
     pods = run.pods("pseudolabel")
@@ -410,3 +422,106 @@ def test_pseudolabels_without_weights_fail_with_the_weights_error(cluster: Clust
         assert pod.fetched <= needed * 1.05 + 256 * 1024, pod.display
     status = json.loads(cluster.store(parameters["output-prefix"]).get_bytes("status.json") or b"{}")
     assert status["status"] == "Failed" and any(f["templateName"] == "pseudolabel" for f in status["failures"])
+
+
+@contextlib.contextmanager
+def provisioned(claim: Path, weights: Path) -> Iterator[None]:
+    """``weights`` in the weights claim while the block runs, as an operator copies TotalSegmentator's weights
+    there; emptied after, whatever happens (the other tests see the claim as the chart leaves it). The harness
+    makes a claim read-only while a pod mounts it so: writable again first."""
+    make_writable(claim)
+    try:
+        shutil.copytree(weights, claim, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".built"))
+        yield
+    finally:
+        make_writable(claim)
+        for child in claim.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def test_pseudolabels_on_standin_weights_fine_tune_the_exported_model_to_ts90(
+    cluster: Cluster, finished: tuple[Run, Preemption, str], standins: Path, regular: str
+) -> None:
+    """The 90-label path on the harness: pseudolabel pods on the CPU read the STAND-IN weights from the weights
+    claim, the labels come from their merge, the evaluation is the merged variant; and ``init-from`` (the store
+    URI of the e2e run's package: a 22-output radcure-oar21 model) reaches the plan step, whose plans are the
+    package's, and every training pod, which starts from its weights with a 91-output head (90 labels and the
+    background). The three regular patients only (a 2-fold split needs three), two per batch: TotalSegmentator
+    takes about a minute per patient on 2 cores even with the stand-ins' tiny networks, two thirds of it in the
+    worker processes nnU-Net starts for each of its 12 predictions (six tasks, each after its 6 mm crop model)."""
+    _, _, e2e = finished
+    (package,) = [key for key in cluster.store(e2e).list("export") if key.endswith(".zip")]
+    pretrained = f"{e2e}/{package}"
+    output = "s3://tsretrain/runs/pseudo-tuned"
+    parameters = {**TINY, "output-prefix": output, "input-prefix": regular, "convert-batch-size": "2"}
+    parameters |= {"pseudolabel": "true", "dictionary": "radcure-ts90", "init-from": pretrained}
+    parameters |= {"cv-folds": "2", "epochs": "2", "export": "false"}  # the least a 2-fold split and the checks need
+    with provisioned(cluster.weights, standins):
+        run = cluster.run(parameters)
+    assert run.phase == "Succeeded", failures(run)
+    store = cluster.store(output)
+    ts90 = load_dictionary("radcure-ts90")
+
+    # each pseudolabel pod: every task of radcure-ts90 timed on each case of its batch, the claim's stand-ins
+    pods = run.pods("pseudolabel")
+    assert len(pods) == 2
+    records: dict[str, dict[str, Any]] = {}
+    for pod in pods:
+        assert "STAND-IN" in run.log_of(pod), run.log_of(pod)[-2000:]
+        item = pod.display.split(":", 1)[1].split(")", 1)[0]  # the fan-out item: the batch's id
+        batch = json.loads(store.get_bytes(f"scan/batches/{item}.json") or b"{}")
+        for case in [c["case_id"] for c in batch["cases"]]:
+            record = json.loads(store.get_bytes(f"pseudolabels/{case}/pseudolabel.json") or b"{}")
+            assert record["stand_in"] is True and record["weights"] == str(cluster.weights / "nnunet" / "results")
+            assert set(record["tasks"]) == set(ts90.pseudolabel_tasks())
+            assert all(task["seconds"] > 0 for task in record["tasks"].values()), record["tasks"]
+            records[case] = record
+    assert len(records) == 3
+    sources = {source for record in records.values() for source in record["sources"].values() if source}
+    assert "rtstruct" in sources and any(s.startswith("totalsegmentator:") for s in sources), sources
+
+    # the merged evaluation: each test label's reference named by its source, the stand-ins said
+    assert run.pods("evaluate-merged") and not run.pods("evaluate")
+    summary = json.loads(store.get_bytes("evaluation/summary.json") or b"{}")
+    assert "pseudo-label merge records" in summary["reference_records"]
+    assert "STAND-IN" in summary["reference_records"]
+    groups = {"rtstruct": "manual", "body": "body"}
+    referenced = [row for row in read_csv(store, "evaluation/per_case.csv") if int(row["ref_voxels"])]
+    for row in referenced:
+        source = records[row["case"]]["sources"][row["name"]]
+        assert row["reference"] == groups.get(source, "totalsegmentator" if source else ""), row
+    assert "manual" in {row["reference"] for row in referenced} and "manual" in summary["groups"]
+
+    # init-from: the plan step transferred the package's plans; every training pod loaded its weights
+    preprocessed = "nnunet/nnUNet_preprocessed/Dataset366_TotalSegmentator"
+    planned = json.loads(store.get_bytes(f"{preprocessed}/planning_summary.json") or b"{}")
+    assert planned["plans_identifier"] == "nnUNetPlansTransferred"
+    plans = json.loads(store.get_bytes(f"{preprocessed}/nnUNetPlansTransferred.json") or b"{}")
+    assert plans["tsretrain_transferred_from"] == pretrained
+    archive = zipfile.ZipFile(io.BytesIO(cluster.store(e2e).get_bytes(package) or b""))
+    (source_plans,) = [json.loads(archive.read(n)) for n in archive.namelist() if n.endswith("/plans.json")]
+    for name in ("3d_fullres", "3d_tiny"):
+        ours, theirs = plans["configurations"][name], source_plans["configurations"][name]
+        assert {k: v for k, v in ours.items() if k != "data_identifier"} == {
+            k: v for k, v in theirs.items() if k != "data_identifier"
+        }, name
+    trains = run.pods("train")
+    assert trains and all(p.phase == "Succeeded" for p in trains)
+    for pod in trains:
+        assert "Loading pretrained weights from file" in run.log_of(pod), run.log_of(pod)[-2000:]
+    model = "nnunet/nnUNet_results/Dataset366_TotalSegmentator/nnUNetTrainerTsrTiny__nnUNetPlansTransferred__3d_tiny"
+    labels = json.loads(store.get_bytes(f"{model}/dataset.json") or b"{}")["labels"]
+    assert len(labels) == len(ts90.labels) + 1 == 91  # the background and 90 labels
+    checkpoint = torch.load(
+        io.BytesIO(store.get_bytes(f"{model}/fold_0/checkpoint_final.pth") or b""),
+        map_location="cpu",
+        weights_only=False,
+    )
+    (head,) = [v for k, v in checkpoint["network_weights"].items() if k.endswith("seg_layers.0.weight")]
+    assert head.shape[0] == 91
+    (start,) = [n for n in archive.namelist() if n.endswith("fold_0/checkpoint_final.pth")]
+    weights = torch.load(io.BytesIO(archive.read(start)), map_location="cpu", weights_only=False)["network_weights"]
+    assert [v.shape[0] for k, v in weights.items() if k.endswith("seg_layers.0.weight")] == [22]  # radcure-oar21
