@@ -22,8 +22,9 @@ from tsretrain.cli import parse_stage, subcommand
 from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
-from tsretrain.pipeline.registry import BY_NAME, STAGES
+from tsretrain.pipeline.registry import BY_NAME, STAGES, Files
 from tsretrain.sizing import SIZED
+from tsretrain.storage.store import matches
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
@@ -330,6 +331,31 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
     assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
     puts = {name: parsed[3] for name, parsed in parsed_pods(workflow).items()}
     assert puts["predict"][0].include == ("test/*.nii.gz",)  # nnU-Net's own files there differ from batch to batch
+    # each stage reads its own stage's models: the first stage's steps never the second stage's beside them
+    first, second = (f"Dataset042_HeadNeck/nnUNetTrainerTsrTiny{s}__nnUNetPlans__3d_tiny" for s in ("", "GTVpFocal"))
+    reads_model = {
+        "validate": {f"{first}/fold_0/progress.json"},
+        "predict": {
+            f"{first}/plans.json",
+            f"{first}/fold_0/checkpoint_final.pth",
+            f"{first}/fold_2/checkpoint_final.pth",
+        },
+        "second-stage": {f"{first}/plans.json", f"{first}/fold_0/checkpoint_final.pth"},
+        "second-predict": {f"{second}/plans.json", f"{second}/fold_1/checkpoint_final.pth"},
+        "export": {f"{first}/dataset.json", f"{first}/fold_1/checkpoint_final.pth", f"{first}/fold_1/progress.png"},
+    }
+    candidates = {f"{model}/{rest}" for model in (first, second) for rest in ("plans.json", "dataset.json")}
+    candidates |= {f"{m}/fold_{f}/{n}" for m in (first, second) for f in range(3) for n in ("checkpoint_final.pth",)}
+    candidates |= {
+        f"{m}/fold_{f}/{n}" for m in (first, second) for f in range(3) for n in ("progress.json", "progress.png")
+    }
+    for name, wanted in reads_model.items():
+        (results,) = [g for g in gets[name] if g.uri.endswith("/nnUNet_results")]
+        read = {path for path in candidates if matches(path, results.include)}
+        assert wanted <= read and not read & {
+            c for c in candidates if (c.startswith(second)) != (name == "second-predict")
+        }
+        assert name != "validate" or read == wanted  # its own fold's training only
 
 
 CHART_SAMPLE = {  # what the chart puts in place of the GPU scheduling tokens, as JSON values
@@ -510,3 +536,11 @@ def test_the_inference_template_is_argos_and_parses_with_the_cli(infer_rendered:
 
 def test_the_inference_golden_file_is_the_current_rendering(infer_rendered: str) -> None:
     assert INFER_GOLDEN.read_text() == infer_rendered
+
+
+def test_a_fold_pattern_outside_a_fold_fan_out_is_refused_at_rendering() -> None:
+    module = load_workflow_module()
+    with pytest.raises(ValueError, match="fans out over no folds"):
+        module._model_patterns(BY_NAME["predict"], Files("results", ("*/{trainer}__*/fold_{fold}/progress.json",)))
+    filled = module._model_patterns(BY_NAME["validate"], Files("results", ("*/{trainer}__*/fold_{fold}/x",)))
+    assert filled.include == ("*/{{workflow.parameters.trainer}}__*/fold_{{inputs.parameters.fold}}/x",)
