@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from tsretrain.errors import UserError
-from tsretrain.evaluation.evaluate import read_label_map
+from tsretrain.evaluation.postprocessing_report import DIGITS
 from tsretrain.evaluation.report import fmt
 from tsretrain.model import Model
 from tsretrain.pipeline.registry import BY_NAME, run_stage
@@ -50,6 +50,12 @@ def write(array: np.ndarray, path: Path) -> None:
     image.SetDirection(DIRECTION)
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path), True)
+
+
+def read(path: Path) -> tuple[np.ndarray, sitk.Image]:
+    """A label map (a copy, whatever becomes of its image) and its image."""
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image
 
 
 def model_folder(work: Path) -> Path:
@@ -108,15 +114,15 @@ def test_a_far_speck_makes_nnunet_keep_the_largest_component_of_its_label_only(
     assert decision["foreground_dice"]["after"] > decision["foreground_dice"]["before"]
     assert len(list((out / "trials").glob("*.json"))) == 4  # before, foreground, each label
 
-    raw, raw_image = read_label_map(predictions / "test" / "test_0.nii.gz")
-    done, done_image = read_label_map(out / "test" / "test_0.nii.gz")
+    raw, raw_image = read(predictions / "test" / "test_0.nii.gz")
+    done, done_image = read(out / "test" / "test_0.nii.gz")
     expected = np.array(raw)
     expected[SPECK] = 0
     assert np.array_equal(done, expected)  # the speck gone, the tumour and the mandible untouched
     assert done_image.GetSpacing() == pytest.approx(raw_image.GetSpacing())
     assert done_image.GetOrigin() == pytest.approx(raw_image.GetOrigin())
     assert done_image.GetDirection() == pytest.approx(raw_image.GetDirection())
-    clean, _ = read_label_map(out / "test" / "test_1.nii.gz")
+    clean, _ = read(out / "test" / "test_1.nii.gz")
     assert np.array_equal(clean, label_map(speck=False))
 
 
@@ -141,7 +147,7 @@ def test_the_decision_is_kept_for_the_same_inputs_and_made_again_for_others(
     postprocess(config)
     again = json.loads((out / DECISION).read_text())
     assert again["inputs"] != first["inputs"]
-    done, _ = read_label_map(out / "test" / "test_0.nii.gz")
+    done, _ = read(out / "test" / "test_0.nii.gz")
     assert np.array_equal(done, label_map(speck=False))
 
 
@@ -180,8 +186,13 @@ def test_the_runs_decision_is_nnunets(finished_run: Path) -> None:
     assert decision["keep_largest_component"] == [
         [names[label] for label in (group if isinstance(group, list) else [group])] for group in kept
     ]
-    assert decision["foreground_dice"]["before"] == pytest.approx(nnunet["input_folder"]["foreground_mean"]["Dice"])
-    assert decision["foreground_dice"]["after"] == pytest.approx(nnunet["postprocessed"]["foreground_mean"]["Dice"])
+    for when, folder in (("before", "input_folder"), ("after", "postprocessed")):
+        dice = nnunet[folder]["foreground_mean"]["Dice"]
+        assert decision["foreground_dice"][when] == pytest.approx(dice, abs=1e-6)
+        for name, label in decision["dice"].items():
+            assert decision["dice"][name][when] == pytest.approx(
+                nnunet[folder]["mean"][str(label["label"])]["Dice"], abs=1e-6
+            )
     for step in decision["steps"]:  # nnU-Net keeps a step only when it raised the Dice it compared
         assert not step["kept"] or step["after"] > step["before"], step
     results = finished_run / "nnunet" / "nnUNet_results"
@@ -190,11 +201,12 @@ def test_the_runs_decision_is_nnunets(finished_run: Path) -> None:
     assert decision["validation_cases"] == len(validated)
     report = (finished_run / "report" / "report.md").read_text()
     assert "### Post-processing (decided on the validation folds)" in report
-    assert f"before, {fmt(decision['foreground_dice']['after'])} after" in report
+    assert f"before, {fmt(decision['foreground_dice']['after'], DIGITS)} after" in report
     chosen = "nothing: no step raised the validation Dice" if not kept else "keep only the largest connected component"
     assert f"Chosen: {chosen}" in report
     for step in decision["steps"]:
-        assert f"| {step['step']} | {step['measure']} | {fmt(step['before'])} | {fmt(step['after'])} |" in report
+        before, after = fmt(step["before"], DIGITS), fmt(step["after"], DIGITS)
+        assert f"| {step['step']} | {step['measure']} | {before} | {after} |" in report
 
 
 def _per_case(path: Path) -> dict[tuple[str, str], dict[str, str]]:
@@ -211,9 +223,9 @@ def test_the_post_processed_test_set_is_evaluated_as_the_raw_one(finished_run: P
     labels = {name: info["label"] for name, info in decision["dice"].items()}
     for reference in sorted(references.glob("*.nii.gz")):
         case = reference.name.removesuffix(".nii.gz")
-        truth, _ = read_label_map(reference)
-        before, _ = read_label_map(finished_run / "predictions" / "test" / reference.name)
-        processed, _ = read_label_map(finished_run / "postprocessing" / "test" / reference.name)
+        truth, _ = read(reference)
+        before, _ = read(finished_run / "predictions" / "test" / reference.name)
+        processed, _ = read(finished_run / "postprocessing" / "test" / reference.name)
         removed = processed != before
         assert not np.any(processed[removed])  # post-processing only ever sets voxels to background
         assert {int(v) for v in np.unique(before[removed])} <= {labels[n] for n in decision["labels"]}

@@ -18,6 +18,7 @@ from tsretrain.training.postprocess import DECISION
 
 Block = tuple[Any, ...]
 TITLE = "Post-processing (decided on the validation folds)"
+DIGITS = 4  # of the validation Dice nnU-Net compared: its choice can turn on the fourth digit
 TEST_HEADER = ["label", "reference", "cases", "Dice raw", "Dice post-processed", "HD95 raw (mm)"]
 TEST_HEADER += ["HD95 post-processed (mm)", "false positive cases: raw / post-processed"]
 
@@ -56,9 +57,9 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
     after = _read(
         evaluation / POSTPROCESSED / "summary.json", "run the evaluate stage with the post-processed predictions"
     )
-    folds = ", ".join(map(str, decision["folds"]))
+    folds, foreground = ", ".join(map(str, decision["folds"])), decision["foreground_dice"]
     steps = [
-        [s["step"], s["measure"], fmt(s["before"]), fmt(s["after"]), "kept" if s["kept"] else "no"]
+        [s["step"], s["measure"], fmt(s["before"], DIGITS), fmt(s["after"], DIGITS), "kept" if s["kept"] else "no"]
         for s in decision["steps"]
     ]
     shown = [*decision["labels"], *([] if TUMOUR_LABEL in decision["labels"] else [TUMOUR_LABEL])]
@@ -89,8 +90,8 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
             "cases), against the preprocessed reference segmentations, it tries keeping only the largest connected "
             "component of all foreground labels together (kept when the foreground mean Dice rises and no label's "
             "falls), then of each label in turn (kept when that label's Dice rises). Chosen: "
-            f"{_chosen(decision)}. Validation foreground mean Dice {fmt(decision['foreground_dice']['before'])} "
-            f"before, {fmt(decision['foreground_dice']['after'])} after (nnU-Net's postprocessing.json).",
+            f"{_chosen(decision)}. Validation foreground mean Dice {fmt(foreground['before'], DIGITS)} before, "
+            f"{fmt(foreground['after'], DIGITS)} after (nnU-Net's postprocessing.json).",
         ),
         ("table", ["step tried", "validation Dice compared", "before", "after", "kept"], steps),
         (
