@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import pickle
 import re
 from pathlib import Path
@@ -88,11 +89,17 @@ def configured(work: Path, predictions: Path, out: Path) -> PostprocessConfig:
 
 
 def test_a_far_speck_makes_nnunet_keep_the_largest_component_of_its_label_only(
-    trained: tuple[Path, Path], tmp_path: Path
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work, predictions = trained
     out = tmp_path / "postprocessing"
-    result = postprocess(configured(work, predictions, out))
+
+    def spawn(*args: Any) -> Any:
+        raise AssertionError("nnU-Net started a process pool for one worker")
+
+    with monkeypatch.context() as patched:  # one worker: nnU-Net's pools in this process
+        patched.setattr(multiprocessing, "get_context", spawn)
+        result = postprocess(configured(work, predictions, out))
     assert result.counts == {"validation_cases": 4, "test_cases": 2, "steps_kept": 1}
     nnunet = json.loads((out / "validation" / "postprocessing.json").read_text())
     assert nnunet["postprocessing_kwargs"] == [{"labels_or_regions": 1}]  # nnU-Net's own choice: GTVp alone
