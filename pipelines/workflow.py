@@ -259,6 +259,9 @@ RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2, "in
 RETRIES |= {"second-stage": 5, "second-predict": 2}
 HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
 HOURS |= {"preprocess-cases": 6, "train": 96, "validate": 12, "predict": 12, "evaluate": 12, "report": 2}
+# nnU-Net's determine_postprocessing evaluates every validation case once per step it tries (two, and one per label):
+# at RADCURE's size with radcure-oar21 about 7 hours on the step's CPUs, with radcure-ts90 more than this (README)
+HOURS |= {"postprocess": 72}
 HOURS |= {"export": 1, "infer": 6, "second-stage": 48, "second-predict": 12, "compare-stages": 2}
 
 RESOURCES = {

@@ -54,6 +54,7 @@ SHARED_FIXTURES = {
     "tests/test_finetuning.py": "nnunet",
     "tests/test_second_stage.py": "nnunet",
     "tests/test_report.py": "report",
+    "tests/test_postprocessing.py": "report",
     "tests/test_model_package.py": "report",
     "tests/test_totalsegmentator.py": "totalsegmentator",
 }

@@ -258,14 +258,14 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
                 assert _option_value(config, option) == EXPECTED[option], (name, option)
                 reached.add((stage.name, option))
     needs = {
-        "folds": {"split", "predict", "second-predict"},
+        "folds": {"split", "predict", "postprocess", "second-predict"},
         "fold": {"train", "second-stage"},
         "planner": {"plan"},
-        "plans": {"plan", "train", "predict", "second-stage", "second-predict"},
-        "configuration": {"plan", "train", "predict", "second-stage", "second-predict"},
+        "plans": {"plan", "train", "predict", "postprocess", "second-stage", "second-predict"},
+        "configuration": {"plan", "train", "predict", "postprocess", "second-stage", "second-predict"},
         "dictionary": {"scan", "convert", "pseudolabel", "assemble", "evaluate", "compare-stages"},
-        "dataset": {"assemble", "fingerprint", "plan", "preprocess-cases", "train", "predict", "report"},
-        "trainer": {"train", "predict", "second-stage", "second-predict"},
+        "dataset": {"assemble", "fingerprint", "plan", "preprocess-cases", "train", "predict", "postprocess", "report"},
+        "trainer": {"train", "predict", "postprocess", "second-stage", "second-predict"},
         "epochs": {"train"},
         "iterations": {"train", "second-stage"},
         "cases": {"convert", "pseudolabel"},
@@ -282,6 +282,11 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     assert configs["second-stage"].device == configs["second-predict"].device == "cuda"
     assert configs["compare-stages"].second == Path("/work/second-stage/test")
     assert configs["report-second"].comparison == Path("/work/comparison") and configs["report"].comparison is None
+    # the post-processed test predictions evaluated beside the raw ones, and reported
+    assert configs["postprocess"].predictions == Path("/work/predictions")
+    assert configs["evaluate"].postprocessed == configs["evaluate-merged"].postprocessed
+    assert configs["evaluate"].postprocessed == Path("/work/postprocessing/test")
+    assert configs["report"].postprocessing == configs["report-second"].postprocessing == Path("/work/postprocessing")
     pretrained = SAMPLE["workflow.parameters.init-from"]
     assert configs["plan"].plans_from == configs["train"].init_from == pretrained
     assert configs["train"].validate is False and configs["validate"].store == configs["train"].store
@@ -329,6 +334,12 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
     assert gets["split"][0].include == ("cases/*/manifest.json",)
     assert {g.include for g in gets["evaluate"]} == {("*/labelsTs/*",), ("test/*.nii.gz",), ("cases/*/manifest.json",)}
     assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
+    assert {g.include for g in gets["postprocess"]} == {  # the references, the folds' validation, the test set
+        ("*/planning_summary.json", "*/gt_segmentations/*"),
+        ("*/*/*.json", "*/*/fold_*/validation/*"),
+        ("test/*.nii.gz",),
+    }
+    assert Path("/work/postprocessing") in {g.path for g in gets["evaluate"]}
     puts = {name: parsed[3] for name, parsed in parsed_pods(workflow).items()}
     assert puts["predict"][0].include == ("test/*.nii.gz",)  # nnU-Net's own files there differ from batch to batch
     # each stage reads its own stage's models: the first stage's steps never the second stage's beside them
@@ -453,14 +464,16 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
         assert tasks[name]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
     assert "preprocess" not in tasks  # no pod holds the whole dataset to preprocess it
     assert tasks["train"]["withParam"] == "{{workflow.parameters.folds}}"
-    order = ["fingerprint", "plan", "preprocess-cases", "train", "validate", "predict"]
+    order = ["fingerprint", "plan", "preprocess-cases", "train", "validate", "predict", "postprocess"]
     assert tasks["validate"]["withParam"] == "{{workflow.parameters.folds}}"  # each fold's validation its own pod
     for before, after in itertools.pairwise(order):
         assert tasks[after]["depends"] == before
     # The evaluation reads the merge records too when there are pseudo-labels (which reference is whose).
     assert tasks["evaluate"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
     assert tasks["evaluate-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
-    assert tasks["evaluate"]["depends"] == tasks["evaluate-merged"]["depends"] == "predict"
+    # nnU-Net's post-processing decided once, on every fold's validation and every test batch's predictions
+    assert "withParam" not in tasks["postprocess"] and "when" not in tasks["postprocess"]
+    assert tasks["evaluate"]["depends"] == tasks["evaluate-merged"]["depends"] == "postprocess"
     # The optional second stage: per fold from the first stage's fold, predicted per test batch, compared; the
     # report with its section only when it ran.
     assert tasks["second-stage"]["depends"] == "evaluate && evaluate-merged"

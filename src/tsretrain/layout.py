@@ -41,7 +41,16 @@ LOCATIONS: dict[str, tuple[str, str]] = {
         "DATASET/CASE.npz: nnU-Net's fingerprint of each training case (a cluster run's batches)",
     ),
     "predictions": ("predictions", "test/ (fold ensemble), validation/fold_K/"),
-    "evaluation": ("evaluation", "per_case.csv, per_label.csv, summary.json, review.json (the cases the report shows)"),
+    "postprocessing": (
+        "postprocessing",
+        "validation/ (the folds' validation predictions merged, nnU-Net's postprocessing.pkl and .json, summaries "
+        "before and after), trials/, test/ (the test predictions post-processed), decision.json",
+    ),
+    "evaluation": (
+        "evaluation",
+        "per_case.csv, per_label.csv, summary.json, review.json (the cases the report shows); postprocessed/: the "
+        "same for the post-processed test predictions, against the raw ones",
+    ),
     "second": ("second-stage", "test/: the tumour-focused second stage's fold ensemble on the test set"),
     "comparison": (
         "comparison",

@@ -61,7 +61,10 @@ def step_disks(cases: dict[str, CaseWork], batches: Iterable[tuple[str, ...]], t
         "train": _need(total * PREPROCESSED_PER_VOXEL + CHECKPOINTS),
         "validate": _need(total * PREPROCESSED_PER_VOXEL + CHECKPOINTS),  # the preprocessed set, as train
         "predict": _need(2 * sum(largest) * CONVERTED_PER_VOXEL + CHECKPOINTS),
-        "evaluate": _need(2 * total * LABELS_PER_VOXEL),  # references and predictions (the test set's, at most all)
+        # the training references and the folds' validation predictions, their merged copy, nnU-Net's post-processed
+        # copy and its trials' (three at most), the test predictions and their post-processed copy
+        "postprocess": _need(7 * total * LABELS_PER_VOXEL),
+        "evaluate": _need(3 * total * LABELS_PER_VOXEL),  # references, predictions raw and post-processed (test set)
         # the second stage: train's data plus both models' checkpoints; its prediction as predict's; the comparison
         # holds the references and both stages' predictions
         "second-stage": _need(total * PREPROCESSED_PER_VOXEL + 2 * CHECKPOINTS),

@@ -8,12 +8,16 @@ statistics are given per group: accuracy against manual contours apart from agre
 Outputs (``OUT/``): ``per_case.csv`` (one row per case and label), ``per_label.csv`` (one row per reference
 group and label: every mean with its n, the missed and false-positive counts beside it), ``summary.json``
 (the same per group, the metric conventions, the average Dice over all structures, the GTVp analysis, the
-absent-label policy), ``review.json`` (the cases a report shows, :mod:`tsretrain.evaluation.review`). Cases
-are evaluated in worker processes, one case in memory per worker.
+absent-label policy), ``review.json`` (the cases a report shows, :mod:`tsretrain.evaluation.review`). With
+post-processed predictions (the ``postprocess`` stage's), the same files for them in ``OUT/postprocessed/``,
+whose ``summary.json`` also pairs the tumour's Dice and HD95 per case with the raw predictions' (``against_raw``);
+the raw predictions stay the model's result. Cases are evaluated in worker processes, one case in memory per
+worker.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -30,13 +34,14 @@ from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VO
 from tsretrain.evaluation.provenance import TITLES, assign_groups, read_sources
 from tsretrain.evaluation.review import REVIEW_FILE, review_document
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
-from tsretrain.labels.dictionary import TUMOUR_LABEL, load_dictionary
+from tsretrain.labels.dictionary import TUMOUR_LABEL, OrganDictionary, load_dictionary
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import progress
 
 GEOMETRY_TOL = 1e-3
+POSTPROCESSED = "postprocessed"  # the post-processed predictions' evaluation, below the output folder
 POLICY = {
     "both": "reference and prediction non-empty: Dice, HD95 and NSD computed",
     "missed": "reference only: Dice 0, NSD 0, HD95 undefined (empty)",
@@ -82,6 +87,7 @@ class EvaluateConfig:
     missing_as_empty: bool = False  # a case without a prediction counts as missed (every label empty)
     converted: Path | None = None  # conversion output: manifests say which references are manual contours
     pseudolabels: Path | None = None  # pseudo-label output: merge records say where each reference came from
+    postprocessed: Path | None = None  # post-processed predictions: evaluated alike into OUT/postprocessed/
 
 
 @dataclass(frozen=True)
@@ -143,9 +149,9 @@ def label_maps(folder: Path) -> dict[str, Path]:
     return {p.name.removesuffix(".nii.gz"): p for p in sorted(folder.glob("*.nii.gz"))}
 
 
-def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | None]]:
+def _cases(config: EvaluateConfig, prediction: Path) -> tuple[dict[str, Path], dict[str, Path | None]]:
     """The test cases (the reference folder's) and their predictions; a missing or extra one is an error."""
-    references, predictions = label_maps(config.reference), label_maps(config.prediction)
+    references, predictions = label_maps(config.reference), label_maps(prediction)
     if not references:
         raise UserError(
             f"no reference label maps (*.nii.gz) in {config.reference}", "give the test set's labelsTs folder"
@@ -159,8 +165,7 @@ def _cases(config: EvaluateConfig) -> tuple[dict[str, Path], dict[str, Path | No
     missing = sorted(set(references) - set(predictions))
     if missing and not config.missing_as_empty:
         raise UserError(
-            f"no prediction for {len(missing)} of {len(references)} test case(s) in {config.prediction}: "
-            f"{', '.join(missing)}",
+            f"no prediction for {len(missing)} of {len(references)} test case(s) in {prediction}: {', '.join(missing)}",
             "predict them, or count them as missed (every label empty) with --missing-as-empty",
         )
     return references, {c: predictions.get(c) for c in references}
@@ -185,10 +190,64 @@ def _average(per_label: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:
+    if config.postprocessed is not None and not config.postprocessed.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no post-processed predictions", str(config.postprocessed))
     dictionary = load_dictionary(config.dictionary)
+    summary_json, rows = _evaluate(config, dictionary, config.prediction, config.out)
+    atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
+    atomic_write_text(config.out / REVIEW_FILE, json.dumps(review_document(rows), indent=1))
+    counts = {
+        "cases": summary_json["n_cases"],
+        "labels": len(dictionary.labels),
+        "missing_predictions": len(summary_json["missing_predictions"]),
+        "gtvp_mean_dice_x1000": _permille(summary_json["gtvp"]),
+    }
+    outputs = {"summary": str(config.out / "summary.json"), "per_case": str(config.out / "per_case.csv")}
+    if config.postprocessed is not None:
+        out = config.out / POSTPROCESSED
+        after, after_rows = _evaluate(config, dictionary, config.postprocessed, out)
+        after["against_raw"] = against_raw(rows, after_rows)
+        atomic_write_text(out / "summary.json", json.dumps(after, indent=1, allow_nan=False))
+        outputs["postprocessed"] = str(out / "summary.json")
+        counts["postprocessed_gtvp_mean_dice_x1000"] = _permille(after["gtvp"])
+    return StageResult("evaluate", outputs, counts)
+
+
+def _permille(gtvp: dict[str, Any] | None) -> int:
+    return round(1000 * gtvp["mean"]) if gtvp and gtvp.get("mean") is not None else -1
+
+
+def against_raw(raw: list[dict[str, Any]], postprocessed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tumour's Dice and HD95 per test case, post-processed against raw, paired (second minus first)."""
+    from tsretrain.evaluation.compare import paired  # compare reads label maps with this module's readers
+
+    first = {r["case"]: r for r in raw if r["name"] == TUMOUR_LABEL}
+    rows = [
+        {"lesions": first[r["case"]]["lesions"]}
+        | {
+            f"{stage}_{metric}": row[metric]
+            for stage, row in (("first", first[r["case"]]), ("second", r))
+            for metric in ("dice", "hd95")
+        }
+        for r in postprocessed
+        if r["name"] == TUMOUR_LABEL
+    ]
+    return {
+        "label": TUMOUR_LABEL,
+        "first": "raw",
+        "second": "post-processed",
+        "paired": [paired(rows, metric) for metric in ("dice", "hd95")],
+    }
+
+
+def _evaluate(
+    config: EvaluateConfig, dictionary: OrganDictionary, prediction: Path, out: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One prediction folder's metrics: ``per_case.csv`` and ``per_label.csv`` written into ``out``; the summary
+    and the per-case rows returned."""
     names = {label.id: label.name for label in dictionary.labels}
     tolerances = {label.id: config.tolerances.get(label.name, config.tolerance_mm) for label in dictionary.labels}
-    references, predictions = _cases(config)
+    references, predictions = _cases(config, prediction)
     cases = list(references)
     sources, records = read_sources(cases, list(names.values()), config.converted, config.pseudolabels)
     tumour = next((i for i, n in names.items() if n == TUMOUR_LABEL), None)
@@ -245,19 +304,8 @@ def evaluate(config: EvaluateConfig) -> StageResult:
         ],
         "gtvp": gtvp or None,
     }
-    config.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     columns = PER_CASE_COLUMNS + (["nsd_voxel_count"] if config.nsd_voxels else [])
-    write_csv(config.out / "per_case.csv", rows, columns)
-    write_csv(config.out / "per_label.csv", per_label, list(per_label[0].keys()))
-    atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
-    atomic_write_text(config.out / REVIEW_FILE, json.dumps(review_document(rows), indent=1))
-    return StageResult(
-        "evaluate",
-        {"summary": str(config.out / "summary.json"), "per_case": str(config.out / "per_case.csv")},
-        {
-            "cases": len(cases),
-            "labels": len(names),
-            "missing_predictions": len(summary_json["missing_predictions"]),
-            "gtvp_mean_dice_x1000": round(1000 * gtvp["mean"]) if gtvp.get("mean") is not None else -1,
-        },
-    )
+    write_csv(out / "per_case.csv", rows, columns)
+    write_csv(out / "per_label.csv", per_label, list(per_label[0].keys()))
+    return summary_json, rows

@@ -134,6 +134,7 @@ class ReportConfig:
     trainer: str = "nnUNetTrainerTsr"  # the first stage's (a second stage's trainer is named after it)
     synthetic: bool = False
     comparison: Path | None = None  # compare-stages' output: the second stage's section
+    postprocessing: Path | None = None  # postprocess' output: the post-processing section
     run_id: str = ""  # the run's name in the report (a cluster run's store prefix); empty: the run folder's name
 
 
@@ -618,12 +619,15 @@ def report(config: ReportConfig) -> StageResult:
     run = config.run_dir
     figure_dir = config.out / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
+    from tsretrain.evaluation.postprocessing_report import postprocessing_blocks
     from tsretrain.evaluation.second_stage_report import second_stage_blocks
 
     marked, cases = synthetic_cases(run)
     synthetic = config.synthetic or marked > 0  # recognised from the data, whatever the flag says
     training, fold_rows = training_section(run, config.dataset, config.trainer, figure_dir)
     evaluation, summary = evaluation_section(run, figure_dir, synthetic)
+    if config.postprocessing is not None:
+        evaluation += postprocessing_blocks(config.postprocessing, RunLayout(run).evaluation)
     if config.comparison is not None:
         evaluation += second_stage_blocks(config.comparison, figure_dir)
     blocks = (

@@ -17,6 +17,24 @@ Block = tuple[Any, ...]
 NAMES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "lesions_found": "lesions found"}
 
 
+def paired_table(paired: list[dict[str, Any]], first: str, second: str, better: str) -> Block:
+    """Paired comparisons (``compare.paired``'s) as one table: per metric the pairs, both means, the mean
+    difference (second minus first) with its interval, and how often each was better."""
+    rows = [
+        [
+            NAMES[p["metric"]],
+            str(p["n_pairs"]),
+            fmt(p["first_mean"]),
+            fmt(p["second_mean"]),
+            fmt(p["difference_mean"]),
+            interval(p["difference_ci95"]),
+            f"{p.get('second_better', 0)} / {p.get('first_better', 0)}",
+        ]
+        for p in paired
+    ]
+    return ("table", ["metric", "pairs", first, second, "mean difference", "95 % interval", f"better: {better}"], rows)
+
+
 def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
     """The comparison's tables and figure."""
     from tsretrain.evaluation import figures  # matplotlib only when a report is written
@@ -27,18 +45,6 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
     rows = read_listing(folder / PER_CASE)
     with_tumour = [r for r in rows if int(r["lesions"])]
     figures.paired_stages(with_tumour, figure_dir / "second_stage_paired.png")
-    summary = [
-        [
-            NAMES[p["metric"]],
-            str(p["n_pairs"]),
-            fmt(p["first_mean"]),
-            fmt(p["second_mean"]),
-            fmt(p["difference_mean"]),
-            interval(p["difference_ci95"]),
-            f"{p.get('second_better', 0)} / {p.get('first_better', 0)}",
-        ]
-        for p in comparison["paired"]
-    ]
     cases = [
         [
             r["case"],
@@ -66,11 +72,7 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
             "cases where both stages have the metric (HD95 is undefined for a missed tumour), with 95 % percentile "
             "bootstrap intervals over cases.",
         ),
-        (
-            "table",
-            ["metric", "pairs", "first stage", "second stage", "mean difference", "95 % interval", "better: 2nd / 1st"],
-            summary,
-        ),
+        paired_table(comparison["paired"], "first stage", "second stage", "2nd / 1st"),
         *small_sample(n, "paired cases"),
         (
             "table",

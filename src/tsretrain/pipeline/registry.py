@@ -37,6 +37,7 @@ from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.training.batched import BatchConfig, FingerprintConfig, PlanConfig, fingerprint, plan, preprocess_cases
+from tsretrain.training.postprocess import PostprocessConfig, postprocess
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
 from tsretrain.training.second_stage import LOSSES, SecondPredictConfig, SecondStageConfig, second_predict, second_stage
@@ -480,6 +481,30 @@ STAGES: tuple[Stage, ...] = (
         image="gpu",
     ),
     Stage(
+        "postprocess",
+        PostprocessConfig,
+        postprocess,
+        "nnU-Net's post-processing, decided on the folds' validation predictions, applied to the test predictions.",
+        {
+            "work": WORK,
+            "predictions": Option("Output folder of predict (its test/ is post-processed).", at="predictions"),
+            "out": Option(
+                "Output folder (validation/, trials/, test/, decision.json).",
+                flags=("--out", "-o"),
+                at="postprocessing",
+            ),
+            "workers": Option("Processes of nnU-Net's post-processing (0: one per usable CPU)."),
+        },
+        model=("dataset", "trainer", "plans", "configuration", "folds"),
+        reads=(  # the references, the folds' validation predictions with the model's JSON, the test predictions
+            Files("preprocessed", ("*/planning_summary.json", "*/gt_segmentations/*")),
+            Files("results", ("*/*/*.json", "*/*/fold_*/validation/*")),
+            Files("predictions", ("test/*.nii.gz",)),
+        ),
+        writes=(Files("postprocessing"),),
+        resources="big-cpu",
+    ),
+    Stage(
         "evaluate",
         EvaluateConfig,
         evaluate,
@@ -510,10 +535,17 @@ STAGES: tuple[Stage, ...] = (
                 at="pseudolabels",
                 when="pseudolabel",
             ),
+            "postprocessed": Option(
+                "Folder of post-processed predictions: evaluated alike into OUT/postprocessed/.",
+                at="postprocessing",
+                below="test",
+                when="postprocess",
+            ),
         },
         reads=(
             Files("raw", ("*/labelsTs/*",)),
             Files("predictions", ("test/*.nii.gz",)),
+            Files("postprocessing", ("test/*.nii.gz",)),
             Files("converted", ("cases/*/manifest.json",)),
             Files("pseudolabels", ("*/pseudolabel.json",)),
         ),
@@ -608,6 +640,9 @@ STAGES: tuple[Stage, ...] = (
             "comparison": Option(
                 "Output folder of compare-stages (the second stage's section).", at="comparison", when="compare-stages"
             ),
+            "postprocessing": Option(
+                "Output folder of postprocess (the post-processing section).", at="postprocessing", when="postprocess"
+            ),
         },
         reads=(
             Files("scan", ("inventory.json",)),
@@ -619,6 +654,7 @@ STAGES: tuple[Stage, ...] = (
             Files("predictions", ("test/{case}.nii.gz",)),
             Files("evaluation"),
             Files("comparison"),
+            Files("postprocessing", ("decision.json",)),
         ),
         writes=(Files("report"),),
         cases_from=("evaluation", REVIEW_FILE),  # the case review's images only

@@ -8,7 +8,9 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from tsretrain.errors import UserError
@@ -80,6 +82,35 @@ def environment(*settings: tuple[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class _ThreadPools:
+    """``multiprocessing`` as nnU-Net's pool users call it (``get_context("spawn").Pool(n)``), every pool a thread
+    pool of one in this process."""
+
+    def get_context(self, method: str | None = None) -> _ThreadPools:
+        return self
+
+    def Pool(self, processes: int | None = None) -> ThreadPool:  # multiprocessing's name
+        return ThreadPool(1)
+
+
+@contextlib.contextmanager
+def nnunet_pools(workers: int, *modules: ModuleType) -> Iterator[None]:
+    """nnU-Net's process pools in these modules, for the block: with more than one worker the spawned processes
+    nnU-Net starts; with one none (each pool a thread of this process), since a spawned process imports torch and
+    nnU-Net (2-4 s of CPU) only to take turns with this one."""
+    if workers > 1:
+        yield
+        return
+    before = [module.multiprocessing for module in modules]
+    for module in modules:
+        setattr(module, "multiprocessing", _ThreadPools())  # noqa: B010 (a module's global, not an attribute)
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, before, strict=True):
+            setattr(module, "multiprocessing", original)  # noqa: B010
 
 
 def augmentation_workers(device_type: str) -> int:
