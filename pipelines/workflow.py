@@ -142,6 +142,13 @@ PARAMETERS = (
         "second-stage-loss", "focal", "its loss: focal or weighted", ("second-stage.loss", "second-predict.loss")
     ),
     WorkflowParameter("second-stage-epochs", "250", "its fine-tuning epochs", ("second-stage.epochs",)),
+    WorkflowParameter(
+        "postprocess-search",
+        "all",
+        "all: nnU-Net's post-processing search on the validation folds (a full evaluation per label: choose none "
+        "for radcure-ts90 at RADCURE's size); none: the test predictions unchanged",
+        ("postprocess.search",),
+    ),
     WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
     WorkflowParameter(
         "predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size", "scan.predict_batch_size")

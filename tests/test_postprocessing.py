@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from tsretrain.errors import UserError
-from tsretrain.evaluation.postprocessing_report import DIGITS
+from tsretrain.evaluation.postprocessing_report import DIGITS, postprocessing_blocks
 from tsretrain.evaluation.report import fmt
 from tsretrain.model import Model
 from tsretrain.pipeline.registry import BY_NAME, run_stage
@@ -156,6 +157,35 @@ def test_the_decision_is_kept_for_the_same_inputs_and_made_again_for_others(
     assert again["inputs"] != first["inputs"]
     done, _ = read(out / "test" / "test_0.nii.gz")
     assert np.array_equal(done, label_map(speck=False))
+
+
+def test_without_a_search_nothing_is_tried_and_the_test_predictions_pass_unchanged(
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, predictions = trained
+    out = tmp_path / "postprocessing"
+    searched = replace(configured(work, predictions, out), search="all")
+    postprocess(searched)  # a search first: its files must not survive the run without one
+    from nnunetv2.postprocessing import remove_connected_components
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("searched with --search none")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(remove_connected_components, "determine_postprocessing", refuse)
+        result = postprocess(replace(searched, search="none"))
+    assert result.counts == {"validation_cases": 4, "test_cases": 2, "steps_kept": 0}
+    decision = json.loads((out / DECISION).read_text())
+    assert not decision["searched"] and decision["steps"] == [] and decision["keep_largest_component"] == []
+    assert not (out / "validation").exists() and not (out / "trials").exists()
+    for case in ("test_0", "test_1"):
+        raw, raw_image = read(predictions / "test" / f"{case}.nii.gz")
+        done, done_image = read(out / "test" / f"{case}.nii.gz")
+        assert np.array_equal(done, raw) and done_image.GetOrigin() == pytest.approx(raw_image.GetOrigin())
+    blocks = postprocessing_blocks(out, tmp_path / "no-evaluation-needed")
+    assert "Not searched" in str(blocks)
+    with pytest.raises(UserError, match="unknown search"):
+        postprocess(replace(searched, search="some"))
 
 
 def test_refusals_name_what_to_run(trained: tuple[Path, Path], tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ SAMPLE = {
     "workflow.parameters.init-from": "s3://bucket/runs/tsretrain-x0/export/Dataset042_HeadNeck-3d_tiny-2.0.0.zip",
     "workflow.parameters.second-stage-loss": "weighted",
     "workflow.parameters.second-stage-epochs": "7",
+    "workflow.parameters.postprocess-search": "none",
     "workflow.parameters.infer-batch-size": "3",
     "workflow.parameters.convert-batch-size": "2",
     "workflow.parameters.input-prefix": "s3://bucket/dicom",
@@ -93,6 +94,7 @@ EXPECTED = {  # option -> the value every stage having it must parse
     "fold": 0,
     "version": "2.1.0",
     "cases": BATCH_CASES,
+    "search": "none",
 }
 
 
@@ -336,7 +338,7 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
     assert ("*/pseudolabel.json",) in {g.include for g in gets["evaluate-merged"]}  # merge records: their sources
     assert {g.include for g in gets["postprocess"]} == {  # the references, the folds' validation, the test set
         ("*/planning_summary.json", "*/gt_segmentations/*"),
-        ("*/*/*.json", "*/*/fold_*/validation/*"),
+        ("*/nnUNetTrainerTsrTiny__*/*.json", "*/nnUNetTrainerTsrTiny__*/fold_*/validation/*"),
         ("test/*.nii.gz",),
     }
     assert Path("/work/postprocessing") in {g.path for g in gets["evaluate"]}
@@ -354,6 +356,7 @@ def test_pods_fetch_and_publish_at_the_layouts_paths(workflow: dict[str, Any]) -
         "second-stage": {f"{first}/plans.json", f"{first}/fold_0/checkpoint_final.pth"},
         "second-predict": {f"{second}/plans.json", f"{second}/fold_1/checkpoint_final.pth"},
         "export": {f"{first}/dataset.json", f"{first}/fold_1/checkpoint_final.pth", f"{first}/fold_1/progress.png"},
+        "postprocess": {f"{first}/plans.json", f"{first}/dataset.json"},
     }
     candidates = {f"{model}/{rest}" for model in (first, second) for rest in ("plans.json", "dataset.json")}
     candidates |= {f"{m}/fold_{f}/{n}" for m in (first, second) for f in range(3) for n in ("checkpoint_final.pth",)}

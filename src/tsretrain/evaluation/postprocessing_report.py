@@ -53,6 +53,15 @@ def _fp_components(gtvp: dict[str, Any] | None) -> str:
 def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
     """The decision with the validation numbers behind it, then the test set before and after."""
     decision = _read(folder / DECISION, "run the postprocess stage first")
+    if not decision["searched"]:
+        return [
+            ("h3", TITLE),
+            (
+                "p",
+                "Not searched (postprocess --search none; on a cluster postprocess-search=none): the test predictions "
+                "were passed on unchanged, and every section gives the raw model's numbers.",
+            ),
+        ]
     raw = _read(evaluation / "summary.json", "run the evaluate stage first")
     after = _read(
         evaluation / POSTPROCESSED / "summary.json", "run the evaluate stage with the post-processed predictions"

@@ -37,7 +37,7 @@ from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
 from tsretrain.training.batched import BatchConfig, FingerprintConfig, PlanConfig, fingerprint, plan, preprocess_cases
-from tsretrain.training.postprocess import PostprocessConfig, postprocess
+from tsretrain.training.postprocess import SEARCHES, PostprocessConfig, postprocess
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
 from tsretrain.training.second_stage import LOSSES, SecondPredictConfig, SecondStageConfig, second_predict, second_stage
@@ -493,12 +493,16 @@ STAGES: tuple[Stage, ...] = (
                 flags=("--out", "-o"),
                 at="postprocessing",
             ),
+            "search": Option(
+                f"{' or '.join(SEARCHES)}: nnU-Net's search on the validation folds, or the test predictions passed "
+                "on unchanged (the search costs a full evaluation of the validation cases per label)."
+            ),
             "workers": Option("Processes of nnU-Net's post-processing (0: one per usable CPU)."),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
         reads=(  # the references, the folds' validation predictions with the model's JSON, the test predictions
             Files("preprocessed", ("*/planning_summary.json", "*/gt_segmentations/*")),
-            Files("results", ("*/*/*.json", "*/*/fold_*/validation/*")),
+            Files("results", (f"{FIRST_STAGE}/*.json", f"{FIRST_STAGE}/fold_*/validation/*")),
             Files("predictions", ("test/*.nii.gz",)),
         ),
         writes=(Files("postprocessing"),),

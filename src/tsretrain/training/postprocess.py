@@ -7,7 +7,8 @@ as ``accumulate_cv_results`` merges them (a case that two folds validated is ref
 largest connected component of all foreground labels together (kept when the validation foreground mean Dice rises
 and no label's falls), then of each label in turn (kept when that label's Dice rises);
 ``apply_postprocessing_to_folder`` applies what it kept to the test predictions. When it keeps nothing, the test
-predictions are written through unchanged, so that later stages read one folder either way.
+predictions are written through unchanged, so that later stages read one folder either way; so they are with
+``--search none``, which tries nothing (the search evaluates every validation case again for each label).
 
 Outputs (``OUT/``): ``validation/`` (the merged predictions and nnU-Net's files: ``summary.json`` before,
 ``postprocessed/summary.json`` after, ``postprocessing.pkl``, ``postprocessing.json``), ``trials/`` (the summary of
@@ -42,6 +43,7 @@ from tsretrain.ui import log
 from tsretrain.versions import installed
 
 DECISION = "decision.json"
+SEARCHES = ("all", "none")  # nnU-Net's whole search; none: the test predictions passed on unchanged
 FOREGROUND = "all foreground labels together"
 FILES = {  # nnU-Net's files of the decision, relative to the stage's output folder
     "postprocessing": "validation/postprocessing.json",
@@ -60,6 +62,7 @@ class PostprocessConfig:
     predictions: Path  # predict's output folder: its test/ is post-processed
     out: Path
     model: Model = field(default_factory=Model)  # its folds' validation predictions decide
+    search: str = "all"  # one of SEARCHES
     workers: int = 0
 
 
@@ -76,9 +79,10 @@ class Inputs:
     def test_cases(self) -> list[Path]:
         return sorted(self.test.glob(f"*{self.file_ending}"))
 
-    def key(self, folds: tuple[int, ...]) -> str:
-        """A digest of the versions, the folds and every file read: the same inputs, the same decision."""
-        versions = {"tsretrain": __version__, "nnunetv2": installed("nnunetv2"), "folds": list(folds)}
+    def key(self, folds: tuple[int, ...], search: str) -> str:
+        """A digest of the versions, the folds, the search and every file read: the same inputs, the same
+        decision."""
+        versions = {"tsretrain": __version__, "nnunetv2": installed("nnunetv2"), "folds": list(folds), "search": search}
         digest = hashlib.sha256(json.dumps(versions).encode())
         references = [self.references / name for name in self.validation]
         for path in [self.model / "plans.json", self.model / "dataset.json", *self.validation.values(), *references]:
@@ -229,6 +233,7 @@ def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Pat
     before, after = nnunet["input_folder"], nnunet["postprocessed"]
     return {
         "inputs": key,
+        "searched": True,
         "model": inputs.model.name,
         "folds": list(folds),
         "validation_cases": len(inputs.validation),
@@ -247,10 +252,29 @@ def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Pat
     }
 
 
+def not_searched(inputs: Inputs, folds: tuple[int, ...], key: str) -> dict[str, Any]:
+    """``decision.json`` without a search (``--search none``): nothing kept, nothing tried."""
+    return {
+        "inputs": key,
+        "searched": False,
+        "model": inputs.model.name,
+        "folds": list(folds),
+        "validation_cases": len(inputs.validation),
+        "training_cases": len(list(inputs.references.glob(f"*{inputs.file_ending}"))),
+        "test_cases": len(inputs.test_cases()),
+        "keep_largest_component": [],
+        "labels": [],
+        "steps": [],
+        "nnunetv2": installed("nnunetv2"),
+    }
+
+
 def postprocess(config: PostprocessConfig) -> StageResult:
     """Decide nnU-Net's post-processing on the folds' validation predictions, apply it to the test predictions."""
+    if config.search not in SEARCHES:
+        raise UserError(f"postprocess: unknown search {config.search!r}", f"give one of {', '.join(SEARCHES)}")
     inputs = _inputs(config)
-    key = inputs.key(config.model.folds)
+    key = inputs.key(config.model.folds, config.search)
     path = config.out / DECISION
     if path.is_file() and (config.out / "test").is_dir():
         done = json.loads(path.read_text())
@@ -262,21 +286,26 @@ def postprocess(config: PostprocessConfig) -> StageResult:
     from nnunetv2.postprocessing import remove_connected_components as nnunet
 
     workers = config.workers or cpu_quota()
-    merged = config.out / "validation"
-    merge_validation(inputs, merged)
+    plans, dataset = str(inputs.model / "plans.json"), str(inputs.model / "dataset.json")
+    shutil.rmtree(config.out / "validation", ignore_errors=True)
     shutil.rmtree(config.out / "trials", ignore_errors=True)
-    plans, dataset = str(merged / "plans.json"), str(merged / "dataset.json")
-    deciding = min(workers, len(inputs.validation))
-    with nnunet_pools(deciding, nnunet, evaluate_predictions), kept_trials(nnunet, config.out / "trials") as trials:
-        functions, kwargs = nnunet.determine_postprocessing(
-            str(merged), str(inputs.references), plans, dataset, deciding, keep_postprocessed_files=True
-        )
+    functions: list[Any] = []
+    kwargs: list[Any] = []
+    document = not_searched(inputs, config.model.folds, key)
+    if config.search == "all":
+        merged = config.out / "validation"
+        merge_validation(inputs, merged)
+        deciding = min(workers, len(inputs.validation))
+        with nnunet_pools(deciding, nnunet, evaluate_predictions), kept_trials(nnunet, config.out / "trials") as trials:
+            functions, kwargs = nnunet.determine_postprocessing(
+                str(merged), str(inputs.references), plans, dataset, deciding, keep_postprocessed_files=True
+            )
+        document = decision(inputs, config.model.folds, config.out, trials, key)
     applying = max(1, min(workers, len(inputs.test_cases())))
     with nnunet_pools(applying, nnunet), staged_dir(config.out / "test") as staging:
         nnunet.apply_postprocessing_to_folder(
             str(inputs.test), str(staging), functions, kwargs, plans, dataset, applying
         )
-    document = decision(inputs, config.model.folds, config.out, trials, key)
     atomic_write_text(path, json.dumps(document, indent=1, allow_nan=False))
     log.info("postprocess: keep the largest component of %s", document["keep_largest_component"] or "nothing")
     return _result(config.out, document)
