@@ -4,11 +4,13 @@ report's section on a whole small run."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,19 @@ def trained(tmp_path: Path) -> tuple[Path, Path]:
     return work, predictions
 
 
+@contextlib.contextmanager
+def no_search(monkeypatch: pytest.MonkeyPatch, why: str) -> Iterator[None]:
+    """nnU-Net's determine_postprocessing replaced by a failure saying ``why`` for the block."""
+    from nnunetv2.postprocessing import remove_connected_components
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(why)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(remove_connected_components, "determine_postprocessing", refuse)
+        yield
+
+
 def configured(work: Path, predictions: Path, out: Path) -> PostprocessConfig:
     return PostprocessConfig(work=work, predictions=predictions, out=out, model=MODEL, workers=1)
 
@@ -143,13 +158,7 @@ def test_the_decision_is_kept_for_the_same_inputs_and_made_again_for_others(
     postprocess(config)
     first = json.loads((out / DECISION).read_text())
 
-    from nnunetv2.postprocessing import remove_connected_components
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("decided again for the same inputs")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(remove_connected_components, "determine_postprocessing", refuse)
+    with no_search(monkeypatch, "decided again for the same inputs"):
         assert postprocess(config).counts["steps_kept"] == 1
     write(label_map(speck=False), predictions / "test" / "test_0.nii.gz")  # a new test prediction
     postprocess(config)
@@ -166,13 +175,7 @@ def test_without_a_search_nothing_is_tried_and_the_test_predictions_pass_unchang
     out = tmp_path / "postprocessing"
     searched = replace(configured(work, predictions, out), search="all")
     postprocess(searched)  # a search first: its files must not survive the run without one
-    from nnunetv2.postprocessing import remove_connected_components
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("searched with --search none")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(remove_connected_components, "determine_postprocessing", refuse)
+    with no_search(monkeypatch, "searched with --search none"):
         result = postprocess(replace(searched, search="none"))
     assert result.counts == {"validation_cases": 4, "test_cases": 2, "steps_kept": 0}
     decision = json.loads((out / DECISION).read_text())

@@ -231,14 +231,8 @@ def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Pat
         for kwargs in kept
     ]
     before, after = nnunet["input_folder"], nnunet["postprocessed"]
-    return {
-        "inputs": key,
+    return not_searched(inputs, folds, key) | {
         "searched": True,
-        "model": inputs.model.name,
-        "folds": list(folds),
-        "validation_cases": len(inputs.validation),
-        "training_cases": len(list(inputs.references.glob(f"*{inputs.file_ending}"))),
-        "test_cases": len(inputs.test_cases()),
         "keep_largest_component": groups,
         "labels": sorted({name for group in groups for name in group}),
         "foreground_dice": {"before": _dice(before), "after": _dice(after)},
@@ -248,7 +242,6 @@ def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Pat
         },
         "steps": steps([json.loads(path.read_text()) for path in trials], foreground, kept, names),
         "files": FILES,
-        "nnunetv2": installed("nnunetv2"),
     }
 
 
