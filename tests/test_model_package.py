@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from typer.testing import CliRunner
 
 from tsretrain.cli import app
 from tsretrain.conversion.listing import read_listing
-from tsretrain.delivery.package import ExportConfig, export
+from tsretrain.delivery.package import ExportConfig, Package, export
 from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.model import Model
 from tsretrain.pipeline.summary import summary_lines
 
@@ -103,6 +105,46 @@ def test_the_model_card_says_what_the_model_is_and_how_it_measured(finished_run:
     assert (finished_run / "export" / "MODEL_CARD.md").read_text() == text
 
 
+def test_the_package_carries_the_runs_post_processing_as_nnunets_export_does(finished_run: Path) -> None:
+    decision = json.loads((finished_run / "postprocessing" / "decision.json").read_text())
+    with zipfile.ZipFile(_package(finished_run)) as archive:
+        card = json.loads(archive.read("Dataset366_TotalSegmentator/tsretrain/model.json"))
+        text = archive.read("Dataset366_TotalSegmentator/tsretrain/MODEL_CARD.md").decode()
+        folder = f"Dataset366_TotalSegmentator/{MODEL.model_folder('nnUNetPlans')}/crossval_results_folds_0"
+        carried = {name: archive.read(f"{folder}/postprocessing.{name}") for name in ("json", "pkl")}
+    decided = finished_run / "postprocessing" / "validation"
+    assert carried == {name: (decided / f"postprocessing.{name}").read_bytes() for name in ("json", "pkl")}
+    assert card["postprocessing"]["keep_largest_component"] == decision["keep_largest_component"]
+    assert card["postprocessing"]["folder"] == "crossval_results_folds_0" and "folds [0]" in text
+    assert "Post-processing (applied by `tsretrain infer`" in text
+
+
+def test_a_packages_post_processing_is_read_from_its_json_and_only_nnunets_steps(tmp_path: Path) -> None:
+    model = tmp_path / "Dataset001_X" / "T__P__C"
+    (model / "crossval_results_folds_0").mkdir(parents=True)
+    card = {"postprocessing": {"folder": "crossval_results_folds_0", "keep_largest_component": [["GTVp"]]}}
+    package = Package(model, card, load_dictionary("radcure-oar21"))
+    with pytest.raises(UserError, match=r"postprocessing\.json; it is missing"):
+        package.postprocessing()
+    document = {
+        "postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"],
+        "postprocessing_kwargs": [{"labels_or_regions": 1}],
+    }
+    (model / "crossval_results_folds_0" / "postprocessing.json").write_text(json.dumps(document))
+    steps = package.postprocessing()
+    assert steps is not None
+    (function,), kwargs = steps
+    labels = np.zeros((4, 6, 6), dtype=np.uint8)
+    labels[0:2, 0:2, 0:2], labels[3, 5, 5], labels[1, 4, 4] = 1, 1, 2  # a tumour, a far speck, another label
+    kept = function(labels, **kwargs[0])
+    assert kept[3, 5, 5] == 0 and kept[1, 4, 4] == 2 and (kept[0:2, 0:2, 0:2] == 1).all()
+    document["postprocessing_fns"] = ["os.system"]
+    (model / "crossval_results_folds_0" / "postprocessing.json").write_text(json.dumps(document))
+    with pytest.raises(UserError, match="unknown post-processing step"):
+        package.postprocessing()
+    assert replace(package, card={}).postprocessing() is None
+
+
 def test_a_run_missing_pieces_is_refused_with_the_list(finished_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("evaluation", "export", "checkpoint_final.pth"))
@@ -167,7 +209,8 @@ def test_infer_contours_new_dicom_as_the_run_predicted_and_lists_what_it_cannot(
     assert rows[ct_less]["reason"] == "no_ct"
     folder = out / good / "series-1"
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
-    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(finished_run / "predictions" / "test" / f"{good}.nii.gz")))
+    # the run's test prediction after the post-processing the run decided and the package carries
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(finished_run / "postprocessing" / "test" / f"{good}.nii.gz")))
     assert (labels == expected).all()
     rs = pydicom.dcmread(folder / "rtstruct.dcm")
     written = [roi.ROIName for roi in rs.StructureSetROISequence]
@@ -179,6 +222,9 @@ def test_infer_contours_new_dicom_as_the_run_predicted_and_lists_what_it_cannot(
     assert len(written) == len(present)
     record = json.loads((out / "inference.json").read_text())
     assert record["series_predicted"] == 1 and record["synthetic_data"] is True
+    case_record = json.loads((out / good / "contours.json").read_text())
+    decision = json.loads((finished_run / "postprocessing" / "decision.json").read_text())
+    assert case_record["postprocessing"]["keep_largest_component"] == decision["keep_largest_component"]
 
 
 def test_infer_refuses_what_is_not_a_package(tmp_path: Path, finished_run: Path) -> None:

@@ -133,6 +133,10 @@ class RunLayout:
         return self.at("predictions")
 
     @property
+    def postprocessing(self) -> Path:
+        return self.at("postprocessing")
+
+    @property
     def evaluation(self) -> Path:
         return self.at("evaluation")
 

@@ -42,6 +42,7 @@ from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
 from tsretrain.training.nnunet_env import torch_device
+from tsretrain.training.postprocess import apply_to_folder
 from tsretrain.training.predict import load_predictor, predict_images
 from tsretrain.ui import log, progress
 
@@ -69,6 +70,7 @@ class InferConfig:
     split: Path | None = None  # only the held-out test patients of this split folder (a run's own check)
     limit: int = 0  # at most this many patients (0: every one)
     workers: int = 0
+    postprocess: bool = True  # apply the post-processing the package carries (the run's decision), if any
     inventory: Path | None = None  # the scan's inventory (a fan-out batch's slice): its patients and case ids
     source: str = ""  # store URI of the DICOM tree: the inventory's patients' files are staged into INPUT first
 
@@ -258,6 +260,12 @@ def infer(config: InferConfig) -> StageResult:
             [images / f"{_key(job)}_0000.nii.gz" for job in usable],
             [predictions / _key(job) for job in usable],
         )
+        steps = package.postprocessing() if config.postprocess and usable else None
+        if steps is not None:
+            kept = package.card["postprocessing"]["keep_largest_component"]
+            log.info("infer: the package's post-processing: keep the largest component of %s", kept)
+            apply_to_folder(predictions, scratch / "postprocessed", steps, package.model_folder, config.workers)
+            predictions = scratch / "postprocessed"
         with progress("infer: writing contours", total=len(usable)) as advance:
             for job in usable:
                 started = time.perf_counter()
@@ -279,6 +287,7 @@ def infer(config: InferConfig) -> StageResult:
         "synthetic_data": package.card.get("synthetic_data", False),
         "folds": list(folds),
         "formats": list(config.formats),
+        "postprocessing": package.card.get("postprocessing") if config.postprocess else None,
     }
     for case_id in dict.fromkeys(job.case_id for job in jobs):
         record = {**model, "rows": [job.row() for job in jobs if job.case_id == case_id]}

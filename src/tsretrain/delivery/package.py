@@ -5,6 +5,8 @@ The package is a zip in nnU-Net's export layout (``nnUNetv2_install_pretrained_m
 
     DATASET/TRAINER__PLANS__CONFIGURATION/plans.json, dataset.json, dataset_fingerprint.json
     DATASET/TRAINER__PLANS__CONFIGURATION/fold_K/checkpoint_final.pth, progress.png
+    DATASET/TRAINER__PLANS__CONFIGURATION/crossval_results_folds_K_L/postprocessing.pkl, postprocessing.json
+                                        the post-processing the run decided on these folds' validation, if any
     DATASET/tsretrain/model.json        what infer needs and the model card's numbers, machine-readable
     DATASET/tsretrain/MODEL_CARD.md     training data, split, per-label test metrics, versions, caveats
     DATASET/tsretrain/dictionary.yaml   the label dictionary (structure ids, types, colours)
@@ -38,6 +40,8 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import NnunetFolders
+from tsretrain.training.postprocess import DECISION, Steps, steps_of
+from tsretrain.ui import log
 from tsretrain.versions import commit, installed
 
 PACKAGE_FORMAT = "tsretrain-model/1"
@@ -111,6 +115,29 @@ def _checkpoint(path: Path, dataset_json: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def _postprocessing(config: ExportConfig, trained: Path) -> dict[str, Any] | None:
+    """The post-processing the run decided (``postprocess``) for exactly the packaged model and folds: what it
+    keeps, where nnU-Net's files go in the package; None without a searched decision for them."""
+    layout = RunLayout(config.run_dir)
+    path = layout.postprocessing / DECISION
+    if not path.is_file():
+        return None
+    decision = json.loads(path.read_text())
+    if not decision.get("searched") or decision["model"] != trained.name:
+        return None
+    if decision["folds"] != list(config.model.folds):
+        log.info("export: post-processing decided on folds %s, not the package's: left out", decision["folds"])
+        return None
+    from nnunetv2.utilities.file_path_utilities import folds_tuple_to_string
+
+    return {
+        "keep_largest_component": decision["keep_largest_component"],
+        "decided_on": f"the validation predictions of folds {decision['folds']} ({decision['validation_cases']} "
+        f"cases), by nnU-Net {decision['nnunetv2']}'s determine_postprocessing",
+        "folder": f"crossval_results_folds_{folds_tuple_to_string(config.model.folds)}",
+    }
+
+
 def _label_metrics(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for group, content in summary["groups"].items():
@@ -165,6 +192,7 @@ def describe(
         "dictionary": dictionary.to_json(),
         "synthetic_data": config.synthetic,
         "weights": f"fine-tuned by this run from {origin} (its plans transferred)" if origin else "trained by this run",
+        "postprocessing": _postprocessing(config, trained),
         "reference_labels": summary["reference_records"],
         "training_data": {
             "patients_listed": len(listing),
@@ -179,6 +207,17 @@ def describe(
         "versions": versions(),
         "commit": commit(),
     }
+
+
+def _postprocessing_text(postprocessing: dict[str, Any] | None) -> str:
+    if not postprocessing:
+        return "Post-processing: none."
+    kept = postprocessing["keep_largest_component"]
+    what = "; then of ".join(", ".join(group) for group in kept) if kept else "nothing (no step helped)"
+    return (
+        f"Post-processing (applied by `tsretrain infer`; the test metrics below are before it): keep only the "
+        f"largest connected component of {what}; decided on {postprocessing['decided_on']}."
+    )
 
 
 def model_card(card: dict[str, Any]) -> str:
@@ -197,7 +236,7 @@ def model_card(card: dict[str, Any]) -> str:
         f"`{card['configuration']}`, folds {card['folds']} ensembled; patch {card['patch_size']} at "
         f"{card['spacing_mm']} mm (z, y, x). Labels: dictionary `{card['dictionary']['name']}` "
         f"{card['dictionary']['version']} (`dictionary.yaml`). Weights: {card['weights']}. "
-        f"Test references: {card['reference_labels']}.",
+        f"Test references: {card['reference_labels']}. {_postprocessing_text(card.get('postprocessing'))}",
         "",
         "## Training data",
         "",
@@ -267,6 +306,10 @@ def export(config: ExportConfig) -> StageResult:
         )
         if (fold_dir / "progress.png").is_file():
             members[f"{base}/fold_{fold}/progress.png"] = (fold_dir / "progress.png").read_bytes()
+    if card["postprocessing"]:  # nnU-Net's own files, as its export places them (no summary: it names the cases)
+        decided = RunLayout(config.run_dir).postprocessing / "validation"
+        for name in ("postprocessing.pkl", "postprocessing.json"):
+            members[f"{base}/{card['postprocessing']['folder']}/{name}"] = (decided / name).read_bytes()
     from tsretrain.training.nnunet_trainers import tsretrain_trainers
 
     card_text = model_card(card)
@@ -300,6 +343,16 @@ class Package:
     model_folder: Path
     card: dict[str, Any]
     dictionary: OrganDictionary
+
+    def postprocessing(self) -> Steps | None:
+        """nnU-Net's post-processing steps the package carries (from its postprocessing.json), or None."""
+        described = self.card.get("postprocessing")
+        if not described:
+            return None
+        path = self.model_folder / described["folder"] / "postprocessing.json"
+        if not path.is_file():
+            raise UserError(f"the package's model card names {described['folder']}/postprocessing.json; it is missing")
+        return steps_of(json.loads(path.read_text()), str(path.relative_to(self.model_folder.parent)))
 
     @property
     def algorithm(self) -> Algorithm:

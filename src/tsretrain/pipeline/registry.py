@@ -689,6 +689,7 @@ STAGES: tuple[Stage, ...] = (
             Files("split", ("split.json",)),
             Files("converted", ("cases.csv",)),
             Files("evaluation", ("summary.json",)),
+            Files("postprocessing", ("decision.json", *(f"validation/postprocessing.{e}" for e in ("json", "pkl")))),
         ),
         writes=(Files("export"),),
     ),
@@ -708,6 +709,10 @@ STAGES: tuple[Stage, ...] = (
             "cases": Option("Only these patients (case ids as the scan names them).", flags=("--cases", "--case")),
             "split": Option("Only the held-out test patients of this split folder.", at="split", when="split"),
             "limit": Option("At most this many patients (0: all)."),
+            "postprocess": Option(
+                "Apply the post-processing the package carries (decided on the run's validation folds).",
+                flags=("--postprocess/--no-postprocess",),
+            ),
             "workers": WORKERS,
             "inventory": Option("The scan's inventory (a batch's slice): its patients, under its case ids."),
             "source": Option("Store URI of the DICOM tree; the inventory's patients' files are staged into INPUT."),

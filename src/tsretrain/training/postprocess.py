@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -279,7 +279,6 @@ def postprocess(config: PostprocessConfig) -> StageResult:
     from nnunetv2.postprocessing import remove_connected_components as nnunet
 
     workers = config.workers or cpu_quota()
-    plans, dataset = str(inputs.model / "plans.json"), str(inputs.model / "dataset.json")
     shutil.rmtree(config.out / "validation", ignore_errors=True)
     shutil.rmtree(config.out / "trials", ignore_errors=True)
     functions: list[Any] = []
@@ -291,17 +290,52 @@ def postprocess(config: PostprocessConfig) -> StageResult:
         deciding = min(workers, len(inputs.validation))
         with nnunet_pools(deciding, nnunet, evaluate_predictions), kept_trials(nnunet, config.out / "trials") as trials:
             functions, kwargs = nnunet.determine_postprocessing(
-                str(merged), str(inputs.references), plans, dataset, deciding, keep_postprocessed_files=True
+                str(merged),
+                str(inputs.references),
+                str(merged / "plans.json"),
+                str(merged / "dataset.json"),
+                deciding,
+                keep_postprocessed_files=True,
             )
         document = decision(inputs, config.model.folds, config.out, trials, key)
-    applying = max(1, min(workers, len(inputs.test_cases())))
-    with nnunet_pools(applying, nnunet), staged_dir(config.out / "test") as staging:
-        nnunet.apply_postprocessing_to_folder(
-            str(inputs.test), str(staging), functions, kwargs, plans, dataset, applying
-        )
+    apply_to_folder(inputs.test, config.out / "test", (functions, kwargs), inputs.model, workers)
     atomic_write_text(path, json.dumps(document, indent=1, allow_nan=False))
     log.info("postprocess: keep the largest component of %s", document["keep_largest_component"] or "nothing")
     return _result(config.out, document)
+
+
+Steps = tuple[list[Callable[..., Any]], list[dict[str, Any]]]  # nnU-Net's pp_fns and pp_fn_kwargs
+KNOWN_STEPS = ("remove_all_but_largest_component_from_segmentation",)  # what determine_postprocessing chooses
+
+
+def steps_of(document: dict[str, Any], source: str) -> Steps:
+    """nnU-Net's post-processing steps as its ``postprocessing.json`` names them, as its functions and their
+    arguments: only nnU-Net's own steps (a package's ``postprocessing.pkl`` is never unpickled)."""
+    from nnunetv2.postprocessing import remove_connected_components as nnunet
+
+    names, kwargs = document.get("postprocessing_fns"), document.get("postprocessing_kwargs")
+    if not isinstance(names, list) or not isinstance(kwargs, list) or len(names) != len(kwargs):
+        raise UserError(f"{source}: not nnU-Net's postprocessing.json (postprocessing_fns and _kwargs)")
+    unknown = sorted(set(names) - set(KNOWN_STEPS))
+    if unknown:
+        raise UserError(
+            f"{source}: unknown post-processing step(s) {', '.join(map(str, unknown))}",
+            f"only nnU-Net's {', '.join(KNOWN_STEPS)} is applied: re-export the model with tsretrain",
+        )
+    return [getattr(nnunet, name) for name in names], [dict(k) for k in kwargs]
+
+
+def apply_to_folder(source: Path, target: Path, steps: Steps, model: Path, workers: int) -> None:
+    """nnU-Net's ``apply_postprocessing_to_folder`` on the label maps in ``source`` into ``target`` (complete or
+    absent), with the model folder's plans and dataset JSON; no steps write the maps unchanged."""
+    from nnunetv2.postprocessing import remove_connected_components as nnunet
+
+    maps = sum(1 for path in source.iterdir() if path.is_file())
+    applying = max(1, min(workers or cpu_quota(), maps))
+    with nnunet_pools(applying, nnunet), staged_dir(target) as staging:
+        nnunet.apply_postprocessing_to_folder(
+            str(source), str(staging), *steps, str(model / "plans.json"), str(model / "dataset.json"), applying
+        )
 
 
 def _result(out: Path, document: dict[str, Any]) -> StageResult:
