@@ -560,3 +560,27 @@ def test_a_fold_pattern_outside_a_fold_fan_out_is_refused_at_rendering() -> None
         module._model_patterns(BY_NAME["predict"], Files("results", ("*/{trainer}__*/fold_{fold}/progress.json",)))
     filled = module._model_patterns(BY_NAME["validate"], Files("results", ("*/{trainer}__*/fold_{fold}/x",)))
     assert filled.include == ("*/{{workflow.parameters.trainer}}__*/fold_{{inputs.parameters.fold}}/x",)
+
+
+def test_every_containers_command_parses_with_the_cli(workflow: dict[str, Any], infer_rendered: str) -> None:
+    """Not only the stages' pods: the claim, the listings and the exit handler's status step too, in both
+    templates; a wrong option there would fail on the cluster only."""
+    values = {**SAMPLE, "workflow.status": "Failed", "workflow.namespace": "tsretrain"}
+    values |= {"workflow.parameters.output-prefix": "", "workflow.parameters.runs-prefix": "s3://bucket/runs"}
+    values |= {"workflow.parameters.resume": "false", "workflow.parameters.scratch": "20Gi"}
+    for document in (workflow, yaml.safe_load(infer_rendered)):
+        for name, template in _templates(document).items():
+            container = template.get("container")
+            if container is None:
+                continue
+            assert container["command"] == ["tsretrain"], name
+            args = [substitute(a, values) for a in container["args"]]
+            context = subcommand(args[0]).make_context(args[0], args[1 : split_at(args)])
+            assert context.params, name
+            if "--" in args:  # a pod's stage, parsed as the pod runs it
+                stage = args[split_at(args) + 1 :]
+                subcommand(stage[0]).make_context(stage[0], stage[1:])
+
+
+def split_at(args: list[str]) -> int:
+    return args.index("--") if "--" in args else len(args)
