@@ -442,6 +442,7 @@ def provisioned(claim: Path, weights: Path) -> Iterator[None]:
                 child.unlink()
 
 
+@pytest.mark.timeout(2400)  # TotalSegmentator on three phantoms in two pods, then a 91-label fine-tune
 def test_pseudolabels_on_standin_weights_fine_tune_the_exported_model_to_ts90(
     cluster: Cluster, finished: tuple[Run, Preemption, str], standins: Path, regular: str
 ) -> None:
