@@ -1,4 +1,5 @@
-"""``--rtstruct-choice newest``: of several structure sets on one CT, the one with the latest date is used."""
+"""Conversion behaviour on whole cases: the newest structure set chosen with ``--rtstruct-choice newest``, a new
+version reconverting every case, a CT image the RTSTRUCT names missing from the input."""
 
 from __future__ import annotations
 
@@ -47,3 +48,31 @@ def test_a_new_tsretrain_version_reconverts_every_case(tmp_path: Path, monkeypat
     assert convert(config).counts["converted_now"] == first.counts["cases"] == 2
     manifest = (tmp_path / "converted" / "cases").glob("*/manifest.json")
     assert all('"tsretrain_version": "99.0.0"' in p.read_text() for p in manifest)
+
+
+def test_a_referenced_image_absent_from_the_input_excludes_the_case_without_contours_there(
+    cohort: Path, tmp_path: Path
+) -> None:
+    """The scan's reference check alone: the CT lost its last slice, which the RTSTRUCT names (its series' image
+    list) but draws nothing on (its contours there removed), so no contour lies beyond the series and the series
+    shows no gap; only the missing reference tells."""
+    root = tmp_path / "dicom"
+    patient = next(p.name for p in sorted((cohort / "dicom").iterdir()) if p.name.startswith("RADCURE-"))
+    shutil.copytree(cohort / "dicom" / patient, root / patient)
+    ct = sorted(
+        (float(ds.ImagePositionPatient[2]), str(ds.SOPInstanceUID), path)
+        for path in root.rglob("*.dcm")
+        if (ds := pydicom.dcmread(path, stop_before_pixels=True)).Modality == "CT"
+    )
+    last_z, last_uid, last = ct[-1]
+    (path,) = [p for p in root.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "RTSTRUCT"]
+    rtstruct = pydicom.dcmread(path)
+    for roi in rtstruct.ROIContourSequence:
+        roi.ContourSequence = [c for c in roi.ContourSequence if abs(float(c.ContourData[2]) - last_z) > 0.5]
+    rtstruct.save_as(path)
+    assert last_uid in str(rtstruct.ReferencedFrameOfReferenceSequence)  # the series' image list names it
+    last.unlink()
+    scan(ScanConfig(input=root, out=tmp_path / "scan", workers=1))
+    _, (plan,) = load_inventory(tmp_path / "scan" / "inventory.json")
+    assert (plan.status, plan.reason) == ("excluded", "referenced_slices_missing")
+    assert "references 1 CT image(s)" in plan.detail and "not in the input" in plan.detail
