@@ -295,3 +295,11 @@ def test_the_post_processed_test_set_is_evaluated_as_the_raw_one(finished_run: P
     for group, r in shown:  # the post-processed Dice beside the raw one, per reference source
         row = rf"\| {r['name']} \| {group} \| {r['n_reference']} \| [^|]+ \| {re.escape(fmt(r['dice_mean']))} \|"
         assert re.search(row, report), r["name"]
+    lesions = {name: s["gtvp"]["lesion_detection"] for name, s in (("raw", raw_summary(evaluation)), ("post", summary))}
+    for name, found in lesions.items():  # keeping one component can lose a second primary: both counts shown
+        assert f"{found['found']} of {found['lesions']} lesions found" in report, name
+
+
+def raw_summary(evaluation: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((evaluation / "summary.json").read_text())
+    return summary

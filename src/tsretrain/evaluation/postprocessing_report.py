@@ -43,11 +43,16 @@ def _labels(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(group, r["name"]): r for group, entry in summary["groups"].items() for r in entry["labels"]}
 
 
-def _fp_components(gtvp: dict[str, Any] | None) -> str:
+def _lesions(gtvp: dict[str, Any] | None) -> str:
+    """Lesions found and false-positive components of one evaluation (keeping one component per label can lose a
+    second primary as well as a speck)."""
     lesions = (gtvp or {}).get("lesion_detection")
     if not lesions:
         return "–"
-    return f"{lesions['false_positive_components']} ({fmt(lesions['false_positive_ml'], 2)} mL)"
+    return (
+        f"{lesions['found']} of {lesions['lesions']} lesions found, {lesions['false_positive_components']} "
+        f"false-positive components ({fmt(lesions['false_positive_ml'], 2)} mL)"
+    )
 
 
 def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
@@ -112,9 +117,10 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
         ("table", TEST_HEADER, test),
         (
             "p",
-            f"{TUMOUR_LABEL} false-positive components (predicted components touching no tumour): raw "
-            f"{_fp_components(raw['gtvp'])}, post-processed {_fp_components(after['gtvp'])}. Paired per test case "
-            "with a tumour, post-processed minus raw, 95 % percentile bootstrap intervals over cases:",
+            f"{TUMOUR_LABEL} lesions (connected components of the reference) and false-positive components "
+            f"(predicted components touching no tumour): raw {_lesions(raw['gtvp'])}; post-processed "
+            f"{_lesions(after['gtvp'])}. Paired per test case with a tumour, post-processed minus raw, 95 % "
+            "percentile bootstrap intervals over cases:",
         ),
         paired_table(tumour.get("paired", []), "raw", "post-processed", "post-processed / raw"),
         *small_sample(n, "paired cases"),
