@@ -18,7 +18,7 @@ first stage.
 
 The floors: test mean Dice 0.85 for GTVp and for each of the demo's nine target organs (README: the demo reaches
 0.85-0.99 on them). Usage: ``python bench/finetune.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-ft]``
-(about 40 minutes on 2 free CPU cores).
+(about an hour on 2 free CPU cores: each arm 12-15 minutes).
 """
 
 from __future__ import annotations
