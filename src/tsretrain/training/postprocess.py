@@ -283,8 +283,9 @@ def postprocess(config: PostprocessConfig) -> StageResult:
     shutil.rmtree(config.out / "trials", ignore_errors=True)
     functions: list[Any] = []
     kwargs: list[Any] = []
-    document = not_searched(inputs, config.model.folds, key)
-    if config.search == "all":
+    if config.search == "none":
+        document = not_searched(inputs, config.model.folds, key)
+    else:
         merged = config.out / "validation"
         merge_validation(inputs, merged)
         deciding = min(workers, len(inputs.validation))
