@@ -58,14 +58,14 @@ from hera.workflows.models import (
 from tsretrain.errors import USER_ERROR_EXIT
 from tsretrain.layout import relative
 from tsretrain.pipeline.registry import BY_NAME, INPUT, RUN, STAGES, Files, Stage
-from tsretrain.sizing import SIZED
+from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, quantity
 
 NAME = "tsretrain"
 WORK = "/work"
 OUT = "{{inputs.parameters.output-prefix}}"  # every stage template receives the claimed prefix
 DICTIONARIES = "/etc/tsretrain/dictionaries"  # the chart's dictionaries ConfigMap, mounted in every pod
 BATCHES = "/tmp/batches.json"
-SIZES = "/tmp/sizes"  # the scan's disk size of each sized step, from the run's work
+SIZES = "/tmp/sizes"  # the scan's budget of each sized step (disk, memory, deadline), from the run's work
 RECORDS = f"{OUT}/{relative('records')}"  # the steps' completion records in the run's store
 CLAIMED = "/tmp/output-prefix"
 
@@ -242,9 +242,13 @@ class Flavour:
     def by_option(self) -> dict[str, WorkflowParameter]:
         return {option: p for p in self.parameters for option in p.options}
 
-    def sized(self, stage: str) -> bool:
-        """Whether the step's disk is the scan's size for it (the scan of this template writes them)."""
-        return stage in SIZED and "sizes_out" in self.cluster_options.get("scan", {})
+    def budget(self, stage: str) -> tuple[str, ...]:
+        """What the scan of this template sizes for the step from the run's work: ``disk``, ``memory``,
+        ``deadline`` (none when this template's scan writes no budgets)."""
+        if "sizes_out" not in self.cluster_options.get("scan", {}):
+            return ()
+        sized = {"disk": SIZED, "memory": MEMORY_SIZED, "deadline": TIMED}
+        return tuple(kind for kind, steps in sized.items() if stage in steps)
 
     def disks(self) -> tuple[str, ...]:
         return tuple(d for d in DISKS if d in {p.name for p in self.parameters})
@@ -264,20 +268,20 @@ VARIANTS = {"pseudolabel": "merged", "compare-stages": "second"}
 RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
 RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2, "infer": 2}
 RETRIES |= {"second-stage": 5, "second-predict": 2}
-HOURS = {"scan": 6, "convert": 4, "pseudolabel": 12, "split": 1, "assemble": 12, "fingerprint": 4, "plan": 2}
-HOURS |= {"preprocess-cases": 6, "train": 96, "validate": 12, "predict": 12, "evaluate": 12, "report": 2}
-# nnU-Net's determine_postprocessing evaluates every validation case once per step it tries (two, and one per label):
-# at RADCURE's size with radcure-oar21 about 7 hours on the step's CPUs, with radcure-ts90 more than this (README)
-HOURS |= {"postprocess": 72}
-HOURS |= {"export": 1, "infer": 6, "second-stage": 48, "second-predict": 12, "compare-stages": 2}
+# Deadlines (hours) of the steps whose time does not follow from the data (training: epochs x iterations; the
+# TotalSegmentator step: its real networks' cost is not measured here); the others' come from the scan's budgets
+HOURS = {"scan": 6, "pseudolabel": 12, "split": 1, "plan": 2, "train": 96, "report": 2, "export": 1, "infer": 6}
+HOURS |= {"second-stage": 48}
 
 RESOURCES = {
-    "cpu": {"cpu_request": 2, "cpu_limit": 4, "memory_request": "8Gi", "memory_limit": "16Gi"},
-    "big-cpu": {"cpu_request": 8, "cpu_limit": 16, "memory_request": "32Gi", "memory_limit": "64Gi"},
-    "gpu": {"cpu_request": 8, "cpu_limit": 12, "memory_request": "32Gi", "memory_limit": "48Gi", "gpus": 1},
-    # validation: nnU-Net's export holds a resampled case's logits in float64 (about 12 GB for 22 labels at
-    # RADCURE's size, 46 GB for 91), beside the predicting process
-    "big-gpu": {"cpu_request": 8, "cpu_limit": 12, "memory_request": "96Gi", "memory_limit": "128Gi", "gpus": 1},
+    name: {
+        "cpu_request": pod.cpu_request,
+        "cpu_limit": pod.cpu_limit,
+        "memory_request": quantity(pod.memory_request),
+        "memory_limit": quantity(pod.memory_limit),
+        **({"gpus": pod.gpus} if pod.gpus else {}),
+    }
+    for name, pod in POD_CLASSES.items()
 }
 SHM = "8Gi"  # nnU-Net's worker processes share batches through /dev/shm (counted against the memory limit)
 RETRY_EXPRESSION = f"lastRetry.exitCode != '{USER_ERROR_EXIT}'"  # a usage error cannot go away: never retried
@@ -300,11 +304,15 @@ def _env() -> list[Env | SecretEnv]:
     ]
 
 
-def pod_spec_patch(disk: str, gpu: bool) -> str:
+def pod_spec_patch(disk: str, gpu: bool, memory: str | None = None) -> str:
     """The pod spec patch of a step: its ``/work`` disk (the emptyDir's ``sizeLimit`` and the container's
-    ``ephemeral-storage`` request, both ``disk``, a quantity or an Argo variable) and a GPU pod's scheduling."""
+    ``ephemeral-storage`` request, both ``disk``, a quantity or an Argo variable), its memory when the run sizes it
+    (request and limit both ``memory``) and a GPU pod's scheduling."""
+    resources: dict[str, Any] = {"requests": {"ephemeral-storage": disk}}
+    if memory is not None:
+        resources = {"requests": {"ephemeral-storage": disk, "memory": memory}, "limits": {"memory": memory}}
     patch: dict[str, Any] = {
-        "containers": [{"name": MAIN, "resources": {"requests": {"ephemeral-storage": disk}}}],
+        "containers": [{"name": MAIN, "resources": resources}],
         "volumes": [{"name": "work", "emptyDir": {"sizeLimit": disk}}],
     }
     text = json.dumps(patch, separators=(",", ":"))
@@ -337,7 +345,8 @@ def _container(
     *,
     stage: Stage | None = None,
     disk: str = param("scratch"),
-    hours: float = 0.25,
+    memory: str | None = None,
+    deadline: int | str = 900,
     retries: int = 1,
     inputs: list[Parameter] | None = None,
     outputs: list[Parameter] | None = None,
@@ -354,14 +363,14 @@ def _container(
         security_context=SecurityContext(allow_privilege_escalation=False, capabilities=Capabilities(drop=["ALL"])),
         inputs=inputs or [],
         outputs=outputs or [],
-        active_deadline_seconds=int(hours * 3600),
+        active_deadline_seconds=deadline,
         retry_strategy=RetryStrategy(
             limit=retries,
             retry_policy="Always",
             expression=RETRY_EXPRESSION,
             backoff=Backoff(duration="30s", factor=2, cap="10m"),
         ),
-        pod_spec_patch=pod_spec_patch(disk, gpu=stage is not None and "gpus" in RESOURCES[stage.resources]),
+        pod_spec_patch=pod_spec_patch(disk, stage is not None and "gpus" in RESOURCES[stage.resources], memory),
     )
 
 
@@ -438,7 +447,7 @@ def output_files(stage: Stage, flavour: Flavour = TRAINING) -> dict[str, str]:
     cluster = flavour.cluster_options.get(stage.name, {})
     files = {"batches": BATCHES} if "batches_out" in cluster else {}
     if "sizes_out" in cluster:
-        files |= {f"disk-{step}": f"{SIZES}/disk-{step}" for step in SIZED}
+        files |= {f"{kind}-{step}": f"{SIZES}/{kind}-{step}" for step in SIZED for kind in flavour.budget(step)}
     return files
 
 
@@ -486,7 +495,7 @@ def _gather(stage: str, prefix: Parameter) -> Container:
             _path(location),
         ],
         Resources(**RESOURCES["cpu"]),
-        hours=1,
+        deadline=3600,
         retries=2,
         inputs=[prefix],
     )
@@ -545,13 +554,15 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
             for when in optional:
                 variants[f"{stage.name}-{VARIANTS[when]}"] = always | {when}
             for name, with_stages in variants.items():
-                sized = flavour.sized(stage.name)
                 inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])
                 outputs = [
                     Parameter(name=n, value_from=ValueFrom(path=f)) for n, f in output_files(stage, flavour).items()
                 ]
-                inputs += [Parameter(name="disk")] if sized else []
-                disk = "{{inputs.parameters.disk}}" if sized else param("scratch")
+                budget = flavour.budget(stage.name)
+                inputs += [Parameter(name=kind) for kind in budget]
+                disk = "{{inputs.parameters.disk}}" if "disk" in budget else param("scratch")
+                memory = "{{inputs.parameters.memory}}" if "memory" in budget else None
+                hours = "{{inputs.parameters.deadline}}" if "deadline" in budget else HOURS[stage.name] * 3600
                 container = _container(
                     name,
                     stage.image,
@@ -559,7 +570,8 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                     Resources(**RESOURCES[stage.resources]),
                     stage=stage,
                     disk=disk,
-                    hours=HOURS[stage.name],
+                    memory=memory,
+                    deadline=hours,
                     retries=RETRIES.get(stage.name, 1),
                     inputs=inputs,
                     outputs=outputs,
@@ -592,8 +604,8 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                     if owner is not stage:
                         continue
                     arguments = {"output-prefix": claimed}
-                    if flavour.sized(owner.name):  # sized by the scan from the work
-                        arguments["disk"] = "{{tasks.scan.outputs.parameters.disk-" + owner.name + "}}"
+                    for kind in flavour.budget(owner.name):  # sized by the scan from the work
+                        arguments[kind] = "{{tasks.scan.outputs.parameters." + f"{kind}-{owner.name}" + "}}"
                     kwargs: dict[str, Any] = {}
                     if stage.fan_out:
                         arguments[ITEM[stage.fan_out]] = "{{item}}"

@@ -23,7 +23,7 @@ from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
 from tsretrain.pipeline.registry import BY_NAME, STAGES, Files
-from tsretrain.sizing import SIZED
+from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED
 from tsretrain.storage.store import matches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,7 +385,8 @@ def pod_spec(template: dict[str, Any]) -> dict[str, Any]:
     text = template["podSpecPatch"]
     for token, value in CHART_SAMPLE.items():
         text = text.replace(token, value)
-    for size, value in (("workflow.parameters.scratch", "20Gi"), ("inputs.parameters.disk", "37Gi")):
+    sizes = (("workflow.parameters.scratch", "20Gi"), ("inputs.parameters.disk", "37Gi"))
+    for size, value in (*sizes, ("inputs.parameters.memory", "99Gi")):
         text = text.replace("{{" + size + "}}", value)
     spec = {"containers": [{**template["container"], "name": "main"}], "volumes": template["volumes"]}
     return apply_patch(spec, text)
@@ -411,7 +412,8 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         retry = template["retryStrategy"]
         assert "maxDuration" not in retry["backoff"] and retry["backoff"]["cap"] == "10m"  # no deadline on retries
         assert retry["expression"] == "lastRetry.exitCode != '2'"  # usage errors are never retried
-        assert template["activeDeadlineSeconds"] > 0
+        deadline = template["activeDeadlineSeconds"]  # an integer, or the scan's budget (substituted by Argo)
+        assert deadline == "{{inputs.parameters.deadline}}" or (isinstance(deadline, int) and deadline > 0), name
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
         spec = pod_spec(template)  # sizes come with the pod spec patch: Argo substitutes no typed field
         for volume in spec["volumes"]:
@@ -432,15 +434,20 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
         shm = next(v for v in template["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"]["medium"] == "Memory"
     tasks = _tasks(workflow)
-    for name in CLUSTER_STAGES:  # the disk of a step holding cases is the scan's size for it, from the work
-        disk = pod_spec(templates[name])["containers"][0]["resources"]["requests"]["ephemeral-storage"]
-        assert disk == ("37Gi" if name in SIZED else "20Gi"), name
-        if name in SIZED:
-            given = {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
-            assert given["disk"] == "{{tasks.scan.outputs.parameters.disk-" + name + "}}"
-            assert {"name": f"disk-{name}", "valueFrom": {"path": f"/tmp/sizes/disk-{name}"}} in (
-                templates["scan"]["outputs"]["parameters"]
-            )
+    for name in CLUSTER_STAGES:  # the budget of a step holding cases is the scan's for it, from the work
+        template, given = templates[name], {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
+        resources = pod_spec(template)["containers"][0]["resources"]
+        assert resources["requests"]["ephemeral-storage"] == ("37Gi" if name in SIZED else "20Gi"), name
+        memory = resources["requests"]["memory"], resources["limits"]["memory"]
+        assert memory == ("99Gi", "99Gi") if name in MEMORY_SIZED else memory[0] != "99Gi" != memory[1], name
+        deadline = template["activeDeadlineSeconds"]
+        assert (deadline == "{{inputs.parameters.deadline}}") == (name in TIMED), name
+        for kind, steps in (("disk", SIZED), ("memory", MEMORY_SIZED), ("deadline", TIMED)):
+            output = {"name": f"{kind}-{name}", "valueFrom": {"path": f"/tmp/sizes/{kind}-{name}"}}
+            assert (output in templates["scan"]["outputs"]["parameters"]) == (name in steps), (name, kind)
+            if name in steps:
+                assert given[kind] == "{{tasks.scan.outputs.parameters." + f"{kind}-{name}" + "}}"
+                assert {"name": kind} in template["inputs"]["parameters"]
     assert templates["train"]["retryStrategy"]["limit"] >= 3  # retries resume from the stored checkpoint
     spec = workflow["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True

@@ -32,7 +32,7 @@ from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_d
 from tsretrain.layout import batch_id
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota, quantity_bytes
-from tsretrain.sizing import case_work, step_disks, write_sizes
+from tsretrain.sizing import POD_CLASSES, Work, case_work, step_budgets, write_budgets
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import in_parallel, open_store
@@ -55,7 +55,7 @@ class ScanConfig:
     batches_out: Path | None = None  # JSON list of batch ids (every case in a batch), for a workflow fan-out
     batch_size: int = 8
     max_batches: int = 512  # larger batches beyond this many (the workflow object's size is bounded)
-    sizes_out: Path | None = None  # a folder receiving each cluster step's disk size (disk-<step>), from the work
+    sizes_out: Path | None = None  # a folder receiving each cluster step's budget (disk-, memory-, deadline-<step>)
     scratch: str = "20Gi"  # the least disk of a batch step
     data_scratch: str = "200Gi"  # the least disk of a whole-dataset step
     predict_batch_size: int = 64  # test cases per prediction pod
@@ -533,6 +533,22 @@ def prepare_output_folder(out: Path) -> None:
         raise UserError(f"cannot create the output folder {out}: {exc.strerror}", "choose a writable --out") from exc
 
 
+def write_step_budgets(
+    config: ScanConfig, inventory: dict[str, Any], batches: list[list[dict[str, Any]]], classes: int
+) -> None:
+    """Each cluster step's disk, memory and deadline from the run's work, into ``config.sizes_out``."""
+    from tsretrain.pipeline.registry import BY_NAME  # the registry holds this stage: imported when it runs
+
+    assert config.sizes_out is not None
+    cases = {case["case_id"]: case_work(case) for case in inventory["cases"]}
+    ids = [tuple(case["case_id"] for case in batch) for batch in batches]
+    work = Work(cases, ids, config.predict_batch_size, classes)
+    pods = {name: POD_CLASSES[stage.resources] for name, stage in BY_NAME.items()}
+    budgets = step_budgets(work, pods)
+    written = write_budgets(config.sizes_out, budgets, minimum(config.scratch), minimum(config.data_scratch), pods)
+    log.info("budget per step: %s", "; ".join(f"{step} {' '.join(v.values())}" for step, v in written.items()))
+
+
 def load_user_dictionary(name: str) -> OrganDictionary:
     """The organ dictionary named by the user; a bad name or file is a user error."""
     try:
@@ -613,11 +629,7 @@ def scan(config: ScanConfig) -> StageResult:
     if config.batches_out is not None:
         atomic_write_text(config.batches_out, json.dumps(write_batches(config.out, inventory, batches)))
     if config.sizes_out is not None:
-        works = {case["case_id"]: case_work(case) for case in inventory["cases"]}
-        ids = [tuple(case["case_id"] for case in batch) for batch in batches]
-        disks = step_disks(works, ids, config.predict_batch_size)
-        sizes = write_sizes(config.sizes_out, disks, minimum(config.scratch), minimum(config.data_scratch))
-        log.info("disk per step: %s", ", ".join(f"{step} {value}" for step, value in sizes.items()))
+        write_step_budgets(config, inventory, batches, len(dictionary.nnunet_labels()))
     counts = Counter(p.status for p in plans)
     for plan in plans:
         if plan.status != OK:

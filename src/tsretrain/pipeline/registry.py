@@ -223,10 +223,12 @@ STAGES: tuple[Stage, ...] = (
             "batches_out": Option("Write every case in batches (a JSON list of batch ids), for a fan-out."),
             "batch_size": Option("Cases per batch."),
             "max_batches": Option("At most this many batches: larger ones beyond batch-size x max-batches cases."),
-            "sizes_out": Option("Write each cluster step's disk size (disk-<step>) into this folder."),
+            "sizes_out": Option(
+                "Write each cluster step's disk, memory and deadline (disk-, memory-, deadline-<step>) here."
+            ),
             "scratch": Option("Least disk of a batch step (a Kubernetes quantity)."),
             "data_scratch": Option("Least disk of a whole-dataset step."),
-            "predict_batch_size": Option("Test cases per prediction pod (for its disk size)."),
+            "predict_batch_size": Option("Test cases per prediction pod (for its budget)."),
         },
         writes=(Files("scan"),),
     ),
