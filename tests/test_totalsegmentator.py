@@ -190,3 +190,35 @@ def test_a_class_totalsegmentator_lacks_fails_in_one_line(standins: Path, tmp_pa
     with pytest.raises(UserError, match=r"head_glands_cavities/eye_lft.*did you mean eye_left\?") as caught:
         pseudolabel(config)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_on_one_cpu_totalsegmentators_predictions_run_in_process_with_the_same_result(
+    standins: Path, pseudolabelled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int
+) -> None:
+    """nnU-Net's own sequential prediction on one CPU (no preprocessing process, manager or export pool started),
+    its default path on more; the task's label map is the same either way (the stage's, made under xdist's one
+    CPU per worker or on the whole machine)."""
+    import nnunetv2.inference.predict_from_raw_data as predictor_module
+
+    from tsretrain.dataset import pseudolabel as stage
+
+    (case_dir,) = [p.parent for p in (pseudolabelled / "converted" / "cases").glob(f"*/{MANIFEST}")]
+    monkeypatch.setattr(stage, "cpu_quota", lambda: cpus)
+    started = []
+    iterator = predictor_module.preprocessing_iterator_fromfiles
+    monkeypatch.setattr(
+        predictor_module,
+        "preprocessing_iterator_fromfiles",
+        lambda *args, **kwargs: started.append(1) or iterator(*args, **kwargs),
+    )
+    stage.use_weights(standins, tmp_path / "home" / ".totalsegmentator")
+    task = "headneck_muscles"  # the cheapest: its crop model and two small models
+    out = tmp_path / f"{task}.nii.gz"
+    stage.run_task(case_dir / image_name(case_dir.name), task, out, "cpu")
+    assert bool(started) == (cpus > 1)  # one preprocessing iterator (its processes) per prediction
+    ours = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    stages = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(pseudolabelled / "pseudo" / case_dir.name / "tasks" / f"{task}.nii.gz"))
+    )
+    assert np.array_equal(ours, stages)

@@ -13,12 +13,14 @@ statistics off); they are downloaded at run time only with ``--allow-download``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
 import json
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from tsretrain.conversion.nifti import write_nifti
 from tsretrain.dataset.merge import MergeInputs, merge_labels
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import OrganDictionary, PseudoLabelSource, load_dictionary
+from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
@@ -162,13 +165,67 @@ def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
     started = time.perf_counter()
     # one CT per call, so one segmentation export: TotalSegmentator's default pool of 6 export processes would only
     # start (each importing torch and nnU-Net) and wait
-    totalsegmentator(ct, out, ml=True, task=task, device=device, quiet=True, nr_thr_saving=1)
+    with predictions_in_process(device):
+        totalsegmentator(ct, out, ml=True, task=task, device=device, quiet=True, nr_thr_saving=1)
     result = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": round(_peak_rss_mib(), 1)}
     if torch.cuda.is_available():
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         torch.cuda.empty_cache()
     gc.collect()
     return result
+
+
+@contextlib.contextmanager
+def predictions_in_process(device: str) -> Iterator[None]:
+    """On one CPU, TotalSegmentator's nnU-Net predictions run as nnU-Net's own ``predict_from_files_sequential``:
+    its ``predict_from_files`` starts a preprocessing process, a manager and an export pool per prediction (each
+    importing torch and nnU-Net, 2-4 s of CPU) that would only take turns with this process, twelve times per CT
+    for radcure-ts90 (six tasks, each after its crop model). Elsewhere (a GPU, several CPUs) nothing changes."""
+    if device != "cpu" or cpu_quota() > 1:
+        yield
+        return
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    original = nnUNetPredictor.predict_from_files
+
+    def sequential(
+        self: Any,
+        list_of_lists_or_source_folder: Any,
+        output_folder_or_list_of_truncated_output_files: Any,
+        save_probabilities: bool = False,
+        overwrite: bool = True,
+        num_processes_preprocessing: int = 1,
+        num_processes_segmentation_export: int = 1,
+        folder_with_segs_from_prev_stage: str | None = None,
+        num_parts: int = 1,
+        part_id: int = 0,
+    ) -> Any:
+        if num_parts != 1:  # a share of a folder: nnU-Net's own path
+            return original(
+                self,
+                list_of_lists_or_source_folder,
+                output_folder_or_list_of_truncated_output_files,
+                save_probabilities,
+                overwrite,
+                num_processes_preprocessing,
+                num_processes_segmentation_export,
+                folder_with_segs_from_prev_stage,
+                num_parts,
+                part_id,
+            )
+        return self.predict_from_files_sequential(
+            list_of_lists_or_source_folder,
+            output_folder_or_list_of_truncated_output_files,
+            save_probabilities,
+            overwrite,
+            folder_with_segs_from_prev_stage,
+        )
+
+    nnUNetPredictor.predict_from_files = sequential
+    try:
+        yield
+    finally:
+        nnUNetPredictor.predict_from_files = original
 
 
 def class_ids(task: str) -> dict[str, int]:
