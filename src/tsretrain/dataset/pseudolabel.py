@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
+import inspect
 import json
 import os
 import resource
@@ -187,38 +189,14 @@ def predictions_in_process(device: str) -> Iterator[None]:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     original = nnUNetPredictor.predict_from_files
+    accepted = inspect.signature(nnUNetPredictor.predict_from_files_sequential).parameters
 
-    def sequential(
-        self: Any,
-        list_of_lists_or_source_folder: Any,
-        output_folder_or_list_of_truncated_output_files: Any,
-        save_probabilities: bool = False,
-        overwrite: bool = True,
-        num_processes_preprocessing: int = 1,
-        num_processes_segmentation_export: int = 1,
-        folder_with_segs_from_prev_stage: str | None = None,
-        num_parts: int = 1,
-        part_id: int = 0,
-    ) -> Any:
-        if num_parts != 1:  # a share of a folder: nnU-Net's own path
-            return original(
-                self,
-                list_of_lists_or_source_folder,
-                output_folder_or_list_of_truncated_output_files,
-                save_probabilities,
-                overwrite,
-                num_processes_preprocessing,
-                num_processes_segmentation_export,
-                folder_with_segs_from_prev_stage,
-                num_parts,
-                part_id,
-            )
+    @functools.wraps(original)  # the same signature: TotalSegmentator asks it which options it takes
+    def sequential(self: Any, inputs: Any, outputs: Any, **options: Any) -> Any:
+        if options.get("num_parts", 1) != 1:  # a share of a folder: nnU-Net's own path
+            return original(self, inputs, outputs, **options)
         return self.predict_from_files_sequential(
-            list_of_lists_or_source_folder,
-            output_folder_or_list_of_truncated_output_files,
-            save_probabilities,
-            overwrite,
-            folder_with_segs_from_prev_stage,
+            inputs, outputs, **{name: value for name, value in options.items() if name in accepted}
         )
 
     nnUNetPredictor.predict_from_files = sequential
