@@ -27,10 +27,13 @@ from tsretrain.sizing import (
     EXPORT_NS,
     FINGERPRINT_BYTES,
     FINGERPRINT_NS,
+    INVENTORY_BYTES_PER_PATIENT,
+    MARGIN,
     MEMORY_SIZED,
     POD_CLASSES,
     PREPROCESS_BYTES,
     PREPROCESS_NS,
+    SCAN_BYTES_PER_FILE,
     SIZED,
     TIMED,
     Budget,
@@ -238,3 +241,15 @@ def test_the_per_voxel_costs_are_the_benchmarks() -> None:
     assert len(rows) == sum(len(ns) for ns, _ in tables.values())
     for step, classes, ns, nbytes in rows:
         assert tables[step][0][int(classes)] == float(ns) and tables[step][1][int(classes)] == float(nbytes), step
+
+
+@pytest.mark.parametrize("patients", [3346, 33460], ids=["RADCURE", "10x"])
+def test_the_scan_fits_its_pod(patients: int) -> None:
+    """The scan holds every file's header record and the inventory: RADCURE's 600k objects (179 a patient) and ten
+    times them within its pod's memory limit, with the sizing's margin."""
+    files = patients * FILES_PER_PATIENT
+    need = (files * SCAN_BYTES_PER_FILE + patients * INVENTORY_BYTES_PER_PATIENT) * MARGIN + 2**30
+    assert need < PODS["scan"].memory_limit, need / 2**30
+
+
+FILES_PER_PATIENT = 600_000 // 3346

@@ -55,6 +55,9 @@ POSTPROCESS_BYTES = 16.0  # a reference, a prediction and their connected compon
 PREDICT_GPU_NS = 1400.0
 PREDICTING_BYTES_PER_CLASS = 4.0  # the predicting process's float32 logits at the network's spacing
 FIXED = GiB  # a process's imports (torch, nnU-Net)
+# The scan runs before anything knows the work, so its pod is not sized: it holds every file's header record (heap
+# per file, bench/convert.py --scan-only) and the inventory (57.8 kB of JSON a patient, held as objects and text)
+SCAN_BYTES_PER_FILE, INVENTORY_BYTES_PER_PATIENT = 1.76 * 1024, 3 * 57.8e3
 
 BANDWIDTH = 100e6  # bytes per second between a pod and the store (a conservative S3 figure)
 FOLDS, TEST_FRACTION, VALIDATED = 5, 0.2, 0.8  # the default split: every training case validated by one fold

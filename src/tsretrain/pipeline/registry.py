@@ -231,6 +231,9 @@ STAGES: tuple[Stage, ...] = (
             "predict_batch_size": Option("Test cases per prediction pod (for its budget)."),
         },
         writes=(Files("scan"),),
+        # every file's header record until the inventory is built (sizing.SCAN_BYTES_PER_FILE): a big pod at ten times
+        # RADCURE's size; the CPUs read headers concurrently
+        resources="big-cpu",
     ),
     Stage(
         "convert",
