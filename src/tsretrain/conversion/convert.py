@@ -44,7 +44,7 @@ from tsretrain.conversion.scan import (
     scan,
 )
 from tsretrain.errors import Interrupted, UserError
-from tsretrain.labels.dictionary import OrganDictionary, load_dictionary
+from tsretrain.labels.dictionary import TUMOUR_LABEL, OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
@@ -160,7 +160,7 @@ def _convert_ok_case(
     manifest["missing_labels"] = [name for name, info in per_label.items() if not info["present"]]
     for name in dictionary.required:
         if not per_label[name]["present"]:
-            reason = Reason.NO_GTVP if name == "GTVp" else Reason.MISSING_REQUIRED_LABEL
+            reason = Reason.NO_GTVP if name == TUMOUR_LABEL else Reason.MISSING_REQUIRED_LABEL
             raise CaseError(
                 reason,
                 f"required label {name} is empty after rasterization (sources {per_label[name]['sources']})",
@@ -279,7 +279,7 @@ def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
     geometry = manifest.get("geometry") or {}
     shape = geometry.get("shape_zyx", ["", "", ""])
     spacing = geometry.get("spacing_xyz", ["", "", ""])
-    gtvp = (manifest.get("labels") or {}).get("GTVp", {})
+    gtvp = (manifest.get("labels") or {}).get(TUMOUR_LABEL, {})
     return {
         "case_id": manifest["case_id"],
         "patient_id": manifest["patient_id"],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import TUMOUR_LABEL
 
 MANUAL, TOTALSEGMENTATOR, BODY, UNRECORDED = "manual", "totalsegmentator", "body", "unrecorded"
 TITLES = {
@@ -110,7 +111,7 @@ def assign_groups(rows: list[dict[str, Any]], sources: dict[str, dict[str, Sourc
         recorded = 0 if source.group is None else source.voxels
         if source.group != UNRECORDED and recorded is not None and recorded != row["ref_voxels"]:
             mismatches.append(f"{row['case']}/{row['name']}: reference {row['ref_voxels']}, record {recorded} voxels")
-        if row["name"] == "GTVp" and row["ref_voxels"] and source.group not in (MANUAL, UNRECORDED):
+        if row["name"] == TUMOUR_LABEL and row["ref_voxels"] and source.group not in (MANUAL, UNRECORDED):
             raise ValueError(f"{row['case']}: the GTVp reference comes from {source.group}, not a manual contour")
     if mismatches:
         raise ValueError(

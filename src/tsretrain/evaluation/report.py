@@ -21,6 +21,7 @@ from tsretrain.conversion.convert import listing_rows
 from tsretrain.conversion.listing import read_listing
 from tsretrain.dataset.split import read_split
 from tsretrain.evaluation.review import read_review
+from tsretrain.labels.dictionary import TUMOUR_LABEL
 from tsretrain.layout import RunLayout
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -120,7 +121,9 @@ def large_structures(per_case: list[dict[str, str]], limit: int = 10) -> list[tu
     for row in per_case:
         if row["status"] in ("both", "missed"):
             dice.setdefault(row["name"], []).append(float(row["dice"]))
-    large = sorted((n for n, (ml, _) in sizes.items() if ml >= LARGE_ML and n != "GTVp"), key=lambda n: -sizes[n][0])
+    large = sorted(
+        (n for n, (ml, _) in sizes.items() if ml >= LARGE_ML and n != TUMOUR_LABEL), key=lambda n: -sizes[n][0]
+    )
     return sorted(((n, sum(dice[n]) / len(dice[n])) for n in large[:limit]), key=lambda item: -item[1])
 
 
@@ -392,11 +395,11 @@ def gtvp_blocks(gtvp: dict[str, Any], per_case: list[dict[str, str]], figure_dir
 
     if not gtvp.get("n_cases"):
         return []
-    tumour = [r for r in per_case if r["name"] == "GTVp" and r["status"] in ("both", "missed")]
+    tumour = [r for r in per_case if r["name"] == TUMOUR_LABEL and r["status"] in ("both", "missed")]
     dice = [float(r["dice"]) for r in tumour]
     figures.gtvp_distribution(dice, gtvp["quantiles"], figure_dir / "gtvp_distribution.png")
     return [
-        ("h3", "GTVp"),
+        ("h3", TUMOUR_LABEL),
         *gtvp_tables(gtvp),
         ("p", "Per test case with a tumour, worst Dice first:"),
         ("table", GTVP_CASE_HEADER, [gtvp_case_row(r) for r in sorted(tumour, key=lambda r: float(r["dice"]))]),

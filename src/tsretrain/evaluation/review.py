@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from tsretrain.errors import UserError
+from tsretrain.labels.dictionary import TUMOUR_LABEL
 
 REVIEW_FILE = "review.json"
-STRUCTURE = "GTVp"
+STRUCTURE = TUMOUR_LABEL
 PER_END = 2  # cases from each end of the Dice ranking
 
 

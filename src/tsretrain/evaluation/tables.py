@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from tsretrain.evaluation.report import RESOLUTION_NOTE, RESOLUTION_VOXELS, fmt, interval
+from tsretrain.labels.dictionary import TUMOUR_LABEL
 
 Block = tuple[Any, ...]
 
@@ -37,7 +38,9 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
     header += ["NSD by voxel count (not comparable)"] if voxel_count else []
     header += ["missed", "false positive", "size (mL)", "size (voxels)", "note"]
     sizes = sizes or {}
-    small = {n for n, (_, voxels) in sizes.items() if voxels < RESOLUTION_VOXELS} - {"GTVp"}  # GTVp: by band
+    small = {n for n, (_, voxels) in sizes.items() if voxels < RESOLUTION_VOXELS} - {
+        TUMOUR_LABEL
+    }  # the tumour: by band
     limited: list[str] = []
     unlearned: list[str] = []
     blocks: list[Block] = []

@@ -31,6 +31,8 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 from torch import nn
 from torch.nn import functional
 
+from tsretrain.labels.dictionary import TUMOUR_LABEL
+
 CheckpointHook = Callable[[str, str], None]  # (written file, final name)
 CUDA = torch.device("cuda")  # nnU-Net's default device
 
@@ -171,8 +173,8 @@ def class_weights(dataset_json: dict[str, Any], device: torch.device, gtvp_weigh
     """One weight per output class, ``gtvp_weight`` for GTVp, 1 elsewhere."""
     labels = dataset_json["labels"]
     weights = torch.ones(max(int(v) for v in labels.values()) + 1, device=device)
-    if "GTVp" in labels:
-        weights[int(labels["GTVp"])] = gtvp_weight
+    if TUMOUR_LABEL in labels:
+        weights[int(labels[TUMOUR_LABEL])] = gtvp_weight
     return weights
 
 
