@@ -68,6 +68,7 @@ BATCHES = "/tmp/batches.json"
 SIZES = "/tmp/sizes"  # the scan's budget of each sized step (disk, memory, deadline), from the run's work
 RECORDS = f"{OUT}/{relative('records')}"  # the steps' completion records in the run's store
 CLAIMED = "/tmp/output-prefix"
+IMAGE_USER = 10001  # the user (and group) of every image (images/*.Dockerfile): pods run as it
 
 
 SECOND_STAGE = ("second-stage", "second-predict", "compare-stages")  # the optional branch of ``second-stage=true``
@@ -516,9 +517,9 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
         labels={"app.kubernetes.io/name": NAME},
         security_context=PodSecurityContext(
             run_as_non_root=True,
-            run_as_user=1000,
-            run_as_group=1000,
-            fs_group=1000,
+            run_as_user=IMAGE_USER,
+            run_as_group=IMAGE_USER,
+            fs_group=IMAGE_USER,  # the emptyDirs and claims writable by the images' user
             seccomp_profile=SeccompProfile(type="RuntimeDefault"),
         ),
         pod_gc=PodGC(strategy="OnPodSuccess"),

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 from argo_sim.patch import apply as apply_patch
+from argo_sim.pods import Image
 
 from tsretrain.cli import parse_stage, subcommand
 from tsretrain.layout import relative
@@ -591,3 +592,12 @@ def test_every_containers_command_parses_with_the_cli(workflow: dict[str, Any], 
 
 def split_at(args: list[str]) -> int:
     return args.index("--") if "--" in args else len(args)
+
+
+def test_pods_run_as_the_images_user(workflow: dict[str, Any]) -> None:
+    """Every image's user (its Dockerfile's last USER) is the user, group and fsGroup the pods run as, so the files
+    the image made for its user (its home) are the pod's."""
+    context = workflow["spec"]["securityContext"]
+    for dockerfile in sorted((ROOT / "images").glob("*.Dockerfile")):
+        user = Image.from_dockerfile(dockerfile).user
+        assert user == context["runAsUser"] == context["runAsGroup"] == context["fsGroup"] != 0, dockerfile.name
