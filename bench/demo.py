@@ -129,7 +129,7 @@ def stage_table(run: Path) -> list[str]:
 
 def dice_table(run: Path) -> list[str]:
     from tsretrain.conversion.listing import read_listing
-    from tsretrain.evaluation.report import RESOLUTION_VOXELS, structure_sizes
+    from tsretrain.evaluation.report.structures import RESOLUTION_VOXELS, structure_sizes
 
     per_case = read_listing(run / "evaluation" / "per_case.csv")
     sizes = structure_sizes(per_case)

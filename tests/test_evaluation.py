@@ -18,8 +18,9 @@ from tsretrain.cli import app
 from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.metrics import case_metrics
+from tsretrain.evaluation.report.blocks import Paragraph, Subheading, Table
+from tsretrain.evaluation.report.tables import label_tables
 from tsretrain.evaluation.statistics import gtvp_analysis
-from tsretrain.evaluation.tables import label_tables
 
 
 def sphere(
@@ -217,7 +218,7 @@ def test_voxel_count_nsd_only_on_request_and_labelled(tmp_path: Path) -> None:
     assert 0 < float(row["nsd_voxel_count"]) <= 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "not comparable" in summary["conventions"]["nsd_voxel_count"]
-    header = next(b for b in label_tables(summary) if b[0] == "table")[1]
+    header = next(b for b in label_tables(summary) if isinstance(b, Table)).header
     assert "NSD by voxel count (not comparable)" in header
 
 
@@ -286,12 +287,12 @@ def test_reference_provenance_per_label_and_separate_tables(tmp_path: Path) -> N
         ("totalsegmentator", "Thyroid"), ("", "Lens"),
     ]  # fmt: skip
     blocks = label_tables(summary)
-    titles = [b[1] for b in blocks if b[0] == "h3"]
+    titles = [b.text for b in blocks if isinstance(b, Subheading)]
     assert titles == ["Accuracy against manual contours", "Agreement with TotalSegmentator (pseudo-label references)"]
-    tables = [b for b in blocks if b[0] == "table"]
-    assert tables[0][1][:2] == ["label", "cases"] and "HD95 n" in tables[0][1] and "missed" in tables[0][1]
-    assert [row[0] for row in tables[0][2]] == ["Parotid", "GTVp"]
-    assert blocks[-1][1] == (
+    tables = [b for b in blocks if isinstance(b, Table)]
+    assert tables[0].header[:2] == ["label", "cases"] and "HD95 n" in tables[0].header and "missed" in tables[0].header
+    assert [row[0] for row in tables[0].rows] == ["Parotid", "GTVp"]
+    assert blocks[-1].text == (
         "No reference in any test case, so in no table: Lens; cases predicting them anyway (false positives): Lens 1."
     )
     assert "HD95" in summary["conventions"]["hd95"] and "Nikolov" in summary["conventions"]["nsd"]
@@ -382,10 +383,10 @@ def test_structures_never_predicted_are_told_apart_from_those_at_the_resolution_
     summary = {"conventions": {}, "groups": {"manual": {**group, "labels": labels}}, "no_reference": []}
     sizes = {"Plexus": (2.0, 200.0), "Lens": (0.1, 12.0), "Parotid": (10.0, 800.0), "Cord": (7.0, 560.0)}
     blocks = label_tables(summary, sizes)
-    (table,) = [b for b in blocks if b[0] == "table"]
-    notes = {row[0]: row[-1] for row in table[2]}
+    (table,) = [b for b in blocks if isinstance(b, Table)]
+    notes = {row[0]: row[-1] for row in table.rows}
     assert notes == {"Parotid": "", "Plexus": "never predicted", "Lens": "resolution limit", "Cord": ""}
-    texts = [b[1] for b in blocks if b[0] == "p"]
+    texts = [b.text for b in blocks if isinstance(b, Paragraph)]
     assert any(
         t.startswith("Never predicted in any test case although above the resolution limit (Plexus)") for t in texts
     )

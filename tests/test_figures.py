@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tsretrain.evaluation import figures
-from tsretrain.evaluation.report import convergence
+from tsretrain.evaluation.report import figures
+from tsretrain.evaluation.report.training import convergence
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from tsretrain.errors import UserError
-from tsretrain.evaluation.postprocessing_report import DIGITS, postprocessing_blocks
-from tsretrain.evaluation.report import fmt
+from tsretrain.evaluation.report.blocks import fmt
+from tsretrain.evaluation.report.postprocessing import DIGITS, postprocessing_blocks
 from tsretrain.model import Model
 from tsretrain.pipeline.registry import BY_NAME, run_stage
 from tsretrain.training.postprocess import DECISION, FOREGROUND, PostprocessConfig, postprocess

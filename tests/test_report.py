@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from tsretrain.evaluation.report import fmt
+from tsretrain.evaluation.report.blocks import fmt
 from tsretrain.pipeline.runner import run
 from tsretrain.pipeline.summary import summary_lines
 

@@ -15,7 +15,8 @@ from test_behaviour_assemble import write_volume
 from tsretrain.errors import UserError
 from tsretrain.evaluation.compare import CompareConfig, compare, paired
 from tsretrain.evaluation.lesions import lesions
-from tsretrain.evaluation.second_stage_report import second_stage_blocks
+from tsretrain.evaluation.report.blocks import Figure
+from tsretrain.evaluation.report.second_stage import second_stage_blocks
 from tsretrain.model import Model
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.predict import PredictConfig, predict
@@ -95,7 +96,7 @@ def test_compare_counts_lesions_per_stage_and_the_report_shows_them(tmp_path: Pa
     figures = tmp_path / "figures"
     figures.mkdir()
     blocks = second_stage_blocks(out, figures)
-    text = json.dumps([b for b in blocks if b[0] != "img"])
+    text = repr([b for b in blocks if not isinstance(b, Figure)])
     assert "1 of 2" in text and "2 of 2" in text and "rough guide" in text  # lesions per case; n < 20 caution
     assert (figures / "second_stage_paired.png").stat().st_size > 1000
 

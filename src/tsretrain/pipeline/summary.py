@@ -17,6 +17,7 @@ from typing import Any
 from rich.table import Table
 
 from tsretrain.conversion.listing import read_listing
+from tsretrain.evaluation.report.structures import large_structures
 from tsretrain.layout import RunLayout
 from tsretrain.ui import console
 
@@ -73,8 +74,6 @@ def _dice_lines(run: Path) -> list[str]:
             f"GTVp mean {gtvp['mean']:.2f}, median {gtvp['median']:.2f} "
             f"({summary['n_cases']} test cases, GTVp found in {detected} of {gtvp['n_cases']})"
         )
-    from tsretrain.evaluation.report import large_structures  # matplotlib: only when there is something to show
-
     large = large_structures(read_listing(RunLayout(run).evaluation / "per_case.csv"))
     if large:
         lines.append(", ".join(f"{name} {dice:.2f}" for name, dice in large))

@@ -10,10 +10,9 @@ from typing import Any
 from tsretrain.conversion.listing import read_listing
 from tsretrain.errors import UserError
 from tsretrain.evaluation.compare import COMPARISON, PER_CASE
-from tsretrain.evaluation.report import fmt, interval
-from tsretrain.evaluation.tables import small_sample
+from tsretrain.evaluation.report.blocks import Block, Figure, Paragraph, Subheading, Table, fmt, interval
+from tsretrain.evaluation.report.tables import small_sample
 
-Block = tuple[Any, ...]
 NAMES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "lesions_found": "lesions found"}
 
 
@@ -32,12 +31,12 @@ def paired_table(paired: list[dict[str, Any]], first: str, second: str, better: 
         ]
         for p in paired
     ]
-    return ("table", ["metric", "pairs", first, second, "mean difference", "95 % interval", f"better: {better}"], rows)
+    return Table(["metric", "pairs", first, second, "mean difference", "95 % interval", f"better: {better}"], rows)
 
 
 def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
     """The comparison's tables and figure."""
-    from tsretrain.evaluation import figures  # matplotlib only when a report is written
+    from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
 
     if not (folder / COMPARISON).is_file():
         raise UserError(f"{folder / COMPARISON} is missing", "run the compare-stages stage first")
@@ -60,9 +59,8 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
     n = min((p["n_pairs"] for p in comparison["paired"]), default=0)
     found = comparison["lesions_found"]
     return [
-        ("h3", "Second stage: the tumour-focused model against the first stage"),
-        (
-            "p",
+        Subheading("Second stage: the tumour-focused model against the first stage"),
+        Paragraph(
             f"Each fold's second-stage model starts from the first stage's model of that fold and is fine-tuned with "
             f"a tumour-focused loss on the whole volume; both predict the same {comparison['n_cases']} test cases "
             f"({comparison['n_cases_with_tumour']} with a tumour). Lesions (connected tumour components of the "
@@ -74,8 +72,7 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
         ),
         paired_table(comparison["paired"], "first stage", "second stage", "2nd / 1st"),
         *small_sample(n, "paired cases"),
-        (
-            "table",
+        Table(
             [
                 "case",
                 "GTVp (mL)",
@@ -92,7 +89,7 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
             ],
             cases,
         ),
-        ("img", figure_dir / "second_stage_paired.png", "GTVp Dice and HD95 of each test case, first and second stage"),
+        Figure(figure_dir / "second_stage_paired.png", "GTVp Dice and HD95 of each test case, first and second stage"),
     ]
 
 

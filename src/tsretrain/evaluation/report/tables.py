@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tsretrain.evaluation.report import RESOLUTION_NOTE, RESOLUTION_VOXELS, fmt, interval
+from tsretrain.evaluation.report.blocks import Block, Paragraph, Subheading, Table, fmt, interval
+from tsretrain.evaluation.report.structures import RESOLUTION_NOTE, RESOLUTION_VOXELS
 from tsretrain.labels.dictionary import TUMOUR_LABEL
-
-Block = tuple[Any, ...]
 
 NOTE = (
     "cases: test cases whose reference of the label comes from this source (the n of the Dice and NSD means, "
@@ -22,8 +21,7 @@ NOTE = (
 def conventions(summary: dict[str, Any]) -> Block:
     """The metric definitions the numbers follow, as one paragraph."""
     tolerances = sorted(set(summary["tolerance_mm"].values()))
-    return (
-        "p",
+    return Paragraph(
         f"Reference sources from {summary['reference_records']}. "
         + "; ".join(summary["conventions"].values())
         + f". NSD tolerance: {', '.join(fmt(t, 1) for t in tolerances)} mm.",
@@ -59,19 +57,17 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
             row += [r["n_missed"], r["n_false_positive"], fmt(ml, 2), fmt(None if voxels is None else round(voxels))]
             rows.append([*row, note])
         blocks += [
-            ("h3", group["title"]),
-            (
-                "p",
+            Subheading(group["title"]),
+            Paragraph(
                 f"Average Dice over these {group['average_dice_n_labels']} labels: {fmt(group['average_dice'])}.",
             ),
-            ("table", header, rows),
-            ("p", NOTE),
+            Table(header, rows),
+            Paragraph(NOTE),
         ]
     absent = summary["no_reference"]
     predicted = [f"{a['name']} {a['n_false_positive']}" for a in absent if a["n_false_positive"]]
     blocks.append(
-        (
-            "p",
+        Paragraph(
             (
                 f"No reference in any test case, so in no table: {', '.join(a['name'] for a in absent)}; "
                 f"cases predicting them anyway (false positives): {', '.join(predicted) or 'none'}."
@@ -82,16 +78,14 @@ def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] 
     )
     if limited:
         blocks.append(
-            (
-                "p",
+            Paragraph(
                 f"Below {RESOLUTION_VOXELS} voxels on the evaluated grid ({', '.join(limited)}): {RESOLUTION_NOTE}. "
                 "The model cannot learn these at this resolution; their numbers are shown, not hidden, and say little.",
             )
         )
     if unlearned:
         blocks.append(
-            (
-                "p",
+            Paragraph(
                 f"Never predicted in any test case although above the resolution limit ({', '.join(unlearned)}): "
                 "the model did not learn these in this training.",
             )
@@ -130,7 +124,7 @@ def small_sample(n: int, what: str) -> list[Block]:
     """A caution under statistics over fewer than ``SMALL_SAMPLE`` cases."""
     if n >= SMALL_SAMPLE:
         return []
-    return [("p", f"Only {n} {what}: intervals and quantiles over so few cases are rough guides, not evidence.")]
+    return [Paragraph(f"Only {n} {what}: intervals and quantiles over so few cases are rough guides, not evidence.")]
 
 
 def gtvp_tables(gtvp: dict[str, Any]) -> list[Block]:
@@ -138,8 +132,7 @@ def gtvp_tables(gtvp: dict[str, Any]) -> list[Block]:
     bands, with a caution when the cases are few."""
     cases = f"{gtvp['n_cases']} cases ({gtvp['n_missed']} missed)"
     return [
-        (
-            "table",
+        Table(
             ["statistic", "value", "over"],
             [
                 ["mean Dice", fmt(gtvp["mean"]), cases],
@@ -154,9 +147,8 @@ def gtvp_tables(gtvp: dict[str, Any]) -> list[Block]:
             ],
         ),
         *small_sample(gtvp["n_cases"], "test cases with a tumour"),
-        ("table", ["quantile", "Dice"], [[q, fmt(v)] for q, v in gtvp["quantiles"].items()]),
-        (
-            "table",
+        Table(["quantile", "Dice"], [[q, fmt(v)] for q, v in gtvp["quantiles"].items()]),
+        Table(
             ["GTVp volume band", "cases", "mean Dice", "median Dice"],
             [[b, str(v["n"]), fmt(v["mean"]), fmt(v["median"])] for b, v in gtvp["by_volume_band"].items()],
         ),

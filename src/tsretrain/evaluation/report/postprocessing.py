@@ -10,13 +10,12 @@ from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import POSTPROCESSED
-from tsretrain.evaluation.report import fmt
-from tsretrain.evaluation.second_stage_report import paired_table
-from tsretrain.evaluation.tables import small_sample
+from tsretrain.evaluation.report.blocks import Block, Paragraph, Subheading, Table, fmt
+from tsretrain.evaluation.report.second_stage import paired_table
+from tsretrain.evaluation.report.tables import small_sample
 from tsretrain.labels.dictionary import TUMOUR_LABEL
 from tsretrain.training.postprocess import DECISION
 
-Block = tuple[Any, ...]
 TITLE = "Post-processing (decided on the validation folds)"
 DIGITS = 4  # of the validation Dice nnU-Net compared: its choice can turn on the fourth digit
 TEST_HEADER = ["label", "reference", "cases", "Dice raw", "Dice post-processed", "HD95 raw (mm)"]
@@ -60,9 +59,8 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
     decision = _read(folder / DECISION, "run the postprocess stage first")
     if not decision["searched"]:
         return [
-            ("h3", TITLE),
-            (
-                "p",
+            Subheading(TITLE),
+            Paragraph(
                 "Not searched (postprocess --search none; on a cluster postprocess-search=none): the test predictions "
                 "were passed on unchanged, and every section gives the raw model's numbers.",
             ),
@@ -96,9 +94,8 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
     tumour = after.get("against_raw") or {}
     n = min((p["n_pairs"] for p in tumour.get("paired", [])), default=0)
     return [
-        ("h3", TITLE),
-        (
-            "p",
+        Subheading(TITLE),
+        Paragraph(
             f"nnU-Net's determine_postprocessing, as its find_best_configuration runs it: on the merged validation "
             f"predictions of fold(s) {folds} ({decision['validation_cases']} of {decision['training_cases']} training "
             "cases), against the preprocessed reference segmentations, it tries keeping only the largest connected "
@@ -107,16 +104,14 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
             f"{_chosen(decision)}. Validation foreground mean Dice {fmt(foreground['before'], DIGITS)} before, "
             f"{fmt(foreground['after'], DIGITS)} after (nnU-Net's postprocessing.json).",
         ),
-        ("table", ["step tried", "validation Dice compared", "before", "after", "kept"], steps),
-        (
-            "p",
+        Table(["step tried", "validation Dice compared", "before", "after", "kept"], steps),
+        Paragraph(
             f"On the {after['n_cases']} test cases, the post-processed predictions (postprocessing/test/, evaluated "
             "alike: evaluation/postprocessed/) against the raw ones, which stay the model's result in every other "
             f"section; the labels post-processed and {TUMOUR_LABEL}:",
         ),
-        ("table", TEST_HEADER, test),
-        (
-            "p",
+        Table(TEST_HEADER, test),
+        Paragraph(
             f"{TUMOUR_LABEL} lesions (connected components of the reference) and false-positive components "
             f"(predicted components touching no tumour): raw {_lesions(raw['gtvp'])}; post-processed "
             f"{_lesions(after['gtvp'])}. Paired per test case with a tumour, post-processed minus raw, 95 % "

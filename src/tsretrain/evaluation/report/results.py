@@ -1,0 +1,120 @@
+"""The report's test-set sections: per-label and GTVp results, and the case review."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tsretrain.conversion.listing import read_listing
+from tsretrain.evaluation.report.blocks import Block, Figure, Heading, Paragraph, Subheading, Table, fmt
+from tsretrain.evaluation.report.structures import structure_sizes
+from tsretrain.evaluation.review import read_review
+from tsretrain.labels.dictionary import TUMOUR_LABEL
+from tsretrain.layout import RunLayout
+
+GTVP_CASE_HEADER = ["case", "GTVp (mL)", "Dice", "HD95 (mm)", "NSD", "lesions found", "false-positive components"]
+
+
+def gtvp_case_row(row: dict[str, str]) -> list[str]:
+    """One test case's tumour in the report: volume, metrics, lesions found and false-positive components (mL)."""
+    lesions = f"{row['lesions_found']} of {row['lesions']}" if row.get("lesions") else "–"
+    outside = row.get("false_positive_components") or ""
+    if outside:
+        outside = f"{outside} ({fmt(float(row['false_positive_ml']), 2)} mL)"
+    number = {k: float(row[k]) if row.get(k) else None for k in ("ref_volume_ml", "dice", "hd95", "nsd")}
+    return [
+        row["case"],
+        fmt(number["ref_volume_ml"], 2),
+        fmt(number["dice"]),
+        fmt(number["hd95"], 1),
+        fmt(number["nsd"]),
+        lesions,
+        outside or "–",
+    ]
+
+
+def gtvp_blocks(gtvp: dict[str, Any], per_case: list[dict[str, str]], figure_dir: Path) -> list[Block]:
+    """GTVp statistics, quantiles, volume bands, extreme cases and the distribution figure."""
+    from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
+    from tsretrain.evaluation.report.tables import gtvp_tables
+
+    if not gtvp.get("n_cases"):
+        return []
+    tumour = [r for r in per_case if r["name"] == TUMOUR_LABEL and r["status"] in ("both", "missed")]
+    dice = [float(r["dice"]) for r in tumour]
+    figures.gtvp_distribution(dice, gtvp["quantiles"], figure_dir / "gtvp_distribution.png")
+    return [
+        Subheading(TUMOUR_LABEL),
+        *gtvp_tables(gtvp),
+        Paragraph("Per test case with a tumour, worst Dice first:"),
+        Table(GTVP_CASE_HEADER, [gtvp_case_row(r) for r in sorted(tumour, key=lambda r: float(r["dice"]))]),
+        Paragraph(
+            "Cases below 0.01: " + (", ".join(f"{c['case']} ({fmt(c['dice'])})" for c in gtvp["below_0.01"]) or "none"),
+        ),
+        Paragraph(
+            "Cases above 0.84: " + (", ".join(f"{c['case']} ({fmt(c['dice'])})" for c in gtvp["above_0.84"]) or "none"),
+        ),
+        Figure(figure_dir / "gtvp_distribution.png", "GTVp Dice distribution, quantiles marked"),
+    ]
+
+
+def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
+    from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
+    from tsretrain.evaluation.report.tables import conventions, label_tables
+
+    summary = json.loads((RunLayout(run).evaluation / "summary.json").read_text())
+    per_case = read_listing(RunLayout(run).evaluation / "per_case.csv")
+    figures.per_organ_dice(per_case, figure_dir / "per_organ_dice.png")
+    blocks: list[Block] = [
+        Heading("5. Test set evaluation"),
+        Paragraph(
+            f"{summary['n_cases']} test cases. Average Dice across all structures: "
+            f"{fmt(summary['average_dice_all_structures'])} (pooled over reference sources, "
+            f"{summary['average_dice_all_structures_n_labels']} labels). Labels absent from the reference are not "
+            "averaged; missed and false-positive cases are counted in their own columns. Each table is sorted by "
+            "mean Dice.",
+        ),
+        conventions(summary),
+        *label_tables(summary, structure_sizes(per_case)),
+        Figure(figure_dir / "per_organ_dice.png", "Per-organ Dice on the test set, sorted by median"),
+        *gtvp_blocks(summary["gtvp"] or {}, per_case, figure_dir),
+    ]
+    if synthetic:
+        blocks.append(
+            Paragraph(
+                "These cases are synthetic phantoms: the numbers show what the model learned in a short CPU "
+                "training, they say nothing about clinical performance.",
+            )
+        )
+    return blocks, summary
+
+
+def review_section(run: Path, dataset: str, figure_dir: Path) -> list[Block]:
+    from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
+
+    chosen = read_review(RunLayout(run).evaluation)
+    blocks: list[Block] = [
+        Heading("6. Case review"),
+        Paragraph(
+            "The two test cases with the lowest and the two with the highest GTVp Dice: the axial slice where "
+            "reference and prediction of the GTVp disagree most, reference (left) and prediction (middle), every "
+            "structure in its colour, GTVp outlined (reference green, prediction red, the reference outline "
+            "repeated dashed in the middle), patient orientation, a 10 mm bar and the slice's height; right: the "
+            "whole volume seen from the front, where the tumour was missed and where false positives lie.",
+        ),
+    ]
+    raw = RunLayout(run).raw / dataset
+    for case in chosen:
+        name, dice = case["case"], fmt(case["dice"])
+        image = figure_dir / f"review_{name}.png"
+        figures.case_review(
+            raw / "imagesTs" / f"{name}_0000.nii.gz",
+            raw / "labelsTs" / f"{name}.nii.gz",
+            RunLayout(run).predictions / "test" / f"{name}.nii.gz",
+            case["label"],
+            f"{name}: GTVp Dice {dice} ({case['kind']})",
+            image,
+        )
+        blocks.append(Figure(image, f"{name}, GTVp Dice {dice} ({case['kind']})"))
+    return blocks
