@@ -3,9 +3,11 @@ STAND-IN weights (the network is small, so the time is TotalSegmentator's own wo
 resampling to each task's spacing and back, its file handling; real weights add their networks' inference).
 
 Case: one RADCURE-sized synthetic patient (512 x 512 x 180 CT, bench/convert.py's case), converted with
-radcure-ts90. Baseline, in the same command: ``tsretrain convert`` of that case (one process each). Measured:
-``tsretrain pseudolabel --device cpu`` as a process (wall, CPU, peak RSS of the tree), and per task the time and
-peak memory the stage records in ``pseudolabel.json``; the stand-ins' build time per training (their
+radcure-ts90. Baselines, in the same command: ``tsretrain convert`` of that case, and TotalSegmentator's own
+python API running the same tasks on the same CT as it runs them by default (a preprocessing process, a manager and
+an export pool per prediction), each as one process. Measured: ``tsretrain pseudolabel --device cpu`` as a process
+(wall, CPU, peak RSS of the tree: its predictions in process, nnU-Net's sequential path), and per task the time
+and peak memory the stage records in ``pseudolabel.json``; the stand-ins' build time per training (their
 ``STAND-IN.json``).
 
 Usage: python bench/totalsegmentator_cpu.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-bench-convert]
@@ -38,6 +40,22 @@ def timed(command: list[str]) -> dict[str, float]:
     return benchlib.measure([sys.executable, "-c", script])
 
 
+def totalsegmentators_own_path(ct: Path, tasks: list[str], weights: Path, out: Path) -> dict[str, float]:
+    """TotalSegmentator's python API on ``ct`` for each task, as it runs them by default, as one measured process."""
+    shutil.rmtree(out, ignore_errors=True)
+    script = (
+        "import json, sys, time; from pathlib import Path; "
+        "from tsretrain.dataset.pseudolabel import use_weights; from tsretrain.training import discovery; "
+        "from totalsegmentator.python_api import totalsegmentator; "
+        f"use_weights(Path({str(weights)!r}), Path({str(out / 'home')!r})); discovery.install(); "
+        "t = time.perf_counter(); "
+        f"[totalsegmentator(Path({str(ct)!r}), Path({str(out)!r}) / (task + '.nii.gz'), ml=True, task=task, "
+        f"device='cpu', quiet=True, nr_thr_saving=1) for task in {tasks!r}]; "
+        "print(json.dumps({'seconds': time.perf_counter() - t}))"
+    )
+    return benchlib.measure([sys.executable, "-c", script])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (marked sections).")
@@ -63,6 +81,8 @@ def main() -> None:
     pseudolabel = timed([TSRETRAIN, "pseudolabel", str(converted), "--out", str(pseudo), "--device", "cpu",
                          "--weights", str(weights)])  # fmt: skip
     (record,) = [json.loads(p.read_text()) for p in pseudo.glob("*/pseudolabel.json")]
+    (ct,) = converted.glob("cases/*/*_0000.nii.gz")
+    own = totalsegmentators_own_path(ct, list(record["tasks"]), weights, args.workdir / "ts-own")
     built = json.loads((weights / "STAND-IN.json").read_text())
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/totalsegmentator_cpu.py", *sys.argv[1:]])
     lines = [
@@ -77,6 +97,12 @@ def main() -> None:
         f"| `tsretrain pseudolabel` (six tasks, each with TotalSegmentator's crop model) | "
         f"{pseudolabel['seconds']:.0f} | {pseudolabel['cpu_seconds']:.0f} | {pseudolabel['peak_rss_mib']:.0f} | "
         f"{pseudolabel['seconds'] / convert['seconds']:.1f} |",
+        f"| TotalSegmentator's python API, the same tasks, its default processes (baseline of the stage) | "
+        f"{own['seconds']:.0f} | {own['cpu_seconds']:.0f} | {own['peak_rss_mib']:.0f} | "
+        f"{own['seconds'] / convert['seconds']:.1f} |",
+        "",
+        f"The stage against TotalSegmentator's own path: {own['seconds'] / pseudolabel['seconds']:.2f}x the wall "
+        f"time, {own['cpu_seconds'] / pseudolabel['cpu_seconds']:.2f}x the CPU time (the stage also merges the maps).",
         "",
         "| task | s | peak RSS of the stage so far, MiB |",
         "|---|---|---|",

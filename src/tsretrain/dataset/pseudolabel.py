@@ -36,7 +36,6 @@ from tsretrain.conversion.nifti import write_nifti
 from tsretrain.dataset.merge import MergeInputs, merge_labels
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import OrganDictionary, PseudoLabelSource, load_dictionary
-from tsretrain.resources import cpu_quota
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
@@ -167,7 +166,7 @@ def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
     started = time.perf_counter()
     # one CT per call, so one segmentation export: TotalSegmentator's default pool of 6 export processes would only
     # start (each importing torch and nnU-Net) and wait
-    with predictions_in_process(device):
+    with predictions_in_process():
         totalsegmentator(ct, out, ml=True, task=task, device=device, quiet=True, nr_thr_saving=1)
     result = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": round(_peak_rss_mib(), 1)}
     if torch.cuda.is_available():
@@ -178,14 +177,11 @@ def run_task(ct: Path, task: str, out: Path, device: str) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def predictions_in_process(device: str) -> Iterator[None]:
-    """On one CPU, TotalSegmentator's nnU-Net predictions run as nnU-Net's own ``predict_from_files_sequential``:
-    its ``predict_from_files`` starts a preprocessing process, a manager and an export pool per prediction (each
-    importing torch and nnU-Net, 2-4 s of CPU) that would only take turns with this process, twelve times per CT
-    for radcure-ts90 (six tasks, each after its crop model). Elsewhere (a GPU, several CPUs) nothing changes."""
-    if device != "cpu" or cpu_quota() > 1:
-        yield
-        return
+def predictions_in_process() -> Iterator[None]:
+    """TotalSegmentator's nnU-Net predictions run as nnU-Net's own ``predict_from_files_sequential``: each call
+    predicts one CT, so the preprocessing process, manager and export pool that ``predict_from_files`` starts per
+    prediction (each importing torch and nnU-Net, 2-4 s of CPU) have nothing to overlap with and only add their
+    start, twelve times per CT for radcure-ts90 (six tasks, each after its crop model), on a GPU as on CPUs."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     original = nnUNetPredictor.predict_from_files
