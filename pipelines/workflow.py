@@ -205,7 +205,6 @@ CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
     "second-stage": {"store": f"{OUT}/{relative('results')}"},  # as train's
     "report": {"run_id": OUT},  # the store prefix: the same in a resumed run (a workflow name is not)
 }
-SELF_PUBLISHING = {"train", "validate", "second-stage"}  # publish each fold under --store themselves
 # The inference template: new patients' DICOM, a model package, contours out (``tsretrain infer`` per batch).
 INFER_PARAMETERS = (
     *(p for p in PARAMETERS if p.name in ("input-prefix", "output-prefix", "runs-prefix", "resume", "s3-endpoint")),
@@ -260,20 +259,6 @@ INFER = Flavour(f"{NAME}-infer", ("scan", "infer"), INFER_PARAMETERS, INFER_CLUS
 FLAVOURS = {"training": TRAINING, "infer": INFER}
 # The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
 ITEM = {"cases": "batch", "fold": "fold"}
-# stage -> the boolean parameter that adds it
-OPTIONAL = {"pseudolabel": "pseudolabel", "export": "export"}
-OPTIONAL |= dict.fromkeys(SECOND_STAGE, "second-stage")
-# The name of a stage's variant that reads an optional stage's outputs (evaluate-merged: with the pseudo-labels'
-# merge records); the stage's own name runs without them.
-VARIANTS = {"pseudolabel": "merged", "compare-stages": "second"}
-RETRIES = {"train": 5, "convert": 3, "pseudolabel": 2, "scan": 2, "fingerprint": 2, "plan": 2}
-RETRIES |= {"preprocess-cases": 2, "validate": 2, "predict": 2, "export": 2, "infer": 2}
-RETRIES |= {"second-stage": 5, "second-predict": 2}
-# Deadlines (hours) of the steps whose time does not follow from the data (training: epochs x iterations; the
-# TotalSegmentator step: its real networks' cost is not measured here); the others' come from the scan's budgets
-HOURS = {"scan": 6, "pseudolabel": 12, "split": 1, "plan": 2, "train": 96, "report": 2, "export": 1, "infer": 6}
-HOURS |= {"second-stage": 48}
-
 RESOURCES = {
     name: {
         "cpu_request": pod.cpu_request,
@@ -427,7 +412,7 @@ def pod_args(stage: Stage, with_stages: set[str], flavour: Flavour = TRAINING) -
         if files.location in written:
             source = f"{OUT}/{relative(files.location)}"
             args += ["--get", _transfer(source, _path(files.location), _model_patterns(stage, files))]
-    if stage.name not in SELF_PUBLISHING:
+    if not stage.publishes:
         for files in stage.writes:
             args += ["--put", _transfer(_path(files.location), f"{OUT}/{relative(files.location)}", files)]
     if stage.fan_out == "cases":  # the batch's id ({batch}, its manifest) and its cases ({case}, {cases})
@@ -505,7 +490,7 @@ def _gather(stage: str, prefix: Parameter) -> Container:
 def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
     """The WorkflowTemplate of a flavour."""
     cluster = [BY_NAME[name] for name in flavour.stages]
-    always = {s.name for s in cluster if s.name not in OPTIONAL}
+    always = {s.name for s in cluster if s.switch is None}
     prefix = Parameter(name="output-prefix")
     with WorkflowTemplate(
         name=flavour.name,
@@ -548,12 +533,12 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
         templates: dict[str, tuple[Container, Stage, set[str]]] = {}
         for stage in cluster:
             # an optional stage runs with the stages its parameter adds (the second stage's compare reads its predict)
-            same = {s.name for s in cluster if s.name in OPTIONAL and OPTIONAL[s.name] == OPTIONAL.get(stage.name)}
+            same = {s.name for s in cluster if s.switch is not None and s.switch == stage.switch}
             variants = {stage.name: always | same}
-            optional = {option.when for option in stage.options.values() if option.when in OPTIONAL}
+            optional = {option.when for option in stage.options.values() if _optional(option.when)}
             assert len(optional) <= 1, f"{stage.name}: variants for one optional stage only ({optional})"
             for when in optional:
-                variants[f"{stage.name}-{VARIANTS[when]}"] = always | {when}
+                variants[f"{stage.name}-{BY_NAME[when].variant}"] = always | {when}
             for name, with_stages in variants.items():
                 inputs = [prefix] + ([Parameter(name=ITEM[stage.fan_out])] if stage.fan_out else [])
                 outputs = [
@@ -563,7 +548,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                 inputs += [Parameter(name=kind) for kind in budget]
                 disk = "{{inputs.parameters.disk}}" if "disk" in budget else param("scratch")
                 memory = "{{inputs.parameters.memory}}" if "memory" in budget else None
-                hours = "{{inputs.parameters.deadline}}" if "deadline" in budget else HOURS[stage.name] * 3600
+                hours = "{{inputs.parameters.deadline}}" if "deadline" in budget else int(_hours(stage) * 3600)
                 container = _container(
                     name,
                     stage.image,
@@ -573,7 +558,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                     disk=disk,
                     memory=memory,
                     deadline=hours,
-                    retries=RETRIES.get(stage.name, 1),
+                    retries=stage.retries,
                     inputs=inputs,
                     outputs=outputs,
                 )
@@ -625,15 +610,27 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
     return template
 
 
+def _optional(name: str | None) -> bool:
+    """Whether ``name`` is a stage that a workflow parameter adds."""
+    return name is not None and name in BY_NAME and BY_NAME[name].switch is not None
+
+
+def _hours(stage: Stage) -> float:
+    if stage.hours is None:
+        raise ValueError(f"{stage.name}: no deadline (hours) and no budget from the scan")
+    return float(stage.hours)
+
+
 def _condition(stage: Stage, with_stages: set[str]) -> str | None:
     """When a task runs: an optional stage when its parameter is true; a variant only with its stages."""
-    if stage.name in OPTIONAL:
-        return f"{param(OPTIONAL[stage.name])} == true"
-    variant = [o.when for o in stage.options.values() if o.when in OPTIONAL]
+    if stage.switch is not None:
+        return f"{param(stage.switch)} == true"
+    variant = [o.when for o in stage.options.values() if _optional(o.when)]
     if not variant:
         return None
-    on = variant[0] in with_stages
-    return f"{param(OPTIONAL[variant[0]])} {'==' if on else '!='} true"
+    on, switch = variant[0] in with_stages, BY_NAME[variant[0]].switch
+    assert switch is not None
+    return f"{param(switch)} {'==' if on else '!='} true"
 
 
 EMPTY_ALLOWED = {"__S3_ENDPOINT__"}  # chart tokens whose value may be empty ("empty for AWS")

@@ -92,6 +92,15 @@ class Stage:
     resources: str = "cpu"  # cpu, big-cpu, gpu or big-gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
     cluster: bool = True  # part of the workflow (synth makes a local cohort only)
+    # On a cluster: attempts after the first (a usage error is never retried); the deadline (hours) of a step whose
+    # time does not follow from the data (the others get the scan's budget, tsretrain.sizing); whether the stage
+    # publishes what it writes itself (each fold under --store) instead of its pod; the boolean workflow parameter
+    # that adds an optional stage, and the suffix of a later stage's variant that reads this one's outputs
+    retries: int = 1
+    hours: float | None = None
+    publishes: bool = False
+    switch: str | None = None
+    variant: str = ""
     local: bool = True  # part of a local run (a cluster run's shares of preprocess are not: preprocess does it all)
     internal: tuple[str, ...] = ()  # configuration fields left at their defaults (not options)
 
@@ -234,6 +243,8 @@ STAGES: tuple[Stage, ...] = (
         # every file's header record until the inventory is built (sizing.SCAN_BYTES_PER_FILE): a big pod at ten times
         # RADCURE's size; the CPUs read headers concurrently
         resources="big-cpu",
+        retries=2,
+        hours=6,
     ),
     Stage(
         "convert",
@@ -254,6 +265,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(Files("scan", ("batches/{batch}.json",)),),  # a fan-out batch's slice of the inventory
         writes=(Files("converted", ("cases/*/*",)),),  # each batch its cases; the listing is gathered after
         fan_out="cases",
+        retries=3,
     ),
     Stage(
         "pseudolabel",
@@ -277,6 +289,10 @@ STAGES: tuple[Stage, ...] = (
         fan_out="cases",
         resources="gpu",
         image="pseudolabel",
+        retries=2,
+        hours=12,
+        switch="pseudolabel",
+        variant="merged",
     ),
     Stage(
         "split",
@@ -298,6 +314,7 @@ STAGES: tuple[Stage, ...] = (
         },
         reads=(Files("converted", ("cases/*/manifest.json",)),),
         writes=(Files("split"),),
+        hours=1,
     ),
     Stage(
         "assemble",
@@ -362,6 +379,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(Files("fingerprints"),),
         fan_out="cases",
         local=False,
+        retries=2,
     ),
     Stage(
         "plan",
@@ -387,6 +405,8 @@ STAGES: tuple[Stage, ...] = (
         writes=(Files("preprocessed", ("*/*.json",)),),
         internal=("workers",),
         local=False,
+        retries=2,
+        hours=2,
     ),
     Stage(
         "preprocess-cases",
@@ -408,6 +428,7 @@ STAGES: tuple[Stage, ...] = (
         fan_out="cases",
         resources="big-cpu",
         local=False,
+        retries=2,
     ),
     Stage(
         "train",
@@ -440,6 +461,9 @@ STAGES: tuple[Stage, ...] = (
         resources="gpu",
         image="gpu",
         internal=("init_head",),
+        retries=5,
+        hours=96,
+        publishes=True,
     ),
     Stage(
         "validate",
@@ -460,6 +484,8 @@ STAGES: tuple[Stage, ...] = (
         resources="big-gpu",  # nnU-Net's export resamples a case's logits in float64 (docs/benchmarks.md)
         image="gpu",
         local=False,  # a local run validates at the end of train
+        retries=2,
+        publishes=True,
     ),
     Stage(
         "predict",
@@ -484,6 +510,7 @@ STAGES: tuple[Stage, ...] = (
         batches="split",  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
         resources="gpu",
         image="gpu",
+        retries=2,
     ),
     Stage(
         "postprocess",
@@ -588,6 +615,10 @@ STAGES: tuple[Stage, ...] = (
         fan_out="fold",
         resources="gpu",
         image="gpu",
+        retries=5,
+        hours=48,
+        publishes=True,
+        switch="second-stage",
     ),
     Stage(
         "second-predict",
@@ -610,6 +641,8 @@ STAGES: tuple[Stage, ...] = (
         batches="split",
         resources="gpu",
         image="gpu",
+        retries=2,
+        switch="second-stage",
     ),
     Stage(
         "compare-stages",
@@ -633,6 +666,8 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("comparison"),),
         resources="big-cpu",
+        switch="second-stage",
+        variant="second",
     ),
     Stage(
         "report",
@@ -667,6 +702,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("report"),),
         cases_from=("evaluation", REVIEW_FILE),  # the case review's images only
+        hours=2,
     ),
     Stage(
         "export",
@@ -697,6 +733,9 @@ STAGES: tuple[Stage, ...] = (
             Files("postprocessing", ("decision.json", *(f"validation/postprocessing.{e}" for e in ("json", "pkl")))),
         ),
         writes=(Files("export"),),
+        retries=2,
+        hours=1,
+        switch="export",
     ),
     Stage(
         "infer",
@@ -728,6 +767,8 @@ STAGES: tuple[Stage, ...] = (
         resources="gpu",
         image="gpu",
         cluster=False,  # not a step of the training workflow: its own template (pipelines/workflow.py, INFER)
+        retries=2,
+        hours=6,
     ),
 )
 
