@@ -9,36 +9,30 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Heading:
+class Text:
+    """A block made of one text."""
+
+    text: str
+
+
+class Heading(Text):
     """A section's title."""
 
-    text: str
 
-
-@dataclass(frozen=True)
-class Subheading:
+class Subheading(Text):
     """A title within a section."""
 
-    text: str
+
+class Paragraph(Text):
+    """Running text."""
 
 
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Banner:
+class Banner(Text):
     """A warning across the top of the report."""
 
-    text: str
 
-
-@dataclass(frozen=True)
-class Pre:
+class Pre(Text):
     """Text shown as it is (a configuration file)."""
-
-    text: str
 
 
 @dataclass(frozen=True)
