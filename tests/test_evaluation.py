@@ -19,6 +19,7 @@ from tsretrain.errors import UserError
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.metrics import case_metrics
 from tsretrain.evaluation.report.blocks import Paragraph, Subheading, Table
+from tsretrain.evaluation.report.results import label_source_blocks
 from tsretrain.evaluation.report.tables import label_tables
 from tsretrain.evaluation.statistics import gtvp_analysis
 
@@ -262,6 +263,37 @@ def provenance_run(tmp_path: Path, gtvp_source: str = "rtstruct") -> tuple[Evalu
         pseudolabels=tmp_path / "pseudolabels",
     )
     return config, truth
+
+
+def test_the_label_sources_over_the_whole_cohort(tmp_path: Path) -> None:
+    """Where every label's reference came from in every pseudo-labelled case, training cases included (a record
+    without a test prediction), in the summary and as the report's table of sources."""
+    config, _ = provenance_run(tmp_path)
+    training = tmp_path / "pseudolabels" / "c3" / "pseudolabel.json"  # a training case: no test prediction
+    training.parent.mkdir()
+    training.write_text(
+        json.dumps({"sources": {"Parotid": "rtstruct", "Thyroid": None, "Lens": None, "GTVp": "rtstruct"}})
+    )
+    evaluate(config)
+    sources = json.loads((tmp_path / "out" / "summary.json").read_text())["label_sources"]
+    assert sources == {
+        "cases": 3,
+        "labels": {
+            "Parotid": {"manual": 2, "totalsegmentator": 1},
+            "Thyroid": {"totalsegmentator": 2, "none": 1},
+            "Lens": {"none": 3},
+            "GTVp": {"manual": 3},
+        },
+    }
+    blocks = label_source_blocks(sources, stand_in=True)
+    totals, per_label = [b for b in blocks if isinstance(b, Table)]
+    assert totals.rows == [["manual contour", "2", "5"], ["TotalSegmentator", "2", "3"], ["body mask", "0", "0"],
+                           ["no source", "2", "4"]]  # fmt: skip
+    assert per_label.rows[0] == ["Parotid", "2", "1", "0", "0"] and [r[0] for r in per_label.rows] == [
+        "Parotid", "Thyroid", "GTVp"
+    ]  # fmt: skip
+    assert blocks[-1].text == "No source in any case (1 labels): Lens."
+    assert "STAND-IN" in blocks[1].text
 
 
 def test_reference_provenance_per_label_and_separate_tables(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from tsretrain.conversion.listing import write_csv
 from tsretrain.errors import UserError
 from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VOXELS_CONVENTION, case_metrics
-from tsretrain.evaluation.provenance import TITLES, assign_groups, read_sources
+from tsretrain.evaluation.provenance import TITLES, assign_groups, cohort_sources, read_sources
 from tsretrain.evaluation.review import REVIEW_FILE, review_document
 from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
 from tsretrain.labels.dictionary import TUMOUR_LABEL, OrganDictionary, load_dictionary
@@ -304,6 +304,8 @@ def _evaluate(
         ],
         "gtvp": gtvp or None,
     }
+    if config.pseudolabels is not None:  # where the merged maps' labels came from, over the whole cohort
+        summary_json["label_sources"] = cohort_sources(config.pseudolabels, list(names.values()))
     out.mkdir(parents=True, exist_ok=True)
     columns = PER_CASE_COLUMNS + (["nsd_voxel_count"] if config.nsd_voxels else [])
     write_csv(out / "per_case.csv", rows, columns)

@@ -98,6 +98,21 @@ def read_sources(
     return sources, f"{where} ({records[cases[0]].parent.parent}){weights}"
 
 
+NONE = "none"  # a label without a source in a case
+
+
+def cohort_sources(pseudolabels: Path, names: list[str]) -> dict[str, Any]:
+    """Per label, in how many pseudo-labelled cases (every record of the folder, training and test) its reference
+    came from each source group (``none``: no source), from the merge records."""
+    records = sorted(pseudolabels.glob("*/pseudolabel.json"))
+    counts: dict[str, Counter[str]] = {name: Counter() for name in names}
+    for path in records:
+        sources = _read(path).get("sources", {})
+        for name in names:
+            counts[name][_group(sources.get(name)) or NONE] += 1
+    return {"cases": len(records), "labels": {name: dict(c) for name, c in counts.items()}}
+
+
 def assign_groups(rows: list[dict[str, Any]], sources: dict[str, dict[str, Source]]) -> None:
     """Set ``reference`` of every row (one case, one label) to its group, after checking the records.
 

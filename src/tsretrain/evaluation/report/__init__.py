@@ -66,7 +66,7 @@ def report(config: ReportConfig) -> StageResult:
         evaluation += second_stage_blocks(config.comparison, figure_dir)
     blocks = (
         synthetic_banner(marked, cases, config.synthetic)
-        + (scope_blocks(run, config.dataset, config.trainer) if synthetic else [])
+        + (scope_blocks(run, config.dataset, config.trainer, "label_sources" in summary) if synthetic else [])
         + dataset_section(run)
         + split_section(run)
         + planning_section(run, config.dataset)

@@ -59,6 +59,42 @@ def gtvp_blocks(gtvp: dict[str, Any], per_case: list[dict[str, str]], figure_dir
     ]
 
 
+SOURCES = {"manual": "manual contour", "totalsegmentator": "TotalSegmentator", "body": "body mask"}
+
+
+def label_source_blocks(sources: dict[str, Any] | None, stand_in: bool) -> list[Block]:
+    """Where the merged label maps' labels came from over the whole cohort (the pseudo-label merge records): per
+    source the labels and label-cases, per label with a source its cases per source, the others in one line."""
+    if not sources:
+        return []
+    labels: dict[str, dict[str, int]] = sources["labels"]
+    groups = [*SOURCES, "none"]
+    totals = [
+        [
+            SOURCES.get(g, "no source"),
+            str(sum(1 for c in labels.values() if c.get(g))),
+            str(sum(c.get(g, 0) for c in labels.values())),
+        ]
+        for g in groups
+    ]
+    found = [name for name, c in labels.items() if any(c.get(g) for g in SOURCES)]
+    never = [name for name in labels if name not in found]
+    weights = " TotalSegmentator ran on STAND-IN weights (phantoms only, not TotalSegmentator's)." if stand_in else ""
+    return [
+        Subheading("Where the references come from"),
+        Paragraph(
+            f"The merged label maps of all {sources['cases']} pseudo-labelled cases (training and test), from the "
+            f"pseudo-label merge records: per source, the labels it gave in at least one case and its label-cases; "
+            f"then every label that has a source, with its cases per source.{weights}"
+        ),
+        Table(["source", "labels", "label-cases"], totals),
+        Table(
+            ["label", *SOURCES.values(), "no source"], [[n, *(str(labels[n].get(g, 0)) for g in groups)] for n in found]
+        ),
+        Paragraph(f"No source in any case ({len(never)} labels): " + (", ".join(never) or "none") + "."),
+    ]
+
+
 def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
     from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
     from tsretrain.evaluation.report.tables import conventions, label_tables
@@ -75,6 +111,7 @@ def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[li
             "averaged; missed and false-positive cases are counted in their own columns. Each table is sorted by "
             "mean Dice.",
         ),
+        *label_source_blocks(summary.get("label_sources"), "STAND-IN" in summary.get("reference_records", "")),
         conventions(summary),
         *label_tables(summary, structure_sizes(per_case)),
         Figure(figure_dir / "per_organ_dice.png", "Per-organ Dice on the test set, sorted by median"),

@@ -39,7 +39,7 @@ def synthetic_banner(marked: int, cases: int, flagged: bool) -> list[Block]:
     return [Banner(f"{SYNTHETIC_WARNING} ({found}.)")]
 
 
-def scope_blocks(run: Path, dataset: str, trainer: str) -> list[Block]:
+def scope_blocks(run: Path, dataset: str, trainer: str, pseudo_labelled: bool) -> list[Block]:
     """For a synthetic demo: what the run shows and what it does not."""
     split = read_split(RunLayout(run).split)
     progress = sorted((RunLayout(run).results / dataset).glob(f"{trainer}__*/fold_*/progress.json"))
@@ -59,9 +59,14 @@ def scope_blocks(run: Path, dataset: str, trainer: str) -> list[Block]:
         ),
         Paragraph(
             "It does not show clinical accuracy (phantoms are simpler than patients), a cross-validated "
-            "ensemble (one fold trained well says more than several trained too briefly to learn), the 90-label "
-            "map (TotalSegmentator pseudo-labels need their weights), the small structures at this resolution, "
-            "or training speed on a GPU.",
+            "ensemble (one fold trained well says more than several trained too briefly to learn), "
+            + (
+                "TotalSegmentator's 90-label map (its pseudo-labels here come from STAND-IN weights that know only "
+                "phantoms: section 5 says where each label's reference came from), "
+                if pseudo_labelled
+                else "the 90-label map (TotalSegmentator pseudo-labels need their weights), "
+            )
+            + "the small structures at this resolution, or training speed on a GPU.",
         ),
     ]
 
