@@ -119,9 +119,6 @@ class Work:
     def total(self) -> int:
         return sum(w.voxels for w in self.cases.values())
 
-    def usable(self) -> int:
-        return sum(1 for w in self.cases.values() if w.voxels)
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -183,7 +180,7 @@ def step_budgets(work: Work, pods: Mapping[str, PodClass]) -> dict[str, Budget]:
 
     case_s, case_memory = _prediction(classes, largest, cpus("predict"), FOLDS)  # every fold, the ensemble exported
     fold_s, fold_memory = _prediction(classes, largest, cpus("validate"), 1)
-    per_voxel = max(largest, 1)
+    per_voxel = max(largest, 1)  # the times above are the largest case's: per voxel, divided by its voxels
     preprocess_ns, preprocess_bytes = _by_classes(PREPROCESS_NS, classes), _by_classes(PREPROCESS_BYTES, classes)
     evaluate_ns = EVALUATE_NS_PER_LABEL * labels
     postprocess_ns = (2 + labels) * (POSTPROCESS_NS_PER_LABEL * labels + POSTPROCESS_NS)
