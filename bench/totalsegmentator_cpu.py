@@ -2,16 +2,16 @@
 STAND-IN weights (the network is small, so the time is TotalSegmentator's own work around it: the 6 mm crop model,
 resampling to each task's spacing and back, its file handling; real weights add their networks' inference).
 
-Case: one RADCURE-sized synthetic patient (512 x 512 x 180 CT, bench/convert.py's case), converted with
-radcure-ts90. Baselines, in the same command: ``tsretrain convert`` of that case, and TotalSegmentator's own
-python API running the same tasks on the same CT as it runs them by default (a preprocessing process, a manager and
-an export pool per prediction), each as one process. Measured: ``tsretrain pseudolabel --device cpu`` as a process
-(wall, CPU, peak RSS of the tree: its predictions in process, nnU-Net's sequential path), and per task the time
-and peak memory the stage records in ``pseudolabel.json``; the stand-ins' build time per training (their
-``STAND-IN.json``).
+Case: one RADCURE-sized synthetic patient (512 x 512 x 180 CT, bench/convert.py's case; ``--case small``: the test
+suite's phantom, 128 x 128 x 40 at 1.5 x 1.5 x 3 mm), converted with radcure-ts90. Baselines, in the same
+command: ``tsretrain convert`` of that case, and TotalSegmentator's own python API running the same tasks on the
+same CT as it runs them by default (a preprocessing process, a manager and an export pool per prediction), each
+as one process. Measured: ``tsretrain pseudolabel --device cpu`` as a process (wall, CPU, peak RSS of the tree:
+its predictions in process, nnU-Net's sequential path), and per task the time and peak memory the stage records
+in ``pseudolabel.json``; the stand-ins' build time per training (their ``STAND-IN.json``).
 
 Usage: python bench/totalsegmentator_cpu.py [--out docs/benchmarks.md] [--workdir /tmp/tsretrain-bench-convert]
-       [--iterations 300]
+       [--iterations 300] [--case radcure|small] [--weights DIR (stand-ins already built)]
 """
 
 from __future__ import annotations
@@ -40,14 +40,29 @@ def timed(command: list[str]) -> dict[str, float]:
     return benchlib.measure([sys.executable, "-c", script])
 
 
+def prepare(case: str, folder: Path) -> Path:
+    """The benchmark's patient: bench/convert.py's RADCURE-sized case, or the test suite's phantom."""
+    if case == "radcure":
+        from convert import prepare_case
+
+        return prepare_case(folder)
+    from tsretrain.synth.cohort import SynthConfig, generate
+
+    if not (folder / "cohort.json").is_file():
+        generate(SynthConfig(out=folder, cases=1, seed=7, edge_cases=False, rows=128, columns=128, slices=40,
+                             pixel_spacing=1.5, slice_thickness=3.0))  # fmt: skip
+    return folder
+
+
 def totalsegmentators_own_path(ct: Path, tasks: list[str], weights: Path, out: Path) -> dict[str, float]:
     """TotalSegmentator's python API on ``ct`` for each task, as it runs them by default, as one measured process."""
     shutil.rmtree(out, ignore_errors=True)
     script = (
         "import json, sys, time; from pathlib import Path; "
         "from tsretrain.dataset.pseudolabel import use_weights; from tsretrain.training import discovery; "
-        "from totalsegmentator.python_api import totalsegmentator; "
-        f"use_weights(Path({str(weights)!r}), Path({str(out / 'home')!r})); discovery.install(); "
+        "import totalsegmentator.nnunet; from totalsegmentator.python_api import totalsegmentator; "
+        f"use_weights(Path({str(weights)!r}), Path({str(out / 'home')!r})); "
+        "discovery.install(); "  # after TotalSegmentator's import, which puts its own trainer lookup in (as the stage)
         "t = time.perf_counter(); "
         f"[totalsegmentator(Path({str(ct)!r}), Path({str(out)!r}) / (task + '.nii.gz'), ml=True, task=task, "
         f"device='cpu', quiet=True, nr_thr_saving=1) for task in {tasks!r}]; "
@@ -61,18 +76,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Markdown file to update (marked sections).")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tsretrain-bench-convert"))
     parser.add_argument("--iterations", type=int, default=300, help="Stand-in training steps per spacing.")
+    parser.add_argument("--case", choices=("radcure", "small"), default="radcure")
+    parser.add_argument("--weights", type=Path, help="Stand-in weights already built (else built into the workdir).")
     args = parser.parse_args()
-    from convert import prepare_case
-
-    case = prepare_case(args.workdir / "case")
-    weights = args.workdir / f"standins-{args.iterations}"
+    case = prepare(args.case, args.workdir / f"case-{args.case}")
+    weights = args.weights or args.workdir / f"standins-{args.iterations}"
     if not (weights / "STAND-IN.json").is_file():
         started = time.perf_counter()
         subprocess.run([TSRETRAIN, "standin-weights", "--out", str(weights), "--iterations", str(args.iterations)],
                        check=True)  # fmt: skip
         print(f"stand-ins built in {time.perf_counter() - started:.0f} s", flush=True)
     machine = benchlib.machine_line()
-    converted, pseudo = args.workdir / "ts90-converted", args.workdir / "ts90-pseudo"
+    converted, pseudo = args.workdir / f"ts90-converted-{args.case}", args.workdir / f"ts90-pseudo-{args.case}"
     for folder in (converted, pseudo):
         shutil.rmtree(folder, ignore_errors=True)
     convert = timed(
@@ -88,7 +103,9 @@ def main() -> None:
     lines = [
         "## TotalSegmentator's head tasks per case on the CPU, STAND-IN weights (`bench/totalsegmentator_cpu.py`)",
         "",
-        f"`{command}`; {machine}. One RADCURE-sized case (512 x 512 x 180), radcure-ts90.",
+        f"`{command}`; {machine}. One "
+        + ("RADCURE-sized case (512 x 512 x 180)" if args.case == "radcure" else "test phantom (128 x 128 x 40)")
+        + ", radcure-ts90.",
         "",
         "| step | wall s | CPU s | peak RSS MiB | x conversion (wall) |",
         "|---|---|---|---|---|",
