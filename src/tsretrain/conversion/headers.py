@@ -6,6 +6,7 @@ import io
 import math
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -311,14 +312,14 @@ class Tree:
     oddities: list[FileRecord]
 
 
-def walk_tree(root: Path) -> Tree:
-    """Every regular file below root in a stable order, never opening anything else.
+def walk(root: Path) -> Iterator[Path | FileRecord]:
+    """Every regular file below root (a path) and every other entry (a skipped/unreadable record), in a stable
+    order, never opening anything but folders; only the folders still to visit are held.
 
     Hidden folders are skipped. Symbolic links to folders are followed once: a folder reached again (a
     loop, or a second link to it) is reported, as are dangling links, FIFOs, sockets, devices, folders that
     cannot be listed and entries that vanish during the walk.
     """
-    tree = Tree([], [])
     start = root.stat()
     visited = {(start.st_dev, start.st_ino)}
     stack = [root]
@@ -328,38 +329,48 @@ def walk_tree(root: Path) -> Tree:
             with os.scandir(folder) as entries:
                 listing = sorted(entries, key=lambda e: e.name)
         except OSError as exc:
-            tree.oddities.append(_oddity(root, folder, "unreadable", f"{UNLISTABLE_FOLDER}: {exc.strerror}"))
+            yield _oddity(root, folder, "unreadable", f"{UNLISTABLE_FOLDER}: {exc.strerror}")
             continue
         subfolders: list[Path] = []
         for entry in listing:
             path = Path(entry.path)
             if entry.is_file(follow_symlinks=False):  # a plain file: known from the listing, no stat needed
-                tree.files.append(path)
+                yield path
                 continue
             try:
                 info = entry.stat(follow_symlinks=True)
             except FileNotFoundError:
                 if entry.is_symlink():
-                    tree.oddities.append(_oddity(root, path, "skipped", "dangling symbolic link"))
+                    yield _oddity(root, path, "skipped", "dangling symbolic link")
                 else:
-                    tree.oddities.append(_oddity(root, path, "unreadable", "vanished during the scan"))
+                    yield _oddity(root, path, "unreadable", "vanished during the scan")
                 continue
             except OSError as exc:  # ELOOP (a link to itself), EACCES on the link's target
-                tree.oddities.append(_oddity(root, path, "skipped", f"cannot follow: {exc.strerror}"))
+                yield _oddity(root, path, "skipped", f"cannot follow: {exc.strerror}")
                 continue
             if stat.S_ISDIR(info.st_mode):
                 if entry.name.startswith("."):
                     continue
                 if (info.st_dev, info.st_ino) in visited:
-                    tree.oddities.append(_oddity(root, path, "skipped", "symbolic link loop (folder already scanned)"))
+                    yield _oddity(root, path, "skipped", "symbolic link loop (folder already scanned)")
                     continue
                 visited.add((info.st_dev, info.st_ino))
                 subfolders.append(path)
             elif stat.S_ISREG(info.st_mode):
-                tree.files.append(path)
+                yield path
             else:
-                tree.oddities.append(_oddity(root, path, "skipped", _special_kind(info.st_mode)))
+                yield _oddity(root, path, "skipped", _special_kind(info.st_mode))
         stack.extend(reversed(subfolders))
+
+
+def walk_tree(root: Path) -> Tree:
+    """:func:`walk`, its files and its other entries apart."""
+    tree = Tree([], [])
+    for found in walk(root):
+        if isinstance(found, Path):
+            tree.files.append(found)
+        else:
+            tree.oddities.append(found)
     return tree
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tsretrain.storage.atomic import atomic_write_text
+from tsretrain.storage.atomic import staged_file
 
 COLUMNS = [
     "case_id",
@@ -36,13 +35,12 @@ COLUMNS = [
 
 
 def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
-    """Write rows atomically as CSV with these columns; list values are joined with ' | '."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: " | ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())
+    """Write rows atomically as CSV with these columns, a row at a time; list values are joined with ' | '."""
+    with staged_file(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: " | ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
 
 
 def write_listing(path: Path, rows: Iterable[dict[str, Any]]) -> None:

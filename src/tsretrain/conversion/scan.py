@@ -13,29 +13,28 @@ import filecmp
 import json
 import math
 import re
-import shutil
-import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tsretrain import __version__
 from tsretrain.conversion.geometry import build_geometry
-from tsretrain.conversion.headers import UNLISTABLE_FOLDER, FileRecord, read_record, read_remote_record, walk_tree
-from tsretrain.conversion.listing import write_listing
+from tsretrain.conversion.header_index import Group, HeaderIndex
+from tsretrain.conversion.headers import FileRecord, read_record, read_remote_record, walk, walk_tree
+from tsretrain.conversion.inventory import INVENTORY, InventoryWriter, inventory_writer
+from tsretrain.conversion.listing import COLUMNS, write_csv
 from tsretrain.conversion.plan import OK, CasePlan
 from tsretrain.conversion.pool import worker_pool
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_dictionary
-from tsretrain.layout import batch_id
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota, quantity_bytes
-from tsretrain.sizing import POD_CLASSES, Work, case_work, step_budgets, write_budgets
+from tsretrain.sizing import POD_CLASSES, Work, step_budgets, write_budgets
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
-from tsretrain.storage.store import in_parallel, open_store
+from tsretrain.storage.store import Store, in_order, in_parallel, open_store
 from tsretrain.ui import log, progress
 
 RTSTRUCT_CHOICES = ("fail", "newest")
@@ -61,65 +60,75 @@ class ScanConfig:
     predict_batch_size: int = 64  # test cases per prediction pod
 
 
+INDEX_FILE = ".headers.sqlite"
+"""The scan's header index, in its output folder while it runs (deleted after; never published: hidden)."""
+CHUNK = 64  # files a worker reads per task
+
+
 def _read_chunk(args: tuple[str, list[str]]) -> list[FileRecord]:
     root, paths = args
-    return [read_record(Path(root), Path(p)) for p in paths]
+    return [read_record(Path(root), Path(root) / p) for p in paths]
 
 
-SHARED_FIELDS = (
-    "patient_id",
-    "study_uid",
-    "series_uid",
-    "frame_of_reference_uid",
-    "modality",
-    "series_number",
-    "series_description",
-    "manufacturer",
-    "transfer_syntax",
-    "why_ignored",
-)
-"""Record fields whose values every file of a series repeats."""
+def read_files(root: Path, paths: Iterable[str], total: int, workers: int) -> Iterator[list[FileRecord]]:
+    """Headers of these files (relative paths below root), read in parallel, in their order, a chunk at a time;
+    a bounded number of chunks in flight."""
+    chunks = batched(paths, CHUNK)
+    with progress("scan: reading headers", total=total) as advance:
+        if workers <= 1:
+            results: Iterator[list[FileRecord]] = map(_read_chunk, ((str(root), c) for c in chunks))
+            for chunk in results:
+                advance(len(chunk))
+                yield chunk
+            return
+        with worker_pool(workers) as pool:
+            for chunk in in_order(pool, _read_chunk, ((str(root), c) for c in chunks), 4 * workers):
+                advance(len(chunk))
+                yield chunk
 
 
-def _share_strings(records: list[FileRecord]) -> list[FileRecord]:
-    """One string object per repeated value (a scan holds every record at once: ~0.5 KiB less per file)."""
-    for record in records:
-        for name in SHARED_FIELDS:
-            setattr(record, name, sys.intern(getattr(record, name)))
-    return records
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of ``size`` items (the last shorter)."""
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_records(root: Path, workers: int) -> list[FileRecord]:
-    """Headers of every file below root, read in parallel, in path order; file-system oddities included."""
+    """Headers of every file below root in path order, file-system oddities first (a delivery's input, whose
+    records are held: the scan indexes them on disk instead)."""
     tree = walk_tree(root)
-    n_files = len(tree.files)
-    chunks = [[str(p) for p in tree.files[i : i + 64]] for i in range(0, n_files, 64)]
-    records: list[FileRecord] = list(tree.oddities)
-    del tree
-    with progress("scan: reading headers", total=n_files) as advance:
-        if workers <= 1 or len(chunks) <= 1:
-            for chunk in chunks:
-                records.extend(_share_strings(_read_chunk((str(root), chunk))))
-                advance(len(chunk))
+    files = [path.relative_to(root).as_posix() for path in tree.files]
+    return [*tree.oddities, *(record for chunk in read_files(root, files, len(files), workers) for record in chunk)]
+
+
+def index_local(index: HeaderIndex, root: Path, workers: int) -> None:
+    """Every file below root into the index: the walk's paths listed on disk first (its oddities recorded), then
+    their headers read in parallel."""
+    for found in walk(root):
+        if isinstance(found, Path):
+            index.add_pending(found.relative_to(root).as_posix())
         else:
-            with worker_pool(workers) as pool:
-                for result in pool.map(_read_chunk, [(str(root), c) for c in chunks]):
-                    records.extend(_share_strings(result))
-                    advance(len(result))
-    return records
+            index.add([found])
+    paths = (path for path, _, _ in index.pending())
+    for chunk in read_files(root, paths, index.pending_count(), workers):
+        index.add(chunk)
 
 
-def read_remote_records(uri: str) -> list[FileRecord]:
-    """Headers of every object below a store URI, fetched by ranged reads in parallel threads (a bounded number
-    of requests in flight)."""
-    store = open_store(uri)
-    objects = sorted(store.list_detailed("").items())
-    records: list[FileRecord] = []
-    with progress("scan: reading remote headers", total=len(objects)) as advance:
-        for record in in_parallel(lambda item: read_remote_record(store, item[0], *item[1]), objects):
-            records.extend(_share_strings([record]))
+def index_remote(index: HeaderIndex, store: Store) -> None:
+    """Every object below a store URI into the index: listed a page at a time, headers fetched by ranged reads in
+    parallel threads (a bounded number of requests in flight)."""
+    for key, size, mtime_ns in store.iter_detailed(""):
+        index.add_pending(key, size, mtime_ns)
+    with progress("scan: reading remote headers", total=index.pending_count()) as advance:
+        for record in in_parallel(lambda item: read_remote_record(store, *item), index.pending()):
+            index.add([record])
             advance(1)
-    return records
 
 
 def case_id_for(patient_id: str, taken: set[str]) -> str:
@@ -375,130 +384,47 @@ def listing_row(plan: CasePlan) -> dict[str, Any]:
     }
 
 
-def _drop_copies(records: list[FileRecord], same_bytes: SameBytes) -> tuple[list[FileRecord], dict[str, list[str]]]:
-    """Leave out exact copies of an instance within one patient; a warning per copy, by patient."""
-    first: dict[tuple[str, str], FileRecord] = {}
-    kept: list[FileRecord] = []
-    notes: dict[str, list[str]] = defaultdict(list)
-    for record in records:
-        if record.kind in ("ct", "rtstruct"):
-            key = (record.patient_id, record.sop_uid)
-            original = first.setdefault(key, record)
-            if original is not record and original.size == record.size and same_bytes(original.path, record.path):
-                notes[record.patient_id].append(f"{record.path} is an exact copy of {original.path}; ignored")
-                continue
-        kept.append(record)
-    return kept, notes
-
-
-def _shared_uids(by_patient: dict[str, list[FileRecord]]) -> dict[str, set[str]]:
-    """For each patient, the other PatientIDs under which one of its series or instance UIDs also occurs."""
-    owner: dict[str, str] = {}
-    others: dict[str, set[str]] = defaultdict(set)
-    for pid, records in by_patient.items():
-        for record in records:
-            if record.kind not in ("ct", "rtstruct", "unusable"):
-                continue
-            for uid in (record.series_uid, record.sop_uid):
-                holder = owner.setdefault(uid, pid) if uid else pid
-                if holder != pid:
-                    others[pid].add(holder)
-                    others[holder].add(pid)
-    return others
-
-
-def _folder_owners(records: list[FileRecord]) -> dict[str, set[str]]:
-    """The PatientIDs found below each folder (relative path, root excluded)."""
-    owners: dict[str, set[str]] = defaultdict(set)
-    for record in records:
-        if not record.patient_id:
-            continue
-        folder = record.path.rpartition("/")[0]
-        while folder and record.patient_id not in owners[folder]:
-            owners[folder].add(record.patient_id)
-            folder = folder.rpartition("/")[0]
-    return owners
-
-
-def _owner(path: str, owners: dict[str, set[str]]) -> str:
-    """The patient a file without PatientID belongs to: the only patient of its nearest folder that has any."""
-    folder = path.rpartition("/")[0]
-    while folder:
-        found = owners.get(folder)
-        if found:
-            return next(iter(found)) if len(found) == 1 else ""
-        folder = folder.rpartition("/")[0]
-    return ""
-
-
-def build_inventory(
-    root: Path | str,
-    records: list[FileRecord],
-    dictionary: OrganDictionary,
-    rtstruct_choice: str,
-    same_bytes: SameBytes,
-) -> dict[str, Any]:
-    """Group records into case plans and summarise the files that were not used.
-
-    Files that carry no PatientID (unreadable ones, links, files without UIDs) go to the patient whose files
-    share their nearest folder; when none does, they form an ``unidentified-<folder>`` row of their own
-    (skipped entries such as FIFOs are then only listed in the inventory).
-    """
-    records, copies = _drop_copies(records, same_bytes)
-    by_patient: dict[str, list[FileRecord]] = defaultdict(list)
-    ignored: Counter[str] = Counter()
-    examples: dict[str, list[str]] = defaultdict(list)
-    orphans: list[FileRecord] = []
-    for record in records:
-        if record.kind == "ignored":
-            key = record.why_ignored.split(":")[0].split(" (")[0]
-            ignored[key] += 1
-            if len(examples[key]) < 5:
-                examples[key].append(f"{record.path}: {record.why_ignored}")
-            if record.patient_id and record.why_ignored != "dicomdir":
-                by_patient.setdefault(record.patient_id, [])
-        elif record.patient_id:
-            by_patient[record.patient_id].append(record)
-        else:
-            orphans.append(record)
-    owners = _folder_owners(records)
-    unidentified: dict[str, list[FileRecord]] = defaultdict(list)
-    for record in orphans:
-        pid = _owner(record.path, owners)
-        if pid:
-            by_patient[pid].append(record)
-        elif record.kind != "skipped":
-            top, inside, _ = record.path.partition("/")
-            is_folder = record.why_ignored.startswith(UNLISTABLE_FOLDER)
-            unidentified[top if inside or is_folder else "root"].append(record)
-    shared = _shared_uids(by_patient)
-    taken: set[str] = set()
-    plans = []
-    for pid in sorted(by_patient):
-        plan = plan_patient(pid, by_patient[pid], dictionary, rtstruct_choice, taken)
-        plan.warnings.extend(copies.get(pid, []))
-        if pid in shared:
-            plan.add_problem(
-                Reason.SHARED_UIDS,
-                f"series or instance UIDs of this patient also occur under PatientID(s) {sorted(shared[pid])}",
-            )
-        plans.append(plan)
-    for folder, group in sorted(unidentified.items()):
-        plans.append(plan_patient("", group, dictionary, rtstruct_choice, taken, f"unidentified-{folder}"))
-    oddities = [r for r in records if r.kind in ("skipped", "unreadable")]
+def inventory_header(root: Path | str, index: HeaderIndex, dictionary: OrganDictionary) -> dict[str, Any]:
+    """The inventory's summary of the tree (everything but its cases)."""
+    problems = index.file_system_problems()
+    kinds = index.kinds()
     return {
         "format": "tsretrain-inventory/1",
         "tsretrain_version": __version__,
         "input": str(root),
         "dictionary": dictionary.to_json(),
-        "files": {"total": len(records), "used_kinds": dict(Counter(r.kind for r in records))},
-        "ignored_files": {k: {"count": v, "examples": examples[k]} for k, v in sorted(ignored.items())},
-        "file_system_problems": {
-            "count": len(oddities),
-            "entries": [f"{r.path}: {r.why_ignored}" for r in oddities],
-        },
-        "cases": [p.to_json() for p in plans],
+        "files": {"total": sum(kinds.values()), "used_kinds": kinds},
+        "ignored_files": index.ignored(),
+        "file_system_problems": {"count": len(problems), "entries": problems},
     }
+
+
+def plan_cases(
+    index: HeaderIndex,
+    groups: list[Group],
+    dictionary: OrganDictionary,
+    rtstruct_choice: str,
+    copies: dict[str, list[str]],
+) -> Iterator[CasePlan]:
+    """Every case's plan, a patient at a time, in PatientID order, then the unidentified folders.
+
+    Files that carry no PatientID (unreadable ones, links, files without UIDs) go to the patient whose files
+    share their nearest folder; when none does, they form an ``unidentified-<folder>`` case of their own
+    (skipped entries such as FIFOs are then only listed in the inventory).
+    """
+    shared = index.shared_uids()
+    taken: set[str] = set()
+    for group in groups:
+        plan = plan_patient(group.patient_id, index.records_of(group), dictionary, rtstruct_choice, taken, group.label)
+        if not group.label:
+            plan.warnings.extend(copies.get(group.patient_id, []))
+            if group.patient_id in shared:
+                plan.add_problem(
+                    Reason.SHARED_UIDS,
+                    "series or instance UIDs of this patient also occur under PatientID(s) "
+                    f"{sorted(shared[group.patient_id])}",
+                )
+        yield plan
 
 
 def found_instead(inventory: dict[str, Any]) -> str:
@@ -533,16 +459,12 @@ def prepare_output_folder(out: Path) -> None:
         raise UserError(f"cannot create the output folder {out}: {exc.strerror}", "choose a writable --out") from exc
 
 
-def write_step_budgets(
-    config: ScanConfig, inventory: dict[str, Any], batches: list[list[dict[str, Any]]], classes: int
-) -> None:
+def write_step_budgets(config: ScanConfig, writer: InventoryWriter, classes: int) -> None:
     """Each cluster step's disk, memory and deadline from the run's work, into ``config.sizes_out``."""
     from tsretrain.pipeline.registry import BY_NAME  # the registry holds this stage: imported when it runs
 
     assert config.sizes_out is not None
-    cases = {case["case_id"]: case_work(case) for case in inventory["cases"]}
-    ids = [tuple(case["case_id"] for case in batch) for batch in batches]
-    work = Work(cases, ids, config.predict_batch_size, classes)
+    work = Work(writer.work, writer.batches, config.predict_batch_size, classes)
     pods = {name: POD_CLASSES[stage.resources] for name, stage in BY_NAME.items()}
     budgets = step_budgets(work, pods)
     written = write_budgets(config.sizes_out, budgets, minimum(config.scratch), minimum(config.data_scratch), pods)
@@ -582,67 +504,63 @@ def fan_out_batches(cases: list[Case], batch_size: int, max_batches: int) -> lis
     return [cases[start : start + size] for start in range(0, len(cases), size)]
 
 
-def write_batches(out: Path, inventory: dict[str, Any], batches: list[list[dict[str, Any]]]) -> list[str]:
-    """Each batch's own inventory (the header and its cases only) in ``out/batches/<batch id>.json``, so that a
-    fan-out pod fetches its batch's slice, not the whole inventory; returns the batch ids (the fan-out's items)."""
-    header = {key: value for key, value in inventory.items() if key != "cases"}
-    shutil.rmtree(out / "batches", ignore_errors=True)  # an earlier scan's batches
-    names = []
-    for part in batches:
-        names.append(batch_id(tuple(case["case_id"] for case in part)))
-        atomic_write_text(out / "batches" / f"{names[-1]}.json", json.dumps({**header, "cases": part}, indent=1))
-    return names
+def _index_input(index: HeaderIndex, source: str, workers: int) -> SameBytes:
+    """Every file (object) of the input into the index; how to compare two of its files byte for byte."""
+    if "://" in source:
+        store = open_store(source)
+        index_remote(index, store)
+        return lambda a, b: store.get_bytes(a) == store.get_bytes(b)
+    index_local(index, Path(source), workers)
+    return lambda a, b: filecmp.cmp(Path(source) / a, Path(source) / b, shallow=False)
 
 
 def scan(config: ScanConfig) -> StageResult:
-    """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``."""
+    """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``.
+
+    Header records go to an on-disk index as they are read and the cases are planned and written one patient
+    at a time: memory holds one patient's records and a line per case, whatever the number of files.
+    """
     if config.rtstruct_choice not in RTSTRUCT_CHOICES:
         raise UserError(f"--rtstruct-choice {config.rtstruct_choice!r} is not known", f"use one of {RTSTRUCT_CHOICES}")
     source = str(config.input)
-    remote = "://" in source
-    if not remote:
+    if "://" not in source:
         check_input_folder(source)
     dictionary = load_user_dictionary(config.dictionary)
     prepare_output_folder(config.out)
-    if remote:
-        store = open_store(source)
-        records = read_remote_records(source)
-
-        def same_bytes(a: str, b: str) -> bool:
-            return store.get_bytes(a) == store.get_bytes(b)
-    else:
-        records = read_records(Path(source), config.workers or cpu_quota())
-
-        def same_bytes(a: str, b: str) -> bool:
-            return filecmp.cmp(Path(source) / a, Path(source) / b, shallow=False)
-
-    inventory = build_inventory(source, records, dictionary, config.rtstruct_choice, same_bytes)
-    del records  # the plans hold what is needed; the records are the scan's largest memory
-    if not inventory["cases"]:
-        raise UserError(
-            f"no DICOM patient in {source}: {found_instead(inventory)}", "give the folder of the DICOM files"
-        )
-    atomic_write_text(config.out / "inventory.json", json.dumps(inventory, indent=1))
-    plans = [CasePlan.from_json(c) for c in inventory["cases"]]
-    write_listing(config.out / "cases.csv", (listing_row(p) for p in plans))
-    batches = fan_out_batches(inventory["cases"], config.batch_size, config.max_batches)
+    index = HeaderIndex(config.out / INDEX_FILE)
+    try:
+        copies = index.finish_reading(_index_input(index, source, config.workers or cpu_quota()))
+        header = inventory_header(source, index, dictionary)
+        groups = index.groups()
+        if not groups:
+            raise UserError(
+                f"no DICOM patient in {source}: {found_instead(header)}", "give the folder of the DICOM files"
+            )
+        batch_size = fan_out_batch_size(len(groups), config.batch_size, config.max_batches)
+        counts: Counter[str] = Counter()
+        with inventory_writer(config.out, header, batch_size if config.batches_out else None) as writer:
+            for plan in plan_cases(index, groups, dictionary, config.rtstruct_choice, copies):
+                writer.add(plan)
+                index.keep_listing_row(plan.case_id, listing_row(plan))
+                counts[plan.status] += 1
+                if plan.status != OK:
+                    log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
+        write_csv(config.out / "cases.csv", index.listing_rows(), COLUMNS)  # in case id order, as write_listing
+    finally:
+        index.close()
     if config.batches_out is not None:
-        atomic_write_text(config.batches_out, json.dumps(write_batches(config.out, inventory, batches)))
+        atomic_write_text(config.batches_out, json.dumps(writer.batch_ids()))
     if config.sizes_out is not None:
-        write_step_budgets(config, inventory, batches, len(dictionary.nnunet_labels()))
-    counts = Counter(p.status for p in plans)
-    for plan in plans:
-        if plan.status != OK:
-            log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
-    problems = inventory["file_system_problems"]["entries"]
+        write_step_budgets(config, writer, len(dictionary.nnunet_labels()))
+    problems = header["file_system_problems"]["entries"]
     for entry in problems:
         log.warning("skipped %s", entry)
     return StageResult(
         stage="scan",
-        outputs={"inventory": str(config.out / "inventory.json"), "cases": str(config.out / "cases.csv")},
+        outputs={"inventory": str(config.out / INVENTORY), "cases": str(config.out / "cases.csv")},
         counts={
-            "files": inventory["files"]["total"],
-            "cases": len(plans),
+            "files": header["files"]["total"],
+            "cases": len(groups),
             "file_system_problems": len(problems),
             **{k: counts[k] for k in sorted(counts)},
         },

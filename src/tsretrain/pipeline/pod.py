@@ -223,8 +223,10 @@ def input_key(command: list[str], gets: list[Transfer], batch: str, inputs: list
             (rel, info["sha256"]) for rel, info in manifest.items() if not patterns or matches(rel, patterns)
         )
         digest.update(json.dumps([get.uri, files]).encode())
-    for uri in inputs:
-        digest.update(json.dumps([uri, sorted(open_store(uri).list_detailed("").items())]).encode())
+    for uri in inputs:  # a page of the listing at a time (a DICOM tree can hold millions of objects)
+        digest.update(json.dumps(uri).encode())
+        for entry in open_store(uri).iter_detailed(""):
+            digest.update(json.dumps(entry).encode())
     return digest.hexdigest()
 
 

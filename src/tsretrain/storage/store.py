@@ -18,7 +18,7 @@ import shutil
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -36,17 +36,23 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def in_parallel(work: Callable[[T], R], items: Iterable[T], threads: int = REQUESTS_IN_FLIGHT) -> Iterator[R]:
-    """``work`` on each item in ``threads`` threads, results in the items' order, with at most twice ``threads``
-    requests submitted at a time: memory stays flat however many items there are."""
-    with ThreadPoolExecutor(threads) as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
+def in_order(pool: Executor, work: Callable[[T], R], items: Iterable[T], in_flight: int) -> Iterator[R]:
+    """``work`` on each item in ``pool``, results in the items' order, with at most ``in_flight`` items submitted
+    at a time: memory stays flat however many items there are (``Executor.map`` submits them all at once)."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= in_flight:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def in_parallel(work: Callable[[T], R], items: Iterable[T], threads: int = REQUESTS_IN_FLIGHT) -> Iterator[R]:
+    """``work`` on each item in ``threads`` threads, results in the items' order, at most twice ``threads``
+    requests submitted at a time."""
+    with ThreadPoolExecutor(threads) as pool:
+        yield from in_order(pool, work, items, 2 * threads)
 
 
 def sha256_of(path: Path) -> str:
@@ -101,9 +107,13 @@ class Store(ABC):
     def list(self, prefix: str) -> dict[str, int]:
         """Key -> size of every object below prefix."""
 
-    @abstractmethod
     def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
         """Key -> (size, modification time in ns) of every object below prefix."""
+        return {key: (size, mtime_ns) for key, size, mtime_ns in self.iter_detailed(prefix)}
+
+    @abstractmethod
+    def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
+        """(key, size, modification time in ns) of every object below prefix, a page at a time, in key order."""
 
     @abstractmethod
     def read_range(self, key: str, start: int, length: int) -> bytes:
@@ -234,8 +244,9 @@ class LocalStore(Store):
             if p.is_file() and not p.name.startswith(".")
         }
 
-    def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
-        return {key: (size, self._path(key).stat().st_mtime_ns) for key, size in self.list(prefix).items()}
+    def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
+        for key, size in sorted(self.list(prefix).items()):
+            yield key, size, self._path(key).stat().st_mtime_ns
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         with self._path(key).open("rb") as handle:
@@ -291,15 +302,13 @@ class S3Store(Store):
     def list(self, prefix: str) -> dict[str, int]:
         return {key: size for key, (size, _) in self.list_detailed(prefix).items()}
 
-    def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {}
+    def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
         full = self._key(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{full}/" if full else ""):
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
-                found[key] = (int(item["Size"]), int(item["LastModified"].timestamp() * 1e9))
-        return found
+                yield key, int(item["Size"]), int(item["LastModified"].timestamp() * 1e9)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         answer = self.client.get_object(
