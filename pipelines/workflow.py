@@ -58,7 +58,7 @@ from hera.workflows.models import (
 from tsretrain.errors import USER_ERROR_EXIT
 from tsretrain.layout import relative
 from tsretrain.pipeline.registry import BY_NAME, INPUT, RUN, STAGES, Files, Stage
-from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, quantity
+from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, WHOLE_DATASET, quantity
 
 NAME = "tsretrain"
 WORK = "/work"
@@ -252,6 +252,11 @@ class Flavour:
 
     def disks(self) -> tuple[str, ...]:
         return tuple(d for d in DISKS if d in {p.name for p in self.parameters})
+
+    def least_disk(self, stage: str) -> str:
+        """The parameter of a step's least local disk: ``data-scratch`` for a step holding the whole dataset (where
+        this template has it), ``scratch`` otherwise."""
+        return "data-scratch" if stage in WHOLE_DATASET and "data-scratch" in self.disks() else "scratch"
 
 
 TRAINING = Flavour(NAME, tuple(s.name for s in STAGES if s.cluster), PARAMETERS, CLUSTER_OPTIONS)
@@ -546,7 +551,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                 ]
                 budget = flavour.budget(stage.name)
                 inputs += [Parameter(name=kind) for kind in budget]
-                disk = "{{inputs.parameters.disk}}" if "disk" in budget else param("scratch")
+                disk = "{{inputs.parameters.disk}}" if "disk" in budget else param(flavour.least_disk(stage.name))
                 memory = "{{inputs.parameters.memory}}" if "memory" in budget else None
                 hours = "{{inputs.parameters.deadline}}" if "deadline" in budget else int(_hours(stage) * 3600)
                 container = _container(

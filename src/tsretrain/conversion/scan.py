@@ -62,7 +62,8 @@ class ScanConfig:
 
 INDEX_FILE = ".headers.sqlite"
 """The scan's header index, in its output folder while it runs (deleted after; never published: hidden)."""
-CHUNK = 64  # files a worker reads per task
+CHUNK = 64  # files a worker reads per task, records written to the index at a time
+Item = TypeVar("Item")
 
 
 def _read_chunk(args: tuple[str, list[str]]) -> list[FileRecord]:
@@ -87,9 +88,9 @@ def read_files(root: Path, paths: Iterable[str], total: int, workers: int) -> It
                 yield chunk
 
 
-def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     """Lists of ``size`` items (the last shorter)."""
-    chunk: list[str] = []
+    chunk: list[Item] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -126,9 +127,10 @@ def index_remote(index: HeaderIndex, store: Store) -> None:
     for key, size, mtime_ns in store.iter_detailed(""):
         index.add_pending(key, size, mtime_ns)
     with progress("scan: reading remote headers", total=index.pending_count()) as advance:
-        for record in in_parallel(lambda item: read_remote_record(store, *item), index.pending()):
-            index.add([record])
-            advance(1)
+        records = in_parallel(lambda item: read_remote_record(store, *item), index.pending())
+        for chunk in batched(records, CHUNK):
+            index.add(chunk)
+            advance(len(chunk))
 
 
 def case_id_for(patient_id: str, taken: set[str]) -> str:

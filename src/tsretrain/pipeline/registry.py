@@ -240,9 +240,8 @@ STAGES: tuple[Stage, ...] = (
             "predict_batch_size": Option("Test cases per prediction pod (for its budget)."),
         },
         writes=(Files("scan"),),
-        # every file's header record until the inventory is built (sizing.SCAN_BYTES_PER_FILE): a big pod at ten times
-        # RADCURE's size; the CPUs read headers concurrently
-        resources="big-cpu",
+        # memory flat in the files (header records in an index on its disk: sizing.SCAN_INDEX_PER_FILE); the CPUs
+        # read headers concurrently
         retries=2,
         hours=6,
     ),
