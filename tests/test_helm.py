@@ -133,6 +133,7 @@ def test_gpu_scheduling_reaches_the_gpu_pods_as_argo_patches_them(values: list[s
         if "container" not in template:
             continue
         text = template["podSpecPatch"].replace("{{workflow.parameters.scratch}}", "20Gi")
+        text = text.replace("{{workflow.parameters.data-scratch}}", "200Gi")
         text = text.replace("{{inputs.parameters.disk}}", "200Gi").replace("{{inputs.parameters.memory}}", "64Gi")
         spec = apply_patch({"containers": [{"name": "main"}], "volumes": [{"name": "work", "emptyDir": {}}]}, text)
         gpu = "nvidia.com/gpu" in template["container"]["resources"].get("limits", {})

@@ -24,7 +24,7 @@ from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
 from tsretrain.pipeline.registry import BY_NAME, STAGES, Files
-from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED
+from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED, WHOLE_DATASET
 from tsretrain.storage.store import matches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -386,7 +386,11 @@ def pod_spec(template: dict[str, Any]) -> dict[str, Any]:
     text = template["podSpecPatch"]
     for token, value in CHART_SAMPLE.items():
         text = text.replace(token, value)
-    sizes = (("workflow.parameters.scratch", "20Gi"), ("inputs.parameters.disk", "37Gi"))
+    sizes = (
+        ("workflow.parameters.scratch", "20Gi"),
+        ("workflow.parameters.data-scratch", "200Gi"),
+        ("inputs.parameters.disk", "37Gi"),
+    )
     for size, value in (*sizes, ("inputs.parameters.memory", "99Gi")):
         text = text.replace("{{" + size + "}}", value)
     spec = {"containers": [{**template["container"], "name": "main"}], "volumes": template["volumes"]}
@@ -438,7 +442,8 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
     for name in CLUSTER_STAGES:  # the budget of a step holding cases is the scan's for it, from the work
         template, given = templates[name], {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
         resources = pod_spec(template)["containers"][0]["resources"]
-        assert resources["requests"]["ephemeral-storage"] == ("37Gi" if name in SIZED else "20Gi"), name
+        least = "200Gi" if name in WHOLE_DATASET else "20Gi"  # the scan: its header index and inventory
+        assert resources["requests"]["ephemeral-storage"] == ("37Gi" if name in SIZED else least), name
         memory = resources["requests"]["memory"], resources["limits"]["memory"]
         assert memory == ("99Gi", "99Gi") if name in MEMORY_SIZED else memory[0] != "99Gi" != memory[1], name
         deadline = template["activeDeadlineSeconds"]
