@@ -170,7 +170,7 @@ def section(rows: list[dict[str, Any]], seconds: float) -> str:
         "box-shaped organs, each run in a fresh process; per voxel = the slope between the two grids (imports and "
         "fixed costs are the intercept). Preprocessing resamples to 2.5 x 1.0 x 1.0 mm; the export takes "
         "half-precision logits at that spacing back to the case's grid. `tsretrain.sizing` sizes the pods from "
-        "these figures (`tests/test_scale.py` checks that they agree).",
+        "these figures (`tests/cluster/test_scale.py` checks that they agree).",
         "",
         "| step | classes | CPU ns per voxel | peak bytes per voxel | fixed (MiB) | "
         "RADCURE case (47.4 M voxels): CPU s, GiB |",

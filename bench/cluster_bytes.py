@@ -1,5 +1,5 @@
 """Bytes each cluster step fetches from the store, measured on the wire by the test harness (a per-pod proxy in
-``tests/argo_sim``) on the synthetic cohort of ``tests/test_cluster_run.py``, extrapolated to RADCURE.
+``tests/cluster/argo_sim``) on the synthetic cohort of ``tests/e2e/test_cluster_run.py``, extrapolated to RADCURE.
 
 Extrapolation (per pod): the synthetic cohort has 29 patients (64 x 64 x 24 voxels in the test); RADCURE has 3,346
 patients, 323.5 GB of DICOM, CTs of about 512 x 512 x 181. A step's bytes scale with what it reads: DICOM of a
@@ -57,7 +57,7 @@ SCALING = {  # template: what its bytes scale with
 def measure() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         record = Path(folder) / "bytes.json"
-        command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "tests/test_cluster_run.py", "-k", "bytes"]
+        command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "tests/e2e/test_cluster_run.py", "-k", "bytes"]
         env = {**os.environ, "TSRETRAIN_CLUSTER_BYTES": str(record)}
         subprocess.run(command, cwd=ROOT, env=env, check=False)
         if not record.is_file():

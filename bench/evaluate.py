@@ -29,7 +29,7 @@ import numpy as np
 
 NOTES = (
     "Notes: the Dice-only run computes what the baseline computes and agrees with it to 1e-6 "
-    "(`tests/test_evaluation.py`). Every label is worked on inside its bounding box (all boxes from one "
+    "(`tests/evaluation/test_evaluation.py`). Every label is worked on inside its bounding box (all boxes from one "
     "`scipy.ndimage.find_objects` pass per label map); the full run adds per label HD95 (two distance transforms "
     "over boundary voxels) and the area-weighted NSD (two over the voxel-corner grid). Memory stays at one case "
     "per worker. CPU time is the process tree's user + system time: on a machine shared with other work it is the "

@@ -47,16 +47,16 @@ def cpus_of_its_own(worker: dict[str, Any]) -> None:
 # Modules whose tests share an expensive fixture (a whole run, a prepared nnU-Net dataset): under xdist each group
 # runs on one worker, so that the fixture is built once; every other test is scheduled on its own.
 SHARED_FIXTURES = {
-    "tests/test_cluster_run.py": "cluster",
-    "tests/test_nnunet.py": "nnunet",
-    "tests/test_behaviour_training.py": "nnunet",
-    "tests/test_batched_preprocessing.py": "nnunet",
-    "tests/test_finetuning.py": "nnunet",
-    "tests/test_second_stage.py": "nnunet",
-    "tests/test_report.py": "report",
-    "tests/test_postprocessing.py": "report",
-    "tests/test_model_package.py": "report",
-    "tests/test_totalsegmentator.py": "totalsegmentator",
+    "tests/e2e/test_cluster_run.py": "cluster",
+    "tests/training/test_nnunet.py": "nnunet",
+    "tests/training/test_behaviour_training.py": "nnunet",
+    "tests/training/test_batched_preprocessing.py": "nnunet",
+    "tests/training/test_finetuning.py": "nnunet",
+    "tests/training/test_second_stage.py": "nnunet",
+    "tests/evaluation/test_report.py": "report",
+    "tests/training/test_postprocessing.py": "report",
+    "tests/delivery/test_model_package.py": "report",
+    "tests/totalseg/test_totalsegmentator.py": "totalsegmentator",
 }
 
 

@@ -37,7 +37,7 @@ CHECKPOINTS = 5 * 250e6  # the final checkpoints of five folds of a 3d_fullres m
 # CPU nanoseconds and peak bytes per voxel of one process working on one case (per class where nnU-Net works per
 # class), and its fixed memory (imports).
 CONVERT_NS = 2.22e9 / RADCURE_VOXELS  # `tsretrain convert` of a RADCURE-sized case: 2.22 CPU s (bench/convert.py)
-CONVERT_BYTES = 0.5 * GiB / RADCURE_VOXELS  # under 0.5 GiB a process (tests/test_behaviour_memory.py)
+CONVERT_BYTES = 0.5 * GiB / RADCURE_VOXELS  # under 0.5 GiB a process (tests/conversion/test_behaviour_memory.py)
 # nnU-Net's own per-case functions by the model's classes (bench/case_costs.py, docs/benchmarks.md): analyze_case,
 # run_case with resampling, and the export of a case's half-precision logits back to its grid (float64 inside)
 FINGERPRINT_NS, FINGERPRINT_BYTES = {22: 33.0, 91: 44.0}, {22: 14.6, 91: 16.1}
@@ -58,7 +58,8 @@ FIXED = GiB  # a process's imports (torch, nnU-Net)
 # The scan runs before anything knows the work, so its pod is not sized. It keeps the header records in an index on
 # its disk (1.90 and 1.94 kB a file measured on bench/convert.py's tree and the test cohort) and writes the inventory
 # and the batches' slices of it (57.8 kB of JSON a patient, each); in memory one patient's records at a time (1.76
-# KiB of heap a record), a line per case (under 0.2 KiB measured, tests/test_scan_memory.py) and SQLite's cache
+# KiB of heap a record), a line per case (under 0.2 KiB measured, tests/conversion/test_scan_memory.py) and SQLite's
+# page cache
 SCAN_INDEX_PER_FILE, INVENTORY_PER_PATIENT = 2.0e3, 57.8e3
 SCAN_BYTES_PER_RECORD, SCAN_BYTES_PER_CASE, SCAN_CACHE = 1.76 * 1024, 1024, 16 * 2**20
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from tsretrain.cli import app
 from tsretrain.cluster.argo import ArgoClient, ArgoError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeArgo(BaseHTTPRequestHandler):

@@ -38,7 +38,7 @@ from tsretrain.synth.cohort import SynthConfig, generate
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAG = "20261127"  # a numeric tag, as CI tags by date: up.sh must pass it as a string
 ACCESS_KEY, SECRET_KEY = "tsretrain", "tsretrain-dev-secret"  # up.sh's defaults
 IMAGES = {f"tsretrain-{family}": ROOT / "images" / f"{family}.Dockerfile" for family in ("cpu", "gpu", "pseudolabel")}

@@ -27,8 +27,8 @@ from tsretrain.pipeline.registry import BY_NAME, STAGES, Files
 from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED, WHOLE_DATASET
 from tsretrain.storage.store import matches
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "tests" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "tests" / "cluster" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
 GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "workflowtemplate.yaml"
 INFER_GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "infer-workflowtemplate.yaml"
 CLUSTER_STAGES = [s.name for s in STAGES if s.cluster]

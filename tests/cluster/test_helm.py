@@ -21,7 +21,7 @@ from support import workflow_templates
 from test_workflow import SCHEMA
 from test_workflow import validate as validate_workflow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "tsretrain"
 TAG = "20261127"  # numeric, as date tags are: --set would make it a number
 DEV_VALUES = up_sh_flags(TAG, "dev", "dev-secret")  # exactly what deploy/kind/up.sh passes

@@ -234,7 +234,7 @@ def test_budgets_are_never_below_the_minimums_and_round_up_to_whole_gib(tmp_path
 
 def test_the_per_voxel_costs_are_the_benchmarks() -> None:
     """The sizing's nnU-Net figures are those ``bench/case_costs.py`` recorded in docs/benchmarks.md."""
-    text = (Path(__file__).parents[1] / "docs" / "benchmarks.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "benchmarks.md").read_text()
     section = text.split("<!-- bench/case_costs.py begin -->")[1].split("<!-- bench/case_costs.py end -->")[0]
     rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|", section, re.MULTILINE)
     tables = {

@@ -345,7 +345,7 @@ def test_a_step_done_with_the_same_inputs_is_skipped_and_gives_its_outputs_back(
     assert not skipped("version")  # its outputs were overwritten since: run again, even with the same inputs
     assert skipped("version")
     dictionary = tmp_path / "my.yaml"  # a file the command names, e.g. a dictionary of the chart's ConfigMap
-    shipped = Path(__file__).resolve().parents[1] / "src/tsretrain/labels/dictionaries/radcure-oar21.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "src/tsretrain/labels/dictionaries/radcure-oar21.yaml"
     dictionary.write_text(shipped.read_text())
     show = ("dictionary", "show", str(dictionary))
     assert not skipped(*show) and skipped(*show)

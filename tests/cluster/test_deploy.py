@@ -13,7 +13,7 @@ from argo_sim.pods import Image
 from argo_sim.render import render, up_sh_flags
 from support import workflow_templates
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from support import helm_binary
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KIND = ROOT / "deploy" / "kind"
 
 

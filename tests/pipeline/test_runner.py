@@ -34,7 +34,7 @@ def test_every_stage_of_the_default_run_gets_a_valid_configuration(tmp_path: Pat
 
 def test_the_ts90_demo_takes_its_labels_from_totalsegmentator(tmp_path: Path) -> None:
     """``make demo-ts90``'s configuration: the 90-label dictionary everywhere, pseudo-labels on the stand-ins."""
-    the_run = Run(tmp_path, load_config(Path(__file__).parents[1] / "pipelines" / "demo-ts90.yaml"))
+    the_run = Run(tmp_path, load_config(Path(__file__).parents[2] / "pipelines" / "demo-ts90.yaml"))
     configs = {name: BY_NAME[name].configure(the_run.settings(BY_NAME[name])) for name in the_run.config["stages"]
                if BY_NAME[name].fan_out != "fold"}  # fmt: skip
     assert configs["pseudolabel"].weights == "standin-weights" and configs["pseudolabel"].device == "auto"

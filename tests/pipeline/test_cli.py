@@ -66,7 +66,7 @@ def test_dictionary_commands(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "reserved for background" in result.output
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_stage_table_matches_the_registry() -> None:

@@ -13,7 +13,7 @@ import pytest
 from argo_sim.engine import Run, Simulation, WorkflowError
 from argo_sim.expressions import Unsupported, evaluate_expr, evaluate_when
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = {"tsretrain-cpu": ROOT / "images" / "cpu.Dockerfile"}
 DEV_ENV = Path(sys.executable).parent.parent  # the pods' python: the dev install's
 
