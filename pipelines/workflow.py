@@ -57,7 +57,8 @@ from hera.workflows.models import (
 
 from tsretrain.errors import USER_ERROR_EXIT
 from tsretrain.layout import relative
-from tsretrain.pipeline.registry import BY_NAME, INPUT, RUN, STAGES, Files, Stage
+from tsretrain.pipeline.registry import BY_NAME, INFERENCE, INPUT, RUN, STAGES, Files, Gather, OnCluster, Stage
+from tsretrain.pipeline.registry import TRAINING as TRAINING_RUN
 from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, WHOLE_DATASET, quantity
 
 NAME = "tsretrain"
@@ -69,9 +70,6 @@ SIZES = "/tmp/sizes"  # the scan's budget of each sized step (disk, memory, dead
 RECORDS = f"{OUT}/{relative('records')}"  # the steps' completion records in the run's store
 CLAIMED = "/tmp/output-prefix"
 IMAGE_USER = 10001  # the user (and group) of every image (images/*.Dockerfile): pods run as it
-
-
-SECOND_STAGE = ("second-stage", "second-predict", "compare-stages")  # the optional branch of ``second-stage=true``
 
 
 def param(name: str) -> str:
@@ -124,7 +122,7 @@ PARAMETERS = (
         "device",
         "cuda",
         "device of pseudolabel, train, validate and predict: cuda (fails at once without a GPU) or cpu",
-        tuple(f"{stage}.device" for stage in ("pseudolabel", "train", "validate", "predict", *SECOND_STAGE[:2])),
+        ("device",),  # every stage taking a device
     ),
     WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter(
@@ -191,20 +189,6 @@ def fan_out_items(stage: Stage) -> str:
     return "{{tasks." + stage.batches + ".outputs.parameters.batches}}" if stage.fan_out == "cases" else param("folds")
 
 
-CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
-    "scan": {"input": param("input-prefix"), "batches_out": BATCHES, "sizes_out": SIZES},  # ranged header reads
-    "split": {"batches_out": BATCHES},  # batches of test cases for the prediction
-    "convert": {  # the batch's own inventory; the batch's files staged first
-        "input": f"{WORK}/dicom",
-        "source": param("input-prefix"),
-        "inventory": batch_file(BY_NAME["convert"]),
-    },
-    "pseudolabel": {"weights": "/weights"},
-    "train": {"store": f"{OUT}/{relative('results')}", "validate": False},  # checkpoints mirrored; validate: next
-    "validate": {"store": f"{OUT}/{relative('results')}"},  # the fold from the store, its validation published
-    "second-stage": {"store": f"{OUT}/{relative('results')}"},  # as train's
-    "report": {"run_id": OUT},  # the store prefix: the same in a resumed run (a workflow name is not)
-}
 # The inference template: new patients' DICOM, a model package, contours out (``tsretrain infer`` per batch).
 INFER_PARAMETERS = (
     *(p for p in PARAMETERS if p.name in ("input-prefix", "output-prefix", "runs-prefix", "resume", "s3-endpoint")),
@@ -219,25 +203,21 @@ INFER_PARAMETERS = (
     WorkflowParameter("infer-batch-size", "8", "patients per inference pod", ("scan.batch_size",)),
     *(p for p in PARAMETERS if p.name in ("max-batches", "scratch", "cpu-image", "gpu-image")),
 )
-INFER_CLUSTER_OPTIONS: dict[str, dict[str, str | bool]] = {
-    "scan": {"input": param("input-prefix"), "batches_out": BATCHES},
-    "infer": {  # the batch's patients from its inventory slice, every series of theirs staged first
-        "input": f"{WORK}/dicom",
-        "source": param("input-prefix"),
-        "inventory": batch_file(BY_NAME["infer"]),
-        "model": param("model"),
-    },
-}
 
 
 @dataclass(frozen=True)
 class Flavour:
-    """One WorkflowTemplate: its stages in order, its parameters and the options only a cluster run sets."""
+    """One WorkflowTemplate: the stages of its workflow in registry order, its parameters, and whether its scan
+    sizes every step from the run's work."""
 
     name: str
-    stages: tuple[str, ...]
+    workflow: str
     parameters: tuple[WorkflowParameter, ...]
-    cluster_options: dict[str, dict[str, str | bool]]
+    sizes: bool
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in STAGES if self.workflow in stage.workflows)
 
     def by_option(self) -> dict[str, WorkflowParameter]:
         return {option: p for p in self.parameters for option in p.options}
@@ -245,7 +225,7 @@ class Flavour:
     def budget(self, stage: str) -> tuple[str, ...]:
         """What the scan of this template sizes for the step from the run's work: ``disk``, ``memory``,
         ``deadline`` (none when this template's scan writes no budgets)."""
-        if "sizes_out" not in self.cluster_options.get("scan", {}):
+        if not self.sizes:
             return ()
         sized = {"disk": SIZED, "memory": MEMORY_SIZED, "deadline": TIMED}
         return tuple(kind for kind, steps in sized.items() if stage in steps)
@@ -259,9 +239,9 @@ class Flavour:
         return "data-scratch" if stage in WHOLE_DATASET and "data-scratch" in self.disks() else "scratch"
 
 
-TRAINING = Flavour(NAME, tuple(s.name for s in STAGES if s.cluster), PARAMETERS, CLUSTER_OPTIONS)
-INFER = Flavour(f"{NAME}-infer", ("scan", "infer"), INFER_PARAMETERS, INFER_CLUSTER_OPTIONS)
-FLAVOURS = {"training": TRAINING, "infer": INFER}
+TRAINING = Flavour(NAME, TRAINING_RUN, PARAMETERS, sizes=True)
+INFER = Flavour(f"{NAME}-{INFERENCE}", INFERENCE, INFER_PARAMETERS, sizes=False)
+FLAVOURS = {flavour.workflow: flavour for flavour in (TRAINING, INFER)}
 # The input parameter each fan-out item sets: a batch id (its cases come from its batch file), a fold.
 ITEM = {"cases": "batch", "fold": "fold"}
 RESOURCES = {
@@ -321,7 +301,7 @@ def _volumes(stage: Stage | None) -> list[Any]:
     ]
     if stage is not None and stage.resources in ("gpu", "big-gpu", "big-cpu"):  # nnU-Net's worker processes
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM))
-    if stage is not None and stage.name == "pseudolabel":  # TotalSegmentator weights, provisioned once (README)
+    if stage is not None and OnCluster.WEIGHTS in stage.on_cluster.values():  # provisioned once (README)
         volumes.append(
             ExistingVolume(name="weights", claim_name="__WEIGHTS_CLAIM__", mount_path="/weights", read_only=True)
         )
@@ -370,10 +350,33 @@ def _path(location: str, below: str = "") -> str:
     return f"{base}/{below.format(dataset=param('dataset'))}" if below else base
 
 
+def cluster_values(stage: Stage, flavour: Flavour) -> dict[str, str | bool]:
+    """The options the stage takes on a cluster (its record's ``on_cluster``), as this template gives them."""
+    values: dict[str, str | bool] = {}
+    for name, value in stage.on_cluster.items():
+        if isinstance(value, bool):
+            values[name] = value
+        elif value is OnCluster.SIZES:
+            if flavour.sizes:
+                values[name] = SIZES
+        else:
+            values[name] = {
+                OnCluster.INPUT_PREFIX: param("input-prefix"),
+                OnCluster.STAGED_INPUT: f"{WORK}/dicom",
+                OnCluster.BATCH_INVENTORY: batch_file(stage),
+                OnCluster.BATCHES: BATCHES,
+                OnCluster.RESULTS_STORE: f"{OUT}/{relative('results')}",
+                OnCluster.RUN_PREFIX: OUT,
+                OnCluster.WEIGHTS: "/weights",
+                OnCluster.MODEL: param("model"),
+            }[value]
+    return values
+
+
 def stage_args(stage: Stage, with_stages: set[str], flavour: Flavour = TRAINING) -> list[str]:
     """The stage's command line in a pod: cluster values, the fan-out item, workflow parameters, layout paths."""
     positional, options = [], []
-    cluster, by_option = flavour.cluster_options.get(stage.name, {}), flavour.by_option()
+    cluster, by_option = cluster_values(stage, flavour), flavour.by_option()
     for name, option in stage.all_options().items():
         value: str | None = None
         if name in cluster:
@@ -435,7 +438,7 @@ def pod_args(stage: Stage, with_stages: set[str], flavour: Flavour = TRAINING) -
 
 def output_files(stage: Stage, flavour: Flavour = TRAINING) -> dict[str, str]:
     """The output parameters a stage's pod leaves in files: a later fan-out's batches, the steps' disk sizes."""
-    cluster = flavour.cluster_options.get(stage.name, {})
+    cluster = cluster_values(stage, flavour)
     files = {"batches": BATCHES} if "batches_out" in cluster else {}
     if "sizes_out" in cluster:
         files |= {f"{kind}-{step}": f"{SIZES}/{kind}-{step}" for step in SIZED for kind in flavour.budget(step)}
@@ -447,7 +450,7 @@ def _reads_raw_input(stage: Stage, flavour: Flavour) -> bool:
     names, whose sizes and times are in the inventory)."""
     raw = param("input-prefix")
     return any(
-        option.at == INPUT and flavour.cluster_options.get(stage.name, {}).get(name, raw) == raw
+        option.at == INPUT and cluster_values(stage, flavour).get(name, raw) == raw
         for name, option in stage.options.items()
     )
 
@@ -456,34 +459,25 @@ def _prefix_args() -> list[str]:
     return ["--output-prefix", param("output-prefix"), "--runs-prefix", param("runs-prefix")]
 
 
-# Steps that gather a fan-out's per-case records into one listing, after the stage that writes them:
-# stage -> (template name, location, records fetched, files published, command)
-GATHERS = {
-    "convert": ("listing", "converted", "cases/*/manifest.json", "cases.csv", "listing"),
-    "infer": ("infer-listing", "inference", "*/contours.json", "cases.csv,inference.json", "infer-listing"),
-}
-
-
-def _gather(stage: str, prefix: Parameter) -> Container:
-    """The step that gathers every batch's records of ``stage`` into its listing."""
-    name, location, records, listing, command = GATHERS[stage]
-    stored = f"{OUT}/{relative(location)}"
+def _gather(gather: Gather, prefix: Parameter) -> Container:
+    """The step that gathers every batch's records of a fan-out stage into its listing."""
+    stored, local = f"{OUT}/{relative(gather.location)}", _path(gather.location)
     return _container(
-        name,
+        gather.name,
         "cpu",
         [
             "pod",
             "--get",
-            f"{stored}={_path(location)}={records}",
+            f"{stored}={local}={gather.records}",
             "--put",
-            f"{_path(location)}={stored}={listing}",
+            f"{local}={stored}={gather.listing}",
             "--manifest-name",
-            f"_manifest-{name}.json",
+            f"_manifest-{gather.name}.json",
             "--record",
             RECORDS,
             "--",
-            command,
-            _path(location),
+            gather.command,
+            local,
         ],
         Resources(**RESOURCES["cpu"]),
         deadline=3600,
@@ -585,7 +579,8 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
             disk="1Gi",
             retries=2,
         )
-        gathers = {stage.name: _gather(stage.name, prefix) for stage in cluster if stage.name in GATHERS}
+        gathers = {stage.name: _gather(stage.gather, prefix) for stage in cluster if stage.gather is not None}
+        sizer = next((s.name for s in cluster if "sizes_out" in cluster_values(s, flavour)), None)
         with DAG(name="pipeline"):
             claimed = "{{tasks.claim.outputs.parameters.output-prefix}}"
             previous = [claim(name="claim")]
@@ -596,7 +591,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                         continue
                     arguments = {"output-prefix": claimed}
                     for kind in flavour.budget(owner.name):  # sized by the scan from the work
-                        arguments[kind] = "{{tasks.scan.outputs.parameters." + f"{kind}-{owner.name}" + "}}"
+                        arguments[kind] = "{{tasks." + f"{sizer}.outputs.parameters.{kind}-{owner.name}" + "}}"
                     kwargs: dict[str, Any] = {}
                     if stage.fan_out:
                         arguments[ITEM[stage.fan_out]] = "{{item}}"
@@ -609,7 +604,8 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                     before >> tasks
                 previous = tasks
                 if stage.name in gathers:  # the listing of every batch's cases (excluded ones included)
-                    gathered = gathers[stage.name](name=GATHERS[stage.name][0], arguments={"output-prefix": claimed})
+                    assert stage.gather is not None
+                    gathered = gathers[stage.name](name=stage.gather.name, arguments={"output-prefix": claimed})
                     tasks[0] >> gathered
                     previous = [gathered]
     return template

@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,16 @@ from tsretrain.cli import parse_stage, subcommand
 from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
-from tsretrain.pipeline.registry import BY_NAME, STAGES, Files
+from tsretrain.pipeline.registry import BY_NAME, STAGES, TRAINING, Files, OnCluster, Option, Stage
 from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED, WHOLE_DATASET
+from tsretrain.stages import StageResult
 from tsretrain.storage.store import matches
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "tests" / "cluster" / "schemas" / "argo-workflows-v4.0.10.schema.json"  # Argo v4.0.10, as published
 GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "workflowtemplate.yaml"
 INFER_GOLDEN = ROOT / "helm" / "tsretrain" / "files" / "infer-workflowtemplate.yaml"
-CLUSTER_STAGES = [s.name for s in STAGES if s.cluster]
+CLUSTER_STAGES = [s.name for s in STAGES if TRAINING in s.workflows]
 TOKENS = {
     "__S3_SECRET__",
     "__S3_ENDPOINT__",
@@ -606,3 +608,51 @@ def test_pods_run_as_the_images_user(workflow: dict[str, Any]) -> None:
     for dockerfile in sorted((ROOT / "images").glob("*.Dockerfile")):
         user = Image.from_dockerfile(dockerfile).user
         assert user == context["runAsUser"] == context["runAsGroup"] == context["fsGroup"] != 0, dockerfile.name
+
+
+@dataclass(frozen=True)
+class _CountConfig:
+    converted: Path
+    out: Path
+    run_id: str = ""
+
+
+def test_a_new_stage_reaches_the_workflow_from_its_record_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage added to the registry (a toy: it reads the converted listing and writes its counts) becomes a
+    template and a task of both the DAG and the pod contract, with its cluster value, without any edit of the
+    generator: everything about it comes from its ``Stage`` record."""
+    module = load_workflow_module()
+    toy = Stage(
+        "count-labels",
+        _CountConfig,
+        lambda config: StageResult(stage="count-labels", outputs={}, counts={}),
+        "Count the labels of the converted cases.",
+        {
+            "converted": Option("Converted cases.", argument=True, at="converted"),
+            "out": Option("Output folder.", at="report"),
+            "run_id": Option("Run name."),
+        },
+        reads=(Files("converted", ("cases.csv",)),),
+        writes=(Files("report", ("counts.json",)),),
+        on_cluster={"run_id": OnCluster.RUN_PREFIX},
+        hours=1,
+    )
+    stages = (*STAGES, toy)
+    monkeypatch.setattr(module, "STAGES", stages)
+    monkeypatch.setattr(module, "BY_NAME", {stage.name: stage for stage in stages})
+    document = yaml.safe_load(module.render())
+    template = _templates(document)["count-labels"]
+    args = template["container"]["args"]
+    out = "{{inputs.parameters.output-prefix}}"
+    assert args[:3] == ["pod", "--get", f"{out}/converted=/work/converted=cases.csv"]
+    assert args[args.index("--") + 1 :] == [
+        "count-labels",
+        "/work/converted",
+        "--out",
+        "/work/report",
+        "--run-id",
+        out,
+    ]
+    assert template["activeDeadlineSeconds"] == 3600
+    task = _tasks(document)["count-labels"]
+    assert task["depends"] == "export"  # after the last stage before it (the DAG follows the registry)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,34 @@ INPUT = "input"
 """The location of the run's DICOM input (a folder locally, the ``input-prefix`` on a cluster)."""
 RUN = "."
 """The run folder itself (a pod's work folder, the store prefix)."""
+TRAINING, INFERENCE = "training", "infer"
+"""The cluster's workflows (WorkflowTemplates): a training run, and the inference on new patients."""
+
+
+class OnCluster(StrEnum):
+    """A value the rendered workflow gives an option on a cluster (``Stage.on_cluster``)."""
+
+    INPUT_PREFIX = "input-prefix"  # the DICOM tree's store URI (the workflow parameter), read by header ranges
+    STAGED_INPUT = "staged-input"  # the batch's own files, staged into the pod from the input prefix first
+    BATCH_INVENTORY = "batch-inventory"  # the batch's slice of the scan's inventory
+    BATCHES = "batches"  # the file leaving a later fan-out's batch ids (an output parameter)
+    SIZES = "sizes"  # the folder leaving each step's budget (output parameters): the training workflow only
+    RESULTS_STORE = "results-store"  # the run's nnUNet_results in the store: each fold publishes there itself
+    RUN_PREFIX = "run-prefix"  # the run's store prefix (the same on a resume, unlike the workflow's name)
+    WEIGHTS = "weights"  # TotalSegmentator's weights: the chart's read-only claim, mounted in the pod
+    MODEL = "model"  # the model package's store URI (the inference workflow's parameter)
+
+
+@dataclass(frozen=True)
+class Gather:
+    """A fan-in step after a fan-out stage: every batch's records of ``location`` gathered into its listing by the
+    ``command`` subcommand (step ``name``), which publishes ``listing``."""
+
+    name: str
+    location: str
+    records: str
+    listing: str
+    command: str
 
 
 @dataclass(frozen=True)
@@ -91,7 +120,9 @@ class Stage:
     cases_from: tuple[str, str] | None = None  # (location, file) naming the cases of ``{case}`` in ``reads``
     resources: str = "cpu"  # cpu, big-cpu, gpu or big-gpu
     image: str = "cpu"  # image family: cpu, gpu or pseudolabel
-    cluster: bool = True  # part of the workflow (synth makes a local cohort only)
+    workflows: tuple[str, ...] = (TRAINING,)  # the cluster workflows running it (synth makes a local cohort only)
+    on_cluster: dict[str, OnCluster | bool] = field(default_factory=dict, hash=False)  # options only a cluster sets
+    gather: Gather | None = None  # the fan-in step after its fan-out
     # On a cluster: attempts after the first (a usage error is never retried); the deadline (hours) of a step whose
     # time does not follow from the data (the others get the scan's budget, tsretrain.sizing); whether the stage
     # publishes what it writes itself (each fold under --store) instead of its pod; the boolean workflow parameter
@@ -215,8 +246,8 @@ STAGES: tuple[Stage, ...] = (
             "scan_centre": Option("Height of the middle slice (mm, superior; eyes at about 80, larynx about -35)."),
         },
         writes=(Files("cohort"),),
-        cluster=False,
         internal=("id_prefix", "roi_variants"),
+        workflows=(),
     ),
     Stage(
         "scan",
@@ -244,6 +275,9 @@ STAGES: tuple[Stage, ...] = (
         # read headers concurrently
         retries=2,
         hours=6,
+        workflows=(TRAINING, INFERENCE),
+        # ranged header reads of the input prefix; the fan-outs' batches; each step's budget
+        on_cluster={"input": OnCluster.INPUT_PREFIX, "batches_out": OnCluster.BATCHES, "sizes_out": OnCluster.SIZES},
     ),
     Stage(
         "convert",
@@ -265,6 +299,12 @@ STAGES: tuple[Stage, ...] = (
         writes=(Files("converted", ("cases/*/*",)),),  # each batch its cases; the listing is gathered after
         fan_out="cases",
         retries=3,
+        on_cluster={  # the batch's own inventory; the batch's files staged first
+            "input": OnCluster.STAGED_INPUT,
+            "source": OnCluster.INPUT_PREFIX,
+            "inventory": OnCluster.BATCH_INVENTORY,
+        },
+        gather=Gather("listing", "converted", "cases/*/manifest.json", "cases.csv", "listing"),
     ),
     Stage(
         "pseudolabel",
@@ -292,6 +332,7 @@ STAGES: tuple[Stage, ...] = (
         hours=12,
         switch="pseudolabel",
         variant="merged",
+        on_cluster={"weights": OnCluster.WEIGHTS},
     ),
     Stage(
         "split",
@@ -314,6 +355,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(Files("converted", ("cases/*/manifest.json",)),),
         writes=(Files("split"),),
         hours=1,
+        on_cluster={"batches_out": OnCluster.BATCHES},  # batches of test cases for the prediction
     ),
     Stage(
         "assemble",
@@ -360,7 +402,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("preprocessed"),),
         resources="big-cpu",
-        cluster=False,  # a cluster run shares it out: fingerprint, plan, preprocess-cases
+        workflows=(),  # a cluster run shares it out: fingerprint, plan, preprocess-cases
     ),
     Stage(
         "fingerprint",
@@ -463,6 +505,7 @@ STAGES: tuple[Stage, ...] = (
         retries=5,
         hours=96,
         publishes=True,
+        on_cluster={"store": OnCluster.RESULTS_STORE, "validate": False},  # checkpoints mirrored; validate: next
     ),
     Stage(
         "validate",
@@ -485,6 +528,7 @@ STAGES: tuple[Stage, ...] = (
         local=False,  # a local run validates at the end of train
         retries=2,
         publishes=True,
+        on_cluster={"store": OnCluster.RESULTS_STORE},  # the fold from the store, its validation published
     ),
     Stage(
         "predict",
@@ -618,6 +662,7 @@ STAGES: tuple[Stage, ...] = (
         hours=48,
         publishes=True,
         switch="second-stage",
+        on_cluster={"store": OnCluster.RESULTS_STORE},  # as train's
     ),
     Stage(
         "second-predict",
@@ -702,6 +747,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(Files("report"),),
         cases_from=("evaluation", REVIEW_FILE),  # the case review's images only
         hours=2,
+        on_cluster={"run_id": OnCluster.RUN_PREFIX},
     ),
     Stage(
         "export",
@@ -765,9 +811,16 @@ STAGES: tuple[Stage, ...] = (
         fan_out="cases",
         resources="gpu",
         image="gpu",
-        cluster=False,  # not a step of the training workflow: its own template (pipelines/workflow.py, INFER)
         retries=2,
         hours=6,
+        workflows=(INFERENCE,),
+        on_cluster={
+            "input": OnCluster.STAGED_INPUT,
+            "source": OnCluster.INPUT_PREFIX,
+            "inventory": OnCluster.BATCH_INVENTORY,
+            "model": OnCluster.MODEL,
+        },
+        gather=Gather("infer-listing", "inference", "*/contours.json", "cases.csv,inference.json", "infer-listing"),
     ),
 )
 
