@@ -42,6 +42,7 @@ from hera.workflows import (
     Resources,
     RetryStrategy,
     SecretEnv,
+    Task,
     WorkflowTemplate,
 )
 from hera.workflows.models import (
@@ -583,7 +584,7 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
         sizer = next((s.name for s in cluster if "sizes_out" in cluster_values(s, flavour)), None)
         with DAG(name="pipeline"):
             claimed = "{{tasks.claim.outputs.parameters.output-prefix}}"
-            previous = [claim(name="claim")]
+            nodes: dict[str, list[Task]] = {"claim": [claim(name="claim")]}
             for stage in cluster:
                 tasks = []
                 for name, (container, owner, with_stages) in templates.items():
@@ -600,15 +601,61 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
                     if condition:
                         kwargs["when"] = condition
                     tasks.append(container(name=name, arguments=arguments, **kwargs))
-                for before in previous:
-                    before >> tasks
-                previous = tasks
-                if stage.name in gathers:  # the listing of every batch's cases (excluded ones included)
-                    assert stage.gather is not None
+                nodes[stage.name] = tasks
+                if stage.gather is not None:  # the listing of every batch's cases (excluded ones included)
                     gathered = gathers[stage.name](name=stage.gather.name, arguments={"output-prefix": claimed})
-                    tasks[0] >> gathered
-                    previous = [gathered]
+                    nodes[stage.gather.name] = [gathered]
+            for node, before in dependencies(steps(cluster, flavour, sizer)).items():
+                for earlier in before:
+                    for task in nodes[earlier]:
+                        task >> nodes[node]
     return template
+
+
+@dataclass(frozen=True)
+class Step:
+    """A task of the DAG as its edges see it: the run locations it reads and writes, and the steps it follows
+    whatever it reads (a fan-in listing its fan-out; a sized step the scan)."""
+
+    name: str
+    reads: frozenset[str]
+    writes: frozenset[str]
+    after: frozenset[str] = frozenset()
+
+
+def steps(cluster: list[Stage], flavour: Flavour, sizer: str | None) -> list[Step]:
+    """The flavour's steps in registry order, each stage's fan-in listing right after it."""
+    found = []
+    for stage in cluster:
+        sized = frozenset({sizer} if sizer and sizer != stage.name and flavour.budget(stage.name) else ())
+        writes = frozenset(f.location for f in stage.writes)
+        found.append(Step(stage.name, frozenset(f.location for f in stage.reads), writes, sized))
+        if stage.gather is not None:
+            location = frozenset({stage.gather.location})
+            found.append(Step(stage.gather.name, location, location, frozenset({stage.name})))
+    return found
+
+
+def dependencies(ordered: list[Step]) -> dict[str, list[str]]:
+    """The DAG's edges from what each step reads and writes: a step runs after every earlier step that writes a
+    location it reads or writes, or reads a location it writes (the order of the registry kept wherever data
+    flows), and after its ``after``; edges implied by others are left out; the first steps follow the claim."""
+    direct: dict[str, set[str]] = {}
+    for index, step in enumerate(ordered):
+        direct[step.name] = set(step.after) | {
+            earlier.name
+            for earlier in ordered[:index]
+            if earlier.writes & (step.reads | step.writes) or earlier.reads & step.writes
+        }
+    ancestors: dict[str, set[str]] = {}
+    for step in ordered:
+        ancestors[step.name] = set().union(*(ancestors[b] | {b} for b in direct[step.name]))
+    edges = {}
+    for step in ordered:
+        before = direct[step.name]
+        kept = [e.name for e in ordered if e.name in before and not any(e.name in ancestors[o] for o in before)]
+        edges[step.name] = kept or ["claim"]
+    return edges
 
 
 def _optional(name: str | None) -> bool:

@@ -472,7 +472,8 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
     assert tasks["pseudolabel"]["depends"] == "listing"
     assert tasks["pseudolabel"]["withParam"] == "{{tasks.scan.outputs.parameters.batches}}"
     assert tasks["pseudolabel"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
-    assert tasks["split"]["depends"] == "pseudolabel"  # a skipped task satisfies a dependency on it
+    assert tasks["split"]["depends"] == "listing"  # beside the pseudo-labels: it reads only the listing
+    assert tasks["assemble"]["depends"] == "pseudolabel && split"  # a skipped task satisfies a dependency on it
     # Exactly one assembly runs: from the converted label maps, or from the merged pseudo-labels.
     assert tasks["assemble"]["when"] == "{{workflow.parameters.pseudolabel}} != true"
     assert tasks["assemble-merged"]["when"] == "{{workflow.parameters.pseudolabel}} == true"
@@ -494,19 +495,47 @@ def test_the_dag(workflow: dict[str, Any]) -> None:
     assert tasks["evaluate"]["depends"] == tasks["evaluate-merged"]["depends"] == "postprocess"
     # The optional second stage: per fold from the first stage's fold, predicted per test batch, compared; the
     # report with its section only when it ran.
-    assert tasks["second-stage"]["depends"] == "evaluate && evaluate-merged"
+    assert tasks["second-stage"]["depends"] == "postprocess"  # beside the evaluation
     assert tasks["second-stage"]["withParam"] == "{{workflow.parameters.folds}}"
     assert tasks["second-predict"]["withParam"] == "{{tasks.split.outputs.parameters.batches}}"
     for before, after in itertools.pairwise(["second-stage", "second-predict", "compare-stages"]):
         assert tasks[after]["depends"] == before
         assert tasks[after]["when"] == tasks[before]["when"] == "{{workflow.parameters.second-stage}} == true"
-    assert tasks["report"]["depends"] == tasks["report-second"]["depends"] == "compare-stages"
+    assert (
+        tasks["report"]["depends"]
+        == tasks["report-second"]["depends"]
+        == "evaluate && evaluate-merged && compare-stages"
+    )
     assert tasks["report"]["when"] == "{{workflow.parameters.second-stage}} != true"
     assert tasks["report-second"]["when"] == "{{workflow.parameters.second-stage}} == true"
     for task in tasks.values():
         if task["name"] != "claim":  # every stage writes below the prefix the claim step fixed
             parameters = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
             assert parameters["output-prefix"] == "{{tasks.claim.outputs.parameters.output-prefix}}"
+
+
+def _ancestors(tasks: dict[str, dict[str, Any]], name: str) -> set[str]:
+    direct = set(tasks[name].get("depends", "").replace("&&", " ").split())
+    return direct.union(*(_ancestors(tasks, before) for before in direct))
+
+
+def test_the_dag_follows_the_data(workflow: dict[str, Any]) -> None:
+    """Every step runs after each earlier stage that writes a location it reads or writes, or reads one it writes
+    (its outputs are there, and nothing it reads changes under it), its fan-in listing included; steps with no
+    data between them run side by side."""
+    tasks = _tasks(workflow)
+    stages = [s for s in STAGES if TRAINING in s.workflows]
+    for index, stage in enumerate(stages):
+        reads, writes = {f.location for f in stage.reads}, {f.location for f in stage.writes}
+        for earlier in stages[:index]:
+            their_reads, their_writes = {f.location for f in earlier.reads}, {f.location for f in earlier.writes}
+            if their_writes & (reads | writes) or their_reads & writes:
+                for task in [t for t in tasks if t == stage.name or t.startswith(f"{stage.name}-")]:
+                    assert earlier.name in _ancestors(tasks, task) or any(
+                        t.startswith(f"{earlier.name}-") for t in _ancestors(tasks, task)
+                    ), (earlier.name, task)
+    assert "pseudolabel" not in _ancestors(tasks, "split")
+    assert not {"evaluate", "evaluate-merged"} & _ancestors(tasks, "second-stage")
 
 
 def test_an_empty_chart_value_stays_a_string(rendered: str) -> None:
@@ -655,4 +684,4 @@ def test_a_new_stage_reaches_the_workflow_from_its_record_alone(monkeypatch: pyt
     ]
     assert template["activeDeadlineSeconds"] == 3600
     task = _tasks(document)["count-labels"]
-    assert task["depends"] == "export"  # after the last stage before it (the DAG follows the registry)
+    assert task["depends"] == "report && report-second"  # after the last writer of what it writes (report/)
