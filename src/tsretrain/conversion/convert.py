@@ -33,7 +33,7 @@ from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.nifti import write_nifti
-from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
+from tsretrain.conversion.plan import CasePlan, CaseStatus, load_inventory
 from tsretrain.conversion.pool import ignore_interrupts, worker_pool
 from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
 from tsretrain.conversion.scan import (
@@ -112,16 +112,18 @@ def convert_case(plan: CasePlan, input_root: Path, case_dir: Path, dictionary: O
     started = time.perf_counter()
     manifest = base_manifest(plan, dictionary)
     with staged_dir(case_dir) as tmp:
-        if plan.status == OK:
+        if plan.status == CaseStatus.OK:
             try:
                 _convert_ok_case(plan, input_root, tmp, dictionary, manifest)
             except CaseError as exc:
-                manifest.update(status=EXCLUDED, reason=exc.reason.value, detail=exc.detail)
+                manifest.update(status=CaseStatus.EXCLUDED, reason=exc.reason.value, detail=exc.detail)
             except MemoryError:
-                manifest.update(status=FAILED, reason=Reason.WORKER_CRASHED.value, detail="out of memory")
+                manifest.update(status=CaseStatus.FAILED, reason=Reason.WORKER_CRASHED.value, detail="out of memory")
             except Exception:  # any other bug must not take the run down; it is reported with its traceback
-                manifest.update(status=FAILED, reason=Reason.INTERNAL_ERROR.value, detail=traceback.format_exc())
-            if manifest["status"] != OK:
+                manifest.update(
+                    status=CaseStatus.FAILED, reason=Reason.INTERNAL_ERROR.value, detail=traceback.format_exc()
+                )
+            if manifest["status"] != CaseStatus.OK:
                 for leftover in tmp.glob("*.nii.gz"):
                     leftover.unlink()
                 manifest.pop("outputs", None)
@@ -188,9 +190,11 @@ def _finished(case_dir: Path, fingerprint: str) -> dict[str, Any] | None:
         manifest: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if manifest.get("fingerprint") != fingerprint or manifest.get("status") == FAILED:
+    if manifest.get("fingerprint") != fingerprint or manifest.get("status") == CaseStatus.FAILED:
         return None
-    if manifest.get("status") == OK and not all((case_dir / f).is_file() for f in manifest["outputs"].values()):
+    if manifest.get("status") == CaseStatus.OK and not all(
+        (case_dir / f).is_file() for f in manifest["outputs"].values()
+    ):
         return None
     return manifest
 
@@ -198,7 +202,7 @@ def _finished(case_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 def _crash_manifest(plan: CasePlan, dictionary: OrganDictionary, case_dir: Path) -> dict[str, Any]:
     manifest = base_manifest(plan, dictionary)
     manifest.update(
-        status=FAILED,
+        status=CaseStatus.FAILED,
         reason=Reason.WORKER_CRASHED.value,
         detail="the worker process died while converting this case (out of memory?)",
         advice=advice(Reason.WORKER_CRASHED.value),
@@ -398,7 +402,7 @@ def _convert(config: ConvertConfig, dictionary: OrganDictionary) -> StageResult:
         if done is not None:
             manifests.append(done)
             reused += 1
-        elif plan.status != OK:
+        elif plan.status != CaseStatus.OK:
             manifests.append(convert_case(plan, config.input, cases_dir / plan.case_id, dictionary))
         else:
             todo.append(plan)
@@ -416,7 +420,7 @@ def _convert(config: ConvertConfig, dictionary: OrganDictionary) -> StageResult:
     write_case_listing(config.out)
     counts = Counter(m["status"] for m in manifests)
     for m in manifests:
-        if m["status"] != OK:
+        if m["status"] != CaseStatus.OK:
             log.info("%s %s: %s", m["case_id"], m["status"], m["reason"])
 
     return StageResult(

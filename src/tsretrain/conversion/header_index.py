@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsretrain.conversion.headers import UNLISTABLE_FOLDER, FileRecord
+from tsretrain.conversion.headers import UNLISTABLE_FOLDER, FileRecord, RecordKind
 
-CASE_KINDS = ("ct", "rtstruct", "unusable")
+CASE_KINDS = (RecordKind.CT, RecordKind.RTSTRUCT, RecordKind.UNUSABLE)
 """The kinds of record that belong to a case (the others are counted, or listed as file-system problems)."""
+_SQL_CASE_KINDS = "(" + ", ".join(f"'{kind}'" for kind in CASE_KINDS) + ")"
 CACHE_KIB = 16 * 1024  # SQLite's page cache: its memory, whatever the index's size
 
 _SCHEMA = """
@@ -143,7 +144,7 @@ class HeaderIndex:
             owner = self._folder_owner(path)
             if owner:
                 self.db.execute("UPDATE records SET owner = ? WHERE seq = ?", (owner, seq))
-            elif kind != "skipped":
+            elif kind != RecordKind.SKIPPED:
                 top, inside, _ = path.partition("/")
                 is_folder = why.startswith(UNLISTABLE_FOLDER)
                 group = top if inside or is_folder else "root"
@@ -195,10 +196,10 @@ class HeaderIndex:
             CREATE TEMP TABLE uids AS
                 SELECT uid, pid FROM (
                     SELECT series AS uid, CASE patient WHEN '' THEN owner ELSE patient END AS pid
-                        FROM records WHERE kind IN {CASE_KINDS} AND copy = 0
+                        FROM records WHERE kind IN {_SQL_CASE_KINDS} AND copy = 0
                     UNION
                     SELECT sop, CASE patient WHEN '' THEN owner ELSE patient END
-                        FROM records WHERE kind IN {CASE_KINDS} AND copy = 0
+                        FROM records WHERE kind IN {_SQL_CASE_KINDS} AND copy = 0
                 ) WHERE uid != '' AND pid != '';
             CREATE INDEX temp.by_uid ON uids (uid);
             """

@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -27,6 +28,17 @@ RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 ENHANCED_CT_STORAGE = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")  # Enhanced, Legacy Converted
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+class RecordKind(StrEnum):
+    """What a file of the tree is to the scan (``FileRecord.kind``, the same words in its index and inventory)."""
+
+    CT = "ct"  # a usable CT image
+    RTSTRUCT = "rtstruct"
+    IGNORED = "ignored"  # counted: other modalities, not DICOM, localizers, DICOMDIRs
+    UNUSABLE = "unusable"  # DICOM that excludes its patient's case (``problem``)
+    UNREADABLE = "unreadable"  # a file or folder that could not be read: excludes the patient it belongs to
+    SKIPPED = "skipped"  # not a regular file (dangling link, FIFO, socket, device, link loop): a warning
 
 
 @dataclass
@@ -54,7 +66,7 @@ class FileRecord:
     """
 
     path: str  # relative to the scanned root
-    kind: str
+    kind: RecordKind
     why_ignored: str = ""
     problem: str = ""  # a Reason value, for unusable files
     modality: str = ""
@@ -190,17 +202,17 @@ def read_record(root: Path, path: Path) -> FileRecord:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        return FileRecord(rel, "unreadable", "vanished during the scan")
+        return FileRecord(rel, RecordKind.UNREADABLE, "vanished during the scan")
     except OSError as exc:
-        return FileRecord(rel, "unreadable", f"cannot open: {exc.strerror or exc}")
+        return FileRecord(rel, RecordKind.UNREADABLE, f"cannot open: {exc.strerror or exc}")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # before any read: a folder or FIFO swapped in after the walk
-            return FileRecord(rel, "skipped", _special_kind(info.st_mode))
+            return FileRecord(rel, RecordKind.SKIPPED, _special_kind(info.st_mode))
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return classify(rel, info.st_size, info.st_mtime_ns, handle)
     except OSError as exc:  # I/O error while reading (bad sector, network share gone)
-        return FileRecord(rel, "unreadable", f"read error: {exc.strerror or exc}")
+        return FileRecord(rel, RecordKind.UNREADABLE, f"read error: {exc.strerror or exc}")
     finally:
         os.close(fd)
 
@@ -220,7 +232,7 @@ def read_remote_record(store: Store, key: str, size: int, mtime_ns: int) -> File
 
 def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord:
     """Classify one file from a readable handle on its bytes (headers only)."""
-    record = FileRecord(path=rel, kind="ignored", size=size, mtime_ns=mtime_ns)
+    record = FileRecord(path=rel, kind=RecordKind.IGNORED, size=size, mtime_ns=mtime_ns)
     if not _looks_like_dicom(handle.read(132)):
         record.why_ignored = "not_dicom"
         return record
@@ -254,7 +266,7 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
             missing = [k for k in ("PatientID", "SeriesInstanceUID", "SOPInstanceUID") if not header_text(ds, k)]
             _unusable(record, Reason.MISSING_UIDS, f"{record.modality or 'DICOM'} file without {', '.join(missing)}")
         elif is_rtstruct:
-            record.kind = "rtstruct"
+            record.kind = RecordKind.RTSTRUCT
             record.rtstruct = _rtstruct_info(ds)
         elif sop_class in ENHANCED_CT_STORAGE:
             _unusable(record, Reason.UNSUPPORTED_CT, f"Enhanced CT ({sop_class})")
@@ -271,20 +283,20 @@ def classify(rel: str, size: int, mtime_ns: int, handle: BinaryIO) -> FileRecord
                     "missing, zero or not finite",
                 )
             else:
-                record.kind = "ct"
+                record.kind = RecordKind.CT
                 record.slice = header
                 record.truncated = _pixel_data_truncated(ds, size)
         else:
             record.why_ignored = f"not a CT image or RTSTRUCT (SOP class {sop_class})"
     except (AttributeError, TypeError, ValueError, KeyError, NotImplementedError) as exc:  # NotImplemented: unknown VR
-        record.kind = "ignored"
+        record.kind = RecordKind.IGNORED
         record.rtstruct = None
         record.why_ignored = f"corrupt: {exc}"
     return record
 
 
 def _unusable(record: FileRecord, problem: Reason, why: str) -> None:
-    record.kind = "unusable"
+    record.kind = RecordKind.UNUSABLE
     record.problem = problem.value
     record.why_ignored = why
 
@@ -329,7 +341,7 @@ def walk(root: Path) -> Iterator[Path | FileRecord]:
             with os.scandir(folder) as entries:
                 listing = sorted(entries, key=lambda e: e.name)
         except OSError as exc:
-            yield _oddity(root, folder, "unreadable", f"{UNLISTABLE_FOLDER}: {exc.strerror}")
+            yield _oddity(root, folder, RecordKind.UNREADABLE, f"{UNLISTABLE_FOLDER}: {exc.strerror}")
             continue
         subfolders: list[Path] = []
         for entry in listing:
@@ -341,25 +353,25 @@ def walk(root: Path) -> Iterator[Path | FileRecord]:
                 info = entry.stat(follow_symlinks=True)
             except FileNotFoundError:
                 if entry.is_symlink():
-                    yield _oddity(root, path, "skipped", "dangling symbolic link")
+                    yield _oddity(root, path, RecordKind.SKIPPED, "dangling symbolic link")
                 else:
-                    yield _oddity(root, path, "unreadable", "vanished during the scan")
+                    yield _oddity(root, path, RecordKind.UNREADABLE, "vanished during the scan")
                 continue
             except OSError as exc:  # ELOOP (a link to itself), EACCES on the link's target
-                yield _oddity(root, path, "skipped", f"cannot follow: {exc.strerror}")
+                yield _oddity(root, path, RecordKind.SKIPPED, f"cannot follow: {exc.strerror}")
                 continue
             if stat.S_ISDIR(info.st_mode):
                 if entry.name.startswith("."):
                     continue
                 if (info.st_dev, info.st_ino) in visited:
-                    yield _oddity(root, path, "skipped", "symbolic link loop (folder already scanned)")
+                    yield _oddity(root, path, RecordKind.SKIPPED, "symbolic link loop (folder already scanned)")
                     continue
                 visited.add((info.st_dev, info.st_ino))
                 subfolders.append(path)
             elif stat.S_ISREG(info.st_mode):
                 yield path
             else:
-                yield _oddity(root, path, "skipped", _special_kind(info.st_mode))
+                yield _oddity(root, path, RecordKind.SKIPPED, _special_kind(info.st_mode))
         stack.extend(reversed(subfolders))
 
 
@@ -374,7 +386,7 @@ def walk_tree(root: Path) -> Tree:
     return tree
 
 
-def _oddity(root: Path, path: Path, kind: str, why: str) -> FileRecord:
+def _oddity(root: Path, path: Path, kind: RecordKind, why: str) -> FileRecord:
     return FileRecord(path.relative_to(root).as_posix(), kind, why)
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from tsretrain.reasons import Reason, precedence
 
-OK = "ok"
-EXCLUDED = "excluded"
-FAILED = "failed"
+
+class CaseStatus(StrEnum):
+    """A case's status in the listings and manifests (the same words on disk)."""
+
+    OK = "ok"
+    EXCLUDED = "excluded"  # a reason of the input's (what to do: the listing's advice)
+    FAILED = "failed"  # a reason of the converter's or the machine's (crash, memory)
 
 
 @dataclass
@@ -21,7 +26,7 @@ class CasePlan:
 
     case_id: str
     patient_id: str
-    status: str = OK
+    status: CaseStatus = CaseStatus.OK
     reason: str = ""
     detail: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -49,7 +54,7 @@ class CasePlan:
         """Record a problem; the case takes the reason of highest precedence."""
         self.problems.append((reason.value, detail))
         worst = min((Reason(r) for r, _ in self.problems), key=precedence)
-        self.status = EXCLUDED
+        self.status = CaseStatus.EXCLUDED
         self.reason = worst.value
         self.detail = "; ".join(d for r, d in sorted(self.problems, key=lambda p: precedence(Reason(p[0]))))
 
@@ -67,6 +72,7 @@ class CasePlan:
         data["file_stats"] = [tuple(s) for s in data.get("file_stats", [])]
         data["other_files"] = [tuple(s) for s in data.get("other_files", [])]
         data["problems"] = [tuple(p) for p in data.get("problems", [])]
+        data["status"] = CaseStatus(data.get("status", CaseStatus.OK))
         return cls(**data)
 
 

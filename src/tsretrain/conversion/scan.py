@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 from tsretrain import __version__
 from tsretrain.conversion.geometry import build_geometry
-from tsretrain.conversion.header_index import Group, HeaderIndex
-from tsretrain.conversion.headers import FileRecord, read_record, read_remote_record, walk, walk_tree
+from tsretrain.conversion.header_index import CASE_KINDS, Group, HeaderIndex
+from tsretrain.conversion.headers import FileRecord, RecordKind, read_record, read_remote_record, walk, walk_tree
 from tsretrain.conversion.inventory import INVENTORY, InventoryWriter, inventory_writer
 from tsretrain.conversion.listing import COLUMNS, write_csv
-from tsretrain.conversion.plan import OK, CasePlan
+from tsretrain.conversion.plan import CasePlan, CaseStatus
 from tsretrain.conversion.pool import worker_pool
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_dictionary
@@ -242,7 +242,7 @@ def _describe(records: list[FileRecord], limit: int = 5) -> str:
 
 def _file_system_findings(plan: CasePlan, records: list[FileRecord]) -> None:
     """Unreadable files exclude the case; other oddities (links, FIFOs...) and missing UIDs are reported."""
-    unreadable = [r for r in records if r.kind == "unreadable"]
+    unreadable = [r for r in records if r.kind == RecordKind.UNREADABLE]
     if unreadable:
         plan.add_problem(
             Reason.UNREADABLE_DICOM,
@@ -251,7 +251,7 @@ def _file_system_findings(plan: CasePlan, records: list[FileRecord]) -> None:
     no_uids = [r for r in records if r.problem == Reason.MISSING_UIDS.value]
     if no_uids:
         plan.add_problem(Reason.MISSING_UIDS, f"{len(no_uids)} file(s): {_describe(no_uids)}")
-    plan.warnings.extend(f"skipped {r.path}: {r.why_ignored}" for r in records if r.kind == "skipped")
+    plan.warnings.extend(f"skipped {r.path}: {r.why_ignored}" for r in records if r.kind == RecordKind.SKIPPED)
 
 
 def plan_patient(
@@ -268,11 +268,11 @@ def plan_patient(
     ct_series: dict[str, list[FileRecord]] = defaultdict(list)
     unusable: dict[str, list[FileRecord]] = defaultdict(list)
     for record in records:
-        if record.kind == "ct":
+        if record.kind == RecordKind.CT:
             ct_series[record.series_uid].append(record)
-        elif record.kind == "unusable" and record.problem != Reason.MISSING_UIDS.value:
+        elif record.kind == RecordKind.UNUSABLE and record.problem != Reason.MISSING_UIDS.value:
             unusable[record.series_uid].append(record)
-    rtstructs = [r for r in records if r.kind == "rtstruct"]
+    rtstructs = [r for r in records if r.kind == RecordKind.RTSTRUCT]
     if plan.problems and not ct_series and not rtstructs and not unusable:
         return plan
     ct_uid, rs = _pair(plan, ct_series, unusable, rtstructs, rtstruct_choice)
@@ -309,9 +309,7 @@ def plan_patient(
     used = {path for path, _, _ in plan.file_stats}
     if rs is not None:
         used.add(rs.path)
-    plan.other_files = [
-        (r.path, r.size, r.mtime_ns) for r in records if r.kind in ("ct", "rtstruct", "unusable") and r.path not in used
-    ]
+    plan.other_files = [(r.path, r.size, r.mtime_ns) for r in records if r.kind in CASE_KINDS and r.path not in used]
     named = rs.rtstruct.referenced_series_uids if rs is not None and rs.rtstruct is not None else []
     if rs is not None and ct_uid is not None and (ct_uid in named or not named):  # not when paired by frame
         _check_references(plan, rs, ct_uid, ct_series)
@@ -545,7 +543,7 @@ def scan(config: ScanConfig) -> StageResult:
                 writer.add(plan)
                 index.keep_listing_row(plan.case_id, listing_row(plan))
                 counts[plan.status] += 1
-                if plan.status != OK:
+                if plan.status != CaseStatus.OK:
                     log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
         write_csv(config.out / "cases.csv", index.listing_rows(), COLUMNS)  # in case id order, as write_listing
     finally:

@@ -26,10 +26,10 @@ import SimpleITK as sitk
 from tsretrain.conversion.convert import stage_inputs
 from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import VolumeGeometry, build_geometry
-from tsretrain.conversion.headers import FileRecord
+from tsretrain.conversion.headers import FileRecord, RecordKind
 from tsretrain.conversion.listing import write_csv
 from tsretrain.conversion.nifti import write_nifti
-from tsretrain.conversion.plan import EXCLUDED, FAILED, OK, CasePlan, load_inventory
+from tsretrain.conversion.plan import CasePlan, CaseStatus, load_inventory
 from tsretrain.conversion.scan import case_id_for, check_input_folder, read_records
 from tsretrain.dataset.split import read_split
 from tsretrain.delivery.package import Package
@@ -87,7 +87,7 @@ class SeriesJob:
     files: list[str] = field(default_factory=list)  # in volume order
     sop_uids: list[str] = field(default_factory=list)
     geometry: VolumeGeometry | None = None
-    status: str = OK
+    status: CaseStatus = CaseStatus.OK
     reason: str = ""
     detail: str = ""
     written: dict[str, str] = field(default_factory=dict)
@@ -95,7 +95,7 @@ class SeriesJob:
     empty: tuple[str, ...] = ()
     seconds: float = 0.0
 
-    def fail(self, reason: Reason, detail: str, status: str = EXCLUDED) -> None:
+    def fail(self, reason: Reason, detail: str, status: CaseStatus = CaseStatus.EXCLUDED) -> None:
         self.status, self.reason, self.detail = status, reason.value, detail
 
     def row(self) -> dict[str, Any]:
@@ -121,9 +121,9 @@ def _series_of_patient(case_id: str, patient_id: str, records: list[FileRecord])
     cts: dict[str, list[FileRecord]] = defaultdict(list)
     unusable: dict[str, list[FileRecord]] = defaultdict(list)
     for record in records:
-        if record.kind == "ct":
+        if record.kind == RecordKind.CT:
             cts[record.series_uid].append(record)
-        elif record.kind == "unusable":
+        elif record.kind == RecordKind.UNUSABLE:
             unusable[record.series_uid].append(record)
     jobs = []
     order = sorted(cts, key=lambda uid: (_number(cts[uid][0].series_number), uid))
@@ -148,7 +148,7 @@ def _series_of_patient(case_id: str, patient_id: str, records: list[FileRecord])
         jobs.append(job)
     if not jobs:
         job = SeriesJob(case_id, patient_id, "")
-        unreadable = [r.path for r in records if r.kind == "unreadable"]
+        unreadable = [r.path for r in records if r.kind == RecordKind.UNREADABLE]
         if unreadable:
             job.fail(Reason.UNREADABLE_DICOM, f"{len(unreadable)} unreadable file(s), e.g. {unreadable[0]}")
         else:
@@ -170,7 +170,7 @@ def discover(config: InferConfig, plans: list[CasePlan] | None = None) -> list[S
     records = read_records(config.input, config.workers or cpu_quota())
     by_patient: dict[str, list[FileRecord]] = defaultdict(list)
     for record in records:
-        if record.kind not in ("ignored", "skipped"):
+        if record.kind not in (RecordKind.IGNORED, RecordKind.SKIPPED):
             by_patient[record.patient_id].append(record)
     wanted = set(config.cases)
     if config.split is not None:
@@ -249,9 +249,9 @@ def infer(config: InferConfig) -> StageResult:
         images, predictions = scratch / "images", scratch / "predictions"
         images.mkdir()
         for job in jobs:
-            if job.status == OK:
+            if job.status == CaseStatus.OK:
                 _stage_image(job, config.input, images)
-        usable = [job for job in jobs if job.status == OK]
+        usable = [job for job in jobs if job.status == CaseStatus.OK]
         log.info("infer: %d CT series of %d patient(s) to predict", len(usable), len({j.case_id for j in jobs}))
         predictor = load_predictor(package.model_folder, folds, device, config.step_size) if usable else None
         predict_images(
@@ -278,7 +278,7 @@ def infer(config: InferConfig) -> StageResult:
                     job.fail(exc.reason, exc.detail)
                 except Exception as exc:  # one series must not take the others down; its row says what happened
                     log.exception("infer: %s %s failed", job.case_id, job.series)
-                    job.fail(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", status=FAILED)
+                    job.fail(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", status=CaseStatus.FAILED)
                 job.seconds += time.perf_counter() - started
                 advance(1)
     model = {
@@ -292,7 +292,7 @@ def infer(config: InferConfig) -> StageResult:
     for case_id in dict.fromkeys(job.case_id for job in jobs):
         record = {**model, "rows": [job.row() for job in jobs if job.case_id == case_id]}
         atomic_write_text(config.out / case_id / CASE_RECORD, json.dumps(record, indent=1))
-    done = [job for job in jobs if job.status == OK]
+    done = [job for job in jobs if job.status == CaseStatus.OK]
     write_listing(config.out)
     return StageResult(
         "infer",
@@ -308,12 +308,12 @@ def write_listing(out: Path) -> dict[str, Any]:
     write_csv(out / "cases.csv", rows, LISTING_COLUMNS)
     summary = {
         **{key: value for key, value in (records[0] if records else {}).items() if key != "rows"},
-        "series_predicted": sum(row["status"] == OK for row in rows),
+        "series_predicted": sum(row["status"] == CaseStatus.OK for row in rows),
         "listed": len(rows),
         "not_predicted": {
             row["case_id"] + (f"/{row['series']}" if row["series"] else ""): row["reason"]
             for row in rows
-            if row["status"] != OK
+            if row["status"] != CaseStatus.OK
         },
     }
     atomic_write_text(out / "inference.json", json.dumps(summary, indent=1))

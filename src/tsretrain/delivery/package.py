@@ -30,6 +30,7 @@ from typing import Any
 
 from tsretrain import __version__
 from tsretrain.conversion.listing import read_listing
+from tsretrain.conversion.plan import CaseStatus
 from tsretrain.dataset.split import SPLIT_FILE, read_split
 from tsretrain.delivery.source import Algorithm
 from tsretrain.errors import UserError
@@ -175,7 +176,7 @@ def describe(
     origin = plans.get("tsretrain_transferred_from")
     statuses: dict[str, int] = {}
     for row in listing:
-        key = row["status"] if row["status"] == "ok" else f"{row['status']}: {row['reason']}"
+        key = row["status"] if row["status"] == CaseStatus.OK else f"{row['status']}: {row['reason']}"
         statuses[key] = statuses.get(key, 0) + 1
     return {
         "format": PACKAGE_FORMAT,

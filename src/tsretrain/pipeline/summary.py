@@ -17,6 +17,7 @@ from typing import Any
 from rich.table import Table
 
 from tsretrain.conversion.listing import read_listing
+from tsretrain.conversion.plan import CaseStatus
 from tsretrain.evaluation.report.structures import large_structures
 from tsretrain.layout import RunLayout
 from tsretrain.ui import console
@@ -53,7 +54,7 @@ def _cases_line(run: Path) -> str | None:
         return None
     rows = read_listing(listing)
     status = Counter(r["status"] for r in rows)
-    reasons = Counter(r["reason"] for r in rows if r["status"] != "ok")
+    reasons = Counter(r["reason"] for r in rows if r["status"] != CaseStatus.OK)
     why = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
     line = f"{len(rows)} found, {status['ok']} converted, {status['excluded']} excluded"
     if status["failed"]:
@@ -118,7 +119,7 @@ def _contour_lines(run: Path) -> list[tuple[str, str]]:
     listing = RunLayout(run).at("inference") / "cases.csv"
     if not listing.is_file():
         return []
-    done = [row for row in read_listing(listing) if row["status"] == "ok"]
+    done = [row for row in read_listing(listing) if row["status"] == CaseStatus.OK]
     if not done:
         return [("contours", "no CT series could be contoured: see " + str(listing.resolve()))]
     files = dict(item.split("=", 1) for item in done[0]["files"].split(" | ") if "=" in item)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from tsretrain.conversion.convert import listing_rows
+from tsretrain.conversion.plan import CaseStatus
 from tsretrain.dataset.split import read_split
 from tsretrain.evaluation.report.blocks import Banner, Block, Heading, Paragraph, Table, fmt
 from tsretrain.layout import RunLayout
@@ -77,7 +78,7 @@ def dataset_section(run: Path) -> list[Block]:
         for row in listing_rows(RunLayout(run).converted)
     ]
     by_status = Counter(r["status"] for r in rows)
-    reasons = Counter(r["reason"] for r in rows if r["status"] != "ok")
+    reasons = Counter(r["reason"] for r in rows if r["status"] != CaseStatus.OK)
     blocks: list[Block] = [
         Heading("1. Dataset exploration"),
         Paragraph(
@@ -93,7 +94,7 @@ def dataset_section(run: Path) -> list[Block]:
             )
         )
     presence: Counter[str] = Counter()
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == CaseStatus.OK]
     for row in ok:
         manifest = json.loads((RunLayout(run).converted / "cases" / row["case_id"] / "manifest.json").read_text())
         presence.update(name for name, info in manifest["labels"].items() if info["present"])
