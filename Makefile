@@ -101,7 +101,10 @@ workflow: install  ## re-render the WorkflowTemplate into the chart (review the 
 # The images build with the first of docker, podman and buildah found (or ENGINE=...), from the package index
 # and base image named here: behind a mirror or air-gapped, point these at it (images/README.md). Every package
 # is checked against the hashes of requirements/*.txt whichever index serves it.
-ENGINE ?= $(firstword $(foreach e,docker podman buildah,$(if $(shell command -v $(e) 2>/dev/null),$(e))))
+# docker counts only when its daemon answers (a docker client alone cannot build); found once, when first needed.
+FIND_ENGINE = $(firstword $(if $(shell docker version --format '{{.Server.Version}}' 2>/dev/null),docker) \
+	$(foreach e,podman buildah,$(if $(shell command -v $(e) 2>/dev/null),$(e))))
+ENGINE ?= $(eval ENGINE := $(FIND_ENGINE))$(ENGINE)
 ENGINE_FLAGS ?=
 BASE_IMAGE ?= python:3.11.10-slim-bookworm
 PIP_INDEX_URL ?= https://pypi.org/simple
@@ -112,8 +115,8 @@ BUILD_ARGS = --build-arg "BASE_IMAGE=$(BASE_IMAGE)" --build-arg "PIP_INDEX_URL=$
 BUILD = $(ENGINE) build $(ENGINE_FLAGS) $(BUILD_ARGS)
 
 images:  ## build the three step images (docker, podman or buildah)
-	@test -n "$(ENGINE)" || { echo "make images needs a container engine: install docker, podman or buildah" \
-	  "(Debian: apt-get install podman), or name one: make images ENGINE=/path/to/podman" >&2; exit 2; }
+	@test -n "$(ENGINE)" || { echo "make images needs a container engine: install docker (with its daemon running)," \
+	  "podman or buildah (Debian: apt-get install podman), or name one: make images ENGINE=/path/to/podman" >&2; exit 2; }
 	$(BUILD) --build-arg "TORCH_INDEX_URL=$(TORCH_INDEX_URL)" -f images/cpu.Dockerfile -t tsretrain-cpu:$(TAG) .
 	$(BUILD) -f images/gpu.Dockerfile -t tsretrain-gpu:$(TAG) .
 	$(BUILD) -f images/pseudolabel.Dockerfile -t tsretrain-pseudolabel:$(TAG) .
