@@ -114,12 +114,17 @@ BUILD_ARGS = --build-arg "BASE_IMAGE=$(BASE_IMAGE)" --build-arg "PIP_INDEX_URL=$
 	--build-arg "PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL)"
 BUILD = $(ENGINE) build $(ENGINE_FLAGS) $(BUILD_ARGS)
 
-images:  ## build the three step images (docker, podman or buildah)
+FAMILIES := cpu gpu pseudolabel
+IMAGES ?= $(FAMILIES)
+IMAGE_ARGS_cpu = --build-arg "TORCH_INDEX_URL=$(TORCH_INDEX_URL)"
+.PHONY: $(addprefix image-,$(FAMILIES))
+
+images: $(addprefix image-,$(IMAGES))  ## build the step images (docker, podman or buildah); make images IMAGES=cpu: one
+
+$(addprefix image-,$(FAMILIES)): image-%:
 	@test -n "$(ENGINE)" || { echo "make images needs a container engine: install docker (with its daemon running)," \
 	  "podman or buildah (Debian: apt-get install podman), or name one: make images ENGINE=/path/to/podman" >&2; exit 2; }
-	$(BUILD) --build-arg "TORCH_INDEX_URL=$(TORCH_INDEX_URL)" -f images/cpu.Dockerfile -t tsretrain-cpu:$(TAG) .
-	$(BUILD) -f images/gpu.Dockerfile -t tsretrain-gpu:$(TAG) .
-	$(BUILD) -f images/pseudolabel.Dockerfile -t tsretrain-pseudolabel:$(TAG) .
+	$(BUILD) $(IMAGE_ARGS_$*) -f images/$*.Dockerfile -t tsretrain-$*:$(TAG) .
 
 kind-up: images  ## kind with GPU passthrough, Argo Workflows, dev S3 and our chart
 	deploy/kind/up.sh $(TAG)
