@@ -1,17 +1,27 @@
 # Pseudo-label step: TotalSegmentator on CUDA. Weights are mounted at run time (never baked in), read-only:
 # the step passes --weights /weights and TotalSegmentator keeps its config.json in the writable home.
-# Build from the repository root:  docker build -f images/pseudolabel.Dockerfile -t tsretrain-pseudolabel:TAG .
-FROM python:3.11.10-slim-bookworm AS build
+# Build from the repository root:  make images  (or: docker build -f images/pseudolabel.Dockerfile ...)
+# Every Python package (tsretrain[pseudolabel]) is installed from requirements/pseudolabel.txt (`make lock`), hashed.
+ARG BASE_IMAGE=python:3.11.10-slim-bookworm
+FROM ${BASE_IMAGE} AS build
+# pip reads the package index from these (a mirror or an air-gapped index: make images PIP_INDEX_URL=...)
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
 WORKDIR /src
+COPY requirements/build.txt /tmp/build.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/build.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir build==1.2.2 && python -m build --wheel --outdir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
-FROM python:3.11.10-slim-bookworm
+FROM ${BASE_IMAGE}
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-RUN pip install --no-cache-dir torch==2.8.0 torchvision==0.23.0
+COPY requirements/pseudolabel.txt /tmp/pseudolabel.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/pseudolabel.txt && rm /tmp/pseudolabel.txt
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[pseudolabel]" torch==2.8.0 torchvision==0.23.0 \
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl \
     && rm -rf /wheels && useradd --create-home --uid 10001 tsretrain
 USER 10001
 WORKDIR /home/tsretrain
