@@ -65,7 +65,7 @@ bench: install
 	$(BIN)/python bench/convert.py --out docs/benchmarks.md
 
 # Re-resolve the hashed locks requirements/{dev,cpu,gpu,pseudolabel,build}.txt from pyproject.toml and the torch
-# pins of requirements/*.in (tests/test_locks.py fails while one is stale). Pins that still fit are kept:
+# pins of requirements/*.in (tests/pipeline/test_locks.py fails while one is stale). Pins that still fit are kept:
 # make lock UPGRADE=1 moves everything to the newest releases; make lock LOCKS="gpu pseudolabel" re-locks those.
 # The indexes are pip's own (pip config list); the hashes are those of every file of each pinned release there.
 LOCK_VENV ?= .venv-lock

@@ -7,7 +7,7 @@
 Each lock is resolved from pyproject.toml's dependencies (plus an extra) and the torch pins of its
 requirements/NAME.in, for CPython 3.11 on linux x86_64 (this machine's and the images' platform), with the hashes
 of every file of each pinned release on the configured indexes. Its header records a digest of those inputs, so a
-change of pyproject.toml or of a pin that was not re-locked is seen without the network (tests/test_locks.py).
+change of pyproject.toml or of a pin that was not re-locked is seen without the network (tests/pipeline/test_locks.py).
 """
 
 from __future__ import annotations
