@@ -60,6 +60,18 @@ def test_user_yaml_by_path(tmp_path: Path) -> None:
         load_dictionary("no-such-dictionary")
 
 
+def test_a_dictionary_is_parsed_once_per_process_until_its_file_changes(tmp_path: Path) -> None:
+    """A conversion worker asks for the dictionary per case: the same text gives the same parsed dictionary; an
+    edited file is parsed anew (never a stale one)."""
+    assert load_dictionary("radcure-oar21") is load_dictionary("radcure-oar21")
+    path = tmp_path / "mine.yaml"
+    path.write_text(VALID)
+    first = load_dictionary(str(path))
+    assert load_dictionary(str(path)) is first
+    path.write_text(VALID.replace('version: "1"', 'version: "2"'))
+    assert load_dictionary(str(path)).version == "2" and first.version == "1"
+
+
 def test_mapping_variants_union_and_ambiguity() -> None:
     d = load_dictionary("radcure-oar21")
     mapping = d.map_rois(["gtvp ", "GTVp2", "Bone_Mandible", "OpticNrv_L", "BODY", "PTV70", "Mystery"])

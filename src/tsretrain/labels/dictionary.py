@@ -22,6 +22,7 @@ regular expressions. Format::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -396,5 +397,11 @@ def dictionary_text(name_or_path: str) -> str:
 
 
 def load_dictionary(name_or_path: str) -> OrganDictionary:
-    """Load a shipped dictionary by name, or a user's YAML file by path."""
-    return parse_dictionary(dictionary_text(name_or_path), name_or_path)
+    """Load a shipped dictionary by name, or a user's YAML file by path: parsed once per process for the same text
+    (a conversion worker asks for it per case), read again each time (a changed file is parsed anew)."""
+    return _parsed(dictionary_text(name_or_path), name_or_path)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str, name_or_path: str) -> OrganDictionary:
+    return parse_dictionary(text, name_or_path)
