@@ -80,12 +80,36 @@ def param(name: str) -> str:
 @dataclass(frozen=True)
 class WorkflowParameter:
     """A workflow parameter and the stage options it sets: ``name`` in every stage having that option, or
-    ``stage.name`` in one stage only."""
+    ``stage.name`` in one stage only. Its default is the options' configuration default (``None``), or one the
+    cluster wants instead (a GPU, a real run's epochs)."""
 
     name: str
-    default: str
+    default: str | None
     description: str
     options: tuple[str, ...] = ()
+
+    def value(self, stages: list[Stage]) -> str:
+        """The default as Argo passes it: given, or the configurations' (one value, as the command line takes it)."""
+        if self.default is not None:
+            return self.default
+        found = {
+            _argument(stage.defaults()[option])
+            for stage in stages
+            for option in stage.all_options()
+            if option in self.options or f"{stage.name}.{option}" in self.options
+        }
+        if len(found) != 1:
+            raise ValueError(f"parameter {self.name}: its options' defaults differ or are missing ({found})")
+        return found.pop()
+
+
+def _argument(value: Any) -> str:
+    """A configuration default as a workflow parameter holds it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return json.dumps([str(item) for item in value])
+    return "" if value is None else str(value)
 
 
 PARAMETERS = (
@@ -102,22 +126,16 @@ PARAMETERS = (
     ),
     WorkflowParameter("pseudolabel", "false", "run TotalSegmentator pseudo-labels (true for radcure-ts90)"),
     WorkflowParameter("export", "true", "end with the model package (PREFIX/export/): false leaves it out"),
-    WorkflowParameter("model-version", "1.0.0", "version of the model package", ("export.version",)),
-    WorkflowParameter(
-        "dataset", "Dataset366_TotalSegmentator", "nnU-Net dataset: Dataset<3-digit id>_<name>", ("dataset",)
-    ),
-    WorkflowParameter("cv-folds", "5", "cross-validation folds the split makes", ("cv_folds",)),
+    WorkflowParameter("model-version", None, "version of the model package", ("export.version",)),
+    WorkflowParameter("dataset", None, "nnU-Net dataset: Dataset<3-digit id>_<name>", ("dataset",)),
+    WorkflowParameter("cv-folds", None, "cross-validation folds the split makes", ("cv_folds",)),
     WorkflowParameter(
         "folds", '["0", "1", "2", "3", "4"]', "JSON list of folds trained (one GPU pod each)", ("folds",)
     ),
-    WorkflowParameter(
-        "trainer", "nnUNetTrainerTsr", "nnU-Net trainer (nnUNetTrainerTsrTiny: a cheap run)", ("trainer",)
-    ),
-    WorkflowParameter("planner", "default", "default, resenc-m or resenc-l", ("planner",)),
-    WorkflowParameter("plans", "", "plans name; empty: the planner's", ("plans",)),
-    WorkflowParameter(
-        "configuration", "3d_fullres", "nnU-Net configuration (3d_tiny: a cheap run)", ("configuration",)
-    ),
+    WorkflowParameter("trainer", None, "nnU-Net trainer (nnUNetTrainerTsrTiny: a cheap run)", ("trainer",)),
+    WorkflowParameter("planner", None, "default, resenc-m or resenc-l", ("planner",)),
+    WorkflowParameter("plans", None, "plans name; empty: the planner's", ("plans",)),
+    WorkflowParameter("configuration", None, "nnU-Net configuration (3d_tiny: a cheap run)", ("configuration",)),
     WorkflowParameter("epochs", "1000", "training epochs", ("epochs",)),
     WorkflowParameter(
         "device",
@@ -125,10 +143,10 @@ PARAMETERS = (
         "device of pseudolabel, train, validate and predict: cuda (fails at once without a GPU) or cpu",
         ("device",),  # every stage taking a device
     ),
-    WorkflowParameter("iterations", "", "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
+    WorkflowParameter("iterations", None, "iterations per epoch of the tiny trainer; empty: its own", ("iterations",)),
     WorkflowParameter(
         "init-from",
-        "",
+        None,
         "fine-tune from a pretrained model: store URI of a model package (a run's export); its plans are "
         "transferred and every layer but the head loaded; empty: train from scratch",
         ("plan.plans_from", "train.init_from"),
@@ -139,35 +157,35 @@ PARAMETERS = (
         "true: a tumour-focused second stage per fold (from the first stage's fold), predicted and compared",
     ),
     WorkflowParameter(
-        "second-stage-loss", "focal", "its loss: focal or weighted", ("second-stage.loss", "second-predict.loss")
+        "second-stage-loss", None, "its loss: focal or weighted", ("second-stage.loss", "second-predict.loss")
     ),
     WorkflowParameter("second-stage-epochs", "250", "its fine-tuning epochs", ("second-stage.epochs",)),
     WorkflowParameter(
         "postprocess-search",
-        "all",
+        None,
         "all: nnU-Net's post-processing search on the validation folds (a full evaluation per label: choose none "
         "for radcure-ts90 at RADCURE's size); none: the test predictions unchanged",
         ("postprocess.search",),
     ),
-    WorkflowParameter("convert-batch-size", "8", "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
+    WorkflowParameter("convert-batch-size", None, "cases per conversion and pseudo-label pod", ("scan.batch_size",)),
     WorkflowParameter(
-        "predict-batch-size", "64", "test cases per prediction pod", ("split.batch_size", "scan.predict_batch_size")
+        "predict-batch-size", None, "test cases per prediction pod", ("split.batch_size", "scan.predict_batch_size")
     ),
     WorkflowParameter(
         "max-batches",
-        "512",
+        None,
         "most conversion and pseudo-label pods: larger batches beyond (the workflow object stays under 1 MiB)",
         ("scan.max_batches",),
     ),
     WorkflowParameter(
         "scratch",
-        "20Gi",
+        None,
         "least local disk of a step holding a batch or a listing (more when the work needs it)",
         ("scan.scratch",),
     ),
     WorkflowParameter(
         "data-scratch",
-        "200Gi",
+        None,
         "least local disk of a step holding the whole dataset (more when the work needs it; see README)",
         ("scan.data_scratch",),
     ),
@@ -201,7 +219,7 @@ INFER_PARAMETERS = (
     ),
     WorkflowParameter("formats", "rtstruct,seg,nifti", "what each CT series gets", ("formats",)),
     WorkflowParameter("folds", "", "folds of the package ensembled; empty: all it holds", ("infer.folds",)),
-    WorkflowParameter("infer-batch-size", "8", "patients per inference pod", ("scan.batch_size",)),
+    WorkflowParameter("infer-batch-size", None, "patients per inference pod", ("scan.batch_size",)),
     *(p for p in PARAMETERS if p.name in ("max-batches", "scratch", "cpu-image", "gpu-image")),
 )
 
@@ -498,7 +516,9 @@ def build(flavour: Flavour = TRAINING) -> WorkflowTemplate:
         on_exit="record-status",
         service_account_name="__SERVICE_ACCOUNT__",
         parallelism=16,
-        arguments=[Parameter(name=p.name, value=p.default, description=p.description) for p in flavour.parameters],
+        arguments=[
+            Parameter(name=p.name, value=p.value(cluster), description=p.description) for p in flavour.parameters
+        ],
         labels={"app.kubernetes.io/name": NAME},
         security_context=PodSecurityContext(
             run_as_non_root=True,

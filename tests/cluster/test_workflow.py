@@ -10,7 +10,7 @@ import itertools
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from argo_sim.patch import apply as apply_patch
 from argo_sim.pods import Image
 
 from tsretrain.cli import parse_stage, subcommand
+from tsretrain.conversion.scan import ScanConfig
 from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
@@ -685,3 +686,22 @@ def test_a_new_stage_reaches_the_workflow_from_its_record_alone(monkeypatch: pyt
     assert template["activeDeadlineSeconds"] == 3600
     task = _tasks(document)["count-labels"]
     assert task["depends"] == "report && report-second"  # after the last writer of what it writes (report/)
+
+
+def test_a_workflow_parameter_defaults_to_its_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parameter's default is written once, on the configuration it sets: a different default there is the
+    rendered parameter's default; a parameter whose options disagree must state its own."""
+    module = load_workflow_module()
+
+    @dataclass(frozen=True, kw_only=True)
+    class FiveCases(ScanConfig):
+        batch_size: int = 5
+
+    stages = tuple(replace(s, config=FiveCases) if s.name == "scan" else s for s in STAGES)
+    monkeypatch.setattr(module, "STAGES", stages)
+    monkeypatch.setattr(module, "BY_NAME", {stage.name: stage for stage in stages})
+    parameters = {p["name"]: p["value"] for p in yaml.safe_load(module.render())["spec"]["arguments"]["parameters"]}
+    assert parameters["convert-batch-size"] == "5" and parameters["max-batches"] == "512"
+    disagreeing = module.WorkflowParameter("folds", None, "folds", ("folds",))  # train's five, predict's all
+    with pytest.raises(ValueError, match="defaults differ"):
+        disagreeing.value(list(stages))
