@@ -58,8 +58,8 @@ FIXED = GiB  # a process's imports (torch, nnU-Net)
 # The scan runs before anything knows the work, so its pod is not sized. It keeps the header records in an index on
 # its disk (1.90 and 1.94 kB a file measured on bench/convert.py's tree and the test cohort) and writes the inventory
 # and the batches' slices of it (57.8 kB of JSON a patient, each); in memory one patient's records at a time (1.76
-# KiB of heap a record), a line per case (under 0.2 KiB measured, tests/conversion/test_scan_memory.py) and SQLite's
-# page cache
+# KiB of heap a record), the fan-out batch of plans being written, a line per case (under 0.2 KiB measured,
+# tests/conversion/test_scan_memory.py) and SQLite's page cache
 SCAN_INDEX_PER_FILE, INVENTORY_PER_PATIENT = 2.0e3, 57.8e3
 SCAN_BYTES_PER_RECORD, SCAN_BYTES_PER_CASE, SCAN_CACHE = 1.76 * 1024, 1024, 16 * 2**20
 

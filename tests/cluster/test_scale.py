@@ -18,7 +18,7 @@ import pytest
 import yaml
 from test_workflow import load_workflow_module
 
-from tsretrain.conversion.scan import fan_out_batches
+from tsretrain.conversion.scan import batched, fan_out_batch_size
 from tsretrain.layout import batch_id
 from tsretrain.pipeline.registry import BY_NAME
 from tsretrain.resources import quantity_bytes
@@ -42,6 +42,7 @@ from tsretrain.sizing import (
     TIMED,
     Budget,
     CaseWork,
+    PodClass,
     Work,
     step_budgets,
     write_budgets,
@@ -73,7 +74,8 @@ def tasks(template: dict[str, Any]) -> list[dict[str, Any]]:
 def fan_out(patients: int, parameters: dict[str, str]) -> dict[str, list[tuple[str, ...]]]:
     """The batches the scan and the split would make (their own code decides the sizes)."""
     ids = [f"RADCURE-{n:05d}" for n in range(patients)]
-    scan = fan_out_batches(ids, int(parameters["convert-batch-size"]), int(parameters["max-batches"]))
+    size = fan_out_batch_size(len(ids), int(parameters["convert-batch-size"]), int(parameters["max-batches"]))
+    scan = list(batched(ids, size))  # as the scan writes them
     test = ids[: round(patients * TEST_FRACTION)]
     per_test = int(parameters["predict-batch-size"])
     return {
@@ -249,12 +251,15 @@ def test_the_per_voxel_costs_are_the_benchmarks() -> None:
 
 @pytest.mark.parametrize("patients", [3346, 33460], ids=["RADCURE", "10x"])
 def test_the_scan_fits_its_pod(template: dict[str, Any], patients: int) -> None:
-    """The scan's memory is one patient's header records, a line per case and SQLite's cache (flat in the files:
-    RADCURE's 600k objects, 179 a patient, or ten times them, on a CPU pod); its disk the header index and the
-    inventory with its batch slices, within the whole-dataset disk it gets."""
+    """The scan's memory is one patient's header records, the fan-out batch of plans being written (as objects and
+    JSON: three times the inventory's text), a line per case and SQLite's cache (flat in the files: RADCURE's 600k
+    objects, 179 a patient, or ten times them, on a CPU pod); its disk the header index and the inventory with its
+    batch slices, within the whole-dataset disk it gets."""
     files = patients * FILES_PER_PATIENT
     largest_patient = 4 * FILES_PER_PATIENT  # several CT series and RTSTRUCTs
-    memory = (largest_patient * SCAN_BYTES_PER_RECORD + patients * SCAN_BYTES_PER_CASE + SCAN_CACHE) * MARGIN + FIXED
+    batch = fan_out_batch_size(patients, 8, 512) * 3 * INVENTORY_PER_PATIENT
+    held = largest_patient * SCAN_BYTES_PER_RECORD + batch + patients * SCAN_BYTES_PER_CASE + SCAN_CACHE
+    memory = held * MARGIN + FIXED
     assert BY_NAME["scan"].resources == "cpu" and memory < PODS["scan"].memory_limit / 8, memory / 2**30
     disk = (files * SCAN_INDEX_PER_FILE + 2 * patients * INVENTORY_PER_PATIENT) * MARGIN
     scan = next(t for t in template["spec"]["templates"] if t["name"] == "scan")
@@ -263,3 +268,32 @@ def test_the_scan_fits_its_pod(template: dict[str, Any], patients: int) -> None:
 
 
 FILES_PER_PATIENT = 600_000 // 3346
+
+
+def test_the_scans_budgets_come_from_its_batches_whether_or_not_it_writes_their_slices(
+    cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch step's budget is its largest batch's: the scan sizes from the batches it makes, with or without
+    ``--batches-out`` (batches of one case here)."""
+    from tsretrain.conversion import scan as scan_module
+
+    seen: list[Work] = []
+
+    def recorded(work: Work, pods: dict[str, PodClass]) -> dict[str, Budget]:
+        seen.append(work)
+        return {}
+
+    monkeypatch.setattr(scan_module, "step_budgets", recorded)
+    for name, batches_out in (("slices", tmp_path / "batches.json"), ("none", None)):
+        config = scan_module.ScanConfig(
+            input=cohort / "dicom",
+            out=tmp_path / name / "scan",
+            workers=1,
+            batch_size=1,
+            batches_out=batches_out,
+            sizes_out=tmp_path / name,
+        )
+        scan_module.scan(config)
+    with_slices, without = seen
+    assert with_slices.batches == without.batches
+    assert len(without.batches) == len(without.cases) > 1

@@ -35,9 +35,9 @@ def test_the_scan_holds_a_chunk_or_one_patients_records_never_every_files(
     most = {"reading": 0, "planning": 0}
     add, plan_patient = HeaderIndex.add, scan_module.plan_patient
 
-    def counting_add(index: HeaderIndex, records: Any) -> int:
+    def counting_add(index: HeaderIndex, records: Any) -> None:
         most["reading"] = max(most["reading"], live_records())
-        return add(index, records)
+        add(index, records)
 
     def counting_plan(patient_id: str, records: list[FileRecord], *args: Any, **kwargs: Any) -> Any:
         most["planning"] = max(most["planning"], live_records() - len(records))  # beyond the patient's own
@@ -82,7 +82,8 @@ def test_what_the_scan_keeps_a_case_and_its_index_a_file_are_the_sizings(
     logging.disable(logging.INFO)  # pytest keeps every log record of a test: the excluded cases' lines
     tracemalloc.start()
     try:
-        result = scan(ScanConfig(input=cohort / "dicom", out=tmp_path / "scan", workers=1))
+        # batches of one case: what stays after each case, not the fan-out batch of plans being written
+        result = scan(ScanConfig(input=cohort / "dicom", out=tmp_path / "scan", workers=1, batch_size=1))
     finally:
         tracemalloc.stop()
         logging.disable(logging.NOTSET)

@@ -20,38 +20,26 @@ BATCHES = "batches"
 
 
 class InventoryWriter:
-    """Writes case plans into an open inventory (its header already written) and, with ``batch_size``, into
-    batch slices of that many cases under ``out/batches``; keeps each case's work and the batches' case ids (a
-    line per case, not per file)."""
+    """Writes a fan-out batch of case plans at a time into an open inventory (its header already written) and,
+    with ``slices``, each batch's own inventory under ``out/batches``; keeps each case's work and the batches' case
+    ids (a line per case, not per file)."""
 
-    def __init__(self, handle: TextIO, out: Path, header: dict[str, Any], batch_size: int | None) -> None:
-        self.handle, self.out, self.header, self.batch_size = handle, out, header, batch_size
+    def __init__(self, handle: TextIO, out: Path, header: dict[str, Any], slices: bool) -> None:
+        self.handle, self.out, self.header, self.slices = handle, out, header, slices
         self.work: dict[str, CaseWork] = {}
         self.batches: list[tuple[str, ...]] = []
-        self._batch: list[dict[str, Any]] = []
 
-    def add(self, plan: CasePlan) -> None:
-        """Write one case's plan."""
-        case = plan.to_json()
-        self.handle.write(("\n" if not self.work else ",\n") + json.dumps(case, indent=1))
-        self.work[plan.case_id] = case_work(case)
-        if self.batch_size is not None:
-            self._batch.append(case)
-            if len(self._batch) == self.batch_size:
-                self._write_batch()
-
-    def _write_batch(self) -> None:
-        ids = tuple(case["case_id"] for case in self._batch)
+    def add(self, batch: list[CasePlan]) -> None:
+        """Write one batch's plans."""
+        cases = [plan.to_json() for plan in batch]
+        for case in cases:
+            self.handle.write(("\n" if not self.work else ",\n") + json.dumps(case, indent=1))
+            self.work[case["case_id"]] = case_work(case)
+        ids = tuple(case["case_id"] for case in cases)
         self.batches.append(ids)
-        atomic_write_text(
-            self.out / BATCHES / f"{batch_id(ids)}.json", json.dumps({**self.header, "cases": self._batch}, indent=1)
-        )
-        self._batch = []
-
-    def finish(self) -> None:
-        if self._batch:
-            self._write_batch()
-        self.handle.write("\n ]\n}\n")
+        if self.slices:
+            slice_ = json.dumps({**self.header, "cases": cases}, indent=1)
+            atomic_write_text(self.out / BATCHES / f"{batch_id(ids)}.json", slice_)
 
     def batch_ids(self) -> list[str]:
         """The batches' ids (a fan-out's items)."""
@@ -59,14 +47,13 @@ class InventoryWriter:
 
 
 @contextlib.contextmanager
-def inventory_writer(out: Path, header: dict[str, Any], batch_size: int | None) -> Iterator[InventoryWriter]:
+def inventory_writer(out: Path, header: dict[str, Any], slices: bool) -> Iterator[InventoryWriter]:
     """An :class:`InventoryWriter` on ``out/inventory.json``, which appears (whole, by a rename) only when the
-    block ends without an exception; an earlier scan's batches are removed first."""
-    if batch_size is not None:
+    block ends without an exception; with ``slices``, an earlier scan's batches are removed first."""
+    if slices:
         shutil.rmtree(out / BATCHES, ignore_errors=True)
     with staged_file(out / INVENTORY) as tmp, tmp.open("w") as handle:
         head = json.dumps(header, indent=1)
         handle.write(head[: head.rindex("}")].rstrip() + ',\n "cases": [')
-        writer = InventoryWriter(handle, out, header, batch_size)
-        yield writer
-        writer.finish()
+        yield InventoryWriter(handle, out, header, slices)
+        handle.write("\n ]\n}\n")

@@ -489,19 +489,10 @@ def minimum(size: str) -> int:
         raise UserError(str(exc), "give the disk sizes as Kubernetes quantities (20Gi, 500G)") from exc
 
 
-Case = TypeVar("Case")  # a case plan, or a case id
-
-
 def fan_out_batch_size(cases: int, batch_size: int, max_batches: int) -> int:
     """Cases per batch of a fan-out: ``batch_size``, or more when that would make over ``max_batches`` batches (the
     workflow object holds a node per batch and step, and must stay under Argo's 1 MiB)."""
     return max(batch_size, math.ceil(cases / max(1, max_batches)))
-
-
-def fan_out_batches(cases: list[Case], batch_size: int, max_batches: int) -> list[list[Case]]:
-    """Every case (excluded ones too: they get their manifest and listing row), in the fan-out's batches."""
-    size = fan_out_batch_size(len(cases), batch_size, max_batches)
-    return [cases[start : start + size] for start in range(0, len(cases), size)]
 
 
 def _index_input(index: HeaderIndex, source: str, workers: int) -> SameBytes:
@@ -518,7 +509,8 @@ def scan(config: ScanConfig) -> StageResult:
     """Run the scan stage: write ``inventory.json`` and ``cases.csv`` under ``config.out``.
 
     Header records go to an on-disk index as they are read and the cases are planned and written one patient
-    at a time: memory holds one patient's records and a line per case, whatever the number of files.
+    at a time: memory holds one patient's records, one fan-out batch of plans and a line per case, whatever the
+    number of files.
     """
     if config.rtstruct_choice not in RTSTRUCT_CHOICES:
         raise UserError(f"--rtstruct-choice {config.rtstruct_choice!r} is not known", f"use one of {RTSTRUCT_CHOICES}")
@@ -538,13 +530,15 @@ def scan(config: ScanConfig) -> StageResult:
             )
         batch_size = fan_out_batch_size(len(groups), config.batch_size, config.max_batches)
         counts: Counter[str] = Counter()
-        with inventory_writer(config.out, header, batch_size if config.batches_out else None) as writer:
-            for plan in plan_cases(index, groups, dictionary, config.rtstruct_choice, copies):
-                writer.add(plan)
-                index.keep_listing_row(plan.case_id, listing_row(plan))
-                counts[plan.status] += 1
-                if plan.status != CaseStatus.OK:
-                    log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
+        plans = plan_cases(index, groups, dictionary, config.rtstruct_choice, copies)
+        with inventory_writer(config.out, header, slices=config.batches_out is not None) as writer:
+            for batch in batched(plans, batch_size):
+                writer.add(batch)
+                for plan in batch:
+                    index.keep_listing_row(plan.case_id, listing_row(plan))
+                    counts[plan.status] += 1
+                    if plan.status != CaseStatus.OK:
+                        log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
         write_csv(config.out / "cases.csv", index.listing_rows(), COLUMNS)  # in case id order, as write_listing
     finally:
         index.close()
