@@ -71,7 +71,6 @@ class HeaderIndex:
         for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{CACHE_KIB}", "temp_store = FILE"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.executescript(_SCHEMA)
-        self.indexed = False
 
     def close(self) -> None:
         self.db.close()
@@ -89,18 +88,16 @@ class HeaderIndex:
         with closing(self.db.execute("SELECT path, size, mtime_ns FROM pending ORDER BY seq")) as cursor:
             yield from cursor
 
-    def add(self, records: Iterable[FileRecord]) -> int:
-        """Store records in the order given; returns how many."""
+    def add(self, records: Iterable[FileRecord]) -> None:
+        """Store records in the order given."""
         rows = (
             (r.path, r.kind, r.why_ignored, r.patient_id, r.series_uid, r.sop_uid, r.size, pickle.dumps(r))
             for r in records
         )
-        before = self.db.total_changes
         self.db.executemany(
             "INSERT INTO records (path, kind, why, patient, series, sop, size, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        return self.db.total_changes - before
 
     def _records(self, query: str, *args: object) -> Iterator[FileRecord]:
         with closing(self.db.execute(query, args)) as cursor:
@@ -112,7 +109,6 @@ class HeaderIndex:
         by patient), and give each file without PatientID the patient of its nearest folder that has one, or its
         unidentified group (its top folder, or ``root``)."""
         self.db.executescript(_INDEXES)
-        self.indexed = True
         notes = self._drop_copies(same_bytes)
         self._assign_orphans()
         return notes

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -103,13 +104,9 @@ class Store(ABC):
     @abstractmethod
     def get_bytes(self, key: str) -> bytes | None: ...
 
-    @abstractmethod
     def list(self, prefix: str) -> dict[str, int]:
         """Key -> size of every object below prefix."""
-
-    def list_detailed(self, prefix: str) -> dict[str, tuple[int, int]]:
-        """Key -> (size, modification time in ns) of every object below prefix."""
-        return {key: (size, mtime_ns) for key, size, mtime_ns in self.iter_detailed(prefix)}
+        return {key: size for key, size, _ in self.iter_detailed(prefix)}
 
     @abstractmethod
     def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
@@ -234,19 +231,15 @@ class LocalStore(Store):
         path = self._path(key)
         return path.read_bytes() if path.is_file() else None
 
-    def list(self, prefix: str) -> dict[str, int]:
+    def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
         base = self._path(prefix)
         if not base.is_dir():
-            return {}
-        return {
-            p.relative_to(self.root).as_posix(): p.stat().st_size
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        }
-
-    def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
-        for key, size in sorted(self.list(prefix).items()):
-            yield key, size, self._path(key).stat().st_mtime_ns
+            return
+        keys = sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if not p.name.startswith("."))
+        for key in keys:
+            info = self._path(key).stat()
+            if stat.S_ISREG(info.st_mode):
+                yield key, info.st_size, info.st_mtime_ns
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         with self._path(key).open("rb") as handle:
@@ -298,9 +291,6 @@ class S3Store(Store):
                 return None
             raise
         return body
-
-    def list(self, prefix: str) -> dict[str, int]:
-        return {key: size for key, (size, _) in self.list_detailed(prefix).items()}
 
     def iter_detailed(self, prefix: str) -> Iterator[tuple[str, int, int]]:
         full = self._key(prefix)
