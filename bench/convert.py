@@ -182,8 +182,8 @@ def run_scan(tree: Path) -> dict[str, float]:
         cpu = cpu_since(cpu_started, children_started)
         fifth = Path(scratch) / "fifth"
         patients = sorted(p for p in tree.iterdir() if p.is_dir())
+        fifth.mkdir()
         for patient in patients[: len(patients) // 5]:
-            (fifth / patient.name).parent.mkdir(exist_ok=True)
             (fifth / patient.name).symlink_to(patient)
         peaks, files = [], []
         for root in (fifth, tree):
