@@ -128,8 +128,8 @@ def stage_table(run: Path) -> list[str]:
 
 
 def dice_table(run: Path) -> list[str]:
-    from tsretrain.conversion.listing import read_listing
     from tsretrain.evaluation.report.structures import RESOLUTION_VOXELS, structure_sizes
+    from tsretrain.run_files import read_csv as read_listing
 
     per_case = read_listing(run / "evaluation" / "per_case.csv")
     sizes = structure_sizes(per_case)

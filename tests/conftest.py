@@ -49,7 +49,7 @@ def cpus_of_its_own(worker: dict[str, Any]) -> None:
 SHARED_FIXTURES = {
     "tests/e2e/test_cluster_run.py": "cluster",
     "tests/training/test_nnunet.py": "nnunet",
-    "tests/training/test_behaviour_training.py": "nnunet",
+    "tests/training/test_train.py": "nnunet",
     "tests/training/test_batched_preprocessing.py": "nnunet",
     "tests/training/test_finetuning.py": "nnunet",
     "tests/training/test_second_stage.py": "nnunet",

@@ -17,7 +17,8 @@ from tsretrain import __version__
 from tsretrain.errors import UserError, run_cli, set_debug
 from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
-from tsretrain.pipeline.registry import BY_NAME, STAGES, Option, Stage, parse_list, run_stage
+from tsretrain.pipeline.registry import BY_NAME, STAGES, AnyStage, Option, parse_list, run_stage
+from tsretrain.run_files import CASE_LISTING, INFERENCE_LISTING
 from tsretrain.stages import StageResult
 from tsretrain.ui import console, log, setup_logging
 
@@ -99,14 +100,14 @@ def _value(name: str, hint: Any, raw: Any) -> Any:
     return raw
 
 
-def stage_config(stage: Stage, params: dict[str, Any]) -> Any:
+def stage_config(stage: AnyStage, params: dict[str, Any]) -> Any:
     """The stage's configuration from parsed command-line values."""
     types = stage.types()
     values = {k: _value(k, types[k], v) for k, v in params.items()}
     return stage.configure({k: v for k, v in values.items() if v is not None or not _variadic(types[k])})
 
 
-def _stage_command(stage: Stage) -> None:
+def _stage_command(stage: AnyStage) -> None:
     types, defaults = stage.types(), stage.defaults()
 
     def command(**params: Any) -> None:
@@ -131,7 +132,7 @@ def subcommand(name: str) -> Any:
     return typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
 
 
-def parse_stage(args: list[str]) -> tuple[Stage, Any]:
+def parse_stage(args: list[str]) -> tuple[AnyStage, Any]:
     """The stage and configuration a ``tsretrain STAGE ...`` command line asks for, without running it."""
     name, *rest = args
     context = subcommand(name).make_context(name, rest)
@@ -219,7 +220,7 @@ def listing_command(
     from tsretrain.conversion.convert import write_case_listing
 
     rows = write_case_listing(converted)
-    console.print(f"[green]done[/green] listing: {len(rows)} cases in {converted / 'cases.csv'}")
+    console.print(f"[green]done[/green] listing: {len(rows)} cases in {CASE_LISTING.at(converted)}")
 
 
 @app.command("infer-listing", hidden=True)
@@ -230,7 +231,7 @@ def infer_listing_command(
     from tsretrain.delivery.infer import write_listing
 
     summary = write_listing(out)
-    console.print(f"[green]done[/green] listing: {summary['listed']} rows in {out / 'cases.csv'}")
+    console.print(f"[green]done[/green] listing: {summary['listed']} rows in {INFERENCE_LISTING.at(out)}")
 
 
 @app.command("store")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from tsretrain.errors import UserError
+from tsretrain.run_files import PLANNING_SUMMARY, read_planning_summary
 
-PLANNING_SUMMARY = "planning_summary.json"
 DATASET = re.compile(r"Dataset(\d{3})_([A-Za-z0-9][\w.-]*)")
 
 
@@ -40,10 +39,10 @@ class Model:
         ``nnUNet_preprocessed`` folder)."""
         if self.plans:
             return self.plans
-        summary = preprocessed / self.dataset / PLANNING_SUMMARY
+        summary = PLANNING_SUMMARY.at(preprocessed, dataset=self.dataset)
         if not summary.is_file():
             raise UserError(f"{summary} is missing", "run the preprocess stage first, or name the plans")
-        return str(json.loads(summary.read_text())["plans_identifier"])
+        return read_planning_summary(preprocessed, self.dataset)["plans_identifier"]
 
     def model_folder(self, plans: str) -> str:
         """nnU-Net's results folder of this trainer, plans and configuration."""

@@ -7,8 +7,13 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import psutil
+
+Device = Literal["auto", "cuda", "cpu"]
+"""Where torch runs: ``auto`` (CUDA when present), ``cuda`` (refused without a GPU) or ``cpu``; every stage taking a
+device speaks this vocabulary (TotalSegmentator's own ``gpu``/``cpu`` only inside the pseudo-label stage)."""
 
 CGROUP = Path("/sys/fs/cgroup")
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tsretrain.storage.atomic import atomic_write_text
 
@@ -37,7 +37,7 @@ CHECKPOINTS = 5 * 250e6  # the final checkpoints of five folds of a 3d_fullres m
 # CPU nanoseconds and peak bytes per voxel of one process working on one case (per class where nnU-Net works per
 # class), and its fixed memory (imports).
 CONVERT_NS = 2.22e9 / RADCURE_VOXELS  # `tsretrain convert` of a RADCURE-sized case: 2.22 CPU s (bench/convert.py)
-CONVERT_BYTES = 0.5 * GiB / RADCURE_VOXELS  # under 0.5 GiB a process (tests/conversion/test_behaviour_memory.py)
+CONVERT_BYTES = 0.5 * GiB / RADCURE_VOXELS  # under 0.5 GiB a process (tests/conversion/test_conversion_memory.py)
 # nnU-Net's own per-case functions by the model's classes (bench/case_costs.py, docs/benchmarks.md): analyze_case,
 # run_case with resampling, and the export of a case's half-precision logits back to its grid (float64 inside)
 FINGERPRINT_NS, FINGERPRINT_BYTES = {22: 33.0, 91: 44.0}, {22: 14.6, 91: 16.1}
@@ -81,7 +81,8 @@ class PodClass:
     gpus: int = 0
 
 
-POD_CLASSES = {
+PodClassName = Literal["cpu", "big-cpu", "gpu", "big-gpu"]
+POD_CLASSES: dict[PodClassName, PodClass] = {
     "cpu": PodClass(2, 4, 8 * GiB, 16 * GiB),
     "big-cpu": PodClass(8, 16, 32 * GiB, 64 * GiB),
     "gpu": PodClass(8, 12, 32 * GiB, 48 * GiB, gpus=1),

@@ -9,7 +9,6 @@ import importlib.util
 import itertools
 import json
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tsretrain.conversion.scan import ScanConfig
 from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
-from tsretrain.pipeline.registry import BY_NAME, STAGES, TRAINING, Files, OnCluster, Option, Stage
+from tsretrain.pipeline.registry import BY_NAME, STAGES, TRAINING, Files, OnCluster, Option, Stage, Switch
 from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED, WHOLE_DATASET
 from tsretrain.stages import StageResult
 from tsretrain.storage.store import matches
@@ -103,12 +102,7 @@ EXPECTED = {  # option -> the value every stage having it must parse
 
 
 def load_workflow_module() -> Any:
-    spec = importlib.util.spec_from_file_location("tsretrain_workflow", ROOT / "pipelines" / "workflow.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tsretrain.cluster.workflow")
 
 
 @pytest.fixture(scope="module")
@@ -258,9 +252,10 @@ def test_every_parameter_reaches_every_stage_that_needs_it(workflow: dict[str, A
     module = load_workflow_module()
     reached = set()
     for name, (stage, config, *_) in parsed.items():
-        for option in stage.all_options():
-            own = f"{stage.name}.{option}" in module.TRAINING.by_option()  # a parameter of this stage's own
-            if option in EXPECTED and not own and (option in module.TRAINING.by_option() or option == stage.fan_out):
+        for option, declared in stage.all_options().items():
+            parameter = module.TRAINING.parameter(declared)  # the run's, or one of this stage's own (second-stage-*)
+            generic = parameter is not None and parameter.name == option.replace("_", "-")
+            if option in EXPECTED and (generic or option == stage.fan_out):
                 assert _option_value(config, option) == EXPECTED[option], (name, option)
                 reached.add((stage.name, option))
     needs = {
@@ -645,12 +640,14 @@ class _CountConfig:
     converted: Path
     out: Path
     run_id: str = ""
+    minimum: int = 3
 
 
 def test_a_new_stage_reaches_the_workflow_from_its_record_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stage added to the registry (a toy: it reads the converted listing and writes its counts) becomes a
-    template and a task of both the DAG and the pod contract, with its cluster value, without any edit of the
-    generator: everything about it comes from its ``Stage`` record."""
+    template and a task of both the DAG and the pod contract, with its cluster value, its own workflow parameter
+    (default from its configuration) and the switch adding it, without any edit of the generator: everything about
+    it comes from its ``Stage`` record."""
     module = load_workflow_module()
     toy = Stage(
         "count-labels",
@@ -661,16 +658,20 @@ def test_a_new_stage_reaches_the_workflow_from_its_record_alone(monkeypatch: pyt
             "converted": Option("Converted cases.", argument=True, at="converted"),
             "out": Option("Output folder.", at="report"),
             "run_id": Option("Run name."),
+            "minimum": Option("Least voxels of a counted label.", parameters=("count-minimum",)),
         },
         reads=(Files("converted", ("cases.csv",)),),
         writes=(Files("report", ("counts.json",)),),
         on_cluster={"run_id": OnCluster.RUN_PREFIX},
         hours=1,
+        switch=Switch("count-labels", False, "count the labels"),
     )
+    parameter = module.WorkflowParameter("count-minimum", None, "least voxels of a counted label")
+    flavour = replace(module.TRAINING, parameters=(*module.PARAMETERS, parameter))
     stages = (*STAGES, toy)
     monkeypatch.setattr(module, "STAGES", stages)
     monkeypatch.setattr(module, "BY_NAME", {stage.name: stage for stage in stages})
-    document = yaml.safe_load(module.render())
+    document = yaml.safe_load(module.render(flavour))
     template = _templates(document)["count-labels"]
     args = template["container"]["args"]
     out = "{{inputs.parameters.output-prefix}}"
@@ -682,10 +683,15 @@ def test_a_new_stage_reaches_the_workflow_from_its_record_alone(monkeypatch: pyt
         "/work/report",
         "--run-id",
         out,
+        "--minimum",
+        "{{workflow.parameters.count-minimum}}",
     ]
     assert template["activeDeadlineSeconds"] == 3600
     task = _tasks(document)["count-labels"]
     assert task["depends"] == "report && report-second"  # after the last writer of what it writes (report/)
+    assert task["when"] == "{{workflow.parameters.count-labels}} == true"
+    defaults = {p["name"]: p["value"] for p in document["spec"]["arguments"]["parameters"]}
+    assert defaults["count-minimum"] == "3" and defaults["count-labels"] == "false"
 
 
 def test_a_workflow_parameter_defaults_to_its_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -702,6 +708,16 @@ def test_a_workflow_parameter_defaults_to_its_configuration(monkeypatch: pytest.
     monkeypatch.setattr(module, "BY_NAME", {stage.name: stage for stage in stages})
     parameters = {p["name"]: p["value"] for p in yaml.safe_load(module.render())["spec"]["arguments"]["parameters"]}
     assert parameters["convert-batch-size"] == "5" and parameters["max-batches"] == "512"
-    disagreeing = module.WorkflowParameter("folds", None, "folds", ("folds",))  # train's five, predict's all
+    disagreeing = module.WorkflowParameter("folds", None, "folds")  # train's five, predict's all
     with pytest.raises(ValueError, match="defaults differ"):
         disagreeing.value(list(stages))
+
+
+def test_the_generator_and_the_runner_name_no_stage() -> None:
+    """Everything about a stage is in its record: neither the workflow generator nor the local runner spells a
+    stage's name (or its fan-in listing's)."""
+    names = {stage.name for stage in STAGES} | {stage.gather.name for stage in STAGES if stage.gather is not None}
+    sources = [ROOT / "src/tsretrain/cluster/workflow.py", ROOT / "src/tsretrain/pipeline/runner.py"]
+    for source in sources:
+        strings = set(re.findall(r"""["']([a-z-]+)["']""", source.read_text()))
+        assert not strings & names, f"{source.name} names stages {sorted(strings & names)}"

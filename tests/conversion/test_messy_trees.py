@@ -24,9 +24,9 @@ from tsretrain.cli import app
 from tsretrain.conversion import headers
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.headers import read_record, walk_tree
-from tsretrain.conversion.listing import read_listing
 from tsretrain.conversion.scan import ScanConfig, scan
 from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.run_files import read_csv as read_listing
 from tsretrain.synth.cohort import SynthConfig, generate
 
 TSRETRAIN = [sys.executable, "-m", "tsretrain.cli"]

@@ -16,9 +16,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.headers import RTSTRUCT_STORAGE, read_record
-from tsretrain.conversion.listing import read_listing
 from tsretrain.conversion.rtstruct import roi_contours
 from tsretrain.conversion.scan import ScanConfig, scan
+from tsretrain.run_files import read_csv as read_listing
 
 DICOMDIR_TESTS = Path(str(get_testdata_file("DICOMDIR"))).parent
 RTSTRUCT_DCM = Path(str(get_testdata_file("rtstruct.dcm")))

@@ -17,12 +17,12 @@ import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
-from tsretrain.conversion.listing import read_listing
 from tsretrain.delivery.package import ExportConfig, Package, export
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.model import Model
 from tsretrain.pipeline.summary import summary_lines
+from tsretrain.run_files import read_csv as read_listing
 
 runner = CliRunner()
 MODEL = Model(trainer="nnUNetTrainerTsrTiny", configuration="3d_tiny", folds=(0,))

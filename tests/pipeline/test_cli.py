@@ -9,9 +9,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
-from tsretrain.conversion.listing import read_listing
 from tsretrain.layout import markdown_table
 from tsretrain.pipeline.registry import STAGES
+from tsretrain.run_files import read_csv as read_listing
 
 runner = CliRunner()
 

@@ -21,8 +21,8 @@ def test_every_stage_of_the_default_run_gets_a_valid_configuration(tmp_path: Pat
     model, settings from its section."""
     the_run = Run(tmp_path, load_config(None))
     per_fold = {name for name in NAMES if BY_NAME[name].fan_out == "fold"}  # configured per fold: train below
-    configs = {name: BY_NAME[name].configure(the_run.settings(BY_NAME[name])) for name in NAMES if name not in per_fold}
-    train = BY_NAME["train"].configure({**the_run.settings(BY_NAME["train"]), "fold": 1})
+    configs = {name: the_run.configure(BY_NAME[name]) for name in NAMES if name not in per_fold}
+    train = the_run.configure(BY_NAME["train"], fold=1)
     assert train.fold == 1 and train.iterations == 40 and train.work == tmp_path / "nnunet"
     assert configs["convert"].inventory == tmp_path / "scan" / "inventory.json"
     assert configs["split"].folds == (0,) and configs["split"].cv_folds == 5
@@ -32,10 +32,37 @@ def test_every_stage_of_the_default_run_gets_a_valid_configuration(tmp_path: Pat
     assert configs["report"].run_dir == tmp_path and configs["report"].synthetic
 
 
+def test_every_stage_holding_a_model_sees_the_runs_whole_model(tmp_path: Path) -> None:
+    """What preprocessing (or any stage holding a model) sees is the run's model, every field of it, not only the
+    fields the stage takes as options: a run's trainer and folds reach preprocess too."""
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {trainer: nnUNetTrainerTsrTinyGTVpFocal, folds: [1, 3], plans: myPlans}\n")
+    the_run = Run(tmp_path, load_config(config))
+    assert the_run.model.trainer == "nnUNetTrainerTsrTinyGTVpFocal" and the_run.model.folds == (1, 3)
+    holding = [stage for stage in BY_NAME.values() if stage.model]
+    assert {"preprocess", "fingerprint", "plan", "train", "predict", "export"} <= {s.name for s in holding}
+    for stage in holding:
+        seen = the_run.configure(stage, **({"fold": 1} if stage.fan_out == "fold" else {}))
+        assert seen.model == the_run.model, stage.name
+
+
+def test_a_choice_outside_its_vocabulary_is_refused_before_the_stage_runs(tmp_path: Path) -> None:
+    """A ``Literal`` field (devices, planners, searches, losses, layouts) refuses any other word, from a run's
+    configuration as from the command line, naming the choices."""
+    config = tmp_path / "run.yaml"
+    config.write_text("train: {device: gpu}\npostprocess: {search: some}\n")
+    the_run = Run(tmp_path, load_config(config))
+    with pytest.raises(UserError, match="train: device is 'gpu'") as refused:
+        the_run.configure(BY_NAME["train"], fold=0)
+    assert refused.value.advice == "choose one of auto, cuda, cpu"
+    with pytest.raises(UserError, match="postprocess: search is 'some'"):
+        the_run.configure(BY_NAME["postprocess"])
+
+
 def test_the_ts90_demo_takes_its_labels_from_totalsegmentator(tmp_path: Path) -> None:
     """``make demo-ts90``'s configuration: the 90-label dictionary everywhere, pseudo-labels on the stand-ins."""
     the_run = Run(tmp_path, load_config(Path(__file__).parents[2] / "pipelines" / "demo-ts90.yaml"))
-    configs = {name: BY_NAME[name].configure(the_run.settings(BY_NAME[name])) for name in the_run.config["stages"]
+    configs = {name: the_run.configure(BY_NAME[name]) for name in the_run.config["stages"]
                if BY_NAME[name].fan_out != "fold"}  # fmt: skip
     assert configs["pseudolabel"].weights == "standin-weights" and configs["pseudolabel"].device == "auto"
     assert configs["assemble"].labels_from == configs["pseudolabel"].out

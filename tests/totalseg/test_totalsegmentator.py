@@ -22,10 +22,10 @@ import torch
 from totalsegmentator.map_tasks_config import TASK_CONFIGS
 from totalsegmentator.map_to_binary import class_map
 
-from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.dataset.pseudolabel import PseudolabelConfig, PseudolabelError, pseudolabel
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.run_files import CASE_MANIFEST, image_name, label_name
 from tsretrain.synth.phantom import SKULL_HU, tissue_mask
 from tsretrain.synth.truth import load_truth
 from tsretrain.totalseg.models import CROP_TASK_ID, models_for, task_models
@@ -139,7 +139,7 @@ def pseudolabelled(standins: Path, cohort: Path, tmp_path_factory: pytest.TempPa
 
 
 def test_every_ts90_task_runs_through_totalsegmentator(pseudolabelled: Path, cohort: Path) -> None:
-    (case_dir,) = [p.parent for p in (pseudolabelled / "converted" / "cases").glob(f"*/{MANIFEST}")]
+    (case_dir,) = [p.parent for p in (pseudolabelled / "converted" / "cases").glob(f"*/{CASE_MANIFEST.basename}")]
     case = case_dir.name
     ct = sitk.ReadImage(str(case_dir / image_name(case)))
     out = pseudolabelled / "pseudo" / case
@@ -203,7 +203,7 @@ def test_totalsegmentators_predictions_run_in_process_with_its_own_result(
 
     from tsretrain.dataset import pseudolabel as stage
 
-    (case_dir,) = [p.parent for p in (pseudolabelled / "converted" / "cases").glob(f"*/{MANIFEST}")]
+    (case_dir,) = [p.parent for p in (pseudolabelled / "converted" / "cases").glob(f"*/{CASE_MANIFEST.basename}")]
     started = []
     iterator = predictor_module.preprocessing_iterator_fromfiles
     monkeypatch.setattr(

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_behaviour_training import _built
 from test_nnunet import TINY
+from test_train import _built
 
 from tsretrain.delivery.package import DICTIONARY_FILE, MODEL_JSON
 from tsretrain.errors import UserError

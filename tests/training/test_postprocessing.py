@@ -25,7 +25,8 @@ from tsretrain.evaluation.report.blocks import fmt
 from tsretrain.evaluation.report.postprocessing import DIGITS, postprocessing_blocks
 from tsretrain.model import Model
 from tsretrain.pipeline.registry import BY_NAME, run_stage
-from tsretrain.training.postprocess import DECISION, FOREGROUND, PostprocessConfig, postprocess
+from tsretrain.run_files import DECISION
+from tsretrain.training.postprocess import FOREGROUND, PostprocessConfig, postprocess
 
 DATASET = "Dataset900_Speck"
 MODEL = Model(dataset=DATASET, trainer="nnUNetTrainerTsrTiny", configuration="3d_tiny", folds=(0, 1))
@@ -122,7 +123,7 @@ def test_a_far_speck_makes_nnunet_keep_the_largest_component_of_its_label_only(
     functions, kwargs = pickle.loads((out / "validation" / "postprocessing.pkl").read_bytes())
     assert [f.__name__ for f in functions] == ["remove_all_but_largest_component_from_segmentation"]
     assert kwargs == nnunet["postprocessing_kwargs"]
-    decision = json.loads((out / DECISION).read_text())
+    decision = json.loads(DECISION.at(out).read_text())
     assert decision["keep_largest_component"] == [["GTVp"]] and decision["labels"] == ["GTVp"]
     assert decision["validation_cases"] == decision["training_cases"] == 4 and decision["folds"] == [0, 1]
     steps = {s["step"]: s for s in decision["steps"]}
@@ -156,13 +157,13 @@ def test_the_decision_is_kept_for_the_same_inputs_and_made_again_for_others(
     out = tmp_path / "postprocessing"
     config = configured(work, predictions, out)
     postprocess(config)
-    first = json.loads((out / DECISION).read_text())
+    first = json.loads(DECISION.at(out).read_text())
 
     with no_search(monkeypatch, "decided again for the same inputs"):
         assert postprocess(config).counts["steps_kept"] == 1
     write(label_map(speck=False), predictions / "test" / "test_0.nii.gz")  # a new test prediction
     postprocess(config)
-    again = json.loads((out / DECISION).read_text())
+    again = json.loads(DECISION.at(out).read_text())
     assert again["inputs"] != first["inputs"]
     done, _ = read(out / "test" / "test_0.nii.gz")
     assert np.array_equal(done, label_map(speck=False))
@@ -178,7 +179,7 @@ def test_without_a_search_nothing_is_tried_and_the_test_predictions_pass_unchang
     with no_search(monkeypatch, "searched with --search none"):
         result = postprocess(replace(searched, search="none"))
     assert result.counts == {"validation_cases": 4, "test_cases": 2, "steps_kept": 0}
-    decision = json.loads((out / DECISION).read_text())
+    decision = json.loads(DECISION.at(out).read_text())
     assert not decision["searched"] and decision["steps"] == [] and decision["keep_largest_component"] == []
     assert not (out / "validation").exists() and not (out / "trials").exists()
     for case in ("test_0", "test_1"):
@@ -218,7 +219,7 @@ def test_refusals_name_what_to_run(trained: tuple[Path, Path], tmp_path: Path) -
 
 def test_the_runs_decision_is_nnunets(finished_run: Path) -> None:
     out = finished_run / "postprocessing"
-    decision = json.loads((out / DECISION).read_text())
+    decision = json.loads(DECISION.at(out).read_text())
     nnunet = json.loads((out / "validation" / "postprocessing.json").read_text())
     dataset = json.loads((out / "validation" / "dataset.json").read_text())
     names = {value: name for name, value in dataset["labels"].items()}
@@ -255,7 +256,7 @@ def _per_case(path: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def test_the_post_processed_test_set_is_evaluated_as_the_raw_one(finished_run: Path) -> None:
-    decision = json.loads((finished_run / "postprocessing" / DECISION).read_text())
+    decision = json.loads(DECISION.at(finished_run / "postprocessing").read_text())
     evaluation = finished_run / "evaluation"
     raw, after = _per_case(evaluation / "per_case.csv"), _per_case(evaluation / "postprocessed" / "per_case.csv")
     assert raw.keys() == after.keys()

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_behaviour_assemble import write_volume
+from test_assemble import write_volume
 
 from tsretrain.errors import UserError
-from tsretrain.evaluation.compare import CompareConfig, compare, paired
+from tsretrain.evaluation.compare import CompareConfig, compare
+from tsretrain.evaluation.statistics import paired
 from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.report.blocks import Figure
 from tsretrain.evaluation.report.second_stage import second_stage_blocks

@@ -33,10 +33,11 @@ from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.listing import write_listing
 from tsretrain.conversion.nifti import write_nifti
-from tsretrain.conversion.plan import CasePlan, CaseStatus, load_inventory
+from tsretrain.conversion.plan import CasePlan, load_inventory
 from tsretrain.conversion.pool import ignore_interrupts, worker_pool
 from tsretrain.conversion.rtstruct import burn_label_map, read_structure_set
 from tsretrain.conversion.scan import (
+    RtstructChoice,
     ScanConfig,
     check_input_folder,
     load_user_dictionary,
@@ -47,12 +48,21 @@ from tsretrain.errors import Interrupted, UserError
 from tsretrain.labels.dictionary import TUMOUR_LABEL, OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota
+from tsretrain.run_files import (
+    CASE_LISTING,
+    CASE_MANIFEST,
+    INVENTORY,
+    CaseStatus,
+    all_manifests,
+    image_name,
+    label_name,
+    listing_rows,
+)
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, remove_stale_temporaries, staged_dir
 from tsretrain.storage.store import in_parallel, open_store
 from tsretrain.ui import log, progress
 
-MANIFEST = "manifest.json"
 MARKER = "convert.json"
 
 
@@ -67,16 +77,8 @@ class ConvertConfig:
     force: bool = False
     inventory: Path | None = None  # reuse a scan's inventory instead of scanning again
     cases: tuple[str, ...] = ()  # restrict to these case ids (a batch of a fan-out)
-    rtstruct_choice: str = "fail"
+    rtstruct_choice: RtstructChoice = "fail"
     source: str | None = None  # store URI of the DICOM tree; the cases' files are staged into ``input`` first
-
-
-def image_name(case_id: str) -> str:
-    return f"{case_id}_0000.nii.gz"
-
-
-def label_name(case_id: str) -> str:
-    return f"{case_id}.nii.gz"
 
 
 def base_manifest(plan: CasePlan, dictionary: OrganDictionary) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def convert_case(plan: CasePlan, input_root: Path, case_dir: Path, dictionary: O
                 manifest.pop("outputs", None)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest["advice"] = advice(manifest["reason"])
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        atomic_write_text(tmp / CASE_MANIFEST.basename, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -183,7 +185,7 @@ def _worker(args: tuple[dict[str, Any], str, str, str]) -> dict[str, Any]:
 
 def _finished(case_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     """The manifest of a case already converted from the same inputs, if any."""
-    path = case_dir / MANIFEST
+    path = case_dir / CASE_MANIFEST.basename
     if not path.is_file():
         return None
     try:
@@ -208,7 +210,7 @@ def _crash_manifest(plan: CasePlan, dictionary: OrganDictionary, case_dir: Path)
         advice=advice(Reason.WORKER_CRASHED.value),
     )
     with staged_dir(case_dir) as tmp:
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        atomic_write_text(tmp / CASE_MANIFEST.basename, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -278,37 +280,6 @@ def stage_inputs(source: str, plans: list[CasePlan], local: Path, every_series: 
             advance(1)
 
 
-def manifest_row(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The listing row of a converted (or excluded) case."""
-    geometry = manifest.get("geometry") or {}
-    shape = geometry.get("shape_zyx", ["", "", ""])
-    spacing = geometry.get("spacing_xyz", ["", "", ""])
-    gtvp = (manifest.get("labels") or {}).get(TUMOUR_LABEL, {})
-    return {
-        "case_id": manifest["case_id"],
-        "patient_id": manifest["patient_id"],
-        "status": manifest["status"],
-        "reason": manifest["reason"],
-        "detail": manifest["detail"],
-        "advice": advice(manifest["reason"]),
-        "ct_series_uid": manifest["input"]["ct_series_uid"],
-        "rtstruct_sop_uid": manifest["input"]["rtstruct_sop_uid"],
-        "frame_of_reference_uid": manifest["input"]["frame_of_reference_uid"],
-        "n_slices": shape[0],
-        "rows": shape[1],
-        "columns": shape[2],
-        "spacing_x": spacing[0],
-        "spacing_y": spacing[1],
-        "spacing_z": spacing[2],
-        "roi_names": manifest["roi_names"],
-        "unmapped_rois": manifest["unmapped_rois"],
-        "missing_labels": manifest["missing_labels"],
-        "gtvp_volume_ml": gtvp.get("volume_ml", ""),
-        "n_warnings": len(manifest["warnings"]),
-        "warnings": manifest["warnings"],
-    }
-
-
 def check_dictionary(out: Path, dictionary: OrganDictionary, force: bool) -> None:
     """Refuse to mix two dictionaries in one output folder; with ``force`` the other one's cases are removed."""
     cases_dir = out / "cases"
@@ -316,7 +287,7 @@ def check_dictionary(out: Path, dictionary: OrganDictionary, force: bool) -> Non
     if marker.is_file():
         previous = json.loads(marker.read_text())["dictionary"]
     else:  # a folder written before the marker existed: its manifests tell
-        previous = next((m["dictionary"] for m in all_manifests(cases_dir)), None)
+        previous = next((m["dictionary"] for m in all_manifests(out)), None)
     if previous is not None and previous["sha256"] != dictionary.sha256:
         if not force:
             raise UserError(
@@ -325,7 +296,7 @@ def check_dictionary(out: Path, dictionary: OrganDictionary, force: bool) -> Non
                 "use another --out, or add --force to convert every case again with the new dictionary",
             )
         removed = 0
-        for manifest in all_manifests(cases_dir):
+        for manifest in all_manifests(out):
             if manifest["dictionary"]["sha256"] != dictionary.sha256:
                 shutil.rmtree(cases_dir / manifest["case_id"])
                 removed += 1
@@ -352,7 +323,7 @@ def convert(config: ConvertConfig) -> StageResult:
         remove_stale_temporaries(cases_dir)
         rows = write_case_listing(config.out) if cases_dir.is_dir() else []
         raise Interrupted(
-            f"{len(rows)} case(s) finished, listed in {config.out / 'cases.csv'}",
+            f"{len(rows)} case(s) finished, listed in {CASE_LISTING.at(config.out)}",
             "run the same command again to convert the rest (finished cases are skipped)",
         ) from None
 
@@ -369,7 +340,7 @@ def _convert(config: ConvertConfig, dictionary: OrganDictionary) -> StageResult:
                 rtstruct_choice=config.rtstruct_choice,
             )
         )
-        inventory_path = config.out / "scan" / "inventory.json"
+        inventory_path = INVENTORY.at(config.out / "scan")
     elif not inventory_path.is_file():
         raise UserError(
             f"inventory {inventory_path} does not exist", "run tsretrain scan first, or leave out --inventory"
@@ -425,7 +396,7 @@ def _convert(config: ConvertConfig, dictionary: OrganDictionary) -> StageResult:
 
     return StageResult(
         stage="convert",
-        outputs={"cases": str(cases_dir), "listing": str(config.out / "cases.csv")},
+        outputs={"cases": str(cases_dir), "listing": str(CASE_LISTING.at(config.out))},
         counts={
             "cases": len(manifests),
             "converted_now": len(todo),
@@ -435,21 +406,8 @@ def _convert(config: ConvertConfig, dictionary: OrganDictionary) -> StageResult:
     )
 
 
-def listing_rows(out: Path) -> list[dict[str, Any]]:
-    """The listing row of every case manifest under ``out/cases`` (all batches of a fan-out); reads only."""
-    return [manifest_row(m) for m in all_manifests(out / "cases")]
-
-
 def write_case_listing(out: Path) -> list[dict[str, Any]]:
     """Rewrite ``cases.csv`` from every case manifest under ``out/cases``."""
     rows = listing_rows(out)
-    write_listing(out / "cases.csv", rows)
+    write_listing(CASE_LISTING.at(out), rows)
     return rows
-
-
-def all_manifests(cases_dir: Path) -> list[dict[str, Any]]:
-    """Every case manifest under the output (the listing covers all batches of a fan-out)."""
-    manifests = []
-    for path in sorted(cases_dir.glob(f"*/{MANIFEST}")):
-        manifests.append(json.loads(path.read_text()))
-    return manifests

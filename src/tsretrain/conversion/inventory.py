@@ -12,11 +12,9 @@ from typing import Any, TextIO
 
 from tsretrain.conversion.plan import CasePlan
 from tsretrain.layout import batch_id
+from tsretrain.run_files import BATCH, INVENTORY
 from tsretrain.sizing import CaseWork, case_work
 from tsretrain.storage.atomic import atomic_write_text, staged_file
-
-INVENTORY = "inventory.json"
-BATCHES = "batches"
 
 
 class InventoryWriter:
@@ -39,7 +37,7 @@ class InventoryWriter:
         self.batches.append(ids)
         if self.slices:
             slice_ = json.dumps({**self.header, "cases": cases}, indent=1)
-            atomic_write_text(self.out / BATCHES / f"{batch_id(ids)}.json", slice_)
+            atomic_write_text(BATCH.at(self.out, batch=batch_id(ids)), slice_)
 
     def batch_ids(self) -> list[str]:
         """The batches' ids (a fan-out's items)."""
@@ -51,8 +49,8 @@ def inventory_writer(out: Path, header: dict[str, Any], slices: bool) -> Iterato
     """An :class:`InventoryWriter` on ``out/inventory.json``, which appears (whole, by a rename) only when the
     block ends without an exception; with ``slices``, an earlier scan's batches are removed first."""
     if slices:
-        shutil.rmtree(out / BATCHES, ignore_errors=True)
-    with staged_file(out / INVENTORY) as tmp, tmp.open("w") as handle:
+        shutil.rmtree(BATCH.folder(out), ignore_errors=True)
+    with staged_file(INVENTORY.at(out)) as tmp, tmp.open("w") as handle:
         head = json.dumps(header, indent=1)
         handle.write(head[: head.rindex("}")].rstrip() + ',\n "cases": [')
         yield InventoryWriter(handle, out, header, slices)

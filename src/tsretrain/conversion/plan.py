@@ -5,19 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from tsretrain.reasons import Reason, precedence
-
-
-class CaseStatus(StrEnum):
-    """A case's status in the listings and manifests (the same words on disk)."""
-
-    OK = "ok"
-    EXCLUDED = "excluded"  # a reason of the input's (what to do: the listing's advice)
-    FAILED = "failed"  # a reason of the converter's or the machine's (crash, memory)
+from tsretrain.run_files import CaseStatus
 
 
 @dataclass

@@ -13,31 +13,34 @@ import filecmp
 import json
 import math
 import re
+import typing
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tsretrain import __version__
 from tsretrain.conversion.geometry import build_geometry
 from tsretrain.conversion.header_index import CASE_KINDS, Group, HeaderIndex
 from tsretrain.conversion.headers import FileRecord, RecordKind, read_record, read_remote_record, walk, walk_tree
-from tsretrain.conversion.inventory import INVENTORY, InventoryWriter, inventory_writer
-from tsretrain.conversion.listing import COLUMNS, write_csv
-from tsretrain.conversion.plan import CasePlan, CaseStatus
+from tsretrain.conversion.inventory import InventoryWriter, inventory_writer
+from tsretrain.conversion.listing import COLUMNS
+from tsretrain.conversion.plan import CasePlan
 from tsretrain.conversion.pool import worker_pool
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import DictionaryError, OrganDictionary, load_dictionary
 from tsretrain.reasons import CaseError, Reason, advice
 from tsretrain.resources import cpu_quota, quantity_bytes
+from tsretrain.run_files import INVENTORY, SCAN_LISTING, CaseStatus, write_csv
 from tsretrain.sizing import POD_CLASSES, Work, step_budgets, write_budgets
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, in_order, in_parallel, open_store
 from tsretrain.ui import log, progress
 
-RTSTRUCT_CHOICES = ("fail", "newest")
+RtstructChoice = Literal["fail", "newest"]  # with several RTSTRUCTs: the case fails, or the newest is taken
+RTSTRUCT_CHOICES: tuple[RtstructChoice, ...] = typing.get_args(RtstructChoice)
 SameBytes = Callable[[str, str], bool]
 """Whether two files of the tree (relative paths) hold the same bytes."""
 
@@ -50,7 +53,7 @@ class ScanConfig:
     out: Path
     dictionary: str = "radcure-oar21"
     workers: int = 0  # 0: one per available CPU
-    rtstruct_choice: str = "fail"
+    rtstruct_choice: RtstructChoice = "fail"
     batches_out: Path | None = None  # JSON list of batch ids (every case in a batch), for a workflow fan-out
     batch_size: int = 8
     max_batches: int = 512  # larger batches beyond this many (the workflow object's size is bounded)
@@ -539,7 +542,7 @@ def scan(config: ScanConfig) -> StageResult:
                     counts[plan.status] += 1
                     if plan.status != CaseStatus.OK:
                         log.info("%s %s: %s (%s)", plan.case_id, plan.status, plan.reason, plan.detail)
-        write_csv(config.out / "cases.csv", index.listing_rows(), COLUMNS)  # in case id order, as write_listing
+        write_csv(SCAN_LISTING.at(config.out), index.listing_rows(), COLUMNS)  # in case id order, as write_listing
     finally:
         index.close()
     if config.batches_out is not None:
@@ -551,7 +554,7 @@ def scan(config: ScanConfig) -> StageResult:
         log.warning("skipped %s", entry)
     return StageResult(
         stage="scan",
-        outputs={"inventory": str(config.out / INVENTORY), "cases": str(config.out / "cases.csv")},
+        outputs={"inventory": str(INVENTORY.at(config.out)), "cases": str(SCAN_LISTING.at(config.out))},
         counts={
             "files": header["files"]["total"],
             "cases": len(groups),

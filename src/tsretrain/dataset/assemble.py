@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from tsretrain import __version__
-from tsretrain.conversion.convert import MANIFEST, image_name, label_name
-from tsretrain.dataset.split import read_split
 from tsretrain.labels.dictionary import load_dictionary
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
+from tsretrain.run_files import (
+    CASE_IMAGE,
+    CASE_LABELS,
+    MERGED_LABELS,
+    Split,
+    image_name,
+    label_name,
+    read_manifest,
+    read_split,
+)
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
 
@@ -45,7 +53,7 @@ def _place(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def dataset_json(config: AssembleConfig, n_training: int, split: dict[str, Any]) -> dict[str, Any]:
+def dataset_json(config: AssembleConfig, n_training: int, split: Split) -> dict[str, Any]:
     dictionary = load_dictionary(config.model.dictionary)
     return {
         "name": config.model.dataset,
@@ -72,7 +80,7 @@ def assemble(config: AssembleConfig) -> StageResult:
     training = sorted(c for fold in split["folds"] for c in fold)
     test = sorted(split["test"])
     for case in training + test:
-        manifest = json.loads((config.converted / "cases" / case / MANIFEST).read_text())
+        manifest = read_manifest(config.converted, case)
         if manifest["status"] != "ok":
             raise ValueError(f"case {case} in the split is not converted (status {manifest['status']})")
         if manifest["dictionary"]["sha256"] != dictionary.sha256:
@@ -85,10 +93,9 @@ def assemble(config: AssembleConfig) -> StageResult:
             (tmp / images).mkdir()
             (tmp / labels).mkdir()
             for case in cases:
-                source = config.converted / "cases" / case
-                _place(source / image_name(case), tmp / images / image_name(case))
-                label_source = (config.labels_from / case) if config.labels_from else source
-                _place(label_source / label_name(case), tmp / labels / label_name(case))
+                _place(CASE_IMAGE.at(config.converted, case=case), tmp / images / image_name(case))
+                labels_file = MERGED_LABELS.at(config.labels_from, case=case) if config.labels_from else None
+                _place(labels_file or CASE_LABELS.at(config.converted, case=case), tmp / labels / label_name(case))
         atomic_write_text(tmp / "dataset.json", json.dumps(dataset_json(config, len(training), split), indent=1))
         if config.verify:
             verify(tmp, config.workers)

@@ -30,12 +30,21 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from tsretrain.conversion.convert import MANIFEST, image_name, label_name
 from tsretrain.conversion.geometry import VolumeGeometry
 from tsretrain.conversion.nifti import write_nifti
 from tsretrain.dataset.merge import MergeInputs, merge_labels
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import OrganDictionary, PseudoLabelSource, load_dictionary
+from tsretrain.resources import Device
+from tsretrain.run_files import (
+    CASE_IMAGE,
+    CASE_LABELS,
+    MERGE_RECORD,
+    MERGED_LABELS,
+    CaseStatus,
+    all_manifests,
+    read_manifest,
+)
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
@@ -60,7 +69,7 @@ class PseudolabelConfig:
     converted: Path
     out: Path
     dictionary: str = "radcure-ts90"
-    device: str = "auto"  # auto (CUDA when present), cuda (refused without a GPU) or cpu, as train and predict
+    device: Device = "auto"  # auto (CUDA when present), cuda (refused without a GPU) or cpu, as train and predict
     weights: str | None = None  # TOTALSEG_HOME_DIR, or a store URI staged to local disk; default: the environment's
     allow_download: bool = False
     prefer_manual: bool = True
@@ -208,13 +217,14 @@ def class_ids(task: str) -> dict[str, int]:
     return {name: int(i) for i, name in class_map[task].items()}
 
 
-def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, tasks: list[str]) -> dict[str, Any]:
+def merge_case(case: str, config: PseudolabelConfig, tasks: list[str]) -> dict[str, Any]:
     """The merged label map of one case from its manual map, its task outputs and its CT."""
     dictionary = load_dictionary(config.dictionary)
-    manifest = json.loads((case_dir / MANIFEST).read_text())
-    case = manifest["case_id"]
-    manual = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / label_name(case)))).astype(np.uint8)
-    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / image_name(case))))
+    manifest = read_manifest(config.converted, case)
+    pseudo_dir = config.out / case
+    manual = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_LABELS.at(config.converted, case=case))))
+    manual = manual.astype(np.uint8)
+    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_IMAGE.at(config.converted, case=case))))
     pseudo = {}
     for task in tasks:
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(pseudo_dir / TASKS / f"{task}.nii.gz"))).astype(np.uint8)
@@ -224,7 +234,7 @@ def merge_case(case_dir: Path, pseudo_dir: Path, config: PseudolabelConfig, task
     present = {name for name, info in manifest["labels"].items() if info["present"]}
     inputs = MergeInputs(manual, present, pseudo, {t: class_ids(t) for t in tasks}, hu)
     merged, report = merge_labels(dictionary, inputs, config.prefer_manual)
-    write_nifti(merged, VolumeGeometry.from_json(manifest["geometry"]), pseudo_dir / label_name(case))
+    write_nifti(merged, VolumeGeometry.from_json(manifest["geometry"]), MERGED_LABELS.at(config.out, case=case))
     return report
 
 
@@ -252,25 +262,23 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
         log.warning(
             "TotalSegmentator runs on STAND-IN weights (%s): pseudo-labels of phantoms only", provenance["weights"]
         )
-    cases = sorted(p.parent for p in (config.converted / "cases").glob(f"*/{MANIFEST}"))
-    cases = [c for c in cases if json.loads((c / MANIFEST).read_text())["status"] == "ok"]
+    cases = [m["case_id"] for m in all_manifests(config.converted) if m["status"] == CaseStatus.OK]
     if config.cases:
-        cases = [c for c in cases if c.name in config.cases]
+        cases = [c for c in cases if c in config.cases]
     done = 0
     with progress("pseudolabel: cases", total=len(cases)) as advance:
-        for case_dir in cases:
-            pseudo_dir = config.out / case_dir.name
+        for case in cases:
+            pseudo_dir = config.out / case
             (pseudo_dir / TASKS).mkdir(parents=True, exist_ok=True)
             timings = {}
             for task in tasks:
                 target = pseudo_dir / TASKS / f"{task}.nii.gz"
                 if not target.is_file():
-                    log.info("%s: TotalSegmentator %s", case_dir.name, task)
-                    timings[task] = run_task(case_dir / image_name(case_dir.name), task, target, device)
-            report = merge_case(case_dir, pseudo_dir, config, tasks)
-            atomic_write_text(
-                pseudo_dir / "pseudolabel.json", json.dumps({"tasks": timings, **provenance, **report}, indent=1)
-            )
+                    log.info("%s: TotalSegmentator %s", case, task)
+                    timings[task] = run_task(CASE_IMAGE.at(config.converted, case=case), task, target, device)
+            report = merge_case(case, config, tasks)
+            record = {"tasks": timings, **provenance, **report}
+            atomic_write_text(MERGE_RECORD.at(config.out, case=case), json.dumps(record, indent=1))
             done += 1
             advance(1)
     return StageResult("pseudolabel", {"out": str(config.out)}, {"cases": done, "tasks": len(tasks)})

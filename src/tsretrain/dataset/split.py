@@ -20,14 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from tsretrain.conversion.convert import listing_rows
 from tsretrain.errors import UserError
+from tsretrain.labels.volume_bands import VOLUME_BANDS, volume_band
 from tsretrain.layout import batch_id
+from tsretrain.run_files import NNUNET_SPLITS, SPLIT, SPLIT_BATCH, listing_rows
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
-
-GTVP_BANDS_ML = (3.0, 10.0, 30.0)
-"""Upper bounds of the GTVp volume bands (mL): < 3, 3-10, 10-30, >= 30 (small tumours score far lower)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,18 +43,6 @@ class SplitConfig:
     fixed_split_column: str | None = None  # e.g. "RADCURE-challenge": rows saying "test" form the test set
     batches_out: Path | None = None  # JSON list of test-batch ids, for a workflow's prediction fan-out
     batch_size: int = 64  # test cases per batch
-
-
-VOLUME_BANDS = (
-    *(f"GTVp {low:g}-{high:g} mL" for low, high in zip((0.0, *GTVP_BANDS_ML), GTVP_BANDS_ML, strict=False)),
-    f"GTVp >= {GTVP_BANDS_ML[-1]:g} mL",
-)
-"""The band names, in numeric order."""
-
-
-def volume_band(volume_ml: float) -> str:
-    """Name of the GTVp volume band of a volume in mL."""
-    return VOLUME_BANDS[sum(volume_ml >= edge for edge in GTVP_BANDS_ML)]
 
 
 def stratum_order(stratum: str) -> tuple[int, str]:
@@ -168,23 +154,13 @@ def report(split: dict[str, Any]) -> str:
 
 def write_test_batches(out: Path, test: list[str], batch_size: int) -> list[str]:
     """The test cases in batches for a prediction fan-out (``out/batches/<batch id>.json``); returns the ids."""
-    shutil.rmtree(out / "batches", ignore_errors=True)  # an earlier split's batches
+    shutil.rmtree(SPLIT_BATCH.folder(out), ignore_errors=True)  # an earlier split's batches
     ids = []
     for start in range(0, len(test), max(1, batch_size)):
         cases = sorted(test)[start : start + max(1, batch_size)]
         ids.append(batch_id(tuple(cases)))
-        atomic_write_text(out / "batches" / f"{ids[-1]}.json", json.dumps({"cases": cases}, indent=1))
+        atomic_write_text(SPLIT_BATCH.at(out, batch=ids[-1]), json.dumps({"cases": cases}, indent=1))
     return ids
-
-
-SPLIT_FILE = "split.json"
-
-
-def read_split(folder: Path) -> dict[str, Any]:
-    """The split the split stage wrote into ``folder``: ``test`` (case ids), ``folds`` (each fold's validation
-    cases), ``seed`` and the rest of ``split.json``."""
-    split: dict[str, Any] = json.loads((folder / SPLIT_FILE).read_text())
-    return split
 
 
 def run_split(config: SplitConfig) -> StageResult:
@@ -201,8 +177,8 @@ def run_split(config: SplitConfig) -> StageResult:
         )
     split = make_split(rows, config)
     config.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config.out / SPLIT_FILE, json.dumps(split, indent=1))
-    atomic_write_text(config.out / "splits_final.json", json.dumps(nnunet_splits(split), indent=1))
+    atomic_write_text(SPLIT.at(config.out), json.dumps(split, indent=1))
+    atomic_write_text(NNUNET_SPLITS.at(config.out), json.dumps(nnunet_splits(split), indent=1))
     atomic_write_text(config.out / "split_report.md", report(split))
     if config.batches_out is not None:
         atomic_write_text(
@@ -210,6 +186,6 @@ def run_split(config: SplitConfig) -> StageResult:
         )
     return StageResult(
         stage="split",
-        outputs={"split": str(config.out / SPLIT_FILE), "splits_final": str(config.out / "splits_final.json")},
+        outputs={"split": str(SPLIT.at(config.out)), "splits_final": str(NNUNET_SPLITS.at(config.out))},
         counts={"test": len(split["test"]), "train": sum(len(f) for f in split["folds"]), "folds": config.cv_folds},
     )

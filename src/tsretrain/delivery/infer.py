@@ -27,28 +27,25 @@ from tsretrain.conversion.convert import stage_inputs
 from tsretrain.conversion.ct import read_hu_volume
 from tsretrain.conversion.geometry import VolumeGeometry, build_geometry
 from tsretrain.conversion.headers import FileRecord, RecordKind
-from tsretrain.conversion.listing import write_csv
 from tsretrain.conversion.nifti import write_nifti
-from tsretrain.conversion.plan import CasePlan, CaseStatus, load_inventory
+from tsretrain.conversion.plan import CasePlan, load_inventory
 from tsretrain.conversion.scan import case_id_for, check_input_folder, read_records
-from tsretrain.dataset.split import read_split
 from tsretrain.delivery.package import Package
 from tsretrain.delivery.rtstruct_writer import write_rtstruct
 from tsretrain.delivery.seg_writer import write_seg
 from tsretrain.delivery.source import SourceSeries, Written
 from tsretrain.errors import UserError
 from tsretrain.reasons import CaseError, Reason, advice
-from tsretrain.resources import cpu_quota
+from tsretrain.resources import Device, cpu_quota
+from tsretrain.run_files import CONTOURS, INFERENCE_LISTING, INFERENCE_RECORD, CaseStatus, read_split, write_csv
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
 from tsretrain.training.nnunet_env import torch_device
-from tsretrain.training.postprocess import apply_to_folder
+from tsretrain.training.postprocessing_steps import apply_to_folder
 from tsretrain.training.predict import load_predictor, predict_images
 from tsretrain.ui import log, progress
 
 FORMATS = ("rtstruct", "seg", "nifti")
-CASE_RECORD = "contours.json"
-"""Per case: its listing rows and the model that contoured it (``cases.csv`` and ``inference.json`` gather them)."""
 LISTING_COLUMNS = [
     *("case_id", "patient_id", "series", "series_uid", "series_description", "status", "reason", "detail"),
     *("advice", "structures", "empty_structures", "files", "seconds"),
@@ -63,7 +60,7 @@ class InferConfig:
     model: Path | str  # a model package (export's zip), the folder holding it, or its store URI (s3://...)
     out: Path
     formats: tuple[str, ...] = FORMATS
-    device: str = "auto"
+    device: Device = "auto"
     folds: tuple[int, ...] = ()  # empty: the package's folds
     step_size: float = 0.5
     cases: tuple[str, ...] = ()  # only these case ids (as the scan names patients)
@@ -291,21 +288,21 @@ def infer(config: InferConfig) -> StageResult:
     }
     for case_id in dict.fromkeys(job.case_id for job in jobs):
         record = {**model, "rows": [job.row() for job in jobs if job.case_id == case_id]}
-        atomic_write_text(config.out / case_id / CASE_RECORD, json.dumps(record, indent=1))
+        atomic_write_text(CONTOURS.at(config.out, case=case_id), json.dumps(record, indent=1))
     done = [job for job in jobs if job.status == CaseStatus.OK]
     write_listing(config.out)
     return StageResult(
         "infer",
-        {"listing": str(config.out / "cases.csv")},
+        {"listing": str(INFERENCE_LISTING.at(config.out))},
         {"series_predicted": len(done), "not_predicted": len(jobs) - len(done)},
     )
 
 
 def write_listing(out: Path) -> dict[str, Any]:
     """``cases.csv`` and ``inference.json`` from every case's record below ``out`` (all batches of a cluster run)."""
-    records = [json.loads(path.read_text()) for path in sorted(out.glob(f"*/{CASE_RECORD}"))]
+    records = [json.loads(path.read_text()) for path in CONTOURS.glob(out)]
     rows = [row for record in records for row in record["rows"]]
-    write_csv(out / "cases.csv", rows, LISTING_COLUMNS)
+    write_csv(INFERENCE_LISTING.at(out), rows, LISTING_COLUMNS)
     summary = {
         **{key: value for key, value in (records[0] if records else {}).items() if key != "rows"},
         "series_predicted": sum(row["status"] == CaseStatus.OK for row in rows),
@@ -316,7 +313,7 @@ def write_listing(out: Path) -> dict[str, Any]:
             if row["status"] != CaseStatus.OK
         },
     }
-    atomic_write_text(out / "inference.json", json.dumps(summary, indent=1))
+    atomic_write_text(INFERENCE_RECORD.at(out), json.dumps(summary, indent=1))
     return summary
 
 

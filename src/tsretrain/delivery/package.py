@@ -29,19 +29,29 @@ from pathlib import Path
 from typing import Any
 
 from tsretrain import __version__
-from tsretrain.conversion.listing import read_listing
-from tsretrain.conversion.plan import CaseStatus
-from tsretrain.dataset.split import SPLIT_FILE, read_split
 from tsretrain.delivery.source import Algorithm
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import OrganDictionary, dictionary_text, load_dictionary, parse_dictionary
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
+from tsretrain.run_files import (
+    CASE_LISTING,
+    DECISION,
+    EVALUATION_SUMMARY,
+    SPLIT,
+    CaseStatus,
+    EvaluationSummary,
+    Split,
+    read_decision,
+    read_evaluation_summary,
+    read_rows,
+    read_split,
+)
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.training.nnunet_env import NnunetFolders
-from tsretrain.training.postprocess import DECISION, Steps, steps_of
+from tsretrain.training.postprocessing_steps import Steps, steps_of
 from tsretrain.ui import log
 from tsretrain.versions import commit, installed
 
@@ -79,16 +89,14 @@ def versions() -> dict[str, str]:
 
 def _missing(config: ExportConfig, trained: Path) -> list[str]:
     """What the run lacks for a package, each with the stage that makes it."""
-    layout = RunLayout(config.run_dir)
     needed = {trained / name: "train" for name in MODEL_FILES}
     needed.update({trained / f"fold_{fold}" / "checkpoint_final.pth": "train" for fold in config.model.folds})
-    needed[layout.split / SPLIT_FILE] = "split"
-    needed[layout.converted / "cases.csv"] = "convert"
-    needed[layout.evaluation / "summary.json"] = "evaluate"
+    for file in (SPLIT, CASE_LISTING, EVALUATION_SUMMARY):
+        needed[file.in_run(config.run_dir)] = file.writer
     return [f"{path} (from {stage})" for path, stage in needed.items() if not path.is_file()]
 
 
-def _identifiers(listing: list[dict[str, str]], split: dict[str, Any]) -> set[str]:
+def _identifiers(listing: list[dict[str, str]], split: Split) -> set[str]:
     """Every case and patient id the run knows of: none may appear in the package."""
     ids = {str(row.get(key) or "") for row in listing for key in ("case_id", "patient_id")}
     ids.update(split["test"])
@@ -120,10 +128,9 @@ def _postprocessing(config: ExportConfig, trained: Path) -> dict[str, Any] | Non
     """The post-processing the run decided (``postprocess``) for exactly the packaged model and folds: what it
     keeps, where nnU-Net's files go in the package; None without a searched decision for them."""
     layout = RunLayout(config.run_dir)
-    path = layout.postprocessing / DECISION
-    if not path.is_file():
+    if not DECISION.at(layout.postprocessing).is_file():
         return None
-    decision = json.loads(path.read_text())
+    decision = read_decision(layout.postprocessing)
     if not decision.get("searched") or decision["model"] != trained.name:
         return None
     if decision["folds"] != list(config.model.folds):
@@ -139,7 +146,7 @@ def _postprocessing(config: ExportConfig, trained: Path) -> dict[str, Any] | Non
     }
 
 
-def _label_metrics(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def _label_metrics(summary: EvaluationSummary) -> list[dict[str, Any]]:
     rows = []
     for group, content in summary["groups"].items():
         for label in content["labels"]:
@@ -164,11 +171,11 @@ def describe(
     plans_name: str,
     trained: Path,
     listing: list[dict[str, str]],
-    split: dict[str, Any],
+    split: Split,
     dictionary: OrganDictionary,
 ) -> dict[str, Any]:
     """model.json: the model, where it came from (the run's listing and split) and how it measured."""
-    summary = json.loads((RunLayout(config.run_dir).evaluation / "summary.json").read_text())
+    summary = read_evaluation_summary(RunLayout(config.run_dir).evaluation)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = json.loads((trained / "plans.json").read_text())
@@ -291,7 +298,7 @@ def export(config: ExportConfig) -> StageResult:
     if problems:
         raise UserError(f"export: dictionary {dictionary.name}: " + "; ".join(problems))
     layout = RunLayout(config.run_dir)
-    listing, split = read_listing(layout.converted / "cases.csv"), read_split(layout.split)
+    listing, split = read_rows(CASE_LISTING, layout.converted), read_split(layout.split)
     card = describe(config, plans_name, trained, listing, split, dictionary)
     dataset_json = _dataset_json(trained / "dataset.json")
     base = f"{config.model.dataset}/{trained.name}"

@@ -16,22 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from tsretrain.conversion.listing import write_csv
 from tsretrain.errors import UserError
-from tsretrain.evaluation.evaluate import label_maps, read_label_map, same_grid
+from tsretrain.evaluation.label_maps import label_maps, read_label_map, same_grid
 from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.metrics import case_metrics
-from tsretrain.evaluation.statistics import bootstrap_ci
+from tsretrain.evaluation.statistics import paired
 from tsretrain.labels.dictionary import TUMOUR_LABEL, load_dictionary
+from tsretrain.run_files import COMPARISON, COMPARISON_PER_CASE, write_csv
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import progress
 
 STAGES = ("first", "second")
 METRICS = ("dice", "hd95", "nsd", "lesions_found")
-DIRECTION = {"dice": "higher", "hd95": "lower", "nsd": "higher", "lesions_found": "higher"}  # which way is better
-COMPARISON = "comparison.json"
-PER_CASE = "per_case.csv"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,30 +78,6 @@ def case_row(case: str, reference: Path, first: Path, second: Path, label: int, 
     return row
 
 
-def paired(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """Both stages' means over the cases where both have the metric, the mean paired difference (second minus
-    first) and its 95 % bootstrap interval."""
-    pairs = [
-        (r[f"first_{metric}"], r[f"second_{metric}"])
-        for r in rows
-        if r["lesions"] and r[f"first_{metric}"] is not None and r[f"second_{metric}"] is not None
-    ]
-    out: dict[str, Any] = {"metric": metric, "better": DIRECTION[metric], "n_pairs": len(pairs)}
-    if not pairs:
-        return out | {"first_mean": None, "second_mean": None, "difference_mean": None, "difference_ci95": None}
-    first, second = (np.array(v, dtype=float) for v in zip(*pairs, strict=True))
-    difference = second - first
-    return out | {
-        "first_mean": round(float(first.mean()), 6),
-        "second_mean": round(float(second.mean()), 6),
-        "difference_mean": round(float(difference.mean()), 6),
-        "difference_median": round(float(np.median(difference)), 6),
-        "difference_ci95": [round(v, 6) for v in bootstrap_ci(difference, np.mean)] if len(pairs) > 1 else None,
-        "second_better": int(np.sum(difference > 0 if DIRECTION[metric] == "higher" else difference < 0)),
-        "first_better": int(np.sum(difference < 0 if DIRECTION[metric] == "higher" else difference > 0)),
-    }
-
-
 def compare(config: CompareConfig) -> StageResult:
     dictionary = load_dictionary(config.dictionary)
     label = next((item.id for item in dictionary.labels if item.name == TUMOUR_LABEL), None)
@@ -136,12 +109,12 @@ def compare(config: CompareConfig) -> StageResult:
         "second": str(config.second),
     }
     config.out.mkdir(parents=True, exist_ok=True)
-    write_csv(config.out / PER_CASE, rows, list(rows[0]))
-    atomic_write_text(config.out / COMPARISON, json.dumps(document, indent=1, allow_nan=False))
+    write_csv(COMPARISON_PER_CASE.at(config.out), rows, list(rows[0]))
+    atomic_write_text(COMPARISON.at(config.out), json.dumps(document, indent=1, allow_nan=False))
     difference = document["paired"][0]["difference_mean"]
     return StageResult(
         "compare-stages",
-        {"comparison": str(config.out / COMPARISON), "per_case": str(config.out / PER_CASE)},
+        {"comparison": str(COMPARISON.at(config.out)), "per_case": str(COMPARISON_PER_CASE.at(config.out))},
         {
             "cases": len(rows),
             "lesions": document["lesions"],

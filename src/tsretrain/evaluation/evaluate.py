@@ -25,23 +25,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
-from tsretrain.conversion.listing import write_csv
 from tsretrain.errors import UserError
+from tsretrain.evaluation.label_maps import label_maps, read_label_map, same_grid
 from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.metrics import HD95_CONVENTION, NSD_CONVENTION, NSD_VOXELS_CONVENTION, case_metrics
 from tsretrain.evaluation.provenance import TITLES, assign_groups, cohort_sources, read_sources
-from tsretrain.evaluation.review import REVIEW_FILE, review_document
-from tsretrain.evaluation.statistics import gtvp_analysis, label_summary
+from tsretrain.evaluation.review import review_document
+from tsretrain.evaluation.statistics import gtvp_analysis, label_summary, paired
 from tsretrain.labels.dictionary import TUMOUR_LABEL, OrganDictionary, load_dictionary
 from tsretrain.resources import cpu_quota
+from tsretrain.run_files import (
+    EVALUATION_SUMMARY,
+    PER_CASE,
+    POSTPROCESSED_SUMMARY,
+    REVIEW,
+    EvaluationSummary,
+    write_csv,
+)
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.ui import progress
 
-GEOMETRY_TOL = 1e-3
-POSTPROCESSED = "postprocessed"  # the post-processed predictions' evaluation, below the output folder
 POLICY = {
     "both": "reference and prediction non-empty: Dice, HD95 and NSD computed",
     "missed": "reference only: Dice 0, NSD 0, HD95 undefined (empty)",
@@ -104,22 +109,6 @@ class CaseJob:
     tumour: int | None = None  # the label whose lesions are counted (connected components)
 
 
-def read_label_map(path: Path) -> tuple[np.ndarray, sitk.Image]:
-    """The label map (a read-only view when it is stored as uint8: valid while the image is kept) and its image."""
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayViewFromImage(image)
-    return (array if array.dtype == np.uint8 else array.astype(np.uint8)), image
-
-
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=GEOMETRY_TOL)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=GEOMETRY_TOL)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=GEOMETRY_TOL)
-    )
-
-
 def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
     """All label metrics of one case (run in a worker)."""
     reference, ref_image = read_label_map(job.reference)
@@ -142,11 +131,6 @@ def evaluate_case(job: CaseJob) -> list[dict[str, Any]]:
             row |= {key: found[key] for key in ("lesions", "lesions_found", "false_positive_components")}
             row["false_positive_ml"] = round(sum(found["false_positive_ml"]), 4)
     return rows
-
-
-def label_maps(folder: Path) -> dict[str, Path]:
-    """The label maps of a folder by case id (``<case>.nii.gz``), in case order."""
-    return {p.name.removesuffix(".nii.gz"): p for p in sorted(folder.glob("*.nii.gz"))}
 
 
 def _cases(config: EvaluateConfig, prediction: Path) -> tuple[dict[str, Path], dict[str, Path | None]]:
@@ -194,21 +178,21 @@ def evaluate(config: EvaluateConfig) -> StageResult:
         raise FileNotFoundError(errno.ENOENT, "no post-processed predictions", str(config.postprocessed))
     dictionary = load_dictionary(config.dictionary)
     summary_json, rows = _evaluate(config, dictionary, config.prediction, config.out)
-    atomic_write_text(config.out / "summary.json", json.dumps(summary_json, indent=1, allow_nan=False))
-    atomic_write_text(config.out / REVIEW_FILE, json.dumps(review_document(rows), indent=1))
+    atomic_write_text(EVALUATION_SUMMARY.at(config.out), json.dumps(summary_json, indent=1, allow_nan=False))
+    atomic_write_text(REVIEW.at(config.out), json.dumps(review_document(rows), indent=1))
     counts = {
         "cases": summary_json["n_cases"],
         "labels": len(dictionary.labels),
         "missing_predictions": len(summary_json["missing_predictions"]),
         "gtvp_mean_dice_x1000": _permille(summary_json["gtvp"]),
     }
-    outputs = {"summary": str(config.out / "summary.json"), "per_case": str(config.out / "per_case.csv")}
+    outputs = {"summary": str(EVALUATION_SUMMARY.at(config.out)), "per_case": str(PER_CASE.at(config.out))}
     if config.postprocessed is not None:
-        out = config.out / POSTPROCESSED
+        out = POSTPROCESSED_SUMMARY.folder(config.out)
         after, after_rows = _evaluate(config, dictionary, config.postprocessed, out)
         after["against_raw"] = against_raw(rows, after_rows)
-        atomic_write_text(out / "summary.json", json.dumps(after, indent=1, allow_nan=False))
-        outputs["postprocessed"] = str(out / "summary.json")
+        atomic_write_text(EVALUATION_SUMMARY.at(out), json.dumps(after, indent=1, allow_nan=False))
+        outputs["postprocessed"] = str(EVALUATION_SUMMARY.at(out))
         counts["postprocessed_gtvp_mean_dice_x1000"] = _permille(after["gtvp"])
     return StageResult("evaluate", outputs, counts)
 
@@ -219,8 +203,6 @@ def _permille(gtvp: dict[str, Any] | None) -> int:
 
 def against_raw(raw: list[dict[str, Any]], postprocessed: list[dict[str, Any]]) -> dict[str, Any]:
     """The tumour's Dice and HD95 per test case, post-processed against raw, paired (second minus first)."""
-    from tsretrain.evaluation.compare import paired  # compare reads label maps with this module's readers
-
     first = {r["case"]: r for r in raw if r["name"] == TUMOUR_LABEL}
     rows = [
         {"lesions": first[r["case"]]["lesions"]}
@@ -242,7 +224,7 @@ def against_raw(raw: list[dict[str, Any]], postprocessed: list[dict[str, Any]]) 
 
 def _evaluate(
     config: EvaluateConfig, dictionary: OrganDictionary, prediction: Path, out: Path
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[EvaluationSummary, list[dict[str, Any]]]:
     """One prediction folder's metrics: ``per_case.csv`` and ``per_label.csv`` written into ``out``; the summary
     and the per-case rows returned."""
     names = {label.id: label.name for label in dictionary.labels}
@@ -283,7 +265,7 @@ def _evaluate(
     conventions = {"hd95": HD95_CONVENTION, "nsd": NSD_CONVENTION, "dsc_agg": DSC_AGG_CONVENTION}
     if config.nsd_voxels:
         conventions["nsd_voxel_count"] = NSD_VOXELS_CONVENTION
-    summary_json: dict[str, Any] = {
+    summary_json: EvaluationSummary = {
         "n_cases": len(cases),
         "cases": cases,
         "missing_predictions": [c for c, p in predictions.items() if p is None],
@@ -308,6 +290,6 @@ def _evaluate(
         summary_json["label_sources"] = cohort_sources(config.pseudolabels, list(names.values()))
     out.mkdir(parents=True, exist_ok=True)
     columns = PER_CASE_COLUMNS + (["nsd_voxel_count"] if config.nsd_voxels else [])
-    write_csv(out / "per_case.csv", rows, columns)
+    write_csv(PER_CASE.at(out), rows, columns)
     write_csv(out / "per_label.csv", per_label, list(per_label[0].keys()))
     return summary_json, rows

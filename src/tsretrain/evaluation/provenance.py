@@ -18,6 +18,7 @@ from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import TUMOUR_LABEL
+from tsretrain.run_files import CASE_MANIFEST, MERGE_RECORD
 
 MANUAL, TOTALSEGMENTATOR, BODY, UNRECORDED = "manual", "totalsegmentator", "body", "unrecorded"
 TITLES = {
@@ -64,9 +65,9 @@ def read_sources(
     if pseudolabels is None and converted is None:
         return {c: {n: Source(UNRECORDED) for n in names} for c in cases}, "none given"
     records = (
-        {c: pseudolabels / c / "pseudolabel.json" for c in cases}
+        {c: MERGE_RECORD.at(pseudolabels, case=c) for c in cases}
         if pseudolabels is not None
-        else {c: converted / "cases" / c / "manifest.json" for c in cases}  # type: ignore[operator]
+        else {c: CASE_MANIFEST.at(converted, case=c) for c in cases}  # type: ignore[arg-type]
     )
     absent = [c for c, path in records.items() if not path.is_file()]
     if absent:
@@ -104,7 +105,7 @@ NONE = "none"  # a label without a source in a case
 def cohort_sources(pseudolabels: Path, names: list[str]) -> dict[str, Any]:
     """Per label, in how many pseudo-labelled cases (every record of the folder, training and test) its reference
     came from each source group (``none``: no source), from the merge records."""
-    records = sorted(pseudolabels.glob("*/pseudolabel.json"))
+    records = MERGE_RECORD.glob(pseudolabels)
     counts: dict[str, Counter[str]] = {name: Counter() for name in names}
     for path in records:
         sources = _read(path).get("sources", {})

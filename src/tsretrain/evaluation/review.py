@@ -12,8 +12,8 @@ from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.labels.dictionary import TUMOUR_LABEL
+from tsretrain.run_files import REVIEW
 
-REVIEW_FILE = "review.json"
 STRUCTURE = TUMOUR_LABEL
 PER_END = 2  # cases from each end of the Dice ranking
 
@@ -44,7 +44,7 @@ def review_document(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def read_review(evaluation: Path) -> list[dict[str, Any]]:
     """The review cases that ``evaluate`` wrote into its output folder."""
-    path = evaluation / REVIEW_FILE
+    path = REVIEW.at(evaluation)
     if not path.is_file():
         raise UserError(f"{path} is missing: run `tsretrain evaluate` again (it writes the cases a report shows)")
     cases: list[dict[str, Any]] = json.loads(path.read_text())["cases"]

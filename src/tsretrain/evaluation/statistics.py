@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from tsretrain.dataset.split import VOLUME_BANDS, volume_band
 from tsretrain.evaluation.metrics import ABSENT, BOTH, FALSE_POSITIVE, MISSED
+from tsretrain.labels.volume_bands import VOLUME_BANDS, volume_band
 
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
 LOW_DICE, HIGH_DICE = 0.01, 0.84
@@ -115,4 +115,31 @@ def gtvp_analysis(rows: list[dict[str, Any]], voxel_ml: dict[str, float]) -> dic
         },
         "below_0.01": [{"case": r["case"], "dice": _clean(r["dice"])} for r in scored if r["dice"] < LOW_DICE],
         "above_0.84": [{"case": r["case"], "dice": _clean(r["dice"])} for r in scored[::-1] if r["dice"] > HIGH_DICE],
+    }
+
+
+DIRECTION = {"dice": "higher", "hd95": "lower", "nsd": "higher", "lesions_found": "higher"}  # which way is better
+
+
+def paired(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Both stages' means over the cases where both have the metric, the mean paired difference (second minus
+    first) and its 95 % bootstrap interval."""
+    pairs = [
+        (r[f"first_{metric}"], r[f"second_{metric}"])
+        for r in rows
+        if r["lesions"] and r[f"first_{metric}"] is not None and r[f"second_{metric}"] is not None
+    ]
+    out: dict[str, Any] = {"metric": metric, "better": DIRECTION[metric], "n_pairs": len(pairs)}
+    if not pairs:
+        return out | {"first_mean": None, "second_mean": None, "difference_mean": None, "difference_ci95": None}
+    first, second = (np.array(v, dtype=float) for v in zip(*pairs, strict=True))
+    difference = second - first
+    return out | {
+        "first_mean": round(float(first.mean()), 6),
+        "second_mean": round(float(second.mean()), 6),
+        "difference_mean": round(float(difference.mean()), 6),
+        "difference_median": round(float(np.median(difference)), 6),
+        "difference_ci95": [round(v, 6) for v in bootstrap_ci(difference, np.mean)] if len(pairs) > 1 else None,
+        "second_better": int(np.sum(difference > 0 if DIRECTION[metric] == "higher" else difference < 0)),
+        "first_better": int(np.sum(difference < 0 if DIRECTION[metric] == "higher" else difference > 0)),
     }

@@ -4,7 +4,7 @@ A declaration names the stage, its typed configuration, the function that runs i
 field appears on the command line (and, for paths, which run location it points at), what the stage reads and
 writes in the run layout, what it fans out over, its resource class and image family. From it come the
 ``tsretrain`` subcommands (``tsretrain.cli``), ``tsretrain run``'s order and configuration
-(``tsretrain.pipeline.runner``) and the Argo WorkflowTemplate (``pipelines/workflow.py``).
+(``tsretrain.pipeline.runner``) and the Argo WorkflowTemplate (``tsretrain.cluster.workflow``).
 
 Adding a stage is one ``Stage(...)`` in ``STAGES``; adding an option is a configuration field plus its
 ``Option`` here.
@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from tsretrain.conversion.convert import ConvertConfig, convert
 from tsretrain.conversion.scan import RTSTRUCT_CHOICES, ScanConfig, scan
@@ -31,9 +31,32 @@ from tsretrain.errors import UserError
 from tsretrain.evaluation.compare import CompareConfig, compare
 from tsretrain.evaluation.evaluate import EvaluateConfig, evaluate
 from tsretrain.evaluation.report import ReportConfig, report
-from tsretrain.evaluation.review import REVIEW_FILE
 from tsretrain.layout import LOCATIONS, relative
 from tsretrain.model import Model
+from tsretrain.run_files import (
+    BATCH,
+    CASE_FILES,
+    CASE_LISTING,
+    CASE_MANIFEST,
+    CONTOURS,
+    DECISION,
+    EVALUATION_SUMMARY,
+    INFERENCE_LISTING,
+    INFERENCE_RECORD,
+    INVENTORY,
+    MERGE_RECORD,
+    MERGED_LABELS,
+    NNUNET_SPLITS,
+    PLANNING_SUMMARY,
+    PROGRESS,
+    REVIEW,
+    SPLIT,
+    SPLIT_BATCH,
+    RunFile,
+    image_name,
+    label_name,
+)
+from tsretrain.sizing import PodClassName
 from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
 from tsretrain.synth.layouts import LAYOUTS
@@ -43,6 +66,13 @@ from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
 from tsretrain.training.second_stage import LOSSES, SecondPredictConfig, SecondStageConfig, second_predict, second_stage
 from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
+
+ImageFamily = Literal["cpu", "gpu", "pseudolabel"]
+"""The images a step runs from: the CPU steps', the GPU steps' (CUDA torch) and the pseudo-label step's
+(TotalSegmentator too)."""
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 INPUT = "input"
 """The location of the run's DICOM input (a folder locally, the ``input-prefix`` on a cluster)."""
@@ -66,6 +96,12 @@ class OnCluster(StrEnum):
     MODEL = "model"  # the model package's store URI (the inference workflow's parameter)
 
 
+class Local(StrEnum):
+    """A value a local run gives an option (``Option.locally``)."""
+
+    SYNTHETIC = "synthetic"  # true when the run makes its own input (no ``input``: the synthetic cohort)
+
+
 @dataclass(frozen=True)
 class Gather:
     """A fan-in step after a fan-out stage: every batch's records of ``location`` gathered into its listing by the
@@ -79,6 +115,24 @@ class Gather:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """The boolean workflow parameter adding optional stages to a cluster run: its name, default and description."""
+
+    name: str
+    default: bool
+    description: str
+
+
+PSEUDOLABELS = Switch("pseudolabel", False, "run TotalSegmentator pseudo-labels (true for radcure-ts90)")
+SECOND_STAGE_SWITCH = Switch(
+    "second-stage",
+    False,
+    "true: a tumour-focused second stage per fold (from the first stage's fold), predicted and compared",
+)
+PACKAGE = Switch("export", True, "end with the model package (PREFIX/export/): false leaves it out")
+
+
+@dataclass(frozen=True)
 class Option:
     """How one configuration field is set from the command line, and, for a path, where it points in a run."""
 
@@ -88,6 +142,9 @@ class Option:
     at: str | None = None  # a run location (``tsretrain.layout``) or INPUT: the field points there in a run
     below: str = ""  # ... at this path below it ({dataset}: the model's dataset folder)
     when: str | None = None  # ... only when this stage is part of the run (unset otherwise)
+    # on a cluster: the workflow parameter setting it (the one its workflow has, where options share a record)
+    parameters: tuple[str, ...] = ()
+    locally: Local | None = None  # in a local run: a value the run gives it
 
     def cli_flags(self, name: str) -> tuple[str, ...]:
         return self.flags or ("--" + name.replace("_", "-"),)
@@ -103,35 +160,39 @@ class Files:
     include: tuple[str, ...] = ()
 
 
+C = TypeVar("C", bound="DataclassInstance")
+
+
 @dataclass(frozen=True)
-class Stage:
-    """One stage, declared once."""
+class Stage(Generic[C]):
+    """One stage, declared once: its configuration's type ``C`` and the function running it on one."""
 
     name: str
-    config: type[Any]
-    run: Callable[[Any], StageResult]
+    config: type[C]
+    run: Callable[[C], StageResult]
     help: str
     options: dict[str, Option]
     model: tuple[str, ...] = ()  # the Model fields the stage takes as options (its configuration has ``model``)
     reads: tuple[Files, ...] = ()
     writes: tuple[Files, ...] = ()
     fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
-    batches: str = "scan"  # the location writing the batches of a "cases" fan-out (batches/<id>.json)
-    cases_from: tuple[str, str] | None = None  # (location, file) naming the cases of ``{case}`` in ``reads``
-    resources: str = "cpu"  # cpu, big-cpu, gpu or big-gpu
-    image: str = "cpu"  # image family: cpu, gpu or pseudolabel
+    batches: RunFile = BATCH  # the batch files of a "cases" fan-out (their writer makes the list of batches)
+    cases_from: RunFile | None = None  # the file naming the cases of ``{case}`` in ``reads``
+    resources: PodClassName = "cpu"  # its pod's class (tsretrain.sizing.POD_CLASSES)
+    image: ImageFamily = "cpu"  # its image (images/<family>.Dockerfile)
     workflows: tuple[str, ...] = (TRAINING,)  # the cluster workflows running it (synth makes a local cohort only)
     on_cluster: dict[str, OnCluster | bool] = field(default_factory=dict, hash=False)  # options only a cluster sets
     gather: Gather | None = None  # the fan-in step after its fan-out
     # On a cluster: attempts after the first (a usage error is never retried); the deadline (hours) of a step whose
     # time does not follow from the data (the others get the scan's budget, tsretrain.sizing); whether the stage
-    # publishes what it writes itself (each fold under --store) instead of its pod; the boolean workflow parameter
-    # that adds an optional stage, and the suffix of a later stage's variant that reads this one's outputs
+    # publishes what it writes itself (each fold under --store) instead of its pod; the workflow parameter that
+    # adds an optional stage, and the suffix of a later stage's variant that reads this one's outputs
     retries: int = 1
     hours: float | None = None
     publishes: bool = False
-    switch: str | None = None
+    switch: Switch | None = None
     variant: str = ""
+    makes_input: bool = False  # writes the run's input (the synthetic cohort): left out when the run names one
     local: bool = True  # part of a local run (a cluster run's shares of preprocess are not: preprocess does it all)
     internal: tuple[str, ...] = ()  # configuration fields left at their defaults (not options)
 
@@ -150,18 +211,40 @@ class Stage:
         own, model = typing.get_type_hints(self.config), typing.get_type_hints(Model)
         return {**{name: own[name] for name in self.options}, **{name: model[name] for name in self.model}}
 
-    def configure(self, values: dict[str, Any]) -> Any:
-        """The stage's configuration from option values (model fields gathered into one Model)."""
+    def configure(self, values: dict[str, Any], model: Model | None = None) -> C:
+        """The stage's configuration from option values: the model fields among them gathered into one Model (on
+        ``model``, the run's whole model, when given); a value outside its field's choices (a ``Literal``) is
+        refused."""
         own = {k: v for k, v in values.items() if k in self.options}
         unknown = set(values) - set(self.options) - set(self.model)
         if unknown:
             raise UserError(f"{self.name}: unknown setting(s) {sorted(unknown)}; known: {sorted(self.all_options())}")
+        types = self.types()
+        for name, value in values.items():
+            choices = _choices(types[name])
+            if choices and value not in choices:
+                raise UserError(
+                    f"{self.name}: {name} is {value!r}", f"choose one of {', '.join(str(c) for c in choices)}"
+                )
         try:
             if self.model:
-                own["model"] = Model(**{k: v for k, v in values.items() if k in self.model})
+                given = {k: v for k, v in values.items() if k in self.model}
+                own["model"] = replace(model, **given) if model is not None else Model(**given)
             return self.config(**own)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{self.name}: {exc}") from exc
+
+
+AnyStage = Stage[Any]
+"""A stage of any configuration (the registry's tuple holds all of them)."""
+
+
+def _choices(hint: Any) -> tuple[Any, ...]:
+    """The values a ``Literal`` field (or an optional one) takes; none for any other type."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    options = [arg for arg in typing.get_args(hint) if typing.get_origin(arg) is Literal]
+    return (*typing.get_args(options[0]), None) if options and type(None) in typing.get_args(hint) else ()
 
 
 def _default(f: Any) -> Any:
@@ -183,25 +266,29 @@ def parse_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-TRAINING_CASE = ("*/dataset.json", "*/imagesTr/{case}_0000.nii.gz", "*/labelsTr/{case}.nii.gz")  # of a batch
-DICTIONARY = Option("Shipped dictionary name or YAML path.", flags=("--dictionary", "-d"))
+CASE, BATCH_ID = "{case}", "{batch}"  # filled in by the pod: a case of its batch, the batch's id
+TRAINING_CASE = ("*/dataset.json", f"*/imagesTr/{image_name(CASE)}", f"*/labelsTr/{label_name(CASE)}")  # of a batch
+DICTIONARY = Option("Shipped dictionary name or YAML path.", flags=("--dictionary", "-d"), parameters=("dictionary",))
 WORKERS = Option("Worker processes (0: one per usable CPU).", flags=("--workers", "-j"))
 RTSTRUCT_CHOICE = Option(f"With several RTSTRUCTs: {', '.join(RTSTRUCT_CHOICES)}.")
 WORK = Option("nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results).", at="nnunet")
-DEVICE = Option("auto, cuda (fails without a GPU) or cpu.")
+DEVICE = Option("auto, cuda (fails without a GPU) or cpu.", parameters=("device",))
 CASES = Option("Only these case ids: a,b or repeated (a batch of a fan-out).", flags=("--cases", "--case"))
 
 MODEL_OPTIONS = {
-    "dataset": Option("nnU-Net dataset folder name: Dataset<3-digit id>_<name>."),
+    "dataset": Option("nnU-Net dataset folder name: Dataset<3-digit id>_<name>.", parameters=("dataset",)),
     "dictionary": DICTIONARY,
-    "trainer": Option("Trainer class (tsretrain's or nnU-Net's)."),
-    "plans": Option("Plans name (default: the plans the preprocess stage wrote)."),
-    "configuration": Option("nnU-Net configuration (3d_tiny: the CPU-sized one of tsretrain)."),
-    "folds": Option("Folds trained and ensembled: 0,1,2 or a JSON list."),
+    "trainer": Option("Trainer class (tsretrain's or nnU-Net's).", parameters=("trainer",)),
+    "plans": Option("Plans name (default: the plans the preprocess stage wrote).", parameters=("plans",)),
+    "configuration": Option(
+        "nnU-Net configuration (3d_tiny: the CPU-sized one of tsretrain).", parameters=("configuration",)
+    ),
+    "folds": Option("Folds trained and ensembled: 0,1,2 or a JSON list.", parameters=("folds",)),
 }
 
 STORE = Option("Store URI of the run's nnUNet_results: checkpoints mirrored there, resumed from there.")
 TTA = Option("Mirroring TTA (none for tsretrain's trainers: they never mirror).", flags=("--tta",))
+ITERATIONS = Option("Iterations per epoch of the tiny trainer (default: its own).", parameters=("iterations",))
 STEP_SIZE = Option("Sliding-window step (share of the patch).")
 # A model's folder below nnUNet_results, for read patterns: ``{trainer}`` is the run's (first-stage) trainer, filled
 # in when the workflow is rendered; the plans name is left open (empty means the planner's). The second stage's
@@ -214,19 +301,21 @@ SECOND_STAGE = "*/{trainer}GTVp*__*"
 def prediction_reads(model: str) -> tuple[Files, ...]:
     """A batch of test cases and the final checkpoints of every fold of the models matching ``model``."""
     return (
-        Files("split", ("batches/{batch}.json",)),
-        Files("raw", ("*/imagesTs/{case}_0000.nii.gz", "*/dataset.json")),
-        Files("preprocessed", ("*/planning_summary.json",)),
+        Files("split", (SPLIT_BATCH.pattern(batch=BATCH_ID),)),
+        Files("raw", (f"*/imagesTs/{image_name(CASE)}", "*/dataset.json")),
+        Files("preprocessed", (PLANNING_SUMMARY.pattern(),)),
         Files("results", (f"{model}/*.json", f"{model}/fold_*/checkpoint_final.pth")),
     )
 
 
+PLANNER = Option(f"Planner: {', '.join(PLANNERS)}.", parameters=("planner",))
 PLANS_FROM = Option(
     "Pretrained model (model folder, TotalSegmentator task folder or model package) whose plans are transferred: "
-    "topology, patch, spacing and CT normalisation."
+    "topology, patch, spacing and CT normalisation.",
+    parameters=("init-from",),
 )
 
-STAGES: tuple[Stage, ...] = (
+STAGES: tuple[AnyStage, ...] = (
     Stage(
         "synth",
         SynthConfig,
@@ -248,6 +337,7 @@ STAGES: tuple[Stage, ...] = (
         writes=(Files("cohort"),),
         internal=("id_prefix", "roi_variants"),
         workflows=(),
+        makes_input=True,
     ),
     Stage(
         "scan",
@@ -261,14 +351,19 @@ STAGES: tuple[Stage, ...] = (
             "workers": WORKERS,
             "rtstruct_choice": RTSTRUCT_CHOICE,
             "batches_out": Option("Write every case in batches (a JSON list of batch ids), for a fan-out."),
-            "batch_size": Option("Cases per batch."),
-            "max_batches": Option("At most this many batches: larger ones beyond batch-size x max-batches cases."),
+            "batch_size": Option("Cases per batch.", parameters=("convert-batch-size", "infer-batch-size")),
+            "max_batches": Option(
+                "At most this many batches: larger ones beyond batch-size x max-batches cases.",
+                parameters=("max-batches",),
+            ),
             "sizes_out": Option(
                 "Write each cluster step's disk, memory and deadline (disk-, memory-, deadline-<step>) here."
             ),
-            "scratch": Option("Least disk of a batch step (a Kubernetes quantity)."),
-            "data_scratch": Option("Least disk of a whole-dataset step."),
-            "predict_batch_size": Option("Test cases per prediction pod (for its budget)."),
+            "scratch": Option("Least disk of a batch step (a Kubernetes quantity).", parameters=("scratch",)),
+            "data_scratch": Option("Least disk of a whole-dataset step.", parameters=("data-scratch",)),
+            "predict_batch_size": Option(
+                "Test cases per prediction pod (for its budget).", parameters=("predict-batch-size",)
+            ),
         },
         writes=(Files("scan"),),
         # memory flat in the files (header records in an index on its disk: sizing.SCAN_INDEX_PER_FILE); the CPUs
@@ -290,12 +385,12 @@ STAGES: tuple[Stage, ...] = (
             "dictionary": DICTIONARY,
             "workers": WORKERS,
             "force": Option("Redo cases that are already converted.", flags=("--force",)),
-            "inventory": Option("Use this scan inventory instead of scanning.", at="scan", below="inventory.json"),
+            "inventory": Option("Use this scan inventory instead of scanning.", at="scan", below=INVENTORY.name),
             "cases": CASES,
             "rtstruct_choice": RTSTRUCT_CHOICE,
             "source": Option("Store URI of the DICOM tree; the cases' files are staged into INPUT."),
         },
-        reads=(Files("scan", ("batches/{batch}.json",)),),  # a fan-out batch's slice of the inventory
+        reads=(Files("scan", (BATCH.pattern(batch=BATCH_ID),)),),  # a fan-out batch's slice of the inventory
         writes=(Files("converted", ("cases/*/*",)),),  # each batch its cases; the listing is gathered after
         fan_out="cases",
         retries=3,
@@ -304,7 +399,7 @@ STAGES: tuple[Stage, ...] = (
             "source": OnCluster.INPUT_PREFIX,
             "inventory": OnCluster.BATCH_INVENTORY,
         },
-        gather=Gather("listing", "converted", "cases/*/manifest.json", "cases.csv", "listing"),
+        gather=Gather("listing", "converted", CASE_MANIFEST.pattern(), CASE_LISTING.name, "listing"),
     ),
     Stage(
         "pseudolabel",
@@ -315,7 +410,9 @@ STAGES: tuple[Stage, ...] = (
             "converted": Option("Output folder of convert (same dictionary).", argument=True, at="converted"),
             "out": Option("Output folder (per case: task maps, merged map).", flags=("--out", "-o"), at="pseudolabels"),
             "dictionary": DICTIONARY,
-            "device": Option("auto (CUDA when present), cuda (fails at once without a GPU) or cpu."),
+            "device": Option(
+                "auto (CUDA when present), cuda (fails at once without a GPU) or cpu.", parameters=("device",)
+            ),
             "weights": Option("TotalSegmentator home: a folder or a store URI; default TOTALSEG_HOME_DIR."),
             "allow_download": Option("Download missing weights.", flags=("--allow-download",)),
             "prefer_manual": Option(
@@ -323,14 +420,17 @@ STAGES: tuple[Stage, ...] = (
             ),
             "cases": CASES,
         },
-        reads=(Files("scan", ("batches/{batch}.json",)), Files("converted", ("cases/{case}/*",))),
+        reads=(
+            Files("scan", (BATCH.pattern(batch=BATCH_ID),)),
+            Files("converted", (CASE_FILES.pattern(case=CASE),)),
+        ),
         writes=(Files("pseudolabels"),),
         fan_out="cases",
         resources="gpu",
         image="pseudolabel",
         retries=2,
         hours=12,
-        switch="pseudolabel",
+        switch=PSEUDOLABELS,
         variant="merged",
         on_cluster={"weights": OnCluster.WEIGHTS},
     ),
@@ -343,16 +443,16 @@ STAGES: tuple[Stage, ...] = (
             "converted": Option("Output folder of convert (its case manifests).", argument=True, at="converted"),
             "out": Option("Output folder (split.json, splits_final.json).", flags=("--out", "-o"), at="split"),
             "test_fraction": Option("Share of patients held out for testing."),
-            "cv_folds": Option("Cross-validation folds made."),
+            "cv_folds": Option("Cross-validation folds made.", parameters=("cv-folds",)),
             "batches_out": Option("Write the test cases in batches (a JSON list of batch ids), for a fan-out."),
-            "batch_size": Option("Test cases per batch."),
+            "batch_size": Option("Test cases per batch.", parameters=("predict-batch-size",)),
             "folds": MODEL_OPTIONS["folds"],
             "seed": Option("Random seed."),
             "clinical_csv": Option("Clinical sheet: stratify by site, fixed split."),
             "site_column": Option("Column of the clinical sheet holding the site."),
             "fixed_split_column": Option("Column whose 'test' rows form the test set."),
         },
-        reads=(Files("converted", ("cases/*/manifest.json",)),),
+        reads=(Files("converted", (CASE_MANIFEST.pattern(),)),),
         writes=(Files("split"),),
         hours=1,
         on_cluster={"batches_out": OnCluster.BATCHES},  # batches of test cases for the prediction
@@ -375,7 +475,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(
             Files("converted", ("cases/*/*",)),
             Files("split"),
-            Files("pseudolabels", ("*/*.nii.gz",)),  # the merged maps, not the task maps below them
+            Files("pseudolabels", (MERGED_LABELS.pattern(),)),  # the merged maps, not the task maps below them
         ),
         writes=(Files("raw"),),
         internal=("verify",),
@@ -388,7 +488,7 @@ STAGES: tuple[Stage, ...] = (
         {
             "work": WORK,
             "split": Option("Output folder of split (splits_final.json).", at="split"),
-            "planner": Option(f"Planner: {', '.join(PLANNERS)}."),
+            "planner": PLANNER,
             "batch_size": Option("Override the 3d_fullres batch size (needs --plans)."),
             "patch_size": Option("Override the patch size, z y x (needs --plans)."),
             "target_spacing": Option("Override the spacing, z y x (needs --plans)."),
@@ -398,7 +498,7 @@ STAGES: tuple[Stage, ...] = (
         model=("dataset", "configuration", "plans"),
         reads=(
             Files("raw", ("*/imagesTr/*", "*/labelsTr/*", "*/dataset.json")),
-            Files("split", ("splits_final.json",)),
+            Files("split", (NNUNET_SPLITS.pattern(),)),
         ),
         writes=(Files("preprocessed"),),
         resources="big-cpu",
@@ -416,7 +516,7 @@ STAGES: tuple[Stage, ...] = (
             "workers": Option("Processes (0: one per usable CPU)."),
         },
         model=("dataset",),
-        reads=(Files("scan", ("batches/{batch}.json",)), Files("raw", TRAINING_CASE)),
+        reads=(Files("scan", (BATCH.pattern(batch=BATCH_ID),)), Files("raw", TRAINING_CASE)),
         writes=(Files("fingerprints"),),
         fan_out="cases",
         local=False,
@@ -431,7 +531,7 @@ STAGES: tuple[Stage, ...] = (
             "work": WORK,
             "split": Option("Output folder of split (splits_final.json).", at="split"),
             "fingerprints": Option("Folder of the per-case fingerprint records.", at="fingerprints"),
-            "planner": Option(f"Planner: {', '.join(PLANNERS)}."),
+            "planner": PLANNER,
             "batch_size": Option("Override the 3d_fullres batch size (needs --plans)."),
             "patch_size": Option("Override the patch size, z y x (needs --plans)."),
             "target_spacing": Option("Override the spacing, z y x (needs --plans)."),
@@ -441,7 +541,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(
             Files("fingerprints"),
             Files("raw", ("*/dataset.json",)),
-            Files("split", ("splits_final.json",)),
+            Files("split", (NNUNET_SPLITS.pattern(),)),
         ),
         writes=(Files("preprocessed", ("*/*.json",)),),
         internal=("workers",),
@@ -461,7 +561,7 @@ STAGES: tuple[Stage, ...] = (
         },
         model=("dataset",),
         reads=(
-            Files("scan", ("batches/{batch}.json",)),
+            Files("scan", (BATCH.pattern(batch=BATCH_ID),)),
             Files("preprocessed", ("*/*.json",)),
             Files("raw", TRAINING_CASE),
         ),
@@ -479,13 +579,14 @@ STAGES: tuple[Stage, ...] = (
         {
             "work": WORK,
             "fold": Option("Fold to train."),
-            "epochs": Option("Epochs (default: the trainer's)."),
-            "iterations": Option("Iterations per epoch of the tiny trainer (default: its own)."),
+            "epochs": Option("Epochs (default: the trainer's).", parameters=("epochs",)),
+            "iterations": ITERATIONS,
             "save_every": Option("Checkpoint every N epochs."),
             "device": DEVICE,
             "init_from": Option(
                 "Pretrained model (nnU-Net model folder, TotalSegmentator task folder or model package): every "
-                "layer but the head; preprocess with --plans-from it first."
+                "layer but the head; preprocess with --plans-from it first.",
+                parameters=("init-from",),
             ),
             "warmup_epochs": Option(
                 "Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs "
@@ -520,7 +621,7 @@ STAGES: tuple[Stage, ...] = (
         },
         model=("dataset", "trainer", "plans", "configuration"),
         # the fold's progress: what its training was (a retrained fold is validated again on a resume)
-        reads=(Files("preprocessed"), Files("results", (f"{FIRST_STAGE}/fold_{{fold}}/progress.json",))),
+        reads=(Files("preprocessed"), Files("results", (f"{FIRST_STAGE}/fold_{{fold}}/{PROGRESS.basename}",))),
         writes=(Files("results"),),
         fan_out="fold",
         resources="big-gpu",  # nnU-Net's export resamples a case's logits in float64 (docs/benchmarks.md)
@@ -550,7 +651,7 @@ STAGES: tuple[Stage, ...] = (
         reads=prediction_reads(FIRST_STAGE),
         writes=(Files("predictions", ("test/*.nii.gz",)),),  # nnU-Net's own files there differ per batch
         fan_out="cases",
-        batches="split",  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
+        batches=SPLIT_BATCH,  # batches of test cases (split --batches-out), so that a retry or resume redoes one batch
         resources="gpu",
         image="gpu",
         retries=2,
@@ -570,13 +671,14 @@ STAGES: tuple[Stage, ...] = (
             ),
             "search": Option(
                 f"{' or '.join(SEARCHES)}: nnU-Net's search on the validation folds, or the test predictions passed "
-                "on unchanged (the search costs a full evaluation of the validation cases per label)."
+                "on unchanged (the search costs a full evaluation of the validation cases per label).",
+                parameters=("postprocess-search",),
             ),
             "workers": Option("Processes of nnU-Net's post-processing (0: one per usable CPU)."),
         },
         model=("dataset", "trainer", "plans", "configuration", "folds"),
         reads=(  # the references, the folds' validation predictions with the model's JSON, the test predictions
-            Files("preprocessed", ("*/planning_summary.json", "*/gt_segmentations/*")),
+            Files("preprocessed", (PLANNING_SUMMARY.pattern(), "*/gt_segmentations/*")),
             Files("results", (f"{FIRST_STAGE}/*.json", f"{FIRST_STAGE}/fold_*/validation/*")),
             Files("predictions", ("test/*.nii.gz",)),
         ),
@@ -625,8 +727,8 @@ STAGES: tuple[Stage, ...] = (
             Files("raw", ("*/labelsTs/*",)),
             Files("predictions", ("test/*.nii.gz",)),
             Files("postprocessing", ("test/*.nii.gz",)),
-            Files("converted", ("cases/*/manifest.json",)),
-            Files("pseudolabels", ("*/pseudolabel.json",)),
+            Files("converted", (CASE_MANIFEST.pattern(),)),
+            Files("pseudolabels", (MERGE_RECORD.pattern(),)),
         ),
         writes=(Files("evaluation"),),
         resources="big-cpu",
@@ -640,9 +742,12 @@ STAGES: tuple[Stage, ...] = (
         {
             "work": WORK,
             "fold": Option("Fold to train (initialised from the first stage's model of the same fold)."),
-            "loss": Option(f"Tumour-focused loss: {', '.join(LOSSES)} (the first stage's trainer with it)."),
-            "epochs": Option("Epochs (default: the trainer's)."),
-            "iterations": Option("Iterations per epoch of the tiny trainer (default: its own)."),
+            "loss": Option(
+                f"Tumour-focused loss: {', '.join(LOSSES)} (the first stage's trainer with it).",
+                parameters=("second-stage-loss",),
+            ),
+            "epochs": Option("Epochs (default: the trainer's).", parameters=("second-stage-epochs",)),
+            "iterations": ITERATIONS,
             "warmup_epochs": Option("Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs)."),
             "save_every": Option("Checkpoint every N epochs."),
             "device": DEVICE,
@@ -661,7 +766,7 @@ STAGES: tuple[Stage, ...] = (
         retries=5,
         hours=48,
         publishes=True,
-        switch="second-stage",
+        switch=SECOND_STAGE_SWITCH,
         on_cluster={"store": OnCluster.RESULTS_STORE},  # as train's
     ),
     Stage(
@@ -672,7 +777,7 @@ STAGES: tuple[Stage, ...] = (
         {
             "work": WORK,
             "out": Option("Output folder (test/).", flags=("--out", "-o"), at="second"),
-            "loss": Option(f"The second stage's loss: {', '.join(LOSSES)}."),
+            "loss": Option(f"The second stage's loss: {', '.join(LOSSES)}.", parameters=("second-stage-loss",)),
             "device": DEVICE,
             "tta": TTA,
             "step_size": STEP_SIZE,
@@ -682,11 +787,11 @@ STAGES: tuple[Stage, ...] = (
         reads=prediction_reads(SECOND_STAGE),
         writes=(Files("second", ("test/*.nii.gz",)),),
         fan_out="cases",
-        batches="split",
+        batches=SPLIT_BATCH,
         resources="gpu",
         image="gpu",
         retries=2,
-        switch="second-stage",
+        switch=SECOND_STAGE_SWITCH,
     ),
     Stage(
         "compare-stages",
@@ -710,7 +815,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(Files("comparison"),),
         resources="big-cpu",
-        switch="second-stage",
+        switch=SECOND_STAGE_SWITCH,
         variant="second",
     ),
     Stage(
@@ -722,9 +827,13 @@ STAGES: tuple[Stage, ...] = (
             "run_dir": Option("Folder of the run.", at=RUN),
             "out": Option("Output folder.", flags=("--out", "-o"), at="report"),
             "dataset": MODEL_OPTIONS["dataset"],
-            "trainer": Option("The first stage's trainer (its second stage is named after it)."),
+            "trainer": Option(
+                "The first stage's trainer (its second stage is named after it).", parameters=("trainer",)
+            ),
             "run_id": Option("The run's name in the report (default: the run folder's name)."),
-            "synthetic": Option("Mark the numbers as a synthetic demo.", flags=("--synthetic",)),
+            "synthetic": Option(
+                "Mark the numbers as a synthetic demo.", flags=("--synthetic",), locally=Local.SYNTHETIC
+            ),
             "comparison": Option(
                 "Output folder of compare-stages (the second stage's section).", at="comparison", when="compare-stages"
             ),
@@ -733,19 +842,19 @@ STAGES: tuple[Stage, ...] = (
             ),
         },
         reads=(
-            Files("scan", ("inventory.json",)),
-            Files("converted", ("cases/*/manifest.json",)),
+            Files("scan", (INVENTORY.pattern(),)),
+            Files("converted", (CASE_MANIFEST.pattern(),)),
             Files("split"),
-            Files("raw", ("*/dataset.json", "*/imagesTs/{case}_0000.nii.gz", "*/labelsTs/{case}.nii.gz")),
+            Files("raw", ("*/dataset.json", f"*/imagesTs/{image_name(CASE)}", f"*/labelsTs/{label_name(CASE)}")),
             Files("preprocessed", ("*/*.json",)),
-            Files("results", ("*/*/*.json", "*/*/fold_*/progress.json")),
+            Files("results", ("*/*/*.json", PROGRESS.pattern())),
             Files("predictions", ("test/{case}.nii.gz",)),
             Files("evaluation"),
             Files("comparison"),
-            Files("postprocessing", ("decision.json",)),
+            Files("postprocessing", (DECISION.pattern(),)),
         ),
         writes=(Files("report"),),
-        cases_from=("evaluation", REVIEW_FILE),  # the case review's images only
+        cases_from=REVIEW,  # the case review's images only
         hours=2,
         on_cluster={"run_id": OnCluster.RUN_PREFIX},
     ),
@@ -758,12 +867,14 @@ STAGES: tuple[Stage, ...] = (
             "work": WORK,
             "run_dir": Option("Folder of the run (its split, listings and evaluation make the model card).", at=RUN),
             "out": Option("Output folder (the package zip, MODEL_CARD.md).", flags=("--out", "-o"), at="export"),
-            "version": Option("Version of the package (in its name and model card)."),
-            "synthetic": Option("Mark the model as trained on synthetic data.", flags=("--synthetic",)),
+            "version": Option("Version of the package (in its name and model card).", parameters=("model-version",)),
+            "synthetic": Option(
+                "Mark the model as trained on synthetic data.", flags=("--synthetic",), locally=Local.SYNTHETIC
+            ),
         },
         model=("dataset", "dictionary", "trainer", "plans", "configuration", "folds"),
         reads=(
-            Files("preprocessed", ("*/planning_summary.json",)),
+            Files("preprocessed", (PLANNING_SUMMARY.pattern(),)),
             Files(
                 "results",
                 (
@@ -772,15 +883,15 @@ STAGES: tuple[Stage, ...] = (
                     f"{FIRST_STAGE}/fold_*/progress.png",
                 ),
             ),
-            Files("split", ("split.json",)),
-            Files("converted", ("cases.csv",)),
-            Files("evaluation", ("summary.json",)),
-            Files("postprocessing", ("decision.json", *(f"validation/postprocessing.{e}" for e in ("json", "pkl")))),
+            Files("split", (SPLIT.pattern(),)),
+            Files("converted", (CASE_LISTING.pattern(),)),
+            Files("evaluation", (EVALUATION_SUMMARY.pattern(),)),
+            Files("postprocessing", (DECISION.pattern(), *(f"validation/postprocessing.{e}" for e in ("json", "pkl")))),
         ),
         writes=(Files("export"),),
         retries=2,
         hours=1,
-        switch="export",
+        switch=PACKAGE,
     ),
     Stage(
         "infer",
@@ -791,9 +902,11 @@ STAGES: tuple[Stage, ...] = (
             "input": Option("Folder of DICOM files of the new patients, in any layout.", argument=True, at=INPUT),
             "model": Option("Model package: the zip export wrote (or its folder).", at="export"),
             "out": Option("Output folder (CASE/SERIES/ files, cases.csv).", flags=("--out", "-o"), at="inference"),
-            "formats": Option(f"Outputs: {','.join(FORMATS)} (a,b or repeated).", flags=("--format",)),
+            "formats": Option(
+                f"Outputs: {','.join(FORMATS)} (a,b or repeated).", flags=("--format",), parameters=("formats",)
+            ),
             "device": DEVICE,
-            "folds": Option("Folds of the package ensembled (default: all it holds)."),
+            "folds": Option("Folds of the package ensembled (default: all it holds).", parameters=("folds",)),
             "step_size": STEP_SIZE,
             "cases": Option("Only these patients (case ids as the scan names them).", flags=("--cases", "--case")),
             "split": Option("Only the held-out test patients of this split folder.", at="split", when="split"),
@@ -806,7 +919,7 @@ STAGES: tuple[Stage, ...] = (
             "inventory": Option("The scan's inventory (a batch's slice): its patients, under its case ids."),
             "source": Option("Store URI of the DICOM tree; the inventory's patients' files are staged into INPUT."),
         },
-        reads=(Files("scan", ("batches/{batch}.json",)),),
+        reads=(Files("scan", (BATCH.pattern(batch=BATCH_ID),)),),
         writes=(Files("inference", ("*/*", "*/*/*")),),  # the cases' folders; the listing is gathered after
         fan_out="cases",
         resources="gpu",
@@ -820,7 +933,13 @@ STAGES: tuple[Stage, ...] = (
             "inventory": OnCluster.BATCH_INVENTORY,
             "model": OnCluster.MODEL,
         },
-        gather=Gather("infer-listing", "inference", "*/contours.json", "cases.csv,inference.json", "infer-listing"),
+        gather=Gather(
+            "infer-listing",
+            "inference",
+            CONTOURS.pattern(),
+            f"{INFERENCE_LISTING.name},{INFERENCE_RECORD.name}",
+            "infer-listing",
+        ),
     ),
 )
 
@@ -837,7 +956,7 @@ def writers(path: str) -> list[str]:
     return [stage.name for stage in STAGES if any(files.location == location for files in stage.writes)]
 
 
-def missing_input(stage: Stage, config: Any, missing: Path) -> str | None:
+def missing_input(stage: AnyStage, config: Any, missing: Path) -> str | None:
     """What to do about a file the stage needed that is missing below one of its input folders (None: the file is
     not below one: not the user's to fix)."""
     for name, option in stage.options.items():
@@ -855,7 +974,7 @@ def missing_input(stage: Stage, config: Any, missing: Path) -> str | None:
     return None
 
 
-def run_stage(stage: Stage, config: Any) -> StageResult:
+def run_stage(stage: AnyStage, config: Any) -> StageResult:
     """Run a stage: a file it needs that is missing from the folders it was given is a usage error naming the
     stage that writes it, never an internal error."""
     try:

@@ -26,7 +26,7 @@ from tsretrain.errors import UserError
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
 from tsretrain.pipeline import summary
-from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, Stage, run_stage
+from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, AnyStage, Local, run_stage
 from tsretrain.pipeline.summary import StageClock
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -110,7 +110,7 @@ class Run:
         base = self.input if location == INPUT else self.folder if location == RUN else self.layout.at(location)
         return base / below.format(dataset=self.model.dataset) if below else base
 
-    def settings(self, stage: Stage) -> dict[str, Any]:
+    def settings(self, stage: AnyStage) -> dict[str, Any]:
         """A stage's option values in this run: its section, the run layout's paths and the model's fields."""
         model = {f.name: getattr(self.model, f.name) for f in fields(Model)}
         values: dict[str, Any] = {k: model[k] for k in stage.all_options() if k in model}
@@ -118,18 +118,23 @@ class Run:
         for name, option in stage.options.items():
             if option.at and (option.when is None or option.when in self.config["stages"]):
                 values[name] = self.path(option.at, option.below)
-        if "synthetic" in stage.options:
-            values["synthetic"] = not self.config.get("input")
+        for name, option in stage.options.items():
+            if option.locally is Local.SYNTHETIC:
+                values[name] = not self.config.get("input")
         return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
-    def execute(self, stage: Stage) -> StageResult:
+    def configure(self, stage: AnyStage, **values: Any) -> Any:
+        """A stage's configuration in this run (``values`` on top of its settings, as a fold): a stage holding a
+        model gets the run's whole model."""
+        return stage.configure({**self.settings(stage), **values}, self.model)
+
+    def execute(self, stage: AnyStage) -> StageResult:
         """Run a stage; a stage that fans out over folds runs once per fold of the model."""
-        settings = self.settings(stage)
         if stage.fan_out != "fold":
-            return run_stage(stage, stage.configure(settings))
+            return run_stage(stage, self.configure(stage))
         outputs, counts = {}, {}
         for fold in self.model.folds:
-            result = run_stage(stage, stage.configure({**settings, "fold": fold}))
+            result = run_stage(stage, self.configure(stage, fold=fold))
             outputs[f"fold_{fold}"] = next(iter(result.outputs.values()))
             counts.update({f"fold_{fold}_{k}": v for k, v in result.counts.items() if k != "fold"})
         return StageResult(stage.name, outputs, counts)
@@ -157,9 +162,11 @@ def run(
     if unknown:
         raise UserError(f"unknown stage(s) {unknown}; stages are {NAMES}")
     the_run = Run(folder, config)
-    wanted = [s for s in NAMES if s in config["stages"] and (not only or s in only)]
-    if config.get("input") and "synth" in wanted:
-        wanted.remove("synth")
+    wanted = [
+        s
+        for s in NAMES
+        if s in config["stages"] and (not only or s in only) and not (config.get("input") and BY_NAME[s].makes_input)
+    ]
     results = []
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RunLayout(folder).at("run_config"), json.dumps(config, indent=1))

@@ -12,14 +12,20 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from rich.table import Table
 
-from tsretrain.conversion.listing import read_listing
-from tsretrain.conversion.plan import CaseStatus
 from tsretrain.evaluation.report.structures import large_structures
 from tsretrain.layout import RunLayout
+from tsretrain.run_files import (
+    CASE_LISTING,
+    EVALUATION_SUMMARY,
+    INFERENCE_LISTING,
+    PER_CASE,
+    CaseStatus,
+    read_csv,
+    read_evaluation_summary,
+)
 from tsretrain.ui import console
 
 
@@ -49,10 +55,10 @@ def duration(seconds: float) -> str:
 
 
 def _cases_line(run: Path) -> str | None:
-    listing = RunLayout(run).converted / "cases.csv"
+    listing = CASE_LISTING.in_run(run)
     if not listing.is_file():
         return None
-    rows = read_listing(listing)
+    rows = read_csv(listing)
     status = Counter(r["status"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["status"] != CaseStatus.OK)
     why = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
@@ -63,10 +69,9 @@ def _cases_line(run: Path) -> str | None:
 
 
 def _dice_lines(run: Path) -> list[str]:
-    summary_path = RunLayout(run).evaluation / "summary.json"
-    if not summary_path.is_file():
+    if not EVALUATION_SUMMARY.in_run(run).is_file():
         return []
-    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    summary = read_evaluation_summary(RunLayout(run).evaluation)
     gtvp = summary.get("gtvp") or {}
     lines = []
     if gtvp.get("n_cases"):
@@ -75,7 +80,7 @@ def _dice_lines(run: Path) -> list[str]:
             f"GTVp mean {gtvp['mean']:.2f}, median {gtvp['median']:.2f} "
             f"({summary['n_cases']} test cases, GTVp found in {detected} of {gtvp['n_cases']})"
         )
-    large = large_structures(read_listing(RunLayout(run).evaluation / "per_case.csv"))
+    large = large_structures(read_csv(PER_CASE.in_run(run)))
     if large:
         lines.append(", ".join(f"{name} {dice:.2f}" for name, dice in large))
     return lines
@@ -116,10 +121,10 @@ def summary_lines(run: Path) -> list[tuple[str, str]]:
 
 def _contour_lines(run: Path) -> list[tuple[str, str]]:
     """The RTSTRUCT and SEG of the first patient inference contoured."""
-    listing = RunLayout(run).at("inference") / "cases.csv"
+    listing = INFERENCE_LISTING.in_run(run)
     if not listing.is_file():
         return []
-    done = [row for row in read_listing(listing) if row["status"] == CaseStatus.OK]
+    done = [row for row in read_csv(listing) if row["status"] == CaseStatus.OK]
     if not done:
         return [("contours", "no CT series could be contoured: see " + str(listing.resolve()))]
     files = dict(item.split("=", 1) for item in done[0]["files"].split(" | ") if "=" in item)

@@ -19,7 +19,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.synth import dicom_writer as dw
 from tsretrain.synth.edge_cases import EDGE_CASES
-from tsretrain.synth.layouts import LAYOUTS, relative_path
+from tsretrain.synth.layouts import LAYOUTS, Layout, relative_path
 from tsretrain.synth.patient import PatientBuild
 from tsretrain.synth.phantom import ScanSpec, make_phantom
 from tsretrain.synth.truth import truth_json
@@ -34,7 +34,7 @@ class SynthConfig:
     cases: int = 8
     seed: int = 0
     edge_cases: bool = False
-    layout: str = "nbia"
+    layout: Layout = "nbia"
     rows: int = 128
     columns: int = 128
     slices: int = 48

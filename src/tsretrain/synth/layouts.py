@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import typing
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import pydicom
 from pydicom.dataset import Dataset
 
-LAYOUTS = ("nbia", "classic", "flat")
+Layout = Literal["nbia", "classic", "flat"]
+LAYOUTS: tuple[Layout, ...] = typing.get_args(Layout)
 
 
 def _digits(*parts: str) -> str:

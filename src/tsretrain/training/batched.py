@@ -27,6 +27,7 @@ from typing import Any
 from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
+from tsretrain.run_files import PLANNING_SUMMARY
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_bytes, atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders, environment
@@ -196,7 +197,7 @@ def preprocess_cases(config: BatchConfig) -> StageResult:
     folders.activate()
     name = config.model.dataset
     target = folders.preprocessed / name
-    summary_file = target / "planning_summary.json"
+    summary_file = PLANNING_SUMMARY.at(folders.preprocessed, dataset=name)
     if not summary_file.is_file():
         raise UserError(f"{summary_file} does not exist", "run tsretrain plan first")
     planned = json.loads(summary_file.read_text())

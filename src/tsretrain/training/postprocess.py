@@ -25,25 +25,28 @@ import hashlib
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from tsretrain import __version__
 from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
+from tsretrain.run_files import DECISION, Decision, read_decision
 from tsretrain.stages import StageResult
-from tsretrain.storage.atomic import atomic_write_text, staged_dir
+from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import sha256_of
 from tsretrain.training.nnunet_env import NnunetFolders, nnunet_pools
+from tsretrain.training.postprocessing_steps import apply_to_folder
 from tsretrain.ui import log
 from tsretrain.versions import installed
 
-DECISION = "decision.json"
-SEARCHES = ("all", "none")  # nnU-Net's whole search; none: the test predictions passed on unchanged
+Search = Literal["all", "none"]  # nnU-Net's whole search; none: the test predictions passed on unchanged
+SEARCHES: tuple[Search, ...] = typing.get_args(Search)
 FOREGROUND = "all foreground labels together"
 FILES = {  # nnU-Net's files of the decision, relative to the stage's output folder
     "postprocessing": "validation/postprocessing.json",
@@ -62,7 +65,7 @@ class PostprocessConfig:
     predictions: Path  # predict's output folder: its test/ is post-processed
     out: Path
     model: Model = field(default_factory=Model)  # its folds' validation predictions decide
-    search: str = "all"  # one of SEARCHES
+    search: Search = "all"
     workers: int = 0
 
 
@@ -211,7 +214,7 @@ def steps(
     return done
 
 
-def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Path], key: str) -> dict[str, Any]:
+def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Path], key: str) -> Decision:
     """What ``decision.json`` holds: the steps kept (each the labels whose largest component alone is kept), the
     validation Dice before and after from nnU-Net's ``postprocessing.json``, every step tried, the cases."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -231,7 +234,8 @@ def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Pat
         for kwargs in kept
     ]
     before, after = nnunet["input_folder"], nnunet["postprocessed"]
-    return not_searched(inputs, folds, key) | {
+    return {
+        **not_searched(inputs, folds, key),
         "searched": True,
         "keep_largest_component": groups,
         "labels": sorted({name for group in groups for name in group}),
@@ -245,7 +249,7 @@ def decision(inputs: Inputs, folds: tuple[int, ...], out: Path, trials: list[Pat
     }
 
 
-def not_searched(inputs: Inputs, folds: tuple[int, ...], key: str) -> dict[str, Any]:
+def not_searched(inputs: Inputs, folds: tuple[int, ...], key: str) -> Decision:
     """``decision.json`` without a search (``--search none``): nothing kept, nothing tried."""
     return {
         "inputs": key,
@@ -268,9 +272,9 @@ def postprocess(config: PostprocessConfig) -> StageResult:
         raise UserError(f"postprocess: unknown search {config.search!r}", f"give one of {', '.join(SEARCHES)}")
     inputs = _inputs(config)
     key = inputs.key(config.model.folds, config.search)
-    path = config.out / DECISION
+    path = DECISION.at(config.out)
     if path.is_file() and (config.out / "test").is_dir():
-        done = json.loads(path.read_text())
+        done = read_decision(config.out)
         if done.get("inputs") == key:
             log.info("postprocess: decided already for these inputs (%s)", path)
             return _result(config.out, done)
@@ -305,44 +309,10 @@ def postprocess(config: PostprocessConfig) -> StageResult:
     return _result(config.out, document)
 
 
-Steps = tuple[list[Callable[..., Any]], list[dict[str, Any]]]  # nnU-Net's pp_fns and pp_fn_kwargs
-KNOWN_STEPS = ("remove_all_but_largest_component_from_segmentation",)  # what determine_postprocessing chooses
-
-
-def steps_of(document: dict[str, Any], source: str) -> Steps:
-    """nnU-Net's post-processing steps as its ``postprocessing.json`` names them, as its functions and their
-    arguments: only nnU-Net's own steps (a package's ``postprocessing.pkl`` is never unpickled)."""
-    from nnunetv2.postprocessing import remove_connected_components as nnunet
-
-    names, kwargs = document.get("postprocessing_fns"), document.get("postprocessing_kwargs")
-    if not isinstance(names, list) or not isinstance(kwargs, list) or len(names) != len(kwargs):
-        raise UserError(f"{source}: not nnU-Net's postprocessing.json (postprocessing_fns and _kwargs)")
-    unknown = sorted(set(names) - set(KNOWN_STEPS))
-    if unknown:
-        raise UserError(
-            f"{source}: unknown post-processing step(s) {', '.join(map(str, unknown))}",
-            f"only nnU-Net's {', '.join(KNOWN_STEPS)} is applied: re-export the model with tsretrain",
-        )
-    return [getattr(nnunet, name) for name in names], [dict(k) for k in kwargs]
-
-
-def apply_to_folder(source: Path, target: Path, steps: Steps, model: Path, workers: int) -> None:
-    """nnU-Net's ``apply_postprocessing_to_folder`` on the label maps in ``source`` into ``target`` (complete or
-    absent), with the model folder's plans and dataset JSON; no steps write the maps unchanged."""
-    from nnunetv2.postprocessing import remove_connected_components as nnunet
-
-    maps = sum(1 for path in source.iterdir() if path.is_file())
-    applying = max(1, min(workers or cpu_quota(), maps))
-    with nnunet_pools(applying, nnunet), staged_dir(target) as staging:
-        nnunet.apply_postprocessing_to_folder(
-            str(source), str(staging), *steps, str(model / "plans.json"), str(model / "dataset.json"), applying
-        )
-
-
-def _result(out: Path, document: dict[str, Any]) -> StageResult:
+def _result(out: Path, document: Decision) -> StageResult:
     return StageResult(
         "postprocess",
-        {"decision": str(out / DECISION), "test": str(out / "test")},
+        {"decision": str(DECISION.at(out)), "test": str(out / "test")},
         {
             "validation_cases": document["validation_cases"],
             "test_cases": document["test_cases"],

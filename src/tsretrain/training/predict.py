@@ -14,7 +14,7 @@ from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.model import Model
-from tsretrain.resources import cpu_quota, memory_limit_bytes
+from tsretrain.resources import Device, cpu_quota, memory_limit_bytes
 from tsretrain.stages import StageResult
 from tsretrain.training.nnunet_env import NnunetFolders, export_processes, torch_device
 from tsretrain.ui import log
@@ -37,7 +37,7 @@ class PredictConfig:
     work: Path
     out: Path
     model: Model = field(default_factory=Model)  # its folds are ensembled
-    device: str = "auto"
+    device: Device = "auto"
     # nnU-Net's mirroring test-time augmentation, along the axes the checkpoint allows: none for tsretrain's
     # trainers (they learn without mirroring), so it only changes models of mirroring trainers (nnUNetTrainer)
     tta: bool = False

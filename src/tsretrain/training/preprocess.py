@@ -17,17 +17,19 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota, memory_limit_bytes
+from tsretrain.run_files import NNUNET_SPLITS, PLANNING_SUMMARY
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders, planner_threads
 from tsretrain.training.pretrained import open_pretrained, transferred_plans
 
-PLANNERS = {
+Planner = Literal["default", "resenc-m", "resenc-l"]
+PLANNERS: dict[Planner, str] = {
     "default": "ExperimentPlanner",
     "resenc-m": "nnUNetPlannerResEncM",
     "resenc-l": "nnUNetPlannerResEncL",
@@ -44,7 +46,7 @@ class PreprocessConfig:
     model: Model = field(
         default_factory=Model
     )  # dataset, configuration, plans (the name of a variant holding overrides)
-    planner: str = "default"
+    planner: Planner = "default"
     batch_size: int | None = None
     patch_size: tuple[int, int, int] | None = None
     target_spacing: tuple[float, float, float] | None = None
@@ -168,10 +170,10 @@ def make_plans(config: PreprocessConfig, folders: NnunetFolders) -> dict[str, An
     if tiny and inherited:
         configurations = (inherited,)  # the tiny network trains on 3d_fullres's data
     atomic_write_text(target / f"{plans_identifier}.json", json.dumps(plans, indent=1))
-    shutil.copyfile(config.split / "splits_final.json", target / "splits_final.json")
+    shutil.copyfile(NNUNET_SPLITS.at(config.split), target / NNUNET_SPLITS.basename)
     result = summary(plans, fingerprint, configurations + ((TINY,) if tiny else ()))
     result.update(plans_identifier=plans_identifier, planner=config.planner, preprocessed_configurations=configurations)
-    atomic_write_text(target / "planning_summary.json", json.dumps(result, indent=1))
+    atomic_write_text(target / PLANNING_SUMMARY.basename, json.dumps(result, indent=1))
     return result
 
 
@@ -205,13 +207,13 @@ def preprocess(config: PreprocessConfig) -> StageResult:
         show_progress_bar=False,
     )
     result.update(preprocessing_workers=workers, raw_training_cases=raw_cases)
-    atomic_write_text(target / "planning_summary.json", json.dumps(result, indent=1))
+    atomic_write_text(target / PLANNING_SUMMARY.basename, json.dumps(result, indent=1))
     return StageResult(
         stage="preprocess",
         outputs={
             "preprocessed": str(target),
             "plans": str(target / f"{result['plans_identifier']}.json"),
-            "summary": str(target / "planning_summary.json"),
+            "summary": str(target / PLANNING_SUMMARY.basename),
         },
         counts={"training_cases": raw_cases, "workers": workers},
     )

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from tsretrain.errors import UserError
 from tsretrain.model import Model
+from tsretrain.resources import Device
 from tsretrain.stages import StageResult
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, train
 
-LOSSES = {"focal": "GTVpFocal", "weighted": "GTVpWeighted"}
+Loss = Literal["focal", "weighted"]
+LOSSES: dict[Loss, str] = {"focal": "GTVpFocal", "weighted": "GTVpWeighted"}
 
 
 def focused_trainer(trainer: str, loss: str) -> str:
@@ -59,12 +62,12 @@ class SecondStageConfig:
     work: Path
     fold: int
     model: Model = field(default_factory=Model)  # the first stage's
-    loss: str = "focal"  # focal or weighted
+    loss: Loss = "focal"
     epochs: int | None = None
     iterations: int | None = None
     warmup_epochs: int | None = None  # None: a tenth of the epochs
     save_every: int = 5
-    device: str = "auto"
+    device: Device = "auto"
     store: str | None = None
     seed: int = 0
 
@@ -103,7 +106,7 @@ def second_stage(config: SecondStageConfig) -> StageResult:
 class SecondPredictConfig(PredictConfig):
     """Configuration of the ``second-predict`` stage: ``predict``'s, with the second stage's loss."""
 
-    loss: str = "focal"
+    loss: Loss = "focal"
 
 
 def second_predict(config: SecondPredictConfig) -> StageResult:

@@ -16,6 +16,8 @@ from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.model import Model
+from tsretrain.resources import Device
+from tsretrain.run_files import NNUNET_SPLITS, PROGRESS
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import Store, open_store
@@ -31,7 +33,7 @@ from tsretrain.training.pretrained import check_compatible, load_head, network_w
 from tsretrain.ui import log
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
-MIRRORED = ("*.pth", "training_log_*.txt", "progress.png", "progress.json", "debug.json")
+MIRRORED = ("*.pth", "training_log_*.txt", "progress.png", PROGRESS.basename, "debug.json")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +45,7 @@ class TrainConfig:
     model: Model = field(default_factory=Model)
     epochs: int | None = None
     save_every: int = 5
-    device: str = "auto"
+    device: Device = "auto"
     init_from: str | None = None  # a pretrained model (tsretrain.training.pretrained): all layers but the head
     init_head: bool = False  # ... and its head too (the second stage: the same labels)
     warmup_epochs: int | None = None  # learning-rate warm-up; None: a tenth of the epochs when fine-tuning
@@ -171,7 +173,7 @@ def nnunet_trainer(model: Model, fold: int, folders: NnunetFolders, device: Any,
 
 def check_fold(folders: NnunetFolders, model: Model, fold: int) -> None:
     """Refuse a fold the split did not make: nnU-Net would train it on a random 80:20 split of its own."""
-    splits = folders.preprocessed / model.dataset / "splits_final.json"
+    splits = folders.preprocessed / model.dataset / NNUNET_SPLITS.basename
     if not splits.is_file():
         raise UserError(f"{splits} is missing", "run the split and preprocess stages first")
     made = len(json.loads(splits.read_text()))
@@ -225,7 +227,7 @@ def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> Sta
     end_children_with_parent()  # no orphaned augmentation workers when this process is killed
 
     def on_checkpoint(trainer: Any, written: str, filename: str) -> None:
-        atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
+        atomic_write_text(local / PROGRESS.basename, json.dumps(progress_of(trainer)))
         if config.store is not None:
             _mirror(config, (Path(written), Path(filename).name))
 
@@ -255,7 +257,7 @@ def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> Sta
             augmentation,
         )
         trainer.run_training()
-    atomic_write_text(local / "progress.json", json.dumps(progress_of(trainer)))
+    atomic_write_text(local / PROGRESS.basename, json.dumps(progress_of(trainer)))
     if config.validate:
         size_export_pool(folders.preprocessed / config.model.dataset)
         trainer.perform_actual_validation(False)
@@ -276,7 +278,7 @@ class ValidateConfig:
     work: Path
     fold: int
     model: Model = field(default_factory=Model)
-    device: str = "auto"
+    device: Device = "auto"
     store: str | None = None  # as train's: the fold is restored from there and its validation published there
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.ticker import MaxNLocator
 
+from tsretrain.run_files import Progress
+
 CT_WINDOW = (40.0, 400.0)  # soft-tissue level / width (HU)
 
 
@@ -21,7 +23,7 @@ def _defaults() -> Any:
     return plt.rc_context(matplotlib.rcParamsDefault)
 
 
-def training_curves(progress: dict[str, Any], title: str, best: int | None, path: Path) -> None:
+def training_curves(progress: Progress, title: str, best: int | None, path: Path) -> None:
     """Train/val loss, pseudo-Dice (mean foreground and EMA), epoch time and learning rate per epoch, with the
     best EMA epoch marked."""
     with _defaults():

@@ -6,6 +6,7 @@ from typing import Any
 
 from tsretrain.evaluation.report.blocks import Block, Heading, Paragraph, Table, fmt
 from tsretrain.evaluation.report.run import SYNTHETIC_WARNING
+from tsretrain.run_files import EvaluationSummary
 
 LITERATURE = [  # (study, modality, GTVp result, comparable with this run, source)
     (
@@ -78,7 +79,7 @@ def literature_reading(gtvp: dict[str, Any], synthetic: bool) -> str:
     return line + "; PET/CT results (0.74-0.79) are out of reach of CT alone and are not a target."
 
 
-def literature_section(summary: dict[str, Any], synthetic: bool) -> list[Block]:
+def literature_section(summary: EvaluationSummary, synthetic: bool) -> list[Block]:
     gtvp = summary.get("gtvp") or {}
     ours = f"mean {fmt(gtvp.get('mean'))}, median {fmt(gtvp.get('median'))}, DSCagg {fmt(gtvp.get('dsc_agg'))}"
     rows = [list(r) for r in LITERATURE]

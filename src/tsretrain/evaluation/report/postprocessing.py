@@ -4,17 +4,24 @@ post-processed predictions); nothing recomputed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tsretrain.errors import UserError
-from tsretrain.evaluation.evaluate import POSTPROCESSED
 from tsretrain.evaluation.report.blocks import Block, Paragraph, Subheading, Table, fmt
 from tsretrain.evaluation.report.second_stage import paired_table
 from tsretrain.evaluation.report.tables import small_sample
 from tsretrain.labels.dictionary import TUMOUR_LABEL
-from tsretrain.training.postprocess import DECISION
+from tsretrain.run_files import (
+    DECISION,
+    EVALUATION_SUMMARY,
+    POSTPROCESSED_SUMMARY,
+    Decision,
+    EvaluationSummary,
+    RunFile,
+    read_decision,
+    read_evaluation_summary,
+)
 
 TITLE = "Post-processing (decided on the validation folds)"
 DIGITS = 4  # of the validation Dice nnU-Net compared: its choice can turn on the fourth digit
@@ -22,14 +29,12 @@ TEST_HEADER = ["label", "reference", "cases", "Dice raw", "Dice post-processed",
 TEST_HEADER += ["HD95 post-processed (mm)", "false positive cases: raw / post-processed"]
 
 
-def _read(path: Path, advice: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"{path} is missing", advice)
-    document: dict[str, Any] = json.loads(path.read_text())
-    return document
+def _needed(file: RunFile, folder: Path, advice: str) -> None:
+    if not file.at(folder).is_file():
+        raise UserError(f"{file.at(folder)} is missing", advice)
 
 
-def _chosen(decision: dict[str, Any]) -> str:
+def _chosen(decision: Decision) -> str:
     groups = decision["keep_largest_component"]
     if not groups:
         return "nothing: no step raised the validation Dice, so the post-processed predictions are the raw ones"
@@ -37,7 +42,7 @@ def _chosen(decision: dict[str, Any]) -> str:
     return "keep only the largest connected component of " + "; then of ".join(named)
 
 
-def _labels(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def _labels(summary: EvaluationSummary) -> dict[tuple[str, str], dict[str, Any]]:
     """Each (reference group, label)'s statistics in an evaluation summary."""
     return {(group, r["name"]): r for group, entry in summary["groups"].items() for r in entry["labels"]}
 
@@ -56,7 +61,8 @@ def _lesions(gtvp: dict[str, Any] | None) -> str:
 
 def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
     """The decision with the validation numbers behind it, then the test set before and after."""
-    decision = _read(folder / DECISION, "run the postprocess stage first")
+    _needed(DECISION, folder, "run the postprocess stage first")
+    decision = read_decision(folder)
     if not decision["searched"]:
         return [
             Subheading(TITLE),
@@ -65,10 +71,10 @@ def postprocessing_blocks(folder: Path, evaluation: Path) -> list[Block]:
                 "were passed on unchanged, and every section gives the raw model's numbers.",
             ),
         ]
-    raw = _read(evaluation / "summary.json", "run the evaluate stage first")
-    after = _read(
-        evaluation / POSTPROCESSED / "summary.json", "run the evaluate stage with the post-processed predictions"
-    )
+    _needed(EVALUATION_SUMMARY, evaluation, "run the evaluate stage first")
+    postprocessed = POSTPROCESSED_SUMMARY.folder(evaluation)
+    _needed(POSTPROCESSED_SUMMARY, evaluation, "run the evaluate stage with the post-processed predictions")
+    raw, after = read_evaluation_summary(evaluation), read_evaluation_summary(postprocessed)
     folds, foreground = ", ".join(map(str, decision["folds"])), decision["foreground_dice"]
     steps = [
         [s["step"], s["measure"], fmt(s["before"], DIGITS), fmt(s["after"], DIGITS), "kept" if s["kept"] else "no"]

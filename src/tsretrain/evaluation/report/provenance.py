@@ -4,13 +4,13 @@ their digests, and each fold's environment."""
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsretrain.evaluation.report.blocks import Block, Heading, Paragraph, Pre, Table
 from tsretrain.layout import RunLayout
+from tsretrain.run_files import INVENTORY, SPLIT, read_inventory
 from tsretrain.versions import commit, installed
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def provenance_section(run: Path, config: ReportConfig, fold_rows: list[list[str
     versions = [f"{package} {installed(package) or '–'}" for package in packages]
     pre = RunLayout(run).preprocessed / config.dataset
     plans = sorted(pre.glob("*Plans*.json"))
-    inventory = json.loads((RunLayout(run).scan / "inventory.json").read_text())
+    inventory = read_inventory(RunLayout(run).scan)
     run_config = RunLayout(run).at("run_config")
     return [
         Heading("8. Provenance"),
@@ -37,13 +37,13 @@ def provenance_section(run: Path, config: ReportConfig, fold_rows: list[list[str
                 ["run", config.run_id or run.resolve().name],
                 ["tsretrain", f"{installed('tsretrain') or '–'}, commit {commit()}"],
                 ["input", inventory["input"]],
-                ["input listing (scan/inventory.json) sha256", _sha(RunLayout(run).scan / "inventory.json")],
+                [f"input listing ({INVENTORY.describe()}) sha256", _sha(INVENTORY.in_run(run))],
                 [
                     "dictionary",
                     f"{inventory['dictionary']['name']} {inventory['dictionary'].get('version', '')} "
                     f"({inventory['dictionary']['sha256'][:16]})",
                 ],
-                ["split file (split/split.json) sha256", _sha(RunLayout(run).split / "split.json")],
+                [f"split file ({SPLIT.describe()}) sha256", _sha(SPLIT.in_run(run))],
                 *[[f"plans {p.name} sha256", _sha(p)] for p in plans],
                 ["packages of the report step", ", ".join(versions)],
                 [f"run configuration ({run_config.name}) sha256", _sha(run_config)],

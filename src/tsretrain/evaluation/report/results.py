@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tsretrain.conversion.listing import read_listing
 from tsretrain.evaluation.report.blocks import Block, Figure, Heading, Paragraph, Subheading, Table, fmt
 from tsretrain.evaluation.report.structures import structure_sizes
 from tsretrain.evaluation.review import read_review
 from tsretrain.labels.dictionary import TUMOUR_LABEL
 from tsretrain.layout import RunLayout
+from tsretrain.run_files import PER_CASE, EvaluationSummary, read_evaluation_summary, read_rows
 
 GTVP_CASE_HEADER = ["case", "GTVp (mL)", "Dice", "HD95 (mm)", "NSD", "lesions found", "false-positive components"]
 
@@ -95,12 +94,12 @@ def label_source_blocks(sources: dict[str, Any] | None, stand_in: bool) -> list[
     ]
 
 
-def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], dict[str, Any]]:
+def evaluation_section(run: Path, figure_dir: Path, synthetic: bool) -> tuple[list[Block], EvaluationSummary]:
     from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
     from tsretrain.evaluation.report.tables import conventions, label_tables
 
-    summary = json.loads((RunLayout(run).evaluation / "summary.json").read_text())
-    per_case = read_listing(RunLayout(run).evaluation / "per_case.csv")
+    summary = read_evaluation_summary(RunLayout(run).evaluation)
+    per_case = read_rows(PER_CASE, RunLayout(run).evaluation)
     figures.per_organ_dice(per_case, figure_dir / "per_organ_dice.png")
     blocks: list[Block] = [
         Heading("5. Test set evaluation"),

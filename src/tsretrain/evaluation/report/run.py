@@ -3,15 +3,21 @@ and planning."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from tsretrain.conversion.convert import listing_rows
-from tsretrain.conversion.plan import CaseStatus
-from tsretrain.dataset.split import read_split
 from tsretrain.evaluation.report.blocks import Banner, Block, Heading, Paragraph, Table, fmt
 from tsretrain.layout import RunLayout
+from tsretrain.run_files import (
+    PROGRESS,
+    CaseStatus,
+    listing_rows,
+    read_inventory,
+    read_manifest,
+    read_planning_summary,
+    read_progress,
+    read_split,
+)
 from tsretrain.synth import SYNTHETIC_MANUFACTURER
 
 SYNTHETIC_WARNING = (
@@ -22,8 +28,7 @@ SYNTHETIC_WARNING = (
 
 def synthetic_cases(run: Path) -> tuple[int, int]:
     """How many of the scanned patients carry the generator's mark (their CT's DICOM Manufacturer), of all."""
-    inventory = json.loads((RunLayout(run).scan / "inventory.json").read_text())
-    plans = inventory.get("cases", [])
+    plans = read_inventory(RunLayout(run).scan).get("cases", [])
     return sum(p.get("manufacturer") == SYNTHETIC_MANUFACTURER for p in plans), len(plans)
 
 
@@ -43,11 +48,9 @@ def synthetic_banner(marked: int, cases: int, flagged: bool) -> list[Block]:
 def scope_blocks(run: Path, dataset: str, trainer: str, pseudo_labelled: bool) -> list[Block]:
     """For a synthetic demo: what the run shows and what it does not."""
     split = read_split(RunLayout(run).split)
-    progress = sorted((RunLayout(run).results / dataset).glob(f"{trainer}__*/fold_*/progress.json"))
+    progress = PROGRESS.glob(RunLayout(run).results, dataset=dataset, model=f"{trainer}__*")
     trained = [p.parent.name.removeprefix("fold_") for p in progress]
-    iterations = [
-        len(d["train_losses"]) * d.get("iterations_per_epoch", 0) for d in (json.loads(p.read_text()) for p in progress)
-    ]
+    iterations = [len(d["train_losses"]) * d.get("iterations_per_epoch", 0) for d in map(read_progress, progress)]
     folds = f"fold {', '.join(trained)} of {len(split['folds'])}" if trained else "no fold"
     return [
         Heading("About this run"),
@@ -96,7 +99,7 @@ def dataset_section(run: Path) -> list[Block]:
     presence: Counter[str] = Counter()
     ok = [r for r in rows if r["status"] == CaseStatus.OK]
     for row in ok:
-        manifest = json.loads((RunLayout(run).converted / "cases" / row["case_id"] / "manifest.json").read_text())
+        manifest = read_manifest(RunLayout(run).converted, row["case_id"])
         presence.update(name for name, info in manifest["labels"].items() if info["present"])
     blocks.append(
         Table(
@@ -126,8 +129,7 @@ def split_section(run: Path) -> list[Block]:
 
 
 def planning_section(run: Path, dataset: str) -> list[Block]:
-    path = RunLayout(run).preprocessed / dataset / "planning_summary.json"
-    planning = json.loads(path.read_text())
+    planning = read_planning_summary(RunLayout(run).preprocessed, dataset)
     rows = [
         [
             name,

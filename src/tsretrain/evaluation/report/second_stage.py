@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tsretrain.conversion.listing import read_listing
 from tsretrain.errors import UserError
-from tsretrain.evaluation.compare import COMPARISON, PER_CASE
 from tsretrain.evaluation.report.blocks import Block, Figure, Paragraph, Subheading, Table, fmt, interval
 from tsretrain.evaluation.report.tables import small_sample
+from tsretrain.run_files import COMPARISON, COMPARISON_PER_CASE, read_comparison, read_rows
 
 NAMES = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "lesions_found": "lesions found"}
 
@@ -38,10 +36,10 @@ def second_stage_blocks(folder: Path, figure_dir: Path) -> list[Block]:
     """The comparison's tables and figure."""
     from tsretrain.evaluation.report import figures  # matplotlib only when a report is written
 
-    if not (folder / COMPARISON).is_file():
-        raise UserError(f"{folder / COMPARISON} is missing", "run the compare-stages stage first")
-    comparison = json.loads((folder / COMPARISON).read_text())
-    rows = read_listing(folder / PER_CASE)
+    if not COMPARISON.at(folder).is_file():
+        raise UserError(f"{COMPARISON.at(folder)} is missing", "run the compare-stages stage first")
+    comparison = read_comparison(folder)
+    rows = read_rows(COMPARISON_PER_CASE, folder)
     with_tumour = [r for r in rows if int(r["lesions"])]
     figures.paired_stages(with_tumour, figure_dir / "second_stage_paired.png")
     cases = [

@@ -10,6 +10,7 @@ from typing import Any
 from tsretrain.evaluation.report.blocks import Block, Paragraph, Subheading, Table, fmt, interval
 from tsretrain.evaluation.report.structures import RESOLUTION_NOTE, RESOLUTION_VOXELS
 from tsretrain.labels.dictionary import TUMOUR_LABEL
+from tsretrain.run_files import EvaluationSummary
 
 NOTE = (
     "cases: test cases whose reference of the label comes from this source (the n of the Dice and NSD means, "
@@ -18,7 +19,7 @@ NOTE = (
 )
 
 
-def conventions(summary: dict[str, Any]) -> Block:
+def conventions(summary: EvaluationSummary) -> Block:
     """The metric definitions the numbers follow, as one paragraph."""
     tolerances = sorted(set(summary["tolerance_mm"].values()))
     return Paragraph(
@@ -28,7 +29,7 @@ def conventions(summary: dict[str, Any]) -> Block:
     )
 
 
-def label_tables(summary: dict[str, Any], sizes: dict[str, tuple[float, float]] | None = None) -> list[Block]:
+def label_tables(summary: EvaluationSummary, sizes: dict[str, tuple[float, float]] | None = None) -> list[Block]:
     """One table per reference source, sorted by mean Dice, with its note and each structure's size (mL, voxels);
     the labels without any reference, and those at the resolution limit, in a line under the tables."""
     voxel_count = "nsd_voxel_count" in summary["conventions"]

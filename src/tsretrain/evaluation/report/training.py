@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from tsretrain.evaluation.report.blocks import Block, Figure, Heading, Paragraph, Table, fmt
 from tsretrain.layout import RunLayout
+from tsretrain.run_files import PROGRESS, Progress, read_progress
 
 
 def model_title(folder: str, trainer: str) -> str:
@@ -19,7 +18,7 @@ def model_title(folder: str, trainer: str) -> str:
     return f"second stage ({model_trainer})" if model_trainer.startswith(trainer + "GTVp") else model_trainer
 
 
-def best_epoch(progress: dict[str, Any]) -> int | None:
+def best_epoch(progress: Progress) -> int | None:
     """The epoch of the best EMA pseudo-Dice (where nnU-Net writes checkpoint_best)."""
     ema = progress["ema_fg_dice"]
     return max(range(len(ema)), key=ema.__getitem__) if ema else None
@@ -28,7 +27,7 @@ def best_epoch(progress: dict[str, Any]) -> int | None:
 RISING = 0.005  # EMA pseudo-Dice gained over the last tenth of the epochs that says the training still learns
 
 
-def convergence(progress: dict[str, Any]) -> str:
+def convergence(progress: Progress) -> str:
     """What the curve says: still rising at the end (not converged), or flat / past its best."""
     ema = progress["ema_fg_dice"]
     if len(ema) < 2:
@@ -46,9 +45,8 @@ def training_section(run: Path, dataset: str, trainer: str, figure_dir: Path) ->
 
     blocks: list[Block] = [Heading("4. Training")]
     rows, provenance = [], []
-    results = RunLayout(run).results / dataset
-    for progress_path in sorted(results.glob("*/fold_*/progress.json")):
-        progress = json.loads(progress_path.read_text())
+    for progress_path in PROGRESS.glob(RunLayout(run).results, dataset=dataset):
+        progress = read_progress(progress_path)
         fold = progress_path.parent.name
         model = progress_path.parent.parent.name
         title = model_title(model, trainer)

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from support import manifest
 
-from tsretrain.conversion.listing import read_listing
+from tsretrain.run_files import read_csv as read_listing
 from tsretrain.synth.cohort import SynthConfig, generate
 
 HALF_A_GIB_IN_KIB = 512 * 1024
