@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
+import typing
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from tsretrain.cli import app
 from tsretrain.layout import markdown_table
-from tsretrain.pipeline.registry import STAGES
+from tsretrain.pipeline.registry import STAGES, ImageFamily
 from tsretrain.run_files import read_csv as read_listing
+from tsretrain.sizing import PodClassName
 
 runner = CliRunner()
 
@@ -96,7 +99,18 @@ def test_every_configuration_field_is_declared_in_the_registry() -> None:
         fields = {f.name for f in dataclasses.fields(stage.config)}
         declared = set(stage.options) | set(stage.internal) | ({"model"} if stage.model else set())
         assert fields == declared, stage.name
-        assert stage.resources in ("cpu", "big-cpu", "gpu", "big-gpu") and stage.image in ("cpu", "gpu", "pseudolabel")
+        assert stage.resources in typing.get_args(PodClassName) and stage.image in typing.get_args(ImageFamily)
+
+
+def test_an_options_help_is_written_once_on_its_record() -> None:
+    """A configuration field that is an option carries no comment beside it: its help is its ``Option``'s, which
+    the command line, the README and the cluster's parameters show (two texts drift apart)."""
+    commented = []
+    for stage in STAGES:
+        lines, _ = inspect.getsourcelines(stage.config)
+        for name in stage.options:
+            commented += [f"{stage.name}.{name}" for line in lines if re.match(rf"\s+{name}:.*#", line)]
+    assert not commented, commented
 
 
 def test_the_main_help_shows_user_commands_and_real_types() -> None:

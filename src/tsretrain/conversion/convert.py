@@ -75,10 +75,10 @@ class ConvertConfig:
     dictionary: str = "radcure-oar21"
     workers: int = 0
     force: bool = False
-    inventory: Path | None = None  # reuse a scan's inventory instead of scanning again
-    cases: tuple[str, ...] = ()  # restrict to these case ids (a batch of a fan-out)
+    inventory: Path | None = None
+    cases: tuple[str, ...] = ()
     rtstruct_choice: RtstructChoice = "fail"
-    source: str | None = None  # store URI of the DICOM tree; the cases' files are staged into ``input`` first
+    source: str | None = None
 
 
 def base_manifest(plan: CasePlan, dictionary: OrganDictionary) -> dict[str, Any]:

@@ -49,18 +49,18 @@ SameBytes = Callable[[str, str], bool]
 class ScanConfig:
     """Configuration of the ``scan`` stage."""
 
-    input: Path | str  # a folder, or a store URI (s3://bucket/prefix): then only headers are fetched
+    input: Path | str
     out: Path
     dictionary: str = "radcure-oar21"
-    workers: int = 0  # 0: one per available CPU
+    workers: int = 0
     rtstruct_choice: RtstructChoice = "fail"
-    batches_out: Path | None = None  # JSON list of batch ids (every case in a batch), for a workflow fan-out
+    batches_out: Path | None = None
     batch_size: int = 8
-    max_batches: int = 512  # larger batches beyond this many (the workflow object's size is bounded)
-    sizes_out: Path | None = None  # a folder receiving each cluster step's budget (disk-, memory-, deadline-<step>)
-    scratch: str = "20Gi"  # the least disk of a batch step
-    data_scratch: str = "200Gi"  # the least disk of a whole-dataset step
-    predict_batch_size: int = 64  # test cases per prediction pod
+    max_batches: int = 512
+    sizes_out: Path | None = None
+    scratch: str = "20Gi"
+    data_scratch: str = "200Gi"
+    predict_batch_size: int = 64
 
 
 INDEX_FILE = ".headers.sqlite"

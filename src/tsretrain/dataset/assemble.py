@@ -38,12 +38,12 @@ class AssembleConfig:
     """Configuration of the ``assemble`` stage."""
 
     converted: Path
-    split: Path  # folder holding split.json
-    out: Path  # nnUNet_raw
+    split: Path
+    out: Path
     model: Model = field(default_factory=Model)
     verify: bool = True
-    workers: int = 0  # processes of nnU-Net's dataset check (0: one per usable CPU)
-    labels_from: Path | None = None  # merged label maps of the pseudolabel stage (<case>/<case>.nii.gz)
+    workers: int = 0
+    labels_from: Path | None = None
 
 
 def _place(source: Path, target: Path) -> None:

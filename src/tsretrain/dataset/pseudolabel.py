@@ -69,8 +69,8 @@ class PseudolabelConfig:
     converted: Path
     out: Path
     dictionary: str = "radcure-ts90"
-    device: Device = "auto"  # auto (CUDA when present), cuda (refused without a GPU) or cpu, as train and predict
-    weights: str | None = None  # TOTALSEG_HOME_DIR, or a store URI staged to local disk; default: the environment's
+    device: Device = "auto"
+    weights: str | None = None
     allow_download: bool = False
     prefer_manual: bool = True
     cases: tuple[str, ...] = ()

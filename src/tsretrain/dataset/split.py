@@ -32,17 +32,17 @@ from tsretrain.storage.atomic import atomic_write_text
 class SplitConfig:
     """Configuration of the ``split`` stage."""
 
-    converted: Path  # output folder of ``convert`` (its case manifests are read, never rewritten)
+    converted: Path
     out: Path
     test_fraction: float = 0.2
     cv_folds: int = 5
-    folds: tuple[int, ...] = ()  # the folds the run trains: each must exist among the cv_folds
+    folds: tuple[int, ...] = ()
     seed: int = 12345
-    clinical_csv: Path | None = None  # RADCURE clinical sheet (patient_id, Ds Site, RADCURE-challenge ...)
+    clinical_csv: Path | None = None
     site_column: str = "Ds Site"
-    fixed_split_column: str | None = None  # e.g. "RADCURE-challenge": rows saying "test" form the test set
-    batches_out: Path | None = None  # JSON list of test-batch ids, for a workflow's prediction fan-out
-    batch_size: int = 64  # test cases per batch
+    fixed_split_column: str | None = None
+    batches_out: Path | None = None
+    batch_size: int = 64
 
 
 def stratum_order(stratum: str) -> tuple[int, str]:

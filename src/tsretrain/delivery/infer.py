@@ -56,20 +56,20 @@ LISTING_COLUMNS = [
 class InferConfig:
     """Configuration of the ``infer`` stage."""
 
-    input: Path  # DICOM folder of the new patients, any layout
-    model: Path | str  # a model package (export's zip), the folder holding it, or its store URI (s3://...)
+    input: Path
+    model: Path | str
     out: Path
     formats: tuple[str, ...] = FORMATS
     device: Device = "auto"
-    folds: tuple[int, ...] = ()  # empty: the package's folds
+    folds: tuple[int, ...] = ()
     step_size: float = 0.5
-    cases: tuple[str, ...] = ()  # only these case ids (as the scan names patients)
-    split: Path | None = None  # only the held-out test patients of this split folder (a run's own check)
-    limit: int = 0  # at most this many patients (0: every one)
+    cases: tuple[str, ...] = ()
+    split: Path | None = None
+    limit: int = 0
     workers: int = 0
-    postprocess: bool = True  # apply the post-processing the package carries (the run's decision), if any
-    inventory: Path | None = None  # the scan's inventory (a fan-out batch's slice): its patients and case ids
-    source: str = ""  # store URI of the DICOM tree: the inventory's patients' files are staged into INPUT first
+    postprocess: bool = True
+    inventory: Path | None = None
+    source: str = ""
 
 
 @dataclass

@@ -68,12 +68,12 @@ MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 class ExportConfig:
     """Configuration of the ``export`` stage."""
 
-    work: Path  # nnU-Net's work root of the run
-    run_dir: Path  # the run folder: its split, listings and evaluation make the model card
-    out: Path  # the package (<dataset>-<version>.zip) and a copy of its model card go here
+    work: Path
+    run_dir: Path
+    out: Path
     model: Model = field(default_factory=Model)
-    version: str = "1.0.0"  # the package's version, in its name and model card
-    synthetic: bool = False  # the run's data is a synthetic cohort: said on the card and in model.json
+    version: str = "1.0.0"
+    synthetic: bool = False
 
 
 def package_name(model: Model, version: str) -> str:

@@ -87,12 +87,12 @@ class EvaluateConfig:
     tolerance_mm: float = 2.0
     tolerances: dict[str, float] = field(default_factory=dict)  # per label name
     workers: int = 0
-    surface: bool = True  # HD95 and NSD; off: Dice only
-    nsd_voxels: bool = False  # also the voxel-count NSD variant (column nsd_voxel_count), not comparable
-    missing_as_empty: bool = False  # a case without a prediction counts as missed (every label empty)
-    converted: Path | None = None  # conversion output: manifests say which references are manual contours
-    pseudolabels: Path | None = None  # pseudo-label output: merge records say where each reference came from
-    postprocessed: Path | None = None  # post-processed predictions: evaluated alike into OUT/postprocessed/
+    surface: bool = True
+    nsd_voxels: bool = False
+    missing_as_empty: bool = False
+    converted: Path | None = None
+    pseudolabels: Path | None = None
+    postprocessed: Path | None = None
 
 
 @dataclass(frozen=True)

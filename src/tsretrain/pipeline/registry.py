@@ -345,7 +345,11 @@ STAGES: tuple[AnyStage, ...] = (
         scan,
         "Index a DICOM tree by its tags and list every case with its status and reason.",
         {
-            "input": Option("Folder of DICOM files in any layout, or a store URI (s3://...).", argument=True, at=INPUT),
+            "input": Option(
+                "Folder of DICOM files in any layout, or a store URI (s3://...): then only headers are fetched.",
+                argument=True,
+                at=INPUT,
+            ),
             "out": Option("Output folder (inventory.json, cases.csv).", flags=("--out", "-o"), at="scan"),
             "dictionary": DICTIONARY,
             "workers": WORKERS,
@@ -413,7 +417,9 @@ STAGES: tuple[AnyStage, ...] = (
             "device": Option(
                 "auto (CUDA when present), cuda (fails at once without a GPU) or cpu.", parameters=("device",)
             ),
-            "weights": Option("TotalSegmentator home: a folder or a store URI; default TOTALSEG_HOME_DIR."),
+            "weights": Option(
+                "TotalSegmentator home: a folder or a store URI (staged to local disk); default TOTALSEG_HOME_DIR."
+            ),
             "allow_download": Option("Download missing weights.", flags=("--allow-download",)),
             "prefer_manual": Option(
                 "Manual contours before pseudo-labels.", flags=("--prefer-manual/--prefer-pseudo",)
@@ -440,7 +446,9 @@ STAGES: tuple[AnyStage, ...] = (
         run_split,
         "Patient-level, stratified split: a held-out test set and cross-validation folds.",
         {
-            "converted": Option("Output folder of convert (its case manifests).", argument=True, at="converted"),
+            "converted": Option(
+                "Output folder of convert (its case manifests, never rewritten).", argument=True, at="converted"
+            ),
             "out": Option("Output folder (split.json, splits_final.json).", flags=("--out", "-o"), at="split"),
             "test_fraction": Option("Share of patients held out for testing."),
             "cv_folds": Option("Cross-validation folds made.", parameters=("cv-folds",)),
@@ -448,9 +456,11 @@ STAGES: tuple[AnyStage, ...] = (
             "batch_size": Option("Test cases per batch.", parameters=("predict-batch-size",)),
             "folds": MODEL_OPTIONS["folds"],
             "seed": Option("Random seed."),
-            "clinical_csv": Option("Clinical sheet: stratify by site, fixed split."),
+            "clinical_csv": Option(
+                "Clinical sheet (RADCURE's: patient_id, Ds Site, RADCURE-challenge...): stratify by site, fixed split."
+            ),
             "site_column": Option("Column of the clinical sheet holding the site."),
-            "fixed_split_column": Option("Column whose 'test' rows form the test set."),
+            "fixed_split_column": Option("Column whose 'test' rows form the test set (RADCURE's: RADCURE-challenge)."),
         },
         reads=(Files("converted", (CASE_MANIFEST.pattern(),)),),
         writes=(Files("split"),),
@@ -594,7 +604,10 @@ STAGES: tuple[AnyStage, ...] = (
             ),
             "store": STORE,
             "validate": Option("Predict the fold's validation cases at the end.", flags=("--validate/--no-validate",)),
-            "seed": Option("Random seed of the initial weights and the training process's draws."),
+            "seed": Option(
+                "Random seed of the initial weights and the training process's draws (augmentation workers draw "
+                "their own)."
+            ),
         },
         model=("dataset", "trainer", "plans", "configuration"),
         reads=(Files("preprocessed"),),
@@ -830,7 +843,9 @@ STAGES: tuple[AnyStage, ...] = (
             "trainer": Option(
                 "The first stage's trainer (its second stage is named after it).", parameters=("trainer",)
             ),
-            "run_id": Option("The run's name in the report (default: the run folder's name)."),
+            "run_id": Option(
+                "The run's name in the report (a cluster run's store prefix; default: the run folder's name)."
+            ),
             "synthetic": Option(
                 "Mark the numbers as a synthetic demo.", flags=("--synthetic",), locally=Local.SYNTHETIC
             ),
@@ -869,7 +884,9 @@ STAGES: tuple[AnyStage, ...] = (
             "out": Option("Output folder (the package zip, MODEL_CARD.md).", flags=("--out", "-o"), at="export"),
             "version": Option("Version of the package (in its name and model card).", parameters=("model-version",)),
             "synthetic": Option(
-                "Mark the model as trained on synthetic data.", flags=("--synthetic",), locally=Local.SYNTHETIC
+                "Mark the model as trained on synthetic data (on its card and in model.json).",
+                flags=("--synthetic",),
+                locally=Local.SYNTHETIC,
             ),
         },
         model=("dataset", "dictionary", "trainer", "plans", "configuration", "folds"),
@@ -900,7 +917,9 @@ STAGES: tuple[AnyStage, ...] = (
         "Contour new patients with a model package: per CT series an RTSTRUCT, a DICOM-SEG and a NIfTI label map.",
         {
             "input": Option("Folder of DICOM files of the new patients, in any layout.", argument=True, at=INPUT),
-            "model": Option("Model package: the zip export wrote (or its folder).", at="export"),
+            "model": Option(
+                "Model package: the zip export wrote, its folder or its store URI (s3://...).", at="export"
+            ),
             "out": Option("Output folder (CASE/SERIES/ files, cases.csv).", flags=("--out", "-o"), at="inference"),
             "formats": Option(
                 f"Outputs: {','.join(FORMATS)} (a,b or repeated).", flags=("--format",), parameters=("formats",)

@@ -40,7 +40,7 @@ class SynthConfig:
     slices: int = 48
     pixel_spacing: float = 1.6
     slice_thickness: float = 3.0
-    scan_centre: float = 12.0  # mm above the frame origin (superior) of the middle slice; eyes at ~80, larynx ~-35
+    scan_centre: float = 12.0
     id_prefix: str = "RADCURE"
     roi_variants: bool = True
 

@@ -42,17 +42,17 @@ class BatchConfig:
     """Configuration of ``preprocess-cases``: a batch's cases (only its training cases are worked on; test and
     excluded cases are not in nnU-Net's training set)."""
 
-    work: Path  # nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results)
+    work: Path
     model: Model = field(default_factory=Model)
     cases: tuple[str, ...] = ()
-    workers: int = 0  # 0: from CPUs and memory
+    workers: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class FingerprintConfig(BatchConfig):
     """Configuration of ``fingerprint``."""
 
-    fingerprints: Path  # the records' folder (one subfolder per dataset)
+    fingerprints: Path
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,7 +62,7 @@ class PostprocessConfig:
     """Configuration of the ``postprocess`` stage."""
 
     work: Path
-    predictions: Path  # predict's output folder: its test/ is post-processed
+    predictions: Path
     out: Path
     model: Model = field(default_factory=Model)  # its folds' validation predictions decide
     search: Search = "all"

@@ -41,8 +41,8 @@ TINY = "3d_tiny"
 class PreprocessConfig:
     """Configuration of the ``preprocess`` stage."""
 
-    work: Path  # nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results)
-    split: Path  # folder with splits_final.json
+    work: Path
+    split: Path
     model: Model = field(
         default_factory=Model
     )  # dataset, configuration, plans (the name of a variant holding overrides)
@@ -50,8 +50,8 @@ class PreprocessConfig:
     batch_size: int | None = None
     patch_size: tuple[int, int, int] | None = None
     target_spacing: tuple[float, float, float] | None = None
-    workers: int = 0  # 0: from CPUs and memory
-    plans_from: str | None = None  # a pretrained model whose plans are transferred (tsretrain.training.pretrained)
+    workers: int = 0
+    plans_from: str | None = None
 
 
 def preprocessing_workers(planned: dict[str, Any], requested: int = 0) -> int:

@@ -65,7 +65,7 @@ class SecondStageConfig:
     loss: Loss = "focal"
     epochs: int | None = None
     iterations: int | None = None
-    warmup_epochs: int | None = None  # None: a tenth of the epochs
+    warmup_epochs: int | None = None
     save_every: int = 5
     device: Device = "auto"
     store: str | None = None

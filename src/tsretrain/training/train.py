@@ -46,13 +46,13 @@ class TrainConfig:
     epochs: int | None = None
     save_every: int = 5
     device: Device = "auto"
-    init_from: str | None = None  # a pretrained model (tsretrain.training.pretrained): all layers but the head
+    init_from: str | None = None
     init_head: bool = False  # ... and its head too (the second stage: the same labels)
-    warmup_epochs: int | None = None  # learning-rate warm-up; None: a tenth of the epochs when fine-tuning
-    store: str | None = None  # URI of the run's nnUNet_results in the store (s3://... or a path): same layout below
+    warmup_epochs: int | None = None
+    store: str | None = None
     validate: bool = True
-    iterations: int | None = None  # iterations per epoch of the tiny trainer
-    seed: int = 0  # initial weights and the main process's random draws (augmentation workers draw their own)
+    iterations: int | None = None
+    seed: int = 0
 
     def fold_folder(self) -> Path:
         folders = NnunetFolders(self.work)
@@ -279,7 +279,7 @@ class ValidateConfig:
     fold: int
     model: Model = field(default_factory=Model)
     device: Device = "auto"
-    store: str | None = None  # as train's: the fold is restored from there and its validation published there
+    store: str | None = None
 
 
 def validate(config: ValidateConfig) -> StageResult:

@@ -41,12 +41,12 @@ class ReportConfig:
 
     run_dir: Path
     out: Path
-    dataset: str = "Dataset366_TotalSegmentator"  # nnU-Net dataset folder
-    trainer: str = "nnUNetTrainerTsr"  # the first stage's (a second stage's trainer is named after it)
+    dataset: str = "Dataset366_TotalSegmentator"
+    trainer: str = "nnUNetTrainerTsr"
     synthetic: bool = False
-    comparison: Path | None = None  # compare-stages' output: the second stage's section
-    postprocessing: Path | None = None  # postprocess' output: the post-processing section
-    run_id: str = ""  # the run's name in the report (a cluster run's store prefix); empty: the run folder's name
+    comparison: Path | None = None
+    postprocessing: Path | None = None
+    run_id: str = ""
 
 
 def report(config: ReportConfig) -> StageResult:
