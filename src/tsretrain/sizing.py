@@ -16,7 +16,7 @@ TotalSegmentator step (its real networks' cost is not measured here: no weights,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -72,22 +72,24 @@ HOUR = 3600
 
 @dataclass(frozen=True)
 class PodClass:
-    """A kind of pod (a stage's ``resources``): its CPUs, memory (bytes) and GPUs."""
+    """A kind of pod (a stage's ``resources``): its CPUs, memory (bytes), GPUs and whether its processes share
+    batches through ``/dev/shm`` (nnU-Net's worker processes: a memory-backed volume there)."""
 
     cpu_request: float
     cpu_limit: int
     memory_request: int
     memory_limit: int
     gpus: int = 0
+    shared_memory: bool = False
 
 
 PodClassName = Literal["cpu", "big-cpu", "gpu", "big-gpu"]
 POD_CLASSES: dict[PodClassName, PodClass] = {
     "cpu": PodClass(2, 4, 8 * GiB, 16 * GiB),
-    "big-cpu": PodClass(8, 16, 32 * GiB, 64 * GiB),
-    "gpu": PodClass(8, 12, 32 * GiB, 48 * GiB, gpus=1),
+    "big-cpu": PodClass(8, 16, 32 * GiB, 64 * GiB, shared_memory=True),
+    "gpu": PodClass(8, 12, 32 * GiB, 48 * GiB, gpus=1, shared_memory=True),
     # validation: nnU-Net's export holds a resampled case's logits in float64 beside the predicting process
-    "big-gpu": PodClass(8, 12, 96 * GiB, 128 * GiB, gpus=1),
+    "big-gpu": PodClass(8, 12, 96 * GiB, 128 * GiB, gpus=1, shared_memory=True),
 }
 
 
@@ -263,19 +265,22 @@ _EXAMPLE = step_budgets(Work({}, [], 1, 2), {})
 SIZED = tuple(_EXAMPLE)  # the steps the scan sizes (every step holding cases): their disk
 MEMORY_SIZED = _sized(_EXAMPLE, "memory")  # and their memory, where it follows from the data
 TIMED = _sized(_EXAMPLE, "seconds")  # and their deadline, where it follows from the data
-# at least ``data-scratch`` (the scan's too: its header index and inventory grow with the files); the others at least
-# ``scratch``
-WHOLE_DATASET = ("scan", "assemble", "train", "validate", "second-stage")
 
 
 def write_budgets(
-    folder: Path, budgets: dict[str, Budget], scratch: int, data_scratch: int, pods: Mapping[str, PodClass]
+    folder: Path,
+    budgets: dict[str, Budget],
+    scratch: int,
+    data_scratch: int,
+    pods: Mapping[str, PodClass],
+    whole_dataset: Collection[str],
 ) -> dict[str, dict[str, str]]:
     """One file per step and resource (``disk-<step>``, ``memory-<step>``, ``deadline-<step>``), never below the
-    least of its kind: the disk minimums, the pod class's memory limit, an hour."""
+    least of its kind: the disk minimums (``data_scratch`` for the steps holding the whole dataset), the pod class's
+    memory limit, an hour."""
     written: dict[str, dict[str, str]] = {}
     for step, budget in budgets.items():
-        values = {"disk": quantity(max(budget.disk, data_scratch if step in WHOLE_DATASET else scratch))}
+        values = {"disk": quantity(max(budget.disk, data_scratch if step in whole_dataset else scratch))}
         if budget.memory is not None:
             values["memory"] = quantity(max(budget.memory, pods.get(step, POD_CLASSES["cpu"]).memory_limit))
         if budget.seconds is not None:

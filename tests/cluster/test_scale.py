@@ -161,6 +161,7 @@ def budgets(template: dict[str, Any], patients: int, classes: int) -> dict[str, 
 
 
 PODS = {name: POD_CLASSES[stage.resources] for name, stage in BY_NAME.items()}
+WHOLE_DATASET = {name for name, stage in BY_NAME.items() if stage.whole_dataset}
 POD_MEMORY = 256 * 2**30  # a GPU's share of an 8-GPU node with 2 TiB (a CPU pod: a quarter of a 1 TiB node)
 DEADLINE = 7 * 86400  # a pod running a week is a design fault, whatever it does
 # What exceeds those at each size, with the model's classes (README, Limits): nnU-Net's post-processing search
@@ -190,7 +191,12 @@ def test_each_pod_gets_the_budget_its_work_needs(
     parameters = defaults(template)
     found = budgets(template, patients, classes)
     written = write_budgets(
-        tmp_path, found, quantity_bytes(parameters["scratch"]), quantity_bytes(parameters["data-scratch"]), PODS
+        tmp_path,
+        found,
+        quantity_bytes(parameters["scratch"]),
+        quantity_bytes(parameters["data-scratch"]),
+        PODS,
+        WHOLE_DATASET,
     )
     assert set(found) == set(SIZED)
     for step, values in written.items():
@@ -227,11 +233,13 @@ def test_budgets_are_never_below_the_minimums_and_round_up_to_whole_gib(tmp_path
     works = {"a": CaseWork(10**9, 10**8), "b": CaseWork(0, 0)}  # b: a case that cannot be converted
     found = step_budgets(Work(works, [("a",), ("b",)], 64, 22), PODS)
     assert found["convert"].disk == int((10**9 + 10**8 * 0.82) * 1.5 + 2**30)
-    written = write_budgets(tmp_path, found, 20 * 2**30, 200 * 2**30, PODS)
+    written = write_budgets(tmp_path, found, 20 * 2**30, 200 * 2**30, PODS, WHOLE_DATASET)
     assert written["convert"]["disk"] == "20Gi" and written["train"]["disk"] == "200Gi"  # the minimums
     assert written["convert"]["memory"] == "16Gi"  # the pod class's limit
     assert written["evaluate"]["deadline"] == "3600"  # an hour at least
-    assert write_budgets(tmp_path, found, 2**30, 2**30, PODS)["convert"]["disk"] == "3Gi"  # 2.6 GiB rounded up
+    assert (
+        write_budgets(tmp_path, found, 2**30, 2**30, PODS, WHOLE_DATASET)["convert"]["disk"] == "3Gi"
+    )  # 2.6 GiB rounded up
 
 
 def test_the_per_voxel_costs_are_the_benchmarks() -> None:

@@ -25,7 +25,7 @@ from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
 from tsretrain.pipeline.registry import BY_NAME, STAGES, TRAINING, Files, OnCluster, Option, Stage, Switch
-from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED, WHOLE_DATASET
+from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED
 from tsretrain.stages import StageResult
 from tsretrain.storage.store import matches
 
@@ -440,7 +440,7 @@ def test_the_cluster_contract(workflow: dict[str, Any]) -> None:
     for name in CLUSTER_STAGES:  # the budget of a step holding cases is the scan's for it, from the work
         template, given = templates[name], {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
         resources = pod_spec(template)["containers"][0]["resources"]
-        least = "200Gi" if name in WHOLE_DATASET else "20Gi"  # the scan: its header index and inventory
+        least = "200Gi" if BY_NAME[name].whole_dataset else "20Gi"  # the scan: its header index and inventory
         assert resources["requests"]["ephemeral-storage"] == ("37Gi" if name in SIZED else least), name
         memory = resources["requests"]["memory"], resources["limits"]["memory"]
         assert memory == ("99Gi", "99Gi") if name in MEMORY_SIZED else memory[0] != "99Gi" != memory[1], name

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tsretrain.dataset.split import SplitConfig, make_split, nnunet_splits, report, run_split
-from tsretrain.labels.volume_bands import volume_band
 from tsretrain.errors import UserError
+from tsretrain.labels.volume_bands import volume_band
 
 
 def cases(n: int) -> list[dict[str, str]]:

@@ -14,10 +14,10 @@ from test_assemble import write_volume
 
 from tsretrain.errors import UserError
 from tsretrain.evaluation.compare import CompareConfig, compare
-from tsretrain.evaluation.statistics import paired
 from tsretrain.evaluation.lesions import lesions
 from tsretrain.evaluation.report.blocks import Figure
 from tsretrain.evaluation.report.second_stage import second_stage_blocks
+from tsretrain.evaluation.statistics import paired
 from tsretrain.model import Model
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.predict import PredictConfig, predict

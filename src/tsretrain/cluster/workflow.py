@@ -74,7 +74,7 @@ from tsretrain.pipeline.registry import (
     Option,
 )
 from tsretrain.pipeline.registry import TRAINING as TRAINING_RUN
-from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, WHOLE_DATASET, quantity
+from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, quantity
 
 NAME = "tsretrain"
 WORK = "/work"
@@ -249,7 +249,7 @@ class Flavour:
     def least_disk(self, stage: str) -> str:
         """The parameter of a step's least local disk: ``data-scratch`` for a step holding the whole dataset (where
         this template has it), ``scratch`` otherwise."""
-        return "data-scratch" if stage in WHOLE_DATASET and "data-scratch" in self.disks() else "scratch"
+        return "data-scratch" if BY_NAME[stage].whole_dataset and "data-scratch" in self.disks() else "scratch"
 
 
 TRAINING = Flavour(NAME, TRAINING_RUN, PARAMETERS, sizes=True)
@@ -312,7 +312,7 @@ def _volumes(stage: AnyStage | None) -> list[Any]:
         EmptyDirVolume(name="tmp", mount_path="/tmp", size_limit=Quantity("1Gi")),
         ConfigMapVolume(name="__DICTIONARIES__", mount_path=DICTIONARIES, read_only=True),
     ]
-    if stage is not None and stage.resources in ("gpu", "big-gpu", "big-cpu"):  # nnU-Net's worker processes
+    if stage is not None and POD_CLASSES[stage.resources].shared_memory:  # nnU-Net's worker processes
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=Quantity(SHM)))
     if stage is not None and OnCluster.WEIGHTS in stage.on_cluster.values():  # provisioned once (README)
         volumes.append(

@@ -469,8 +469,10 @@ def write_step_budgets(config: ScanConfig, writer: InventoryWriter, classes: int
     assert config.sizes_out is not None
     work = Work(writer.work, writer.batches, config.predict_batch_size, classes)
     pods = {name: POD_CLASSES[stage.resources] for name, stage in BY_NAME.items()}
+    whole = {name for name, stage in BY_NAME.items() if stage.whole_dataset}
     budgets = step_budgets(work, pods)
-    written = write_budgets(config.sizes_out, budgets, minimum(config.scratch), minimum(config.data_scratch), pods)
+    least, data = minimum(config.scratch), minimum(config.data_scratch)
+    written = write_budgets(config.sizes_out, budgets, least, data, pods, whole)
     log.info("budget per step: %s", "; ".join(f"{step} {' '.join(v.values())}" for step, v in written.items()))
 
 

@@ -189,6 +189,7 @@ class Stage(Generic[C]):
     # adds an optional stage, and the suffix of a later stage's variant that reads this one's outputs
     retries: int = 1
     hours: float | None = None
+    whole_dataset: bool = False  # its pod holds the whole dataset: at least data-scratch of disk, not scratch
     publishes: bool = False
     switch: Switch | None = None
     variant: str = ""
@@ -370,6 +371,7 @@ STAGES: tuple[AnyStage, ...] = (
             ),
         },
         writes=(Files("scan"),),
+        whole_dataset=True,  # its header index and inventory grow with the files
         # memory flat in the files (header records in an index on its disk: sizing.SCAN_INDEX_PER_FILE); the CPUs
         # read headers concurrently
         retries=2,
@@ -489,6 +491,7 @@ STAGES: tuple[AnyStage, ...] = (
         ),
         writes=(Files("raw"),),
         internal=("verify",),
+        whole_dataset=True,
     ),
     Stage(
         "preprocess",
@@ -619,6 +622,7 @@ STAGES: tuple[AnyStage, ...] = (
         retries=5,
         hours=96,
         publishes=True,
+        whole_dataset=True,
         on_cluster={"store": OnCluster.RESULTS_STORE, "validate": False},  # checkpoints mirrored; validate: next
     ),
     Stage(
@@ -642,6 +646,7 @@ STAGES: tuple[AnyStage, ...] = (
         local=False,  # a local run validates at the end of train
         retries=2,
         publishes=True,
+        whole_dataset=True,
         on_cluster={"store": OnCluster.RESULTS_STORE},  # the fold from the store, its validation published
     ),
     Stage(
@@ -779,6 +784,7 @@ STAGES: tuple[AnyStage, ...] = (
         retries=5,
         hours=48,
         publishes=True,
+        whole_dataset=True,
         switch=SECOND_STAGE_SWITCH,
         on_cluster={"store": OnCluster.RESULTS_STORE},  # as train's
     ),
