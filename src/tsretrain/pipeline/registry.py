@@ -67,6 +67,9 @@ from tsretrain.training.preprocess import PLANNERS, PreprocessConfig, preprocess
 from tsretrain.training.second_stage import LOSSES, SecondPredictConfig, SecondStageConfig, second_predict, second_stage
 from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
 
+FanOut = Literal["cases", "fold"]
+"""What a stage runs once per (the configuration field set per item): ``cases``, a batch of cases (a cluster pod
+each), or ``fold``, a fold of the model (a GPU pod each on a cluster, one after the other locally)."""
 ImageFamily = Literal["cpu", "gpu", "pseudolabel"]
 """The images a step runs from: the CPU steps', the GPU steps' (CUDA torch) and the pseudo-label step's
 (TotalSegmentator too)."""
@@ -175,7 +178,7 @@ class Stage(Generic[C]):
     model: tuple[str, ...] = ()  # the Model fields the stage takes as options (its configuration has ``model``)
     reads: tuple[Files, ...] = ()
     writes: tuple[Files, ...] = ()
-    fan_out: str | None = None  # the field set per item: "cases" (batches of cases) or "fold" (the model's folds)
+    fan_out: FanOut | None = None  # what it runs once per: a batch of cases or a fold of the model
     batches: RunFile = BATCH  # the batch files of a "cases" fan-out (their writer makes the list of batches)
     cases_from: RunFile | None = None  # the file naming the cases of ``{case}`` in ``reads``
     resources: PodClassName = "cpu"  # its pod's class (tsretrain.sizing.POD_CLASSES)
