@@ -17,7 +17,8 @@ from tsretrain import __version__
 from tsretrain.errors import UserError, run_cli, set_debug
 from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
-from tsretrain.pipeline.registry import BY_NAME, STAGES, AnyStage, Option, parse_list, run_stage
+from tsretrain.pipeline.registry import BY_NAME, STAGES, run_stage
+from tsretrain.pipeline.stage import AnyStage, Option, parse_list
 from tsretrain.run_files import CASE_LISTING, INFERENCE_LISTING
 from tsretrain.stages import StageResult
 from tsretrain.ui import console, log, setup_logging

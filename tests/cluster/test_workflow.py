@@ -24,7 +24,8 @@ from tsretrain.conversion.scan import ScanConfig
 from tsretrain.layout import relative
 from tsretrain.model import Model
 from tsretrain.pipeline.pod import parse_get, parse_put, placeholders
-from tsretrain.pipeline.registry import BY_NAME, STAGES, TRAINING, Files, OnCluster, Option, Stage, Switch
+from tsretrain.pipeline.registry import BY_NAME, STAGES
+from tsretrain.pipeline.stage import TRAINING, Files, OnCluster, Option, Stage, Switch
 from tsretrain.sizing import MEMORY_SIZED, SIZED, TIMED
 from tsretrain.stages import StageResult
 from tsretrain.storage.store import matches

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from tsretrain.cli import app
 from tsretrain.layout import markdown_table
-from tsretrain.pipeline.registry import STAGES, ImageFamily
+from tsretrain.pipeline.registry import STAGES
+from tsretrain.pipeline.stage import ImageFamily
 from tsretrain.run_files import read_csv as read_listing
 from tsretrain.sizing import PodClassName
 

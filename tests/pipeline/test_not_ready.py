@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tsretrain.pipeline.registry import STAGES, Stage
+from tsretrain.pipeline.registry import STAGES
+from tsretrain.pipeline.stage import Stage
 
 TSRETRAIN = str(Path(sys.executable).parent / "tsretrain")
 NO_INPUT = {"synth"}  # reads nothing: there is no state in which it is not ready

@@ -61,19 +61,9 @@ from hera.workflows.models import (
 
 from tsretrain.errors import USER_ERROR_EXIT
 from tsretrain.layout import relative
-from tsretrain.pipeline.registry import (
-    BY_NAME,
-    INFERENCE,
-    INPUT,
-    RUN,
-    STAGES,
-    AnyStage,
-    Files,
-    Gather,
-    OnCluster,
-    Option,
-)
-from tsretrain.pipeline.registry import TRAINING as TRAINING_RUN
+from tsretrain.pipeline.registry import BY_NAME, STAGES
+from tsretrain.pipeline.stage import INFERENCE, INPUT, RUN, AnyStage, Files, Gather, OnCluster, Option
+from tsretrain.pipeline.stage import TRAINING as TRAINING_RUN
 from tsretrain.sizing import MEMORY_SIZED, POD_CLASSES, SIZED, TIMED, quantity
 
 NAME = "tsretrain"

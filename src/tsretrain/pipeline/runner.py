@@ -26,7 +26,8 @@ from tsretrain.errors import UserError
 from tsretrain.layout import RunLayout
 from tsretrain.model import Model
 from tsretrain.pipeline import summary
-from tsretrain.pipeline.registry import BY_NAME, INPUT, NAMES, RUN, AnyStage, Local, run_stage
+from tsretrain.pipeline.registry import BY_NAME, NAMES, run_stage
+from tsretrain.pipeline.stage import INPUT, RUN, AnyStage, Local
 from tsretrain.pipeline.summary import StageClock
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
