@@ -63,17 +63,27 @@ class RunFile:
         return f"{relative(self.location)}/{self.name}"
 
 
+def image_name(case_id: str) -> str:
+    """A case's CT as nnU-Net names it (its one channel), in the converted cases and nnU-Net's raw dataset."""
+    return f"{case_id}_0000.nii.gz"
+
+
+def label_name(case_id: str) -> str:
+    """A case's label map as nnU-Net names it."""
+    return f"{case_id}.nii.gz"
+
+
 INVENTORY = RunFile("scan", "inventory.json", "scan")
 SCAN_LISTING = RunFile("scan", "cases.csv", "scan")
 BATCH = RunFile("scan", "batches/{batch}.json", "scan")  # a fan-out batch's slice of the inventory
 SPLIT_BATCH = RunFile("split", "batches/{batch}.json", "split")  # a batch of test cases for the prediction
 CASE_FILES = RunFile("converted", "cases/{case}/*", "convert")  # every file of a converted case
 CASE_MANIFEST = RunFile("converted", "cases/{case}/manifest.json", "convert")
-CASE_IMAGE = RunFile("converted", "cases/{case}/{case}_0000.nii.gz", "convert")  # nnU-Net's naming
-CASE_LABELS = RunFile("converted", "cases/{case}/{case}.nii.gz", "convert")
+CASE_IMAGE = RunFile("converted", f"cases/{{case}}/{image_name('{case}')}", "convert")
+CASE_LABELS = RunFile("converted", f"cases/{{case}}/{label_name('{case}')}", "convert")
 CASE_LISTING = RunFile("converted", "cases.csv", "convert")  # gathered from the manifests (the listing step)
 MERGE_RECORD = RunFile("pseudolabels", "{case}/pseudolabel.json", "pseudolabel")
-MERGED_LABELS = RunFile("pseudolabels", "{case}/{case}.nii.gz", "pseudolabel")
+MERGED_LABELS = RunFile("pseudolabels", f"{{case}}/{label_name('{case}')}", "pseudolabel")
 SPLIT = RunFile("split", "split.json", "split")
 NNUNET_SPLITS = RunFile("split", "splits_final.json", "split")
 PLANNING_SUMMARY = RunFile("preprocessed", "{dataset}/planning_summary.json", "preprocess")
@@ -269,16 +279,6 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) ->
         writer.writeheader()
         for row in rows:
             writer.writerow({k: " | ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
-
-
-def image_name(case_id: str) -> str:
-    """A case's CT as nnU-Net names it (its one channel), in the converted cases and nnU-Net's raw dataset."""
-    return f"{case_id}_0000.nii.gz"
-
-
-def label_name(case_id: str) -> str:
-    """A case's label map as nnU-Net names it."""
-    return f"{case_id}.nii.gz"
 
 
 def all_manifests(converted: Path) -> list[CaseManifest]:
