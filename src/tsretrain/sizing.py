@@ -156,10 +156,21 @@ def _by_classes(table: dict[int, float], classes: int) -> float:
     return table[low] + share * (table[high] - table[low])
 
 
+def preprocess_bytes(classes: int) -> float:
+    """Peak bytes per voxel of one process running nnU-Net's preprocessing of a case (``run_case``)."""
+    return _by_classes(PREPROCESS_BYTES, classes)
+
+
+def export_bytes(classes: int) -> float:
+    """Peak bytes per voxel of one nnU-Net export process: a case's logits resampled to its own grid (float64
+    inside)."""
+    return _by_classes(EXPORT_BYTES, classes)
+
+
 def _prediction(classes: int, voxels: int, cpus: int, folds: int) -> tuple[float, int]:
     """Seconds and memory of predicting one case: each fold on the GPU, the export on the CPUs, with the predicting
     process's logits and two export processes within the three quarters of the limit nnU-Net's pool is sized to."""
-    export = _by_classes(EXPORT_BYTES, classes) * voxels + FIXED
+    export = export_bytes(classes) * voxels + FIXED
     memory = int(2 * export / 0.75 + PREDICTING_BYTES_PER_CLASS * classes * voxels + FIXED)
     seconds = folds * PREDICT_GPU_NS * voxels / 1e9 + _by_classes(EXPORT_NS, classes) * voxels / 1e9 / min(cpus, 2)
     return seconds, memory
@@ -188,7 +199,7 @@ def step_budgets(work: Work, pods: Mapping[str, PodClass]) -> dict[str, Budget]:
     case_s, case_memory = _prediction(classes, largest, cpus("predict"), FOLDS)  # every fold, the ensemble exported
     fold_s, fold_memory = _prediction(classes, largest, cpus("validate"), 1)
     per_voxel = max(largest, 1)  # the times above are the largest case's: per voxel, divided by its voxels
-    preprocess_ns, preprocess_bytes = _by_classes(PREPROCESS_NS, classes), _by_classes(PREPROCESS_BYTES, classes)
+    preprocess_ns, preprocessing = _by_classes(PREPROCESS_NS, classes), preprocess_bytes(classes)
     evaluate_ns = EVALUATE_NS_PER_LABEL * labels
     postprocess_ns = (2 + labels) * (POSTPROCESS_NS_PER_LABEL * labels + POSTPROCESS_NS)
     second_s, second_memory = _prediction(2, largest, cpus("second-predict"), FOLDS)
@@ -209,7 +220,7 @@ def step_budgets(work: Work, pods: Mapping[str, PodClass]) -> dict[str, Budget]:
         ),
         "preprocess-cases": Budget(
             _need(batch_voxels * (CONVERTED_PER_VOXEL + PREPROCESSED_PER_VOXEL)),
-            _processes(cpus("preprocess-cases"), preprocess_bytes, batch_largest),
+            _processes(cpus("preprocess-cases"), preprocessing, batch_largest),
             cpu_time("preprocess-cases", preprocess_ns, batch_voxels, batch_voxels * 2 * CONVERTED_PER_VOXEL),
         ),
         # the converted cases fetched, the raw dataset written

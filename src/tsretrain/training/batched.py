@@ -205,7 +205,7 @@ def preprocess_cases(config: BatchConfig) -> StageResult:
     todo = _batch(training, config.cases)
     plans = PlansManager(str(target / f"{planned['plans_identifier']}.json"))
     dataset_json = json.loads((target / "dataset.json").read_text())
-    workers = min(preprocessing_workers(planned, config.workers), max(1, len(todo)))
+    workers = min(preprocessing_workers(planned, len(dataset_json["labels"]), config.workers), max(1, len(todo)))
     for configuration in planned["preprocessed_configurations"]:
         manager = plans.get_configuration(configuration)
         out = target / manager.data_identifier

@@ -16,6 +16,7 @@ from typing import Any
 from tsretrain.errors import UserError
 from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.resources import cpu_quota, memory_limit_bytes
+from tsretrain.sizing import FIXED, export_bytes
 from tsretrain.ui import log
 
 AUGMENTATION = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation process count
@@ -144,16 +145,11 @@ def torch_device(name: str) -> Any:
     return torch.device(name)
 
 
-EXPORT_BYTES_PER_LOGIT = 11.2
-"""Peak bytes per class and voxel of one nnU-Net export process: resampling a case's logits back to its own grid
-casts them to float64, measured at 5.6 times the half-precision logits (2 bytes each)."""
-
-
 def export_processes(classes: int, voxels: int, memory: int, cpus: int) -> int:
     """nnU-Net's segmentation export processes (validation and prediction) that fit beside the training or
     predicting process: each holds the largest case's resampled logits plus its own imports (1 GiB), within three
     quarters of the memory limit; at most one per CPU, at least one."""
-    per_process = EXPORT_BYTES_PER_LOGIT * classes * voxels + 2**30
+    per_process = export_bytes(classes) * voxels + FIXED
     return max(1, min(cpus, int(memory * 0.75 // per_process)))
 
 
@@ -173,7 +169,7 @@ def size_export_pool(preprocessed: Path) -> int:
     memory, cpus = memory_limit_bytes(), cpu_quota()
     fits = export_processes(classes, voxels, memory, cpus)
     chosen = min(fits, int(os.environ.get(DEFAULT_PROCESSES, fits)))
-    need = EXPORT_BYTES_PER_LOGIT * classes * voxels / 2**30
+    need = export_bytes(classes) * voxels / 2**30
     log.info(
         "export pool: %d process(es) (largest case %d voxels x %d classes: about %.1f GiB each; memory limit %.1f GiB)",
         chosen,

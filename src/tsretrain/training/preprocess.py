@@ -23,6 +23,7 @@ from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.run_files import NNUNET_SPLITS, PLANNING_SUMMARY
+from tsretrain.sizing import FIXED, preprocess_bytes
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.training.nnunet_env import NnunetFolders, planner_threads
@@ -54,12 +55,12 @@ class PreprocessConfig:
     plans_from: str | None = None
 
 
-def preprocessing_workers(planned: dict[str, Any], requested: int = 0) -> int:
-    """Processes that fit: about 12 float32 copies of the planning summary's median case per process, plus 1 GiB,
-    within the limit (a RADCURE-sized case when the summary has none)."""
+def preprocessing_workers(planned: dict[str, Any], classes: int, requested: int = 0) -> int:
+    """Processes that fit: nnU-Net's preprocessing of the planning summary's median case (a RADCURE-sized case when
+    the summary has none) per process, as measured (``tsretrain.sizing``), within four fifths of the limit."""
     median = planned.get("original_median_shape") or [200, 512, 512]
     cpus = requested or cpu_quota()
-    per_process = 12 * 4 * float(median[0] * median[1] * median[2]) + 2**30
+    per_process = preprocess_bytes(classes) * float(median[0] * median[1] * median[2]) + FIXED
     return max(1, min(cpus, int(memory_limit_bytes() * 0.8 // per_process)))
 
 
@@ -198,7 +199,8 @@ def preprocess(config: PreprocessConfig) -> StageResult:
     )
     result = make_plans(config, folders)
     configurations = tuple(result["preprocessed_configurations"])
-    workers = preprocessing_workers(result, config.workers)
+    classes = len(json.loads((target / "dataset.json").read_text())["labels"])
+    workers = preprocessing_workers(result, classes, config.workers)
     nnunet_preprocess(
         [config.model.dataset_id],
         result["plans_identifier"],
