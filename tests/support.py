@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import SimpleITK as sitk
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -240,3 +241,12 @@ def workflow_templates(documents: list[dict[str, Any]]) -> dict[str, dict[str, A
     """The chart's WorkflowTemplates by name: the training run (``tsretrain``) and the inference
     (``tsretrain-infer``)."""
     return {d["metadata"]["name"]: d for d in documents if d["kind"] == "WorkflowTemplate"}
+
+
+def write_volume(path: Path, array: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin((-4.0, -4.0, 10.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a new file, as conversion writes one: links to the old one keep it
+    sitk.WriteImage(image, str(path))

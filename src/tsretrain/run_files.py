@@ -73,6 +73,13 @@ def label_name(case_id: str) -> str:
     return f"{case_id}.nii.gz"
 
 
+def second_stage_trainer(trainer: str, loss: str) -> str:
+    """The tumour-focused second stage's trainer of a first-stage ``trainer`` with a loss (``Focal``, ``Weighted``;
+    ``*`` any), as its classes are named (``nnUNetTrainerTsrTiny`` -> ``nnUNetTrainerTsrTinyGTVpFocal``): its model
+    folders sit beside the first stage's below ``nnUNet_results``."""
+    return f"{trainer}{TUMOUR_LABEL}{loss}"
+
+
 INVENTORY = RunFile("scan", "inventory.json", "scan")
 SCAN_LISTING = RunFile("scan", "cases.csv", "scan")
 BATCH = RunFile("scan", "batches/{batch}.json", "scan")  # a fan-out batch's slice of the inventory

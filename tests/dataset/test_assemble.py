@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from support import write_volume
 
 from tsretrain import __version__
 from tsretrain.conversion.convert import ConvertConfig, convert
@@ -67,15 +68,6 @@ def test_labels_from_the_pseudolabel_merge(tmp_path: Path) -> None:
 
 MODEL = Model(dataset="Dataset042_Assembly", dictionary="radcure-oar21")
 SPLIT: dict[str, Any] = {"seed": 11, "folds": [["p3", "p1"], ["p2"]], "test": ["p5", "p4"]}
-
-
-def write_volume(path: Path, array: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)) -> None:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    image.SetOrigin((-4.0, -4.0, 10.0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)  # a new file, as conversion writes one: links to the old one keep it
-    sitk.WriteImage(image, str(path))
 
 
 def converted_case(converted: Path, case: str, label: int, **manifest: object) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_assemble import write_volume
+from support import write_volume
 
 from tsretrain.errors import UserError
 from tsretrain.evaluation.compare import CompareConfig, compare

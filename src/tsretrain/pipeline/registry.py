@@ -64,6 +64,7 @@ from tsretrain.run_files import (
     SPLIT_BATCH,
     image_name,
     label_name,
+    second_stage_trainer,
 )
 from tsretrain.stages import StageResult
 from tsretrain.synth.cohort import SynthConfig, generate
@@ -101,7 +102,7 @@ STEP_SIZE = Option("Sliding-window step (share of the patch).")
 # folders (``<trainer>GTVp<loss>__...``) never match the first stage's pattern, so that a first-stage step's inputs
 # are the same before and after a second stage wrote its models beside it.
 FIRST_STAGE = "*/{trainer}__*"
-SECOND_STAGE = "*/{trainer}GTVp*__*"
+SECOND_STAGE = f"*/{second_stage_trainer('{trainer}', '*')}__*"
 
 
 def prediction_reads(model: str) -> tuple[Files, ...]:

@@ -25,13 +25,14 @@ from typing import Literal
 from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import Device
+from tsretrain.run_files import second_stage_trainer
 from tsretrain.stages import StageResult
 from tsretrain.training.nnunet_env import NnunetFolders
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, train
 
 Loss = Literal["focal", "weighted"]
-LOSSES: dict[Loss, str] = {"focal": "GTVpFocal", "weighted": "GTVpWeighted"}
+LOSSES: dict[Loss, str] = {"focal": "Focal", "weighted": "Weighted"}  # the trainer classes' suffixes
 
 
 def focused_trainer(trainer: str, loss: str) -> str:
@@ -40,9 +41,10 @@ def focused_trainer(trainer: str, loss: str) -> str:
 
     if loss not in LOSSES:
         raise UserError(f"second stage: unknown loss {loss!r}", f"give one of {', '.join(LOSSES)}")
-    name = trainer + LOSSES[loss]
+    name = second_stage_trainer(trainer, LOSSES[loss])
     if name not in TRAINERS:
-        bases = sorted(t for t in TRAINERS if not any(t.endswith(suffix) for suffix in LOSSES.values()))
+        focused = tuple(second_stage_trainer("", suffix) for suffix in LOSSES.values())
+        bases = sorted(t for t in TRAINERS if not t.endswith(focused))
         raise UserError(
             f"second stage: the first stage's trainer {trainer} has no tumour-focused variant ({name})",
             f"train the first stage with one of {', '.join(bases)}",

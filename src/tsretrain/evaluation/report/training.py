@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tsretrain.evaluation.report.blocks import Block, Figure, Heading, Paragraph, Table, fmt
 from tsretrain.layout import RunLayout
-from tsretrain.run_files import PROGRESS, Progress, read_progress
+from tsretrain.run_files import PROGRESS, Progress, read_progress, second_stage_trainer
 
 
 def model_title(folder: str, trainer: str) -> str:
@@ -15,7 +15,11 @@ def model_title(folder: str, trainer: str) -> str:
     model_trainer = folder.split("__", 1)[0]
     if model_trainer == trainer:
         return "first stage"
-    return f"second stage ({model_trainer})" if model_trainer.startswith(trainer + "GTVp") else model_trainer
+    return (
+        f"second stage ({model_trainer})"
+        if model_trainer.startswith(second_stage_trainer(trainer, ""))
+        else model_trainer
+    )
 
 
 def best_epoch(progress: Progress) -> int | None:
