@@ -105,6 +105,22 @@ def configured(work: Path, predictions: Path, out: Path) -> PostprocessConfig:
     return PostprocessConfig(work=work, predictions=predictions, out=out, model=MODEL, workers=1)
 
 
+def test_a_small_validation_set_is_decided_in_this_process_whatever_the_cpus(
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers allowed, but four small cases per step tried: a spawned process would spend longer importing
+    torch and nnU-Net than evaluating (the demo's post-processing took 81 s on 2 cores that way, 6 s in-process)."""
+    work, predictions = trained
+
+    def spawn(*args: Any) -> Any:
+        raise AssertionError("nnU-Net started a process pool for a few small cases")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(multiprocessing, "get_context", spawn)
+        config = replace(configured(work, predictions, tmp_path / "postprocessing"), workers=2)
+        assert postprocess(config).counts["steps_kept"] == 1
+
+
 def test_a_far_speck_makes_nnunet_keep_the_largest_component_of_its_label_only(
     trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,6 +91,15 @@ def test_augmentation_workers_come_from_the_cpu_quota(
     assert os.environ["nnUNet_n_proc_DA"] == "7"  # noqa: SIM112 (nnU-Net's name)
 
 
+def test_processes_are_spawned_only_for_more_work_than_their_start() -> None:
+    """A spawned worker imports torch and nnU-Net (about 3 CPU s) before it works: worth it for a RADCURE-sized
+    evaluation, not for a demo's few phantoms."""
+    assert nnunet_env.worth_spawning(2, 2 * nnunet_env.SPAWN_CPU_SECONDS + 1) == 2
+    assert nnunet_env.worth_spawning(8, 8 * nnunet_env.SPAWN_CPU_SECONDS) == 1  # each only as long as its start
+    assert nnunet_env.worth_spawning(2, 0.5) == 1
+    assert nnunet_env.worth_spawning(1, 1000.0) == 1
+
+
 def test_export_processes_fit_the_largest_cases_logits_in_the_memory_limit() -> None:
     """At RADCURE's size (512 x 512 x 181) in a 48 GiB pod with 12 CPUs: three export processes for 22 labels (about
     11.7 GB each, the float64 resampling), one for 91 (where a process per CPU, nnU-Net's default, needs 580 GB)."""

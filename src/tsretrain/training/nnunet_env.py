@@ -96,6 +96,16 @@ class _ThreadPools:
         return ThreadPool(1)
 
 
+SPAWN_CPU_SECONDS = 3.0
+"""CPU seconds a spawned nnU-Net worker spends importing torch and nnU-Net before it works (2-4 s measured)."""
+
+
+def worth_spawning(workers: int, cpu_seconds: float) -> int:
+    """How many of ``workers`` processes to spawn for ``cpu_seconds`` of work shared among them: all when each
+    gets more work than its start costs, else one (``nnunet_pools`` then keeps the work in this process)."""
+    return workers if workers > 1 and cpu_seconds / workers > SPAWN_CPU_SECONDS else 1
+
+
 @contextlib.contextmanager
 def nnunet_pools(workers: int, *modules: ModuleType) -> Iterator[None]:
     """nnU-Net's process pools in these modules, for the block: with more than one worker the spawned processes
@@ -187,3 +197,13 @@ def size_export_pool(preprocessed: Path) -> int:
     nnunetv2.configuration.default_num_processes = chosen  # read at import by the modules that use it
     trainer_module.default_num_processes = chosen
     return chosen
+
+
+def image_size(path: Path) -> tuple[int, ...]:
+    """An image's size, from its header alone."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(int(n) for n in reader.GetSize())

@@ -37,10 +37,11 @@ from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import cpu_quota
 from tsretrain.run_files import DECISION, Decision, read_decision
+from tsretrain.sizing import POSTPROCESS_NS_PER_LABEL
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import sha256_of
-from tsretrain.training.nnunet_env import NnunetFolders, nnunet_pools
+from tsretrain.training.nnunet_env import NnunetFolders, image_size, nnunet_pools, worth_spawning
 from tsretrain.training.postprocessing_steps import apply_to_folder
 from tsretrain.ui import log
 from tsretrain.versions import installed
@@ -292,7 +293,12 @@ def postprocess(config: PostprocessConfig) -> StageResult:
     else:
         merged = config.out / "validation"
         merge_validation(inputs, merged)
-        deciding = min(workers, len(inputs.validation))
+        # each step tried evaluates every validation case (nnU-Net's compute_metrics, per label)
+        labels = len(json.loads((inputs.model / "dataset.json").read_text())["labels"])
+        voxels = sum(math.prod(image_size(inputs.references / name)) for name in inputs.validation)
+        deciding = worth_spawning(
+            min(workers, len(inputs.validation)), POSTPROCESS_NS_PER_LABEL * labels * voxels / 1e9
+        )
         with nnunet_pools(deciding, nnunet, evaluate_predictions), kept_trials(nnunet, config.out / "trials") as trials:
             functions, kwargs = nnunet.determine_postprocessing(
                 str(merged),

@@ -3,14 +3,16 @@ the postprocess stage decides, export packages and infer applies."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tsretrain.errors import UserError
 from tsretrain.resources import cpu_quota
+from tsretrain.sizing import POSTPROCESS_NS
 from tsretrain.storage.atomic import staged_dir
-from tsretrain.training.nnunet_env import nnunet_pools
+from tsretrain.training.nnunet_env import image_size, nnunet_pools, worth_spawning
 
 Steps = tuple[list[Callable[..., Any]], list[dict[str, Any]]]  # nnU-Net's pp_fns and pp_fn_kwargs
 
@@ -40,8 +42,9 @@ def apply_to_folder(source: Path, target: Path, steps: Steps, model: Path, worke
     absent), with the model folder's plans and dataset JSON; no steps write the maps unchanged."""
     from nnunetv2.postprocessing import remove_connected_components as nnunet
 
-    maps = sum(1 for path in source.iterdir() if path.is_file())
-    applying = max(1, min(workers or cpu_quota(), maps))
+    maps = [path for path in source.iterdir() if path.is_file()]
+    voxels = sum(math.prod(image_size(path)) for path in maps)  # a component removal and a write per map
+    applying = worth_spawning(max(1, min(workers or cpu_quota(), len(maps))), POSTPROCESS_NS * voxels / 1e9)
     with nnunet_pools(applying, nnunet), staged_dir(target) as staging:
         nnunet.apply_postprocessing_to_folder(
             str(source), str(staging), *steps, str(model / "plans.json"), str(model / "dataset.json"), applying

@@ -16,18 +16,8 @@ from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import Device, cpu_quota, memory_limit_bytes
 from tsretrain.stages import StageResult
-from tsretrain.training.nnunet_env import NnunetFolders, export_processes, torch_device
+from tsretrain.training.nnunet_env import NnunetFolders, export_processes, image_size, torch_device
 from tsretrain.ui import log
-
-
-def image_size(path: Path) -> tuple[int, ...]:
-    """An image's size, from its header alone."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return tuple(int(n) for n in reader.GetSize())
 
 
 @dataclass(frozen=True, kw_only=True)
