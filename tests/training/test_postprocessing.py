@@ -109,8 +109,11 @@ def test_a_small_validation_set_is_decided_in_this_process_whatever_the_cpus(
     trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two workers allowed, but four small cases per step tried: a spawned process would spend longer importing
-    torch and nnU-Net than evaluating (the demo's post-processing took 81 s on 2 cores that way, 6 s in-process)."""
-    work, predictions = trained
+    torch and nnU-Net than evaluating (the demo's post-processing took 81 s on 2 cores that way, 6 s in-process).
+    The test predictions lie beside the JSON files nnU-Net's predict writes, as in a run."""
+    work, predictions = trained  # this test's own
+    for name in ("plans.json", "dataset.json", "predict_from_raw_data_args.json"):
+        (predictions / "test" / name).write_text("{}")
 
     def spawn(*args: Any) -> Any:
         raise AssertionError("nnU-Net started a process pool for a few small cases")

@@ -3,6 +3,7 @@ the postprocess stage decides, export packages and infer applies."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,8 @@ def apply_to_folder(source: Path, target: Path, steps: Steps, model: Path, worke
     absent), with the model folder's plans and dataset JSON; no steps write the maps unchanged."""
     from nnunetv2.postprocessing import remove_connected_components as nnunet
 
-    maps = [path for path in source.iterdir() if path.is_file()]
+    ending = json.loads((model / "dataset.json").read_text())["file_ending"]
+    maps = sorted(source.glob(f"*{ending}"))  # nnU-Net's own JSON files lie beside the predictions
     voxels = sum(math.prod(image_size(path)) for path in maps)  # a component removal and a write per map
     applying = worth_spawning(max(1, min(workers or cpu_quota(), len(maps))), POSTPROCESS_NS * voxels / 1e9)
     with nnunet_pools(applying, nnunet), staged_dir(target) as staging:
