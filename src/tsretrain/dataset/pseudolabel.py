@@ -41,9 +41,9 @@ from tsretrain.run_files import (
     CASE_LABELS,
     MERGE_RECORD,
     MERGED_LABELS,
+    CaseManifest,
     CaseStatus,
     all_manifests,
-    read_manifest,
 )
 from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text
@@ -217,10 +217,10 @@ def class_ids(task: str) -> dict[str, int]:
     return {name: int(i) for i, name in class_map[task].items()}
 
 
-def merge_case(case: str, config: PseudolabelConfig, tasks: list[str]) -> dict[str, Any]:
-    """The merged label map of one case from its manual map, its task outputs and its CT."""
+def merge_case(manifest: CaseManifest, config: PseudolabelConfig, tasks: list[str]) -> dict[str, Any]:
+    """The merged label map of one converted case from its manual map, its task outputs and its CT."""
     dictionary = load_dictionary(config.dictionary)
-    manifest = read_manifest(config.converted, case)
+    case = manifest["case_id"]
     pseudo_dir = config.out / case
     manual = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_LABELS.at(config.converted, case=case))))
     manual = manual.astype(np.uint8)
@@ -262,12 +262,13 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
         log.warning(
             "TotalSegmentator runs on STAND-IN weights (%s): pseudo-labels of phantoms only", provenance["weights"]
         )
-    cases = [m["case_id"] for m in all_manifests(config.converted) if m["status"] == CaseStatus.OK]
+    manifests = [m for m in all_manifests(config.converted) if m["status"] == CaseStatus.OK]
     if config.cases:
-        cases = [c for c in cases if c in config.cases]
+        manifests = [m for m in manifests if m["case_id"] in config.cases]
     done = 0
-    with progress("pseudolabel: cases", total=len(cases)) as advance:
-        for case in cases:
+    with progress("pseudolabel: cases", total=len(manifests)) as advance:
+        for manifest in manifests:
+            case = manifest["case_id"]
             pseudo_dir = config.out / case
             (pseudo_dir / TASKS).mkdir(parents=True, exist_ok=True)
             timings = {}
@@ -276,7 +277,7 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
                 if not target.is_file():
                     log.info("%s: TotalSegmentator %s", case, task)
                     timings[task] = run_task(CASE_IMAGE.at(config.converted, case=case), task, target, device)
-            report = merge_case(case, config, tasks)
+            report = merge_case(manifest, config, tasks)
             record = {"tasks": timings, **provenance, **report}
             atomic_write_text(MERGE_RECORD.at(config.out, case=case), json.dumps(record, indent=1))
             done += 1
