@@ -4,7 +4,8 @@ stages of a finished ``make demo`` run with its test Dice.
 1. On the run's preprocessed data, the demo's trainer (``3d_tiny``, ``nnUNetTrainerTsrTiny``) builds its
    data loader and network; in a child process per variant it times augmented batches (one process, as one
    augmentation worker does) and training steps, for torch with 1 or 2 threads, OpenMP threads spinning or
-   sleeping when idle (``OMP_WAIT_POLICY``) and the network in nnU-Net's or channels-last memory format.
+   sleeping when idle (``OMP_WAIT_POLICY``), the network in nnU-Net's or channels-last memory format, and its
+   forward in float32 or under bfloat16 autocast (``TSRETRAIN_CPU_PRECISION``).
    CPU seconds are the measure: on a shared machine wall time says more about the neighbours.
 2. From the run folder: wall and CPU seconds of every stage (``.stages/``), the configuration trained, and the
    test Dice per structure (``evaluation/``).
@@ -23,13 +24,16 @@ from pathlib import Path
 
 import benchlib
 
-VARIANTS = (  # (threads, OMP_WAIT_POLICY, channels-last)
-    (1, "ACTIVE", False),
-    (2, "ACTIVE", False),
-    (2, "PASSIVE", False),
-    (1, "PASSIVE", True),
-    (2, "PASSIVE", True),
+VARIANTS = (  # (threads, OMP_WAIT_POLICY, channels-last, CPU precision)
+    (1, "ACTIVE", False, "fp32"),
+    (2, "ACTIVE", False, "fp32"),
+    (2, "PASSIVE", False, "fp32"),
+    (1, "PASSIVE", True, "fp32"),
+    (2, "PASSIVE", True, "fp32"),
+    (1, "PASSIVE", True, "bf16"),
+    (2, "PASSIVE", True, "bf16"),
 )
+ARITHMETIC = {"fp32": "float32", "bf16": "bfloat16 autocast"}
 
 
 def child(run: Path, threads: int, channels_last: bool, steps: int) -> None:
@@ -95,17 +99,21 @@ NOTES = """What decided the demo's configuration:
 
 
 def step_table(run: Path, steps: int) -> list[str]:
-    header = "| torch threads | idle OpenMP threads | network memory format | step CPU (s) | augmented batch CPU (s) |"
-    rows = [header, "|---|---|---|---|---|"]
-    for threads, wait, channels_last in VARIANTS:
+    from tsretrain.training.precision import PRECISION_VARIABLE
+
+    header = "| torch threads | idle OpenMP threads | network memory format | arithmetic | step CPU (s) | step wall (s)"
+    rows = [header + " | augmented batch CPU (s) |", "|---|---|---|---|---|---|---|"]
+    for threads, wait, channels_last, arithmetic in VARIANTS:
         command = [sys.executable, __file__, "--child", "--run", str(run), "--threads", str(threads)]
         command += ["--steps", str(steps)] + (["--channels-last"] if channels_last else [])
         os.environ["OMP_WAIT_POLICY"] = wait
+        os.environ[PRECISION_VARIABLE] = arithmetic  # read by the trainer's initialize
         result = benchlib.measure(command)
         layout = "channels-last" if channels_last else "nnU-Net's (contiguous)"
         idle = "sleep (PASSIVE)" if wait == "PASSIVE" else "spin (default)"
         rows.append(
-            f"| {threads} | {idle} | {layout} | {result['step_cpu_s']:.2f} | {result['augmentation_cpu_s']:.3f} |"
+            f"| {threads} | {idle} | {layout} | {ARITHMETIC[arithmetic]} | {result['step_cpu_s']:.2f} "
+            f"| {result['step_wall_s']:.2f} | {result['augmentation_cpu_s']:.3f} |"
         )
     return rows
 

@@ -25,7 +25,8 @@ from tsretrain.storage.store import open_store
 from tsretrain.training import discovery
 from tsretrain.training import predict as predict_module
 from tsretrain.training.nnunet_env import NnunetFolders
-from tsretrain.training.predict import PredictConfig, predict
+from tsretrain.training.precision import PRECISION_VARIABLE
+from tsretrain.training.predict import PredictConfig, load_predictor, predict
 from tsretrain.training.preprocess import PreprocessConfig, preprocess
 from tsretrain.training.train import TrainConfig, train
 
@@ -137,6 +138,19 @@ def test_short_training_and_ensemble_prediction(
     assert "Using torch.compile" not in capfd.readouterr().out  # neither the validation nor the prediction
     with pytest.raises(UserError, match="train them first"):
         predict(PredictConfig(work=prepared / "work", out=tmp_path, model=replace(TINY, folds=(2,)), device="cpu"))
+
+    # the predictor's network in either CPU arithmetic: bfloat16 inside the forward, float32 logits out, within
+    # bfloat16's precision of the float32 network's
+    patch = torch.randn(1, 1, *checkpoint["init_args"]["plans"]["configurations"]["3d_tiny"]["patch_size"])
+    logits, computed = {}, []
+    for setting in ("fp32", "bf16"):
+        monkeypatch.setenv(PRECISION_VARIABLE, setting)
+        network = load_predictor(fold0.parent, (0,), torch.device("cpu"), 0.5).network
+        network.encoder.stages[0].register_forward_hook(lambda module, args, output: computed.append(output.dtype))
+        with torch.no_grad():
+            logits[setting] = network(patch)
+    assert computed == [torch.float32, torch.bfloat16] and logits["bf16"].dtype == torch.float32
+    assert float((logits["bf16"] - logits["fp32"]).abs().max()) < 0.05 * float(logits["fp32"].abs().max())
 
 
 def spy_predictors(monkeypatch: pytest.MonkeyPatch) -> list[str]:

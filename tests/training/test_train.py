@@ -26,6 +26,7 @@ from tsretrain.storage.store import LocalStore
 from tsretrain.training import predict as predict_module
 from tsretrain.training import train as train_module
 from tsretrain.training.nnunet_trainers.tsretrain_trainers import TRAINERS
+from tsretrain.training.precision import PRECISION_VARIABLE
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, ValidateConfig, train, validate
 
@@ -172,6 +173,27 @@ def test_no_trainer_mirrors_in_training(work: Path, trainer: str, monkeypatch: p
         assert built.inference_allowed_mirroring_axes == (0, 1, 2)
     else:
         assert mirrors == [] and built.inference_allowed_mirroring_axes is None
+
+
+@pytest.mark.parametrize(("setting", "computed"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_a_cpu_training_step_runs_the_forward_in_the_chosen_arithmetic(
+    work: Path, setting: str, computed: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's trainer as nnU-Net builds it, one step on an augmented batch: the network's layers compute in
+    the process's CPU arithmetic; the loss is finite and the parameters (the checkpoint's) stay float32 and move."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # the loader in this process, no workers
+    monkeypatch.setenv(PRECISION_VARIABLE, setting)
+    trainer = _built(work, "nnUNetTrainerTsrTiny")
+    trainer.initialize()
+    dtypes: list[torch.dtype] = []
+    trainer.network.encoder.stages[0].register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    training, _ = trainer.get_dataloaders()
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    loss = trainer.train_step(next(training))["loss"]
+    assert np.isfinite(loss) and dtypes == [computed]
+    after = list(trainer.network.parameters())
+    assert all(p.dtype == torch.float32 for p in after)
+    assert any(not torch.equal(old, new) for old, new in zip(before, after, strict=True))
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from tsretrain.stages import StageResult
 from tsretrain.storage.atomic import atomic_write_text, staged_dir
 from tsretrain.training.nnunet_env import torch_device
 from tsretrain.training.postprocessing_steps import apply_to_folder
+from tsretrain.training.precision import Precision
 from tsretrain.training.predict import load_predictor, predict_images
 from tsretrain.ui import log, progress
 
@@ -61,6 +62,7 @@ class InferConfig:
     out: Path
     formats: tuple[str, ...] = FORMATS
     device: Device = "auto"
+    precision: Precision = "auto"
     folds: tuple[int, ...] = ()
     step_size: float = 0.5
     cases: tuple[str, ...] = ()
@@ -228,7 +230,7 @@ def infer(config: InferConfig) -> StageResult:
     unknown = sorted(set(config.formats) - set(FORMATS))
     if unknown or not config.formats:
         raise UserError(f"--format {','.join(config.formats)}: choose from {', '.join(FORMATS)}")
-    device = torch_device(config.device)
+    device = torch_device(config.device, config.precision)
     plans = _planned(config)
     check_input_folder(str(config.input))
     config.out.mkdir(parents=True, exist_ok=True)

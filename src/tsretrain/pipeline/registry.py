@@ -90,6 +90,10 @@ WORKERS = Option("Worker processes (0: one per usable CPU).", flags=("--workers"
 RTSTRUCT_CHOICE = Option(f"With several RTSTRUCTs: {', '.join(RTSTRUCT_CHOICES)}.")
 WORK = Option("nnU-Net work root (nnUNet_raw, nnUNet_preprocessed, nnUNet_results).", at="nnunet")
 DEVICE = Option("auto, cuda (fails without a GPU) or cpu.", parameters=("device",))
+PRECISION = Option(
+    "On a CPU: auto (bfloat16 autocast where the CPU computes it natively, else float32), bf16 or fp32 "
+    "(CUDA: nnU-Net's float16 autocast)."
+)
 CASES = Option("Only these case ids: a,b or repeated (a batch of a fan-out).", flags=("--cases", "--case"))
 
 
@@ -402,6 +406,7 @@ STAGES: tuple[AnyStage, ...] = (
             "iterations": ITERATIONS,
             "save_every": Option("Checkpoint every N epochs."),
             "device": DEVICE,
+            "precision": PRECISION,
             "init_from": Option(
                 "Pretrained model (nnU-Net model folder, TotalSegmentator task folder or model package): every "
                 "layer but the head; preprocess with --plans-from it first.",
@@ -440,6 +445,7 @@ STAGES: tuple[AnyStage, ...] = (
             "work": WORK,
             "fold": Option("Fold to validate."),
             "device": DEVICE,
+            "precision": PRECISION,
             "store": Option("Store URI of the run's nnUNet_results: the fold restored from there, published there."),
         },
         model=("dataset", "trainer", "plans", "configuration"),
@@ -464,6 +470,7 @@ STAGES: tuple[AnyStage, ...] = (
             "work": WORK,
             "out": Option("Output folder (test/, validation/).", flags=("--out", "-o"), at="predictions"),
             "device": DEVICE,
+            "precision": PRECISION,
             "tta": TTA,
             "step_size": STEP_SIZE,
             "cases": Option(
@@ -575,6 +582,7 @@ STAGES: tuple[AnyStage, ...] = (
             "warmup_epochs": Option("Learning-rate warm-up epochs from a tenth (default: a tenth of the epochs)."),
             "save_every": Option("Checkpoint every N epochs."),
             "device": DEVICE,
+            "precision": PRECISION,
             "store": STORE,
             "seed": Option("Random seed of the training process's draws."),
         },
@@ -604,6 +612,7 @@ STAGES: tuple[AnyStage, ...] = (
             "out": Option("Output folder (test/).", flags=("--out", "-o"), at="second"),
             "loss": Option(f"The second stage's loss: {', '.join(LOSSES)}.", parameters=("second-stage-loss",)),
             "device": DEVICE,
+            "precision": PRECISION,
             "tta": TTA,
             "step_size": STEP_SIZE,
             "cases": Option("Only these test cases (a batch of a fan-out).", flags=("--cases", "--case")),
@@ -737,6 +746,7 @@ STAGES: tuple[AnyStage, ...] = (
                 f"Outputs: {','.join(FORMATS)} (a,b or repeated).", flags=("--format",), parameters=("formats",)
             ),
             "device": DEVICE,
+            "precision": PRECISION,
             "folds": Option("Folds of the package ensembled (default: all it holds).", parameters=("folds",)),
             "step_size": STEP_SIZE,
             "cases": Option("Only these patients (case ids as the scan names them).", flags=("--cases", "--case")),

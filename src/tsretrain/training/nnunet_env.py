@@ -17,6 +17,8 @@ from tsretrain.errors import UserError
 from tsretrain.layout import NNUNET_FOLDERS
 from tsretrain.resources import cpu_quota, memory_limit_bytes
 from tsretrain.sizing import FIXED, export_bytes
+from tsretrain.training.precision import PRECISION_VARIABLE, Precision
+from tsretrain.training.precision import describe as describe_precision
 from tsretrain.ui import log
 
 AUGMENTATION = "nnUNet_n_proc_DA"  # nnU-Net's data-augmentation process count
@@ -135,9 +137,10 @@ def augmentation_workers(device_type: str) -> int:
     return max(1, cpus - 1) if cpus > 2 else cpus
 
 
-def torch_device(name: str) -> Any:
+def torch_device(name: str, precision: Precision = "auto") -> Any:
     """``auto`` (CUDA when present), ``cuda`` (refused without a GPU) or ``cpu``; on the CPU torch gets the
-    container's CPU quota and nnU-Net never compiles the network."""
+    container's CPU quota, nnU-Net never compiles the network, and the trainers and the predictor compute in
+    ``precision`` (:mod:`tsretrain.training.precision`)."""
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
@@ -152,6 +155,8 @@ def torch_device(name: str) -> Any:
         # nnU-Net's trainer never compiles on a CPU, but its predictor (the fold's validation, ``predict``) does
         # when nnUNet_compile is set, as the GPU image sets it: 2.2x the CPU of a small prediction (bench/cpu_predict)
         os.environ["nnUNet_compile"] = "false"  # noqa: SIM112 (nnU-Net's name)
+        os.environ[PRECISION_VARIABLE] = precision
+        log.info("CPU arithmetic: %s (--precision %s)", describe_precision(), precision)
     return torch.device(name)
 
 

@@ -16,7 +16,9 @@ from tsretrain.errors import UserError
 from tsretrain.model import Model
 from tsretrain.resources import Device, cpu_quota, memory_limit_bytes
 from tsretrain.stages import StageResult
+from tsretrain.training import precision
 from tsretrain.training.nnunet_env import NnunetFolders, export_processes, image_size, torch_device
+from tsretrain.training.precision import Precision
 from tsretrain.ui import log
 
 
@@ -28,6 +30,7 @@ class PredictConfig:
     out: Path
     model: Model = field(default_factory=Model)  # its folds are ensembled
     device: Device = "auto"
+    precision: Precision = "auto"
     # nnU-Net's mirroring test-time augmentation, along the axes the checkpoint allows: none for tsretrain's
     # trainers (they learn without mirroring), so it only changes models of mirroring trainers (nnUNetTrainer)
     tta: bool = False
@@ -56,6 +59,7 @@ def load_predictor(model: Path, folds: tuple[int, ...], device: Any, step_size: 
         allow_tqdm=False,
     )
     predictor.initialize_from_trained_model_folder(str(model), use_folds=folds, checkpoint_name="checkpoint_final.pth")
+    precision.apply(predictor.network, device)
     return predictor
 
 
@@ -89,7 +93,7 @@ def predict_images(predictor: Any, device: Any, images: list[Path], outputs: lis
 
 
 def predict(config: PredictConfig) -> StageResult:
-    device = torch_device(config.device)  # first: a pod without the GPU it asked for fails at once
+    device = torch_device(config.device, config.precision)  # first: a pod without the GPU it asked for fails at once
     folders = NnunetFolders(config.work)
     folders.activate()
     name = config.model.dataset

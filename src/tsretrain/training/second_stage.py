@@ -28,6 +28,7 @@ from tsretrain.resources import Device
 from tsretrain.run_files import second_stage_trainer
 from tsretrain.stages import StageResult
 from tsretrain.training.nnunet_env import NnunetFolders
+from tsretrain.training.precision import Precision
 from tsretrain.training.predict import PredictConfig, predict
 from tsretrain.training.train import TrainConfig, train
 
@@ -70,6 +71,7 @@ class SecondStageConfig:
     warmup_epochs: int | None = None
     save_every: int = 5
     device: Device = "auto"
+    precision: Precision = "auto"
     store: str | None = None
     seed: int = 0
 
@@ -94,6 +96,7 @@ def second_stage(config: SecondStageConfig) -> StageResult:
             warmup_epochs=config.warmup_epochs,
             save_every=config.save_every,
             device=config.device,
+            precision=config.precision,
             init_from=str(fold),
             init_head=True,
             store=config.store,

@@ -29,6 +29,7 @@ from tsretrain.training.nnunet_env import (
     size_export_pool,
     torch_device,
 )
+from tsretrain.training.precision import Precision
 from tsretrain.training.pretrained import check_compatible, load_head, network_weights, open_pretrained
 from tsretrain.ui import log
 
@@ -46,6 +47,7 @@ class TrainConfig:
     epochs: int | None = None
     save_every: int = 5
     device: Device = "auto"
+    precision: Precision = "auto"
     init_from: str | None = None
     init_head: bool = False  # ... and its head too (the second stage: the same labels)
     warmup_epochs: int | None = None
@@ -186,7 +188,7 @@ def check_fold(folders: NnunetFolders, model: Model, fold: int) -> None:
 
 def train(config: TrainConfig) -> StageResult:
     """Train (or resume, or skip when finished) one fold."""
-    device = torch_device(config.device)  # first: a pod without the GPU it asked for fails at once
+    device = torch_device(config.device, config.precision)  # first: a pod without the GPU it asked for fails at once
     folders = NnunetFolders(config.work)
     folders.activate()
     check_fold(folders, config.model, config.fold)
@@ -279,6 +281,7 @@ class ValidateConfig:
     fold: int
     model: Model = field(default_factory=Model)
     device: Device = "auto"
+    precision: Precision = "auto"
     store: str | None = None
 
 
@@ -286,11 +289,18 @@ def validate(config: ValidateConfig) -> StageResult:
     """Predict a trained fold's validation cases and export them (nnU-Net's ``--val``): the end of ``train`` as a
     step of its own, so that a cluster runs it on a pod with the memory nnU-Net's export needs (a resampled case's
     logits in float64), never after hours of training on a pod without it."""
-    device = torch_device(config.device)
+    device = torch_device(config.device, config.precision)
     folders = NnunetFolders(config.work)
     folders.activate()
     check_fold(folders, config.model, config.fold)
-    fold = TrainConfig(work=config.work, fold=config.fold, model=config.model, device=config.device, store=config.store)
+    fold = TrainConfig(
+        work=config.work,
+        fold=config.fold,
+        model=config.model,
+        device=config.device,
+        precision=config.precision,
+        store=config.store,
+    )
     restore(fold)
     local = fold.fold_folder()
     if not (local / "checkpoint_final.pth").is_file():

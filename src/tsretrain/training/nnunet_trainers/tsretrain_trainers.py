@@ -7,6 +7,9 @@ and their initial learning rate from ``TSRETRAIN_LR`` when set. They are found b
 (``tsretrain nnunet-env`` prints the setting).
 
 - ``nnUNetTrainerTsr``: the default.
+On a CPU with native bfloat16 the network's forward runs under bfloat16 autocast (``TSRETRAIN_CPU_PRECISION``,
+:mod:`tsretrain.training.precision`); on CUDA nnU-Net's float16 autocast, as nnU-Net's own trainer.
+
 - ``nnUNetTrainerTsrTiny``: a few iterations per epoch and AdamW, for the demo and CI on a CPU.
 - ``nnUNetTrainerTsrGTVpWeighted``: cross-entropy with GTVp weighted ``TSRETRAIN_GTVP_WEIGHT`` (default 5).
 - ``nnUNetTrainerTsrGTVpFocal``: Dice + focal loss (gamma ``TSRETRAIN_FOCAL_GAMMA``, default 2), GTVp up-weighted.
@@ -32,6 +35,7 @@ from torch import nn
 from torch.nn import functional
 
 from tsretrain.labels.dictionary import TUMOUR_LABEL
+from tsretrain.training import precision
 
 CheckpointHook = Callable[[str, str], None]  # (written file, final name)
 CUDA = torch.device("cuda")  # nnU-Net's default device
@@ -114,9 +118,15 @@ class nnUNetTrainerTsr(nnUNetTrainerNoMirroring):  # type: ignore[misc]
         optimizer, _ = super().configure_optimizers()
         return optimizer, self.schedule(optimizer)
 
+    def initialize(self) -> None:
+        """nnU-Net's, then on a CPU the network's forward in the process's precision (``TSRETRAIN_CPU_PRECISION``)."""
+        super().initialize()
+        precision.apply(self.network, self.device)
+
     def on_train_start(self) -> None:
         super().on_train_start()
-        self.print_to_log_file(f"tsretrain: starting at epoch {self.current_epoch} of {self.num_epochs}")
+        arithmetic = f", CPU arithmetic: {precision.describe()}" if self.device.type == "cpu" else ""
+        self.print_to_log_file(f"tsretrain: starting at epoch {self.current_epoch} of {self.num_epochs}{arithmetic}")
 
 
 class nnUNetTrainerTsrTiny(nnUNetTrainerTsr):
