@@ -30,6 +30,7 @@ from tsretrain.synth.phantom import SKULL_HU, tissue_mask
 from tsretrain.synth.truth import load_truth
 from tsretrain.totalseg.models import CROP_TASK_ID, models_for, task_models
 from tsretrain.totalseg.standins import FOLDER_NOTE, MARKER, is_standin
+from tsretrain.training.precision import PRECISION_VARIABLE
 
 TS90 = load_dictionary("radcure-ts90")
 TASKS = TS90.pseudolabel_tasks()
@@ -119,6 +120,45 @@ def test_standins_are_in_totalsegmentators_layout_and_marked(standins: Path) -> 
         assert record["models"][model.folder]["model_folder"] == model.model_folder.as_posix()
     trained = record["models"]["Dataset775_head_glands_cavities_492subj"]["classes_with_phantom_truth"]
     assert {"eye_left", "parotid_gland_right", "optic_nerve_left"} <= set(trained)
+    for model in record["models"].values():  # each model's fit: the classes it learned from phantom truth
+        assert set(model["fit_dice"]) <= set(model["classes_with_phantom_truth"])
+    skull = [training["fit_dice"]["skull"] for training in record["trainings"] if "skull" in training["fit_dice"]]
+    assert len(skull) == 3 and max(skull) > 0.6  # the 6 mm crop model's skull: 0.9 after 150 steps, measured
+
+
+class Echo(torch.nn.Module):
+    """A network whose logits name the label its input holds (the input is a label map), ``moved`` labels
+    predicted as ``moved[label]``."""
+
+    def __init__(self, classes: int, moved: dict[int, int]) -> None:
+        super().__init__()
+        self.classes, self.moved = classes, moved
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        labels = x[:, 0].round().long()
+        for old, new in self.moved.items():
+            labels[labels == old] = new
+        return 10.0 * torch.nn.functional.one_hot(labels, self.classes).permute(0, 4, 1, 2, 3).float()
+
+
+@pytest.mark.parametrize(
+    ("moved", "expected"),
+    [({}, {"skull": 1.0, "brain": 1.0}), ({1: 2}, {"skull": 0.0, "brain": round(2 * 96 / (96 + 96 + 96), 3)})],
+)
+def test_the_fit_is_the_dice_of_what_nnunets_sliding_window_predicts(
+    moved: dict[int, int], expected: dict[str, float]
+) -> None:
+    """On a phantom whose image is its label map: a network predicting what it sees fits every class; one calling
+    the skull brain fits no skull, and brain at the Dice of brain against brain and skull."""
+    from tsretrain.totalseg.standins import Group, Prepared, _plans, fit
+
+    model = models_for(["craniofacial_structures"])[-1]
+    seg = np.zeros((1, 16, 24, 24), dtype=np.int16)
+    seg[0, 2:6, 4:10, 4:8] = 1  # skull: 96 voxels
+    seg[0, 8:12, 10:16, 12:16] = 2  # brain: 96 voxels
+    plans = _plans(model, {"mean": 0.0, "std": 1.0}, [16, 24, 24])
+    prepared = Prepared([seg.astype(np.float32)], [seg], [{}], [0.0], {}, [16, 24, 24], plans)
+    assert fit(Echo(3, moved), prepared, Group([model], ["background", "skull", "brain"])) == expected
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +236,8 @@ def test_totalsegmentators_predictions_run_in_process_with_its_own_result(
     standins: Path, pseudolabelled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stage runs TotalSegmentator's predictions as nnU-Net's own sequential prediction (no preprocessing
-    process, manager or export pool started per prediction); the task's label map is the one TotalSegmentator's
-    default path (its processes) makes of the same CT."""
+    process, manager or export pool started per prediction); in float32 the task's label map is the one
+    TotalSegmentator's default path (its processes) makes of the same CT, under bfloat16 autocast nearly so."""
     import nnunetv2.inference.predict_from_raw_data as predictor_module
     from totalsegmentator.python_api import totalsegmentator
 
@@ -214,9 +254,16 @@ def test_totalsegmentators_predictions_run_in_process_with_its_own_result(
     stage.use_weights(standins, tmp_path / "home" / ".totalsegmentator")
     task, ct = "craniofacial_structures", case_dir / image_name(case_dir.name)  # its skull is learned: not empty
     ours, theirs = tmp_path / "ours.nii.gz", tmp_path / "theirs.nii.gz"
+    monkeypatch.setenv(PRECISION_VARIABLE, "fp32")
     stage.run_task(ct, task, ours, "cpu")
     assert not started  # no preprocessing iterator (its processes) in the stage
     totalsegmentator(ct, theirs, ml=True, task=task, device="cpu", quiet=True, nr_thr_saving=1)
     assert started  # TotalSegmentator's own path: one per prediction
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(ours)))
-    assert array.any() and np.array_equal(array, sitk.GetArrayFromImage(sitk.ReadImage(str(theirs))))
+    array, own = (sitk.GetArrayFromImage(sitk.ReadImage(str(path))) for path in (ours, theirs))
+    assert array.any() and np.array_equal(array, own)
+    monkeypatch.setenv(PRECISION_VARIABLE, "bf16")
+    stage.run_task(ct, task, ours, "cpu")
+    autocast = sitk.GetArrayFromImage(sitk.ReadImage(str(ours)))
+    for label in np.unique(own)[1:]:  # each class TotalSegmentator finds, found again under bfloat16
+        both = np.count_nonzero((autocast == label) & (own == label))
+        assert 2 * both / (np.count_nonzero(autocast == label) + np.count_nonzero(own == label)) > 0.9

@@ -50,8 +50,9 @@ from tsretrain.storage.atomic import atomic_write_text
 from tsretrain.storage.store import open_store
 from tsretrain.totalseg.models import models_for, task_models
 from tsretrain.totalseg.standins import is_standin
-from tsretrain.training import discovery
+from tsretrain.training import discovery, precision
 from tsretrain.training.nnunet_env import torch_device
+from tsretrain.training.precision import Precision
 from tsretrain.ui import log, progress
 from tsretrain.versions import installed
 
@@ -70,6 +71,7 @@ class PseudolabelConfig:
     out: Path
     dictionary: str = "radcure-ts90"
     device: Device = "auto"
+    precision: Precision = "auto"
     weights: str | None = None
     allow_download: bool = False
     prefer_manual: bool = True
@@ -190,7 +192,9 @@ def predictions_in_process() -> Iterator[None]:
     """TotalSegmentator's nnU-Net predictions run as nnU-Net's own ``predict_from_files_sequential``: each call
     predicts one CT, so the preprocessing process, manager and export pool that ``predict_from_files`` starts per
     prediction (each importing torch and nnU-Net, 2-4 s of CPU) have nothing to overlap with and only add their
-    start, twelve times per CT for radcure-ts90 (six tasks, each after its crop model), on a GPU as on CPUs."""
+    start, twelve times per CT for radcure-ts90 (six tasks, each after its crop model), on a GPU as on CPUs. On a
+    CPU the network's forward runs in the process's arithmetic (``--precision``: bfloat16 autocast where the CPU
+    computes it natively), as in tsretrain's own predictions."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     original = nnUNetPredictor.predict_from_files
@@ -198,6 +202,7 @@ def predictions_in_process() -> Iterator[None]:
 
     @functools.wraps(original)  # the same signature: TotalSegmentator asks it which options it takes
     def sequential(self: Any, inputs: Any, outputs: Any, **options: Any) -> Any:
+        precision.apply(self.network, self.device)
         if options.get("num_parts", 1) != 1:  # a share of a folder: nnU-Net's own path
             return original(self, inputs, outputs, **options)
         return self.predict_from_files_sequential(
@@ -256,7 +261,8 @@ def pseudolabel(config: PseudolabelConfig) -> StageResult:
         raise PseudolabelError(f"dictionary {dictionary.name} names no TotalSegmentator source")
     check_classes(dictionary)
     check_weights(tasks, config.allow_download)
-    device = "gpu" if torch_device(config.device).type == "cuda" else "cpu"  # TotalSegmentator's words
+    on_cuda = torch_device(config.device, config.precision).type == "cuda"
+    device = "gpu" if on_cuda else "cpu"  # TotalSegmentator's words
     provenance = weights_provenance()
     if provenance["stand_in"]:
         log.warning(

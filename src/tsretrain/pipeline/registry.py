@@ -229,6 +229,7 @@ STAGES: tuple[AnyStage, ...] = (
             "device": Option(
                 "auto (CUDA when present), cuda (fails at once without a GPU) or cpu.", parameters=("device",)
             ),
+            "precision": PRECISION,
             "weights": Option(
                 "TotalSegmentator home: a folder or a store URI (staged to local disk); default TOTALSEG_HOME_DIR."
             ),
