@@ -21,6 +21,7 @@ from tsretrain.pipeline.registry import BY_NAME, STAGES, run_stage
 from tsretrain.pipeline.stage import AnyStage, Option, parse_list
 from tsretrain.run_files import CASE_LISTING, INFERENCE_LISTING
 from tsretrain.stages import StageResult
+from tsretrain.totalseg.standins import StandinConfig
 from tsretrain.ui import console, log, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -377,15 +378,17 @@ def logs_command(
 def standin_weights_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="TotalSegmentator home to write (TOTALSEG_HOME_DIR).")],
     dictionary: Annotated[str, typer.Option(help="Dictionary whose TotalSegmentator tasks get models.")] = (
-        "radcure-ts90"
+        StandinConfig.dictionary
     ),
-    phantoms: Annotated[int, typer.Option(help="Synthetic phantoms trained on.")] = 2,
-    iterations: Annotated[int, typer.Option(help="Training steps per spacing (two patches each).")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed of the phantoms and the training.")] = 0,
+    phantoms: Annotated[int, typer.Option(help="Synthetic phantoms trained on.")] = StandinConfig.phantoms,
+    iterations: Annotated[
+        int, typer.Option(help="Training steps per spacing (two patches each).")
+    ] = StandinConfig.iterations,
+    seed: Annotated[int, typer.Option(help="Seed of the phantoms and the training.")] = StandinConfig.seed,
 ) -> None:
     """STAND-IN TotalSegmentator weights (not TotalSegmentator's): small models in its exact layout, trained on
     phantoms, so that its code runs offline (tests, demo-ts90, the Argo harness)."""
-    from tsretrain.totalseg.standins import StandinConfig, build_standins
+    from tsretrain.totalseg.standins import build_standins
 
     _done(
         build_standins(

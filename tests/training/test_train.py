@@ -196,6 +196,20 @@ def test_a_cpu_training_step_runs_the_forward_in_the_chosen_arithmetic(
     assert any(not torch.equal(old, new) for old, new in zip(before, after, strict=True))
 
 
+def test_a_fold_validates_in_a_process_where_totalsegmentator_patched_nnunet(work: Path) -> None:
+    """``tsretrain run`` pseudo-labels and trains in one process: TotalSegmentator's import replaces nnU-Net's export
+    function, and the fold's validation (an export pool of spawned processes) still exports with nnU-Net's."""
+    import nnunetv2.inference.export_prediction as export_module
+    import totalsegmentator.nnunet  # noqa: F401 (its import patches nnU-Net, as the pseudo-label stage's does)
+
+    patched = export_module.export_prediction_from_logits
+    assert patched.__module__.startswith("totalsegmentator")
+    config = TrainConfig(work=work, fold=0, epochs=1, iterations=1, model=TINY, device="cpu")
+    train(config)
+    assert (config.fold_folder() / "validation" / "summary.json").is_file()
+    assert export_module.export_prediction_from_logits is patched  # TotalSegmentator's again after the validation
+
+
 @pytest.mark.slow
 def test_tta_mirrors_only_the_models_of_mirroring_trainers(
     work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

@@ -126,6 +126,23 @@ def nnunet_pools(workers: int, *modules: ModuleType) -> Iterator[None]:
             setattr(module, "multiprocessing", original)  # noqa: B010
 
 
+@contextlib.contextmanager
+def nnunets_own_export() -> Iterator[None]:
+    """nnU-Net's export function where its trainer's export pool looks it up, for the block. TotalSegmentator, once
+    imported, replaces ``nnunetv2.inference.export_prediction.export_prediction_from_logits`` with its own (its
+    cropped-logits path); the trainer still holds nnU-Net's, which the pool then cannot pickle ("not the same object"),
+    so a fold trained in a process that ran the pseudo-label stage (``tsretrain run``) failed at its validation."""
+    import nnunetv2.inference.export_prediction as export_module
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    current = export_module.export_prediction_from_logits
+    export_module.export_prediction_from_logits = trainer_module.export_prediction_from_logits
+    try:
+        yield
+    finally:
+        export_module.export_prediction_from_logits = current
+
+
 def augmentation_workers(device_type: str) -> int:
     """Data-augmentation processes: on a GPU, the container's CPU quota less one for the training process (all
     of it up to two CPUs, the training process mostly waiting for the GPU); on the CPU, none on a single CPU,

@@ -26,6 +26,7 @@ from tsretrain.training.nnunet_env import (
     NnunetFolders,
     augmentation_processes,
     environment,
+    nnunets_own_export,
     size_export_pool,
     torch_device,
 )
@@ -261,8 +262,7 @@ def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> Sta
         trainer.run_training()
     atomic_write_text(local / PROGRESS.basename, json.dumps(progress_of(trainer)))
     if config.validate:
-        size_export_pool(folders.preprocessed / config.model.dataset)
-        trainer.perform_actual_validation(False)
+        validate_trainer(trainer, folders.preprocessed / config.model.dataset)
     if config.store is not None:
         _mirror(config)
         publish(config)
@@ -271,6 +271,14 @@ def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> Sta
         {"fold": str(local)},
         {"fold": config.fold, "resumed_from_epoch": first_epoch, "seconds": int(time.time() - started)},
     )
+
+
+def validate_trainer(trainer: Any, preprocessed: Path) -> None:
+    """nnU-Net's validation of a trained fold (``--val``), its export pool sized to the memory limit, with nnU-Net's
+    own export function (:func:`nnunets_own_export`)."""
+    size_export_pool(preprocessed)
+    with nnunets_own_export():
+        trainer.perform_actual_validation(False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,8 +321,7 @@ def validate(config: ValidateConfig) -> StageResult:
     discovery.find_trainer(config.model.trainer)
     trainer = nnunet_trainer(config.model, config.fold, folders, device)
     maybe_load_checkpoint(trainer, False, True, None)  # the final checkpoint, for validation only
-    size_export_pool(folders.preprocessed / config.model.dataset)
-    trainer.perform_actual_validation(False)
+    validate_trainer(trainer, folders.preprocessed / config.model.dataset)
     if config.store is not None:  # the validation alone, under a manifest of its own beside the fold's
         model = local.parent.relative_to(folders.results).as_posix()
         manifest = f"_manifest-{local.parent.name}-{local.name}-validation.json"
