@@ -210,6 +210,17 @@ def test_a_fold_validates_in_a_process_where_totalsegmentator_patched_nnunet(wor
     assert export_module.export_prediction_from_logits is patched  # TotalSegmentator's again after the validation
 
 
+def test_a_validation_killed_midway_is_redone_on_a_rerun(work: Path) -> None:
+    """A trained fold whose validation folder lacks nnU-Net's summary.json (the validation died midway) is
+    validated again, not taken as finished."""
+    config = TrainConfig(work=work, fold=0, epochs=1, iterations=1, model=TINY, device="cpu", validate=False)
+    train(config)
+    (config.fold_folder() / "validation").mkdir()
+    again = train(replace(config, validate=True))
+    assert again.counts["resumed_from_epoch"] != -1  # not skipped as finished
+    assert (config.fold_folder() / "validation" / "summary.json").is_file()
+
+
 @pytest.mark.slow
 def test_tta_mirrors_only_the_models_of_mirroring_trainers(
     work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

@@ -14,7 +14,8 @@ input path (closest canonical orientation, its resampling to the task's spacing)
 with the analytic truth of the classes the phantoms have: a dictionary label's phantom organ for the task class
 it names (eyes, lenses, optic nerves, parotids, mandible), and the phantom's skull, brain, cord, oesophagus,
 cervical vertebrae (15 mm bands) and laryngeal air. Other classes are learned as background. Every folder
-carries ``STAND-IN.md`` and the root ``STAND-IN.json`` (what was trained, on what, for how long).
+carries ``STAND-IN.md`` and the root ``STAND-IN.json`` (what was trained, on what, for how long, and how well: each
+class's Dice on the phantoms, :func:`fit`).
 """
 
 from __future__ import annotations

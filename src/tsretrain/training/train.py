@@ -215,7 +215,9 @@ def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> Sta
     restore(config)
     local = config.fold_folder()
     started = time.time()
-    if (local / "checkpoint_final.pth").is_file() and (not config.validate or (local / "validation").is_dir()):
+    # nnU-Net writes the validation's summary.json last: a validation killed midway leaves the folder without it
+    validated = (local / "validation" / "summary.json").is_file()
+    if (local / "checkpoint_final.pth").is_file() and (not config.validate or validated):
         log.info("fold %d already trained (%s); nothing to do", config.fold, local)
         return StageResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
 
