@@ -216,7 +216,7 @@ def _train_fold(config: TrainConfig, device: Any, folders: NnunetFolders) -> Sta
     local = config.fold_folder()
     started = time.time()
     # nnU-Net writes the validation's summary.json last: a validation killed midway leaves the folder without it
-    validated = (local / "validation" / "summary.json").is_file()
+    validated = (local / "validation/summary.json").is_file()  # nnU-Net's file in the fold
     if (local / "checkpoint_final.pth").is_file() and (not config.validate or validated):
         log.info("fold %d already trained (%s); nothing to do", config.fold, local)
         return StageResult("train", {"fold": str(local)}, {"fold": config.fold, "resumed_from_epoch": -1})
