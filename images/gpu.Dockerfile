@@ -17,10 +17,15 @@ RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels 
 FROM ${BASE_IMAGE}
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_EXTRA_INDEX_URL=
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# The CUDA stack first (requirements/cuda.txt: torch, triton, nvidia-*), the same instructions in the GPU and
+# pseudo-label images: one layer, built, stored and pulled once for both.
+COPY requirements/cuda.txt /tmp/cuda.txt
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/cuda.txt && rm /tmp/cuda.txt
 # nnU-Net compiles the network with torch.compile on CUDA (its default, ~10-20 % faster training over the many
 # epochs of a real run); Triton builds a small C launcher at run time, which needs a C compiler and the libc
 # headers. Debian point releases update both: not pinned.
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 nnUNet_compile=true
+ENV nnUNet_compile=true
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 COPY requirements/gpu.txt /tmp/gpu.txt

@@ -18,6 +18,10 @@ FROM ${BASE_IMAGE}
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_EXTRA_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# The CUDA stack first (requirements/cuda.txt: torch, triton, nvidia-*), the same instructions in the GPU and
+# pseudo-label images: one layer, built, stored and pulled once for both.
+COPY requirements/cuda.txt /tmp/cuda.txt
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/cuda.txt && rm /tmp/cuda.txt
 COPY requirements/pseudolabel.txt /tmp/pseudolabel.txt
 RUN pip install --no-cache-dir --require-hashes -r /tmp/pseudolabel.txt && rm /tmp/pseudolabel.txt
 COPY --from=build /wheels /wheels

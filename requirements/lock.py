@@ -4,6 +4,10 @@
     python requirements/lock.py check                # exit 1 when a lock is older than its inputs
     python requirements/lock.py only LOCK.txt NAME ...   # those packages' entries of a lock, hashes included
 
+requirements/cuda.txt is derived, not resolved: the CUDA stack (torch, triton, the nvidia-* packages) of the GPU
+image's lock, which the pseudo-label image's lock must pin identically; both images install it first, as one
+layer they share (built, stored and pulled once).
+
 Each lock is resolved from pyproject.toml's dependencies (plus an extra) and the torch pins of its
 requirements/NAME.in, for CPython 3.11 on linux x86_64 (this machine's and the images' platform), with the hashes
 of every file of each pinned release on the configured indexes. Its header records a digest of those inputs, so a
@@ -32,6 +36,8 @@ LOCKS: dict[str, tuple[str, ...]] = {
     "pseudolabel": ("pseudolabel",),
 }
 DIGEST_LINE = "# inputs-sha256: "
+CUDA_STACK = HERE / "cuda.txt"
+CUDA_FAMILIES = ("gpu", "pseudolabel")
 
 
 def inputs(name: str) -> dict[str, object]:
@@ -69,7 +75,30 @@ def recorded(name: str) -> str | None:
 
 
 def stale() -> list[str]:
-    return [name for name in LOCKS if recorded(name) != digest(name)]
+    names = [name for name in LOCKS if recorded(name) != digest(name)]
+    if not CUDA_STACK.exists() or CUDA_STACK.read_text() != cuda_stack():
+        names.append("cuda")
+    return names
+
+
+def cuda_stack() -> str:
+    """requirements/cuda.txt as the GPU-family locks make it (an error where they pin the stack differently)."""
+    stacks = {}
+    for family in CUDA_FAMILIES:
+        lock = HERE / f"{family}.txt"
+        names = [
+            line.split("==", 1)[0]
+            for line in lock.read_text().splitlines()
+            if line.startswith(("torch==", "triton==", "nvidia-"))
+        ]
+        stacks[family] = entries(lock, names)
+    if len(set(stacks.values())) != 1:
+        raise SystemExit(f"the CUDA stack differs between {' and '.join(CUDA_FAMILIES)}: pin the same torch in both")
+    return (
+        "# The CUDA stack of the GPU-family images (torch, triton, nvidia-*), with hashes: derived from\n"
+        "# requirements/gpu.txt and pseudolabel.txt by `make lock`, do not edit. Both images install it first.\n"
+        + stacks[CUDA_FAMILIES[0]]
+    )
 
 
 def arguments(name: str) -> list[str]:
@@ -150,6 +179,7 @@ def main(argv: list[str]) -> int:
         upgrade = "--upgrade" in argv
         for name in [a for a in argv[1:] if a != "--upgrade"] or list(LOCKS):
             compile_lock(name, pip_compile, upgrade)
+        CUDA_STACK.write_text(cuda_stack())
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -48,6 +48,7 @@ def cpus_of_its_own(worker: dict[str, Any]) -> None:
 # runs on one worker, so that the fixture is built once; every other test is scheduled on its own.
 SHARED_FIXTURES = {
     "tests/e2e/test_cluster_run.py": "cluster",
+    "tests/cluster/test_containers.py": "cluster",  # the images the harness's pods run in, built once
     "tests/training/test_nnunet.py": "nnunet",
     "tests/training/test_train.py": "nnunet",
     "tests/training/test_batched_preprocessing.py": "nnunet",

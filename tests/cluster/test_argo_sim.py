@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from argo_sim.engine import Run, Simulation, WorkflowError
 from argo_sim.expressions import Unsupported, evaluate_expr, evaluate_when
+from argo_sim.local import LocalProcesses
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = {"tsretrain-cpu": ROOT / "images" / "cpu.Dockerfile"}
@@ -46,7 +47,8 @@ def root(tmp_path: Path) -> Path:
 
 
 def simulate(root: Path, workflow: dict[str, Any], claims: dict[str, Path] | None = None) -> Simulation:
-    return Simulation(workflow, [], root, DEV_ENV, IMAGES, {}, claims=claims, backoff_scale=0.001, timeout_s=120)
+    pods = LocalProcesses(DEV_ENV, IMAGES)
+    return Simulation(workflow, [], root, pods, {}, claims=claims, backoff_scale=0.001, timeout_s=120)
 
 
 def phases(run: Run) -> dict[str, str]:

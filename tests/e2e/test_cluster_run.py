@@ -1,6 +1,9 @@
 """The cluster run, executed: the chart rendered as ``make kind-up`` installs it, its WorkflowTemplate run by the
-Argo interpreter of ``argo_sim`` with pods as local processes (code from the built wheel) against a real S3
-server (SeaweedFS) configured and keyed by the chart's own dev S3 objects.
+Argo interpreter of ``argo_sim`` against a real S3 server (SeaweedFS) configured and keyed by the chart's own dev
+S3 objects, every pod inside the image its template names (built from ``images/`` with buildah,
+``argo_sim.containers``) as the template's securityContext says. Where images cannot be built here (no root, no
+buildah) the pods run as local processes from the built wheel (``argo_sim.local``) and the image check skips,
+saying why.
 
 What this proves and what only a real cluster can: README, "The cluster path".
 """
@@ -25,8 +28,11 @@ from typing import Any
 import pydicom
 import pytest
 import torch
+from argo_sim import images
+from argo_sim.containers import Containers
 from argo_sim.engine import Node, Run, Simulation
-from argo_sim.pods import make_writable
+from argo_sim.local import LocalProcesses
+from argo_sim.pods import Runtime, make_writable
 from argo_sim.render import installed
 from argo_sim.wheel import pod_environment
 from support import SeaweedServer, workflow_templates
@@ -39,7 +45,7 @@ from tsretrain.synth.cohort import SynthConfig, generate
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-TAG = "20261127"  # a numeric tag, as CI tags by date: up.sh must pass it as a string
+TAG = images.HARNESS_TAG  # a numeric tag, as CI tags by date: up.sh must pass it as a string
 ACCESS_KEY, SECRET_KEY = "tsretrain", "tsretrain-dev-secret"  # up.sh's defaults
 IMAGES = {f"tsretrain-{family}": ROOT / "images" / f"{family}.Dockerfile" for family in ("cpu", "gpu", "pseudolabel")}
 INPUT = "s3://tsretrain/input/dicom"
@@ -73,6 +79,21 @@ def expected(small_cohort: Path) -> dict[str, dict[str, Any]]:
     return {p["patient_id"]: p for p in json.loads((small_cohort / "cohort.json").read_text())["patients"]}
 
 
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """Where the pods run: inside their images where those can be built here, else as local processes."""
+    folder = tmp_path_factory.mktemp("runtime")
+    if images.unavailable():
+        yield LocalProcesses(pod_environment(folder / "wheel"), IMAGES)
+        return
+    images.build(TAG, images.FAMILIES, folder / "build.log")
+    containers = Containers()
+    try:
+        yield containers
+    finally:
+        containers.close()
+
+
 @dataclass
 class Cluster:
     simulation: Simulation
@@ -94,7 +115,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path, runtime: Runtime) -> Iterator[Cluster]:
     objects = installed(TAG, ACCESS_KEY, SECRET_KEY)
     template, inference = (workflow_templates(objects)[name] for name in ("tsretrain", "tsretrain-infer"))
     secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
@@ -122,18 +143,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, small_cohort: Path) -> Ite
         weights = root / "claims" / "weights"
         weights.mkdir(parents=True)  # provisioned but empty: no TotalSegmentator weights
         port = int(server.endpoint.rsplit(":", 1)[1])
-        environment, services = pod_environment(root / "wheel"), {"tsretrain-s3:8333": ("127.0.0.1", port)}
+        services = {"tsretrain-s3:8333": ("127.0.0.1", port)}
         simulation = Simulation(
             template,
             objects,
             pods,
-            environment,
-            IMAGES,
+            runtime,
             services,
             claims={template_claim(template): weights},
             timeout_s=1500,
         )
-        contouring = Simulation(inference, objects, pods, environment, IMAGES, services, timeout_s=900)
+        contouring = Simulation(inference, objects, pods, runtime, services, timeout_s=900)
         with simulation.session(), contouring.session():
             yield Cluster(simulation, server, small_cohort, weights, contouring)
     finally:
@@ -239,6 +259,41 @@ def test_the_run_succeeds_and_the_store_holds_listing_report_and_status(
     assert status["status"] == "Succeeded" and status["workflow"] == run.name
     assert isinstance(status["failures"], list)  # a real list, not Argo's JSON string
     assert [f["displayName"] for f in status["failures"]] == ["train(0:0)(0)"]  # the preempted attempt
+
+
+def named_images(template: dict[str, Any]) -> dict[str, str]:
+    """Each container template's image as the run resolves it (a workflow parameter's default, or literal)."""
+    defaults = {p["name"]: str(p.get("value")) for p in template["spec"]["arguments"]["parameters"]}
+    named = {}
+    for t in template["spec"]["templates"]:
+        if "container" in t:
+            image = t["container"]["image"]
+            parameter = re.fullmatch(r"\{\{workflow\.parameters\.([\w-]+)\}\}", image)
+            named[t["name"]] = defaults[parameter.group(1)] if parameter else image
+    return named
+
+
+def ran_in_their_images(cluster: Cluster, run: Run, runtime: Containers) -> set[str]:
+    """Checks that each pod of ``run`` ran in the image its template names, as the user, group and fsGroup of the
+    workflow's securityContext; returns the images."""
+    template = cluster.simulation.template
+    named = named_images(template)
+    security = template["spec"]["securityContext"]
+    user = (security["runAsUser"], security["runAsGroup"], (security["fsGroup"],))
+    for pod in run.pods():
+        started = runtime.started[pod.pod_name]
+        assert started.image == f"localhost/{named[pod.template]}", pod.display
+        assert (started.uid, started.gid, started.groups) == user, pod.display
+    return {named[pod.template].split(":")[0] for pod in run.pods()}
+
+
+def test_every_pod_ran_inside_the_image_its_template_names_as_its_security_context_says(
+    cluster: Cluster, finished: tuple[Run, Preemption, str], runtime: Runtime
+) -> None:
+    if not isinstance(runtime, Containers):
+        pytest.skip(f"pods ran as local processes, not in images: {images.unavailable()}")
+    run, _, _ = finished
+    assert ran_in_their_images(cluster, run, runtime) == {"tsretrain-cpu", "tsretrain-gpu"}
 
 
 def test_the_inference_template_contours_new_patients_with_the_runs_package(
@@ -444,7 +499,7 @@ def provisioned(claim: Path, weights: Path) -> Iterator[None]:
 
 @pytest.mark.timeout(2400)  # TotalSegmentator on three phantoms in two pods, then a 91-label fine-tune
 def test_pseudolabels_on_standin_weights_fine_tune_the_exported_model_to_ts90(
-    cluster: Cluster, finished: tuple[Run, Preemption, str], standins: Path, regular: str
+    cluster: Cluster, finished: tuple[Run, Preemption, str], standins: Path, regular: str, runtime: Runtime
 ) -> None:
     """The 90-label path on the harness: pseudolabel pods on the CPU read the STAND-IN weights from the weights
     claim, the labels come from their merge, the evaluation is the merged variant; and ``init-from`` (the store
@@ -463,6 +518,8 @@ def test_pseudolabels_on_standin_weights_fine_tune_the_exported_model_to_ts90(
     with provisioned(cluster.weights, standins):
         run = cluster.run(parameters)
     assert run.phase == "Succeeded", failures(run)
+    if isinstance(runtime, Containers):  # TotalSegmentator in the pseudo-label image
+        assert "tsretrain-pseudolabel" in ran_in_their_images(cluster, run, runtime)
     store = cluster.store(output)
     ts90 = load_dictionary("radcure-ts90")
 

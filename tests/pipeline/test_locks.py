@@ -106,6 +106,23 @@ def test_each_image_installs_its_lock_with_hashes(family: str) -> None:
         assert "ARG PIP_INDEX_URL=https://pypi.org/simple\n" in stage and "ARG PIP_EXTRA_INDEX_URL=\n" in stage
 
 
+def test_the_gpu_family_images_share_their_cuda_stack_as_one_layer() -> None:
+    """requirements/cuda.txt is the CUDA stack both GPU-family locks pin, and both images install it first with the
+    same instructions (so a layer cache builds it once and a registry stores it once)."""
+    assert (REQUIREMENTS / "cuda.txt").read_text() == lock.cuda_stack()
+    stack = pins("cuda")
+    assert stack["torch"] == pins("gpu")["torch"] and "triton" in stack and "nvidia-cudnn-cu12" in stack
+    assert not {p for p in stack if not p.startswith(("torch", "triton", "nvidia-"))}
+    heads = set()
+    for family in lock.CUDA_FAMILIES:
+        final = (ROOT / "images" / f"{family}.Dockerfile").read_text().split("\nFROM ")[-1]
+        instructions = [line for line in final.splitlines() if line and not line.startswith("#")]
+        install = next(i for i, line in enumerate(instructions) if "-r /tmp/cuda.txt" in line)
+        heads.add(tuple(instructions[: install + 1]))
+        assert "--require-hashes --no-deps -r /tmp/cuda.txt" in instructions[install]
+    assert len(heads) == 1, heads
+
+
 def test_make_images_passes_the_build_arguments() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for argument in ("BASE_IMAGE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "TORCH_INDEX_URL"):

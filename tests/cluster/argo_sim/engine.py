@@ -33,7 +33,7 @@ from typing import Any
 from argo_sim import crd, kubeapi, patch
 from argo_sim.expressions import Unsupported, evaluate_expr, evaluate_when
 from argo_sim.kubeapi import KubeApi
-from argo_sim.pods import Image, Mount, Outcome, PodPlan, RunningPod, make_writable, quantity_bytes
+from argo_sim.pods import Mount, Outcome, PodPlan, RunningPod, Runtime, make_writable, quantity_bytes
 
 WORKFLOW_FIELDS = {
     "entrypoint",
@@ -247,8 +247,7 @@ class Simulation:
         template: dict[str, Any],
         objects: list[dict[str, Any]],
         root: Path,
-        podenv: Path,
-        images: dict[str, Path],
+        runtime: Runtime,
         services: dict[str, tuple[str, int]],
         claims: dict[str, Path] | None = None,
         backoff_scale: float = 0.01,
@@ -259,13 +258,13 @@ class Simulation:
         refused = crd.admit(template, crd.load())
         if refused:
             raise WorkflowError("the API server refuses the WorkflowTemplate: " + "; ".join(refused[:5]))
-        self.spec = template["spec"]
+        self.template, self.spec = template, template["spec"]
         _check("WorkflowTemplate spec", self.spec, WORKFLOW_FIELDS)
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         for t in self.templates.values():
             _check(f"template {t['name']}", t, TEMPLATE_FIELDS)
         self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
-        self.root, self.podenv, self.images, self.services = root, podenv, images, services
+        self.root, self.runtime, self.services = root, runtime, services
         self.claims = claims or {}
         self.backoff_scale, self.timeout_s = backoff_scale, timeout_s
         self.max_running = 0
@@ -649,7 +648,7 @@ class Simulation:
             self._finish_pod(attempt, Outcome("Error", str(exc), None, {}))
             self._settle(item)
             return
-        attempt.pod = RunningPod(plan, attempt.log, self.services, self.podenv)
+        attempt.pod = RunningPod(plan, attempt.log, self.services, self.runtime)
 
     def _finish_pod(self, node: Node, outcome: Outcome) -> None:
         node.outputs, node.exit_code = outcome.outputs, outcome.exit_code
@@ -696,7 +695,7 @@ class Simulation:
         _check(f"{name} container", container, CONTAINER_FIELDS)
         if "command" not in container:
             raise Unsupported(f"{name}: a container without command (Argo would look the entrypoint up)")
-        image = self._image(container["image"])
+        image = self.runtime.image(container["image"])
         security = dict(self.spec.get("securityContext") or {}) | dict(t.get("securityContext") or {})
         _check(f"{name} pod securityContext", security, SECURITY_FIELDS)
         container_security = container.get("securityContext") or {}
@@ -722,7 +721,7 @@ class Simulation:
         for variable in container.get("env", []):
             env[variable["name"]] = self._env_value(name, variable)
         if t.get("automountServiceAccountToken", self.spec.get("automountServiceAccountToken", True)):
-            mounts.append(Mount(kubeapi.SERVICE_ACCOUNT, self.api.folder, True, None))
+            mounts.append(Mount(kubeapi.SERVICE_ACCOUNT, self.api.folder, True, None, "projected"))
             env["TSRETRAIN_SERVICE_ACCOUNT"] = kubeapi.SERVICE_ACCOUNT
         deadline = t.get("activeDeadlineSeconds")
         return PodPlan(
@@ -735,6 +734,9 @@ class Simulation:
             folder=folder,
             working_dir=container.get("workingDir"),
             read_only_root=bool(security.get("readOnlyRootFilesystem")),
+            user=security.get("runAsUser"),
+            group=security.get("runAsGroup"),
+            fs_group=security.get("fsGroup"),
             deadline_s=_integer(f"{name} activeDeadlineSeconds", deadline) if deadline is not None else None,
             ephemeral_limit=quantity_bytes(limit) if limit is not None else None,
             output_paths=paths,
@@ -757,12 +759,6 @@ class Simulation:
         if [c["name"] for c in spec["containers"]] != [MAIN]:
             raise Unsupported(f"{name}: containers {[c['name'] for c in spec['containers']]} (a patch added one)")
         return spec
-
-    def _image(self, reference: str) -> Image:
-        repository = reference.rsplit(":", 1)[0]
-        if repository not in self.images:
-            raise Unsupported(f"image {reference}: no Dockerfile known for {repository}")
-        return Image.from_dockerfile(self.images[repository])
 
     def _env_value(self, template: str, variable: dict[str, Any]) -> str:
         if "value" in variable:
@@ -790,6 +786,7 @@ class Simulation:
             if volume is None:
                 raise WorkflowError(f"{name}: volume {mount['name']} not found")
             kinds = set(volume) - {"name"}
+            kind = min(kinds, default="")  # one kind, or the else branch below refuses the volume
             read_only = bool(mount.get("readOnly"))
             size_limit = None
             if kinds == {"emptyDir"}:
@@ -819,7 +816,7 @@ class Simulation:
             if "subPath" in mount:
                 host = host / mount["subPath"]
             host.mkdir(parents=True, exist_ok=True)
-            mounts.append(Mount(mount["mountPath"], host, read_only, size_limit))
+            mounts.append(Mount(mount["mountPath"], host, read_only, size_limit, kind))
         return mounts
 
     def close(self) -> None:

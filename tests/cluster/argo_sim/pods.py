@@ -1,12 +1,11 @@
-"""Pods as local processes: a fresh folder per pod, the container's paths mapped into it, the code from the wheel.
+"""Pods: what a resolved container template runs (:class:`PodPlan`), its process and its verdict (:class:`RunningPod`).
 
-A container's ``/work``, ``/tmp``, ``/dev/shm``, HOME and every volume mount become folders of the pod folder;
-arguments and environment values that name those paths are rewritten (a path the mapping does not cover is an
-error; a container path the code uses without naming it in an argument or the environment cannot be mapped,
-so a template must name every path it relies on). Read-only mounts are made read-only, and a pod that changed one
-anyway (root ignores permissions) fails. Services the pods reach by cluster
-DNS (the dev S3 server) are reached through a per-pod counting proxy: the bytes each pod fetched are measured
-on the wire.
+Where the process runs is a :class:`Runtime`'s business: ``argo_sim.local`` (the checkout's environment, container
+paths mapped into a pod folder) or ``argo_sim.containers`` (inside the image the template names, built from
+``images/``). Both share what the kubelet does around a container: read-only mounts checked, the deadline, emptyDir
+``sizeLimit`` and ``ephemeral-storage`` evictions, output parameters read from the container's files, and services
+the pods reach by cluster DNS (the dev S3 server) reached through a per-pod counting proxy: the bytes each pod
+fetched are measured on the wire.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from argo_sim.expressions import Unsupported
 
@@ -79,6 +79,8 @@ class Image:
     env: dict[str, str]
     user: int
     workdir: str
+    root: Path | None = None  # the image's file system, where the image is built (argo_sim.containers)
+    reference: str = ""  # the built image's name there
 
     @classmethod
     def from_dockerfile(cls, path: Path) -> Image:
@@ -105,6 +107,7 @@ class Mount:
     host: Path
     read_only: bool
     size_limit: int | None = None  # emptyDir sizeLimit (bytes)
+    kind: str = "emptyDir"  # the volume's kind: emptyDir, persistentVolumeClaim, configMap, projected
 
 
 @dataclass
@@ -120,6 +123,9 @@ class PodPlan:
     folder: Path
     working_dir: str | None = None
     read_only_root: bool = False
+    user: int | None = None  # securityContext runAsUser (None: the image's USER)
+    group: int | None = None  # runAsGroup (None: the user's group in the image)
+    fs_group: int | None = None  # fsGroup: a supplementary group of the process, owner group of its volumes
     deadline_s: float | None = None
     ephemeral_limit: int | None = None
     output_paths: dict[str, str] = field(default_factory=dict)
@@ -163,8 +169,32 @@ def folder_bytes(root: Path) -> int:
     return total
 
 
+class Runtime(Protocol):
+    """Where a pod's process runs: :class:`argo_sim.local.LocalProcesses` (the checkout's environment, container
+    paths mapped to folders) or :class:`argo_sim.containers.Containers` (inside the built image)."""
+
+    def image(self, reference: str) -> Image: ...
+
+    def launch(self, plan: PodPlan, log: Path, services: dict[str, int]) -> Launched: ...
+
+
+class Launched(Protocol):
+    """A started pod: its process (the leader of its own session) and where its container paths are on the host."""
+
+    process: subprocess.Popen[bytes]
+
+    def host_path(self, path: str) -> Path: ...
+
+
+def services_rewritten(text: str, services: dict[str, int]) -> str:
+    """Cluster DNS names of services (``http://NAME``) to the pod's counting proxies on loopback."""
+    for name, port in services.items():
+        text = text.replace(f"http://{name}", f"http://127.0.0.1:{port}")
+    return text
+
+
 class RunningPod:
-    def __init__(self, plan: PodPlan, log: Path, services: dict[str, tuple[str, int]], podenv: Path) -> None:
+    def __init__(self, plan: PodPlan, log: Path, services: dict[str, tuple[str, int]], runtime: Runtime) -> None:
         self.plan = plan
         self.log = log
         self.started = time.time()
@@ -172,67 +202,12 @@ class RunningPod:
         self.peak_bytes = 0
         self._checked = 0.0
         self._verdict: Outcome | None = None
-        root = plan.folder / "r"
-        self.paths = self._path_map(root)
-        home = self.paths["HOME"]
-        for host in self.paths.values():
-            host.mkdir(parents=True, exist_ok=True)
-        env = {k: self.rewrite(v) for k, v in plan.image.env.items()}
-        env |= {
-            "PATH": f"{podenv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(home),
-            "TMPDIR": str(self.paths["/tmp"]),
-            "LANG": "C.UTF-8",
-        }
-        env |= {k: self.rewrite(v) for k, v in plan.env.items()}
-        env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU here: what a pod sees on a node without the NVIDIA runtime
-        argv = [self.rewrite(a) for a in plan.command + plan.args]
-        if not argv or "/" in argv[0]:
-            raise Unsupported(f"command {argv[:1]} (the harness runs the image's console scripts only)")
         self.frozen = {m.path: snapshot(m.host) for m in plan.mounts if m.read_only}
         for mount in plan.mounts:
             if mount.read_only:
                 make_read_only(mount.host)
-        if plan.read_only_root:
-            make_read_only(home)
-        cwd = self.paths.get("WORKDIR", home)
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [str(podenv / "bin" / argv[0]), *argv[1:]],
-                cwd=cwd,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def _path_map(self, root: Path) -> dict[str, Path]:
-        plan = self.plan
-        paths = {m.path: m.host for m in plan.mounts}
-        for own in ("/tmp", "/dev/shm"):
-            paths.setdefault(own, root / own.strip("/"))
-        paths["HOME"] = root / "home" / "user"
-        paths.setdefault(plan.image.workdir, paths["HOME"])
-        if plan.working_dir:
-            paths["WORKDIR"] = paths.get(plan.working_dir) or root / plan.working_dir.strip("/")
-        return paths
-
-    def rewrite(self, text: str) -> str:
-        """Container paths (at the start of a value, after '=' or after a ':' that starts no URL) to their
-        pod-folder paths; services to their proxies. A container path outside the mapping is an error."""
-        for name, proxy in self.proxies.items():
-            text = text.replace(f"http://{name}", f"http://127.0.0.1:{proxy.port}")
-        mapped = sorted((p for p in self.paths if p.startswith("/")), key=len, reverse=True)
-
-        def replace(match: re.Match[str]) -> str:
-            path = match.group(0)
-            for prefix in mapped:
-                if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                    return str(self.paths[prefix]) + path[len(prefix) :]
-            raise Unsupported(f"{path!r} is not a mount, /tmp, /dev/shm or the image's HOME/WORKDIR of this pod")
-
-        return re.sub(r"(?:^|(?<==)|(?<=:)(?!//))/[^\s=:,]*", replace, text)
+        self.launched = runtime.launch(plan, log, {name: p.port for name, p in self.proxies.items()})
+        self.process = self.launched.process
 
     def usage(self) -> int:
         return folder_bytes(self.plan.folder)
@@ -266,7 +241,7 @@ class RunningPod:
             return self._end("Failed", f"Error (exit code {code})", str(code))
         outputs: dict[str, str] = {}
         for name, path in plan.output_paths.items():
-            host = Path(self.rewrite(path))
+            host = self.launched.host_path(path)
             if not host.is_file():
                 return self._end("Error", f"open {path}: no such file or directory", "0")
             outputs[name] = host.read_text().strip()
