@@ -19,6 +19,7 @@ from tsretrain.errors import report as report_error
 from tsretrain.labels.dictionary import DictionaryError, builtin_names, describe_source, load_dictionary
 from tsretrain.pipeline.registry import BY_NAME, STAGES, run_stage
 from tsretrain.pipeline.stage import AnyStage, Option, parse_list
+from tsretrain.resources import huge_pages_for_tensors
 from tsretrain.run_files import CASE_LISTING, INFERENCE_LISTING
 from tsretrain.stages import StageResult
 from tsretrain.totalseg.standins import StandinConfig
@@ -39,6 +40,7 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of user errors too.")] = False,
 ) -> None:
     setup_logging(verbose)
+    huge_pages_for_tensors()
     set_debug(debug)
 
 

@@ -82,8 +82,11 @@ def test_a_pod_runs_the_images_code_as_its_security_contexts_user_in_its_own_nam
     claim.mkdir()
     (claim / "weights.txt").write_text("w")
     mounts = [{"name": "weights", "mountPath": "/weights", "readOnly": True}]
+    mounts.append({"name": "scratch", "mountPath": "/var/run/tsretrain-probe"})  # /var/run -> /run in the image
     volumes = [{"name": "weights", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}}]
-    paths = ("/work/probe", "/weights/weights.txt", "/home/tsretrain/notes", "/opt/python/x", "/etc/x")
+    volumes.append({"name": "scratch", "emptyDir": {}})
+    scratch = "/var/run/tsretrain-probe/x"
+    paths = ("/work/probe", "/weights/weights.txt", "/home/tsretrain/notes", "/opt/python/x", "/etc/x", scratch)
     done = run(tmp_path / "pods", runtime, [probe_pod("p", *paths, security=SECURITY, mounts=mounts, volumes=volumes)],
                claims={"weights": claim})  # fmt: skip
     got = facts(done, "p")
@@ -98,6 +101,8 @@ def test_a_pod_runs_the_images_code_as_its_security_contexts_user_in_its_own_nam
     assert got["/home/tsretrain/notes"] == "written"  # the container's own writable layer
     assert got["/opt/python/x"] == got["/etc/x"] == "Permission denied"  # the image's files are root's
     assert (claim / "weights.txt").read_text() == "w"
+    assert got[scratch] == "written"  # through the image's symbolic link, inside the container
+    assert not Path("/run/tsretrain-probe").exists()  # never the host's /run
 
 
 def test_a_read_only_root_refuses_writes_outside_the_volumes_and_a_pods_writes_stay_its_own(

@@ -36,6 +36,31 @@ def bind(source: str, target: str, read_only: bool) -> None:
         mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
+def inside(root: str, path: str) -> str:
+    """``path`` of the container as a host path below ``root``, its symbolic links resolved inside the root (an
+    image's ``/var/run -> /run`` must not lead to the host's ``/run``), as runc's secure join does."""
+    resolved, parts, hops = "", [p for p in path.split("/") if p], 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = resolved.rsplit("/", 1)[0]
+            continue
+        if part == ".":
+            continue
+        candidate = f"{resolved}/{part}"
+        if os.path.islink(root + candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(40, f"too many symbolic links in {path}")
+            target = os.readlink(root + candidate)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                resolved = ""
+            continue
+        resolved = candidate
+    return root + resolved
+
+
 def placeholder(path: str, directory: bool) -> None:
     """A mount point in the new root (a directory, or an empty file for a file bound onto it)."""
     if directory:
@@ -63,14 +88,14 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     placeholder(f"{root}/sys", True)
     bind("/sys", f"{root}/sys", True)
     for name, host in spec["etc"].items():  # hosts, hostname, resolv.conf
-        placeholder(f"{root}/etc/{name}", False)
-        bind(host, f"{root}/etc/{name}", False)
+        target = inside(root, f"/etc/{name}")
+        placeholder(target, False)
+        bind(host, target, False)
     for volume in sorted(spec["volumes"], key=lambda v: v["path"].count("/")):  # parents before children
-        target = root + volume["path"]
+        target = inside(root, volume["path"])
         placeholder(target, os.path.isdir(volume["host"]))
         bind(volume["host"], target, volume["read_only"])
-    workdir = root + spec["workdir"]
-    placeholder(workdir, True)  # runc makes a missing working directory
+    placeholder(inside(root, spec["workdir"]), True)  # runc makes a missing working directory
     if spec["read_only_root"]:
         mount("none", root, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     os.chroot(root)
