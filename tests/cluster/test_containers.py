@@ -45,7 +45,10 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containers]:
     reason = images.unavailable()
     if reason:
         pytest.skip(f"pods in images: {reason}")
-    images.build(images.HARNESS_TAG, ("cpu",), tmp_path_factory.mktemp("build") / "build.log")
+    try:
+        images.build(images.HARNESS_TAG, ("cpu",), tmp_path_factory.mktemp("build") / "build.log")
+    except images.Offline as exc:
+        pytest.skip(f"pods in images: {exc}")
     containers = Containers()
     yield containers
     containers.close()
@@ -136,3 +139,17 @@ def test_a_pod_past_its_deadline_is_killed_with_every_process_it_started(tmp_pat
     for pattern in (marker, "sleep 313"):  # the command and the process it started
         left = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
         assert not left, (pattern, left)
+
+
+def test_a_build_that_fails_offline_is_a_skip_and_online_an_error(
+    tmp_path: Path, runtime: Containers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A family without a Dockerfile fails to build: with the package indexes out of reach that reads as offline
+    (the tests then skip, saying so), with them in reach as the error it is."""
+    monkeypatch.setattr(images, "INDEXES", ("http://127.0.0.1:9/simple/",))  # the discard port: nothing answers
+    with pytest.raises(images.Offline, match=r"127\.0\.0\.1:9"):
+        images.build(images.HARNESS_TAG, ("no-such-family",), tmp_path / "offline.log")
+    monkeypatch.setattr(images, "unreachable", lambda: [])
+    with pytest.raises(RuntimeError, match=r"build-local\.sh") as error:
+        images.build(images.HARNESS_TAG, ("no-such-family",), tmp_path / "online.log")
+    assert not isinstance(error.value, images.Offline)

@@ -3,7 +3,10 @@ buildah on a local Debian base, layers cached between runs on the same machine.
 
 Building needs root, buildah, mmdebstrap and unshare; as root with apt, missing Debian packages are installed
 as ``make install`` installs the DICOM tools. Where that cannot be, :func:`unavailable` says why (the tests that
-need the images then skip, saying so, and the Argo harness runs its pods as local processes).
+need the images then skip, saying so, and the Argo harness runs its pods as local processes). A build needs the
+package indexes (PyPI, Debian's mirror) for whatever its layer cache lacks: offline, a build that fails with the
+indexes out of reach raises :class:`Offline`, which the tests treat as the same kind of skip; with the indexes in
+reach a failed build is an error.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from filelock import FileLock
@@ -43,6 +47,25 @@ def unavailable() -> str | None:
     return None
 
 
+INDEXES = ("https://pypi.org/simple/pip/", "http://deb.debian.org/debian/dists/bookworm/InRelease")
+
+
+class Offline(RuntimeError):
+    """The images could not be built: their layers are not cached and the package indexes are out of reach."""
+
+
+def unreachable() -> list[str]:
+    """The package indexes a build fetches from that do not answer (images/build-local.sh, the Makefile's
+    default PIP_INDEX_URL)."""
+    missing = []
+    for url in INDEXES:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
+        except OSError:
+            missing.append(url)
+    return missing
+
+
 def build(tag: str, families: tuple[str, ...], log: Path) -> float:
     """The images ``tsretrain-FAMILY:TAG`` (``localhost/`` in buildah's store), built or brought up to date from
     the checkout; one build at a time on the machine. Returns the seconds it took; the output goes to ``log``."""
@@ -55,6 +78,9 @@ def build(tag: str, families: tuple[str, ...], log: Path) -> float:
             stderr=subprocess.STDOUT,
         )
     if done.returncode != 0:
+        missing = unreachable()
+        if missing:
+            raise Offline(f"the images' layers are not all cached here and {', '.join(missing)} cannot be reached")
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"images/build-local.sh {tag} failed (exit {done.returncode}):\n{tail}")
     return time.time() - started

@@ -21,8 +21,9 @@ from argo_sim.pods import Image, PodPlan, make_read_only, services_rewritten
 class LocalProcesses:
     """The runtime of pods in ``podenv`` (``argo_sim.wheel``), images described by their Dockerfiles."""
 
-    def __init__(self, podenv: Path, dockerfiles: dict[str, Path]) -> None:
+    def __init__(self, podenv: Path, dockerfiles: dict[str, Path], why: str = "") -> None:
         self.podenv, self.dockerfiles = podenv, dockerfiles
+        self.why = why  # why not in images, where that was the choice
 
     def image(self, reference: str) -> Image:
         repository = reference.rsplit(":", 1)[0]
