@@ -5,6 +5,7 @@ tests/e2e/test_cluster_run.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from argo_sim import images
-from argo_sim.containers import Containers
+from argo_sim.containers import PREFIX, Containers
 from argo_sim.engine import Run, Simulation
 from test_argo_sim import container, output, template
 
@@ -153,3 +154,18 @@ def test_a_build_that_fails_offline_is_a_skip_and_online_an_error(
     with pytest.raises(RuntimeError, match=r"build-local\.sh") as error:
         images.build(images.HARNESS_TAG, ("no-such-family",), tmp_path / "online.log")
     assert not isinstance(error.value, images.Offline)
+
+
+def test_working_containers_of_a_killed_session_are_removed_at_the_next(runtime: Containers) -> None:
+    runtime.image(IMAGE)  # this session's working container, its process alive
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    abandoned = f"{PREFIX}{ended.pid}-0"
+    create = ["buildah", "from", "--pull-never", "--quiet", "--name", abandoned, f"localhost/{IMAGE}"]
+    subprocess.run(create, check=True, capture_output=True)
+    Containers()
+    names = subprocess.run(
+        ["buildah", "containers", "--format", "{{.ContainerName}}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert abandoned not in names
+    assert any(name.startswith(f"{PREFIX}{os.getpid()}-") for name in names)  # a live session's stays

@@ -25,6 +25,7 @@ from argo_sim.expressions import Unsupported
 from argo_sim.pods import Image, Mount, PodPlan, services_rewritten
 
 INIT = Path(__file__).with_name("container_init.py")
+PREFIX = "tsretrain-harness-"  # the working containers' names: PREFIX, the test process's id, a number
 REGISTRY = "localhost"  # where buildah keeps images built here, as kind keeps the images `kind load` gave it
 
 
@@ -46,6 +47,7 @@ class Containers:
         self._images: dict[str, Image] = {}
         self._containers: list[str] = []
         self.started: dict[str, Started] = {}  # pod name: what it ran in, as whom
+        remove_abandoned()
 
     def image(self, reference: str) -> Image:
         if reference not in self._images:
@@ -59,7 +61,8 @@ class Containers:
         except RuntimeError as exc:  # a pod that names an image nobody built or loaded never starts
             raise Unsupported(f"image {reference} is not built here ({local}): make images TAG=...") from exc
         config = info["OCIv1"]["config"]
-        container = buildah("from", "--pull-never", "--quiet", local)
+        name = f"{PREFIX}{os.getpid()}-{len(self._containers)}"
+        container = buildah("from", "--pull-never", "--quiet", "--name", name, local)
         self._containers.append(container)
         root = Path(buildah("mount", container))
         env = dict(item.split("=", 1) for item in config.get("Env") or [])
@@ -77,6 +80,14 @@ class Containers:
             buildah("rm", container)
         self._containers.clear()
         self._images.clear()
+
+
+def remove_abandoned() -> None:
+    """The working containers of harness sessions whose process is gone (a killed test run leaves them mounted)."""
+    for name in buildah("containers", "--format", "{{.ContainerName}}").split():
+        owner = name.removeprefix(PREFIX).split("-")[0]
+        if name.startswith(PREFIX) and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            buildah("rm", name)
 
 
 def _uid(root: Path, user: str) -> int:
