@@ -22,7 +22,7 @@ HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"  # torch's CPU allocator: madvise(M
 def huge_pages_for_tensors() -> None:
     """Ask torch's CPU allocator for transparent huge pages on tensors of 2 MiB and more (Linux, where the kernel's
     ``transparent_hugepage`` is ``madvise`` or ``always``). Otherwise every fresh tensor of a few megabytes costs a
-    page fault per 4 KiB: a 91-output model's training step on the CPU spent 40 % of its time in the kernel,
+    page fault per 4 KiB: a 91-output model's training step on the CPU spent 42 % of its time in the kernel,
     faulting in the logits and the loss's tensors (docs/benchmarks.md). torch reads the variable once, at its first
     allocation, so the CLI sets it before any stage imports torch; a value the user set is kept."""
     os.environ.setdefault(HUGE_PAGES_VARIABLE, "1")

@@ -83,12 +83,7 @@ def expected(small_cohort: Path) -> dict[str, dict[str, Any]]:
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """Where the pods run: inside their images where those can be built here, else as local processes."""
     folder = tmp_path_factory.mktemp("runtime")
-    reason = images.unavailable()
-    if reason is None:
-        try:
-            images.build(TAG, images.FAMILIES, folder / "build.log")
-        except images.Offline as exc:
-            reason = str(exc)
+    reason = images.not_ready(TAG, images.FAMILIES, folder / "build.log")
     if reason is not None:
         yield LocalProcesses(pod_environment(folder / "wheel"), IMAGES, why=reason)
         return

@@ -20,6 +20,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
 PR_SET_NO_NEW_PRIVS = 38
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -80,9 +81,8 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     for name in DEVICES:
         placeholder(f"{root}/dev/{name}", False)
         bind(f"/dev/{name}", f"{root}/dev/{name}", False)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1")):
+    for name, target in LINKS.items():
         os.symlink(target, f"{root}/dev/{name}")
-    os.symlink("/proc/self/fd/2", f"{root}/dev/stderr")
     placeholder(f"{root}/dev/shm", True)
     mount("shm", f"{root}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
     placeholder(f"{root}/sys", True)

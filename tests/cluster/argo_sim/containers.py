@@ -117,7 +117,7 @@ class ContainerPod:
         for name in ("upper", "work", "root", "etc"):
             (folder / name).mkdir(parents=True, exist_ok=True)
         passwd = {int(e[2]): e for e in _table(image.root / "etc" / "passwd")}
-        uid = image.user if plan.user is None else plan.user
+        uid = plan.user
         entry = passwd.get(uid)
         gid = plan.group if plan.group is not None else int(entry[3]) if entry else 0
         groups = {plan.fs_group} if plan.fs_group is not None else set()

@@ -734,7 +734,7 @@ class Simulation:
             folder=folder,
             working_dir=container.get("workingDir"),
             read_only_root=bool(security.get("readOnlyRootFilesystem")),
-            user=security.get("runAsUser"),
+            user=user,
             group=security.get("runAsGroup"),
             fs_group=security.get("fsGroup"),
             deadline_s=_integer(f"{name} activeDeadlineSeconds", deadline) if deadline is not None else None,

@@ -84,3 +84,14 @@ def build(tag: str, families: tuple[str, ...], log: Path) -> float:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"images/build-local.sh {tag} failed (exit {done.returncode}):\n{tail}")
     return time.time() - started
+
+
+def not_ready(tag: str, families: tuple[str, ...], log: Path) -> str | None:
+    """Builds the images where they can be built here (:func:`build`); returns why they cannot, or None."""
+    reason = unavailable()
+    if reason is None:
+        try:
+            build(tag, families, log)
+        except Offline as exc:
+            reason = str(exc)
+    return reason

@@ -123,7 +123,7 @@ class PodPlan:
     folder: Path
     working_dir: str | None = None
     read_only_root: bool = False
-    user: int | None = None  # securityContext runAsUser (None: the image's USER)
+    user: int = 0  # the process's user: the securityContext's runAsUser, else the image's USER
     group: int | None = None  # runAsGroup (None: the user's group in the image)
     fs_group: int | None = None  # fsGroup: a supplementary group of the process, owner group of its volumes
     deadline_s: float | None = None
