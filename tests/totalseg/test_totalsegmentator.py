@@ -150,13 +150,13 @@ def test_the_fit_is_the_dice_of_what_nnunets_sliding_window_predicts(
 ) -> None:
     """On a phantom whose image is its label map: a network predicting what it sees fits every class; one calling
     the skull brain fits no skull, and brain at the Dice of brain against brain and skull."""
-    from tsretrain.totalseg.standins import Group, Prepared, _plans, fit
+    from tsretrain.totalseg.standins import ORGANS, Group, Prepared, _plans, fit
 
     model = models_for(["craniofacial_structures"])[-1]
     seg = np.zeros((1, 16, 24, 24), dtype=np.int16)
     seg[0, 2:6, 4:10, 4:8] = 1  # skull: 96 voxels
     seg[0, 8:12, 10:16, 12:16] = 2  # brain: 96 voxels
-    plans = _plans(model, {"mean": 0.0, "std": 1.0}, [16, 24, 24])
+    plans = _plans(model, ORGANS, {"mean": 0.0, "std": 1.0}, [16, 24, 24])
     prepared = Prepared([seg.astype(np.float32)], [seg], [{}], [0.0], {}, [16, 24, 24], plans)
     assert fit(Echo(3, moved), prepared, Group([model], ["background", "skull", "brain"])) == expected
 

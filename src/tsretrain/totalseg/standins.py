@@ -5,7 +5,8 @@ TotalSegmentator's weights cannot be downloaded where tsretrain is built and tes
 For every model a dictionary's tasks need (their crop model included) this writes, under ``OUT/nnunet/results``,
 the folder TotalSegmentator looks up: ``Dataset<NNN>_<name>/<trainer>__nnUNetPlans__<configuration>/`` with
 ``dataset.json`` (the task's own class map from ``totalsegmentator.map_to_binary``), ``plans.json`` (the task's
-resampling as the target spacing, CT normalisation from the training data's foreground, a 3-stage U-Net) and
+resampling as the target spacing, CT normalisation from the training data's foreground, a small U-Net: 3 stages,
+or 4 where the model must tell a left organ from a right one, :class:`Network`) and
 ``fold_0/checkpoint_final.pth`` (nnU-Net's checkpoint format, trainer name as TotalSegmentator's). Point
 ``TOTALSEG_HOME_DIR`` (or ``tsretrain pseudolabel --weights``) at ``OUT``.
 
@@ -57,14 +58,36 @@ NOTE = (
     "STAND-IN weights made by tsretrain on synthetic phantoms, in TotalSegmentator's layout so that its code runs "
     "offline. They are NOT TotalSegmentator's weights: they segment nothing but tsretrain's phantoms."
 )
-PATCH = [32, 48, 48]
-FEATURES = [4, 8, 16]
+GRADIENT_NORM = 12.0  # nnU-Net's clip
 ABSENT_BIAS = -20.0  # logit of a class the phantoms lack: background always wins over it
 VERTEBRA_BAND_MM = 15.0  # cervical vertebrae C1..C7: bands down from the top of the column
 MARGIN_MM = 20.0  # training data around the classes a model learns
 COLUMN_TOP_W = 45.0
 
 Masks = dict[str, NDArray[np.bool_]]
+
+
+@dataclass(frozen=True)
+class Network:
+    """The U-Net a training builds (nnU-Net's PlainConvUNet: features per stage, stride 2 between stages), the
+    patch it sees (z, y, x voxels) and its Adam learning rate."""
+
+    patch: tuple[int, int, int]
+    features: tuple[int, ...]
+    learning_rate: float
+
+    def patch_size(self, median_shape: list[int]) -> list[int]:
+        """``patch``, cut to the data where it is smaller (a multiple of the network's total stride)."""
+        stride = 2 ** (len(self.features) - 1)
+        return [max(stride, min(p, (m // stride) * stride)) for p, m in zip(self.patch, median_shape, strict=True)]
+
+
+ORGANS = Network((32, 48, 48), (4, 8, 16), 1e-2)
+"""For classes that look like nothing else in the phantom (skull, brain, mandible, cord...)."""
+SIDES = Network((16, 64, 64), (8, 16, 32, 64), 3e-3)
+"""For a group with left/right pairs: the phantom is symmetric, so what tells a left eye from a right one is
+context (where the optic nerve runs, which way the skin curves) 20-30 mm away. A fourth stage (receptive field
+~75 voxels, 56 mm at 0.75 mm) and twice the features see it; Adam at 1e-2 diverged with them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,9 +168,11 @@ def make_samples(config: StandinConfig, dictionary: OrganDictionary) -> list[Sam
     return samples
 
 
-def _plans(model: TaskModel, intensities: dict[str, float], median_shape: list[int]) -> dict[str, Any]:
+def _plans(
+    model: TaskModel, network: Network, intensities: dict[str, float], median_shape: list[int]
+) -> dict[str, Any]:
     spacing = list(reversed(model.spacing_xyz))  # nnU-Net's plans are z, y, x
-    stages = len(FEATURES)
+    stages = len(network.features)
     resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
     return {
         "dataset_name": model.folder.rsplit("/", 1)[-1],
@@ -162,7 +187,7 @@ def _plans(model: TaskModel, intensities: dict[str, float], median_shape: list[i
                 "data_identifier": f"{model.plans}_{model.configuration}",
                 "preprocessor_name": "DefaultPreprocessor",
                 "batch_size": 2,
-                "patch_size": patch_size(median_shape),
+                "patch_size": network.patch_size(median_shape),
                 "median_image_size_in_voxels": median_shape,
                 "spacing": spacing,
                 "normalization_schemes": ["CTNormalization"],
@@ -177,7 +202,7 @@ def _plans(model: TaskModel, intensities: dict[str, float], median_shape: list[i
                     "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
                     "arch_kwargs": {
                         "n_stages": stages,
-                        "features_per_stage": FEATURES,
+                        "features_per_stage": list(network.features),
                         "conv_op": "torch.nn.modules.conv.Conv3d",
                         "kernel_sizes": [[3, 3, 3]] * stages,
                         "strides": [[1, 1, 1]] + [[2, 2, 2]] * (stages - 1),
@@ -200,12 +225,6 @@ def _plans(model: TaskModel, intensities: dict[str, float], median_shape: list[i
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": intensities},
     }
-
-
-def patch_size(median_shape: list[int]) -> list[int]:
-    """``PATCH``, cut to the data where it is smaller (a multiple of the network's total stride)."""
-    stride = 2 ** (len(FEATURES) - 1)
-    return [max(stride, min(p, (m // stride) * stride)) for p, m in zip(PATCH, median_shape, strict=True)]
 
 
 def _dataset_json(model: TaskModel, cases: int) -> dict[str, Any]:
@@ -253,6 +272,15 @@ class Group:
     @property
     def spacing_xyz(self) -> tuple[float, float, float]:
         return self.models[0].spacing_xyz
+
+    @property
+    def sided(self) -> bool:
+        """Whether the group learns both classes of a left/right pair (TotalSegmentator's ``*_left``/``*_right``)."""
+        return any(name.endswith("_left") and f"{name[: -len('_left')]}_right" in self.classes for name in self.classes)
+
+    @property
+    def network(self) -> Network:
+        return SIDES if self.sided else ORGANS
 
     def rows(self, model: TaskModel) -> list[int | None]:
         """Per label of the model (background first): its row of the trained head, None for a class the phantoms
@@ -339,7 +367,7 @@ def prepare(group: Group, samples: list[Sample], scratch: Path) -> Prepared:
     median_shape = [int(v) for v in np.median(np.asarray(shapes), axis=0)]
     intensities = _intensities(np.concatenate(foreground))
     model = group.models[0]
-    plans = _plans(model, intensities, median_shape)
+    plans = _plans(model, group.network, intensities, median_shape)
     manager = PlansManager(plans)
     configuration = manager.get_configuration(model.configuration)
     dataset = {"channel_names": {"0": "CT"}, "labels": {name: i for i, name in enumerate(group.classes)}}
@@ -383,8 +411,10 @@ def _patch(
 
 
 def train(group: Group, prepared: Prepared, iterations: int, seed: int) -> tuple[Any, list[float]]:
-    """Train the group's network briefly (nnU-Net's network from the plans, its Dice + CE loss, Adam at a constant
-    1e-2: nnU-Net's polynomial decay left the tests' 150 steps without the skull): network, losses."""
+    """Train the group's network briefly (nnU-Net's network from the plans, its Dice + CE loss, Adam at the
+    network's constant rate: nnU-Net's polynomial decay left the tests' 150 steps without the skull; gradients
+    clipped at nnU-Net's norm 12, a step whose loss or gradient is not finite skipped as a gradient scaler does):
+    network, losses (NaN for a skipped step)."""
     import torch
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
@@ -405,7 +435,7 @@ def train(group: Group, prepared: Prepared, iterations: int, seed: int) -> tuple
         dice_class=MemoryEfficientSoftDiceLoss,
     )  # fmt: skip
     precision.apply(network, torch.device("cpu"))  # bfloat16 autocast where the CPU computes it natively
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(network.parameters(), lr=group.network.learning_rate)
     network.train()
     losses = []
     for _ in range(iterations):
@@ -415,8 +445,11 @@ def train(group: Group, prepared: Prepared, iterations: int, seed: int) -> tuple
         optimizer.zero_grad()
         value = loss(network(data), target)
         value.backward()
-        optimizer.step()
-        losses.append(float(value.detach()))
+        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), GRADIENT_NORM)
+        stepped = bool(torch.isfinite(value) and torch.isfinite(norm))
+        if stepped:
+            optimizer.step()
+        losses.append(float(value.detach()) if stepped else float("nan"))
     return network, losses
 
 
@@ -536,7 +569,7 @@ def build_standins(config: StandinConfig) -> StageResult:
             weights, dice = network.state_dict(), fit(network, prepared, group)
             log.info("stand-in fit at %s mm (Dice on its phantoms): %s", group.spacing_xyz, _listed(dice))
             for model in group.models:
-                plans = _plans(model, prepared.intensities, prepared.median_shape)
+                plans = _plans(model, group.network, prepared.intensities, prepared.median_shape)
                 _write_model(config.out, model, plans, _own_head(weights, group.rows(model)), losses, config.phantoms)
                 record["models"][model.folder] = {
                     "task": model.task,
@@ -550,7 +583,13 @@ def build_standins(config: StandinConfig) -> StageResult:
                     "spacing_xyz": list(group.spacing_xyz),
                     "models": [m.folder for m in group.models],
                     "classes": len(group.classes) - 1,
-                    "loss_first_last10": [round(losses[0], 4), round(float(np.mean(losses[-10:])), 4)],
+                    "network": {
+                        "patch": prepared.plans["configurations"][group.models[0].configuration]["patch_size"],
+                        "features": list(group.network.features),
+                        "learning_rate": group.network.learning_rate,
+                    },
+                    "loss_first_last10": [round(losses[0], 4), round(float(np.nanmean(losses[-10:])), 4)],
+                    "skipped_steps": int(np.isnan(losses).sum()),
                     "fit_dice": dice,
                     "seconds": round(time.perf_counter() - started, 1),
                 }
