@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tsretrain.totalseg.models import models_for
-from tsretrain.totalseg.standins import ORGANS, SIDES, Group, Prepared, _patch, _plans, train
+from tsretrain.totalseg.standins import ORGANS, SIDES, Group, Prepared, _patch, _plans, groups, train
 
-CRANIOFACIAL = models_for(["craniofacial_structures"])[-1]
-GLANDS = models_for(["head_glands_cavities"])[-1]
+CRANIOFACIAL = next(m for m in models_for(["craniofacial_structures"]) if m.task == "craniofacial_structures")
+GLANDS = next(m for m in models_for(["head_glands_cavities"]) if m.task == "head_glands_cavities")
 
 
 def _architecture(group: Group) -> dict[str, object]:
@@ -21,9 +21,9 @@ def _architecture(group: Group) -> dict[str, object]:
 
 
 def test_a_group_that_tells_left_from_right_gets_the_network_that_sees_far_enough() -> None:
-    sided = Group([GLANDS], ["background", "eye_left", "eye_right", "parotid_gland_left"])
-    one_side = Group([GLANDS], ["background", "eye_left", "parotid_gland_right"])  # no pair: nothing to tell apart
-    organs = Group([CRANIOFACIAL], ["background", "mandible", "skull"])
+    (sided,) = groups([GLANDS], {"eye_left", "eye_right", "parotid_gland_left"})
+    (one_side,) = groups([GLANDS], {"eye_left", "parotid_gland_right"})  # no pair: nothing to tell apart
+    (organs,) = groups([CRANIOFACIAL], {"mandible", "skull"})
     assert sided.sided and sided.network == SIDES
     assert not one_side.sided and one_side.network == ORGANS
     assert not organs.sided and organs.network == ORGANS

@@ -271,6 +271,7 @@ class Group:
 
     models: list[TaskModel]
     classes: list[str]
+    network: Network = ORGANS
 
     @property
     def spacing_xyz(self) -> tuple[float, float, float]:
@@ -281,10 +282,6 @@ class Group:
         """Whether the group learns both classes of a left/right pair (TotalSegmentator's ``*_left``/``*_right``)."""
         return any(name.endswith("_left") and f"{name[: -len('_left')]}_right" in self.classes for name in self.classes)
 
-    @property
-    def network(self) -> Network:
-        return SIDES if self.sided else ORGANS
-
     def rows(self, model: TaskModel) -> list[int | None]:
         """Per label of the model (background first): its row of the trained head, None for a class the phantoms
         lack."""
@@ -293,13 +290,16 @@ class Group:
 
 
 def groups(models: list[TaskModel], truth: set[str]) -> list[Group]:
-    """Models by spacing; one training per spacing, on the classes that have phantom truth."""
+    """Models by spacing; one training per spacing, on the classes that have phantom truth, with ``SIDES`` where
+    they hold a left/right pair."""
     by_spacing: dict[tuple[float, float, float], Group] = {}
     for model in models:
         group = by_spacing.setdefault(model.spacing_xyz, Group([], ["background"]))
         group.models.append(model)
         names = [name for _, name in sorted(model.classes.items()) if name in truth]
         group.classes += [name for name in names if name not in group.classes]
+    for group in by_spacing.values():
+        group.network = SIDES if group.sided else ORGANS
     return list(by_spacing.values())
 
 
