@@ -87,10 +87,10 @@ SIDES = Network((16, 64, 64), (8, 16, 32, 64), 3e-3)
 """For a group with left/right pairs: the phantom is symmetric, so what tells a left eye from a right one is context
 (where the optic nerve runs, which way the skin curves) 20-30 mm away, which a fourth stage reaches (receptive field
 ~75 voxels, 56 mm at 0.75 mm). In 1000 steps it finds every structure of the 0.75 mm group and tells the optic
-nerves' sides apart, but still calls most of both eyes, lenses or parotids by one side (each class's fit in ``STAND-
-IN.json``); the 3-stage network fitted them at 0-0.24 (``bench/standin_networks.py``). Tried once each (the 0.75 mm
-group, 1000 steps): a 32 x 64 x 64 or 16 x 64 x 128 patch, 2000 steps, a fifth stage, float32, CE alone, mirrored
-patch pairs, SGD: none told those sides apart better, most cost more."""
+nerves' sides apart, but still calls most of both eyes, lenses or parotids by one side (each class's fit in
+``STAND-IN.json``); the 3-stage network fitted them at 0-0.24 (``bench/standin_networks.py``). Tried once each (the
+0.75 mm group, 1000 steps): a 32 x 64 x 64 or 16 x 64 x 128 patch, 2000 steps, a fifth stage, float32, CE alone,
+mirrored patch pairs, SGD: none told those sides apart better, most cost more."""
 
 
 @dataclass(frozen=True, kw_only=True)
