@@ -23,6 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import benchlib
+import numpy as np
+
+from tsretrain.labels.dictionary import load_dictionary
+from tsretrain.totalseg import standins
+from tsretrain.totalseg.models import models_for
 
 VARIANTS = ("ORGANS", "SIDES")
 SPACING = (0.75, 0.75, 1.0)
@@ -30,10 +35,6 @@ SPACING = (0.75, 0.75, 1.0)
 
 def child(variant: str, iterations: int) -> None:
     """Train the 0.75 mm group with one network; print its fit as JSON."""
-    from tsretrain.labels.dictionary import load_dictionary
-    from tsretrain.totalseg import standins
-    from tsretrain.totalseg.models import models_for
-
     network = getattr(standins, variant)
     config = standins.StandinConfig(out=Path("unused"), iterations=iterations)
     dictionary = load_dictionary(config.dictionary)
@@ -47,7 +48,7 @@ def child(variant: str, iterations: int) -> None:
     trained, losses = standins.train(group, prepared, iterations, config.seed)
     seconds = time.process_time() - started
     fit = standins.fit(trained, prepared, group)
-    skipped = sum(1 for loss in losses if loss != loss)
+    skipped = int(np.isnan(losses).sum())  # as the builder counts them
     print(json.dumps({"train_cpu_s": seconds, "skipped": skipped, "fit": fit}))
 
 
@@ -78,8 +79,6 @@ def main() -> None:
             raise SystemExit(f"{variant}: exit {process.returncode}")
         found[variant] = json.loads(out.strip().splitlines()[-1])
     classes = list(found["ORGANS"]["fit"])
-    from tsretrain.totalseg import standins
-
     rows = [
         "| network | patch | features | Adam | train CPU s (vs ORGANS) | skipped steps | "
         + " | ".join(c.replace("_", " ") for c in classes)
